@@ -1,0 +1,80 @@
+"""The interfaces every model family follows, and the time-grid helpers they share.
+
+Tensor layout at every public boundary: frames `(B, T, C, H, W)` float32 in [0, 1]; timestamps in
+seconds, `(B, T)` or `(T,)` shared by the batch; labels int64.
+
+These are Protocols, not base classes: a model is any `nn.Module` with the right methods.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """Frame predictor: `forward(context, context_times, target_times) -> frames at target_times`.
+
+    context `(B, T_in, C, H, W)`, context_times `(B, T_in)` or `(T_in,)`, target_times `(B, T_out)` or
+    `(T_out,)`; returns `(B, T_out, C, H, W)`. Discrete-time models accept only a regular grid that
+    continues the context and raise ValueError otherwise; continuous-time models accept any times.
+    """
+
+    continuous_time: bool
+
+    def forward(self, context: Tensor, context_times: Tensor, target_times: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """Video generator: `sample(num_samples, times, *, condition=None, generator=None) -> frames`."""
+
+    def sample(
+        self,
+        num_samples: int,
+        times: Tensor,
+        *,
+        condition: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor: ...
+
+
+@runtime_checkable
+class Classifier(Protocol):
+    """Video classifier: `forward(frames (B, T, C, H, W)) -> logits (B, num_classes)`."""
+
+    num_classes: int
+
+    def forward(self, frames: Tensor) -> Tensor: ...
+
+
+def batch_times(times: Tensor, batch_size: int) -> Tensor:
+    """Return timestamps as `(B, T)` float, expanding a shared `(T,)` vector over the batch."""
+    if times.dim() == 1:
+        times = times.unsqueeze(0).expand(batch_size, -1)
+    if times.dim() != 2 or times.shape[0] != batch_size:
+        raise ValueError(f"times must have shape (T,) or ({batch_size}, T); got {tuple(times.shape)}")
+    return times.to(torch.float32)
+
+
+def regular_continuation(context_times: Tensor, target_times: Tensor, rtol: float = 1e-3) -> tuple[float, int]:
+    """Check that target times continue the context on its regular grid; return (step, num_future).
+
+    Discrete-time predictors call this: they can only produce the next frames on the context's own
+    grid. A context of one frame has no grid; its step is taken from the targets.
+    """
+    ctx = context_times if context_times.dim() == 2 else context_times.unsqueeze(0)
+    tgt = target_times if target_times.dim() == 2 else target_times.unsqueeze(0)
+    both = torch.cat([ctx.to(torch.float64), tgt.to(torch.float64).expand(ctx.shape[0], -1)], dim=1)
+    diffs = both.diff(dim=1)
+    step = float(diffs[0, 0]) if diffs.numel() else 1.0
+    if step <= 0 or not torch.allclose(diffs, torch.full_like(diffs, step), rtol=rtol, atol=1e-6 * abs(step)):
+        raise ValueError(
+            "this model is discrete-time: target_times must continue context_times on the same regular "
+            "grid (e.g. context 0..9, targets 10..19); use a continuous-time model such as vid_ode for "
+            "other timestamps"
+        )
+    return step, tgt.shape[1]

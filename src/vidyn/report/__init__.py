@@ -1,0 +1,1 @@
+"""vidyn.report."""
