@@ -9,8 +9,9 @@ file fails loudly instead of being silently ignored.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from vidyn.errors import VidynError
 

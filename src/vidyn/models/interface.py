@@ -60,7 +60,9 @@ def batch_times(times: Tensor, batch_size: int) -> Tensor:
     return times.to(torch.float32)
 
 
-def regular_continuation(context_times: Tensor, target_times: Tensor, rtol: float = 1e-3) -> tuple[float, int]:
+def regular_continuation(
+    context_times: Tensor, target_times: Tensor, rtol: float = 1e-3
+) -> tuple[float, int]:
     """Check that target times continue the context on its regular grid; return (step, num_future).
 
     Discrete-time predictors call this: they can only produce the next frames on the context's own

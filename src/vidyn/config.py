@@ -1,0 +1,237 @@
+"""Run configuration: one dataclass schema, YAML files, and `--set a.b=value` overrides.
+
+Defaults live in one place: the dataclass fields below, and the builder signatures of models and
+datasets (whose free-form `args` dicts are checked against those signatures when they are built).
+Precedence: dataclass defaults < YAML file < `--set` overrides. Unknown keys are errors that list the
+valid ones, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from vidyn.errors import VidynError
+
+
+@dataclass
+class ModelConfig:
+    name: str = "convlstm"
+    args: dict[str, Any] = field(default_factory=dict)  # checked against the builder's signature
+
+
+@dataclass
+class DataConfig:
+    name: str = "shapes"
+    args: dict[str, Any] = field(default_factory=dict)  # dataset builder arguments shared by all splits
+    splits: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-split overrides: {"train": {...}}
+    batch_size: int = 8
+    eval_batch_size: int | None = None
+    num_workers: int = 0
+
+
+@dataclass
+class TaskConfig:
+    kind: str = "prediction"  # prediction | recognition
+    # prediction
+    num_context: int = 10
+    num_future: int = 10
+    mode: str = "extrapolate"  # extrapolate | interpolate
+    loss: str = "mse"  # mse | l1 | l1_diff (L1 on frames + L1 on frame differences, Vid-ODE)
+    sampling_stop_fraction: float = 0.5  # scheduled sampling reaches its end at this fraction of steps
+    adversarial_weight: float = 0.0  # Vid-ODE's LSGAN terms (0 = off)
+    # recognition
+    label_smoothing: float = 0.0
+    freeze_backbone_until_epoch: int = 0
+    unfreeze_layers: list[str] = field(default_factory=lambda: ["layer3", "layer4"])
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = "adamw"  # adam | adamw | adamax
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 0
+    warmup_epochs: int = 0  # alternative to warmup_steps for epoch-based recipes (seed 002)
+    schedule: str = "cosine"  # cosine | constant
+    min_lr_ratio: float = 0.01
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 1000
+    max_epochs: int | None = None
+    max_time: float | None = None  # wall-clock budget in seconds
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: float | None = 1.0
+    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
+    early_stopping_patience: int = 0  # validation rounds without improvement; 0 = off
+    monitor: str = "val/loss"
+    val_check_interval: int | float | None = None  # steps (int) or fraction of an epoch; None = each epoch
+    limit_val_batches: int | float = 1.0
+    log_every_n_steps: int = 10
+    seed: int = 0
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    num_threads: int | None = None  # torch CPU threads; None = torch's default
+    progress_bar: bool = True
+
+
+@dataclass
+class EvalConfig:
+    split: str = "test"
+    baselines: list[str] = field(default_factory=lambda: ["copy_last", "linear"])
+    num_visual_clips: int = 4
+    max_clips: int | None = None
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    out_dir: str = "runs"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _merge(obj: Any, updates: dict[str, Any], where: str) -> None:
+    """Recursively set dataclass fields from a dict, refusing unknown keys."""
+    if not isinstance(updates, dict):
+        raise VidynError(f"config section {where or 'root'} must be a mapping, got {updates!r}")
+    hints = get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in updates.items():
+        path = f"{where}.{key}" if where else key
+        if key not in names:
+            raise VidynError(f"unknown config key {path!r}; valid keys here: {', '.join(sorted(names))}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _merge(current, value, path)
+        else:
+            setattr(obj, key, _coerce(value, hints[key], path))
+
+
+def _coerce(value: Any, hint: Any, path: str) -> Any:
+    """Light type check for scalars: int where float is wanted is fine; a string where a number is not."""
+    text = str(hint)
+    if value is None:
+        if "None" in text:
+            return None
+        raise VidynError(f"config key {path!r} cannot be null")
+    if hint is float or text.startswith("float"):
+        if isinstance(value, str):
+            # PyYAML reads `1e-3` (no dot) as a string; accept it as the number the user meant.
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise VidynError(f"config key {path!r} must be a number, got {value!r}")
+        return float(value)
+    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise VidynError(f"config key {path!r} must be an integer, got {value!r}")
+    if hint is bool and not isinstance(value, bool):
+        raise VidynError(f"config key {path!r} must be true or false, got {value!r}")
+    if hint is str and not isinstance(value, str):
+        raise VidynError(f"config key {path!r} must be a string, got {value!r}")
+    return value
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` -> (["a", "b", "c"], value parsed as YAML so numbers, bools and lists work)."""
+    if "=" not in text:
+        raise VidynError(f"override {text!r} must look like key.sub=value, e.g. trainer.max_steps=100")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as exc:
+        raise VidynError(f"cannot parse the value in override {text!r}: {exc}") from None
+    return key.strip().split("."), value
+
+
+def _nest(keys: list[str], value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {keys[-1]: value}
+    for k in reversed(keys[:-1]):
+        out = {k: out}
+    return out
+
+
+def _deep_update(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _deep_update(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+def shipped_config_path(name: str) -> Path:
+    """Resolve a shipped config such as `predict/convlstm_shapes` (with or without `.yaml`)."""
+    rel = name if name.endswith(".yaml") else f"{name}.yaml"
+    path = Path(str(importlib.resources.files("vidyn") / "configs" / rel))
+    if not path.is_file():
+        raise VidynError(f"no shipped config {name!r}; choose one of: {', '.join(list_shipped_configs())}")
+    return path
+
+
+def list_shipped_configs() -> list[str]:
+    root = Path(str(importlib.resources.files("vidyn") / "configs"))
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        # Not a file: maybe the name of a shipped config (e.g. `predict/convlstm_shapes`).
+        try:
+            path = shipped_config_path(str(path))
+        except VidynError:
+            raise VidynError(
+                f"config file {str(path)!r} not found; pass a YAML path or a shipped config "
+                f"({', '.join(list_shipped_configs())})"
+            ) from None
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise VidynError(f"config file {str(path)!r} is not valid YAML: {exc}".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise VidynError(f"config file {str(path)!r} must hold a mapping at the top level")
+    return data
+
+
+def build_config(
+    base: str | Path | dict[str, Any] | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> Config:
+    """Defaults < YAML file (or dict) < `key=value` overrides."""
+    raw: dict[str, Any] = {}
+    if isinstance(base, dict):
+        raw = _deep_update({}, base)
+    elif base is not None:
+        raw = read_yaml(base)
+    for text in overrides:
+        keys, value = parse_override(text)
+        _deep_update(raw, _nest(keys, value))
+    cfg = Config()
+    _merge(cfg, raw, "")
+    return cfg
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    tmp.replace(path)

@@ -1,0 +1,73 @@
+"""Lightning DataModule over any registered dataset.
+
+Each split is built from the registry with the shared `args` plus that split's overrides, so a
+config names a dataset once and, for instance, asks for fewer test clips than training clips.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+import vidyn.data.registered  # noqa: F401  (registers the dataset builders)
+from vidyn.registry import DATASETS
+
+SPLITS = ("train", "val", "test")
+
+
+def build_dataset(
+    name: str,
+    split: str,
+    args: dict[str, Any] | None = None,
+    split_args: dict[str, dict[str, Any]] | None = None,
+) -> Dataset:
+    kwargs = {**(args or {}), **((split_args or {}).get(split, {}))}
+    return DATASETS.build(name, split=split, **kwargs)
+
+
+class VideoDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        name: str,
+        args: dict[str, Any] | None = None,
+        splits: dict[str, dict[str, Any]] | None = None,
+        *,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.name, self.args, self.split_args = name, dict(args or {}), dict(splits or {})
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.num_workers, self.seed = num_workers, seed
+        self._datasets: dict[str, Dataset] = {}
+
+    def dataset(self, split: str) -> Dataset:
+        if split not in self._datasets:
+            self._datasets[split] = build_dataset(self.name, split, self.args, self.split_args)
+        return self._datasets[split]
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        gen = torch.Generator().manual_seed(self.seed)
+        return DataLoader(
+            self.dataset(split),
+            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle and len(self.dataset(split)) >= self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            generator=gen if shuffle else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

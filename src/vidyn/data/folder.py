@@ -1,0 +1,294 @@
+"""A user's own videos: one folder per class, of video files or of `.pt` clip tensors.
+
+    ROOT/<class>/<any name>.<avi|mp4|mkv|mov|webm|...>   decoded with PyAV
+    ROOT/<class>/<any name>.pt                           a (T, C, H, W) tensor, e.g. [16, 3, 64, 64]
+                                                         float in [0, 1] or uint8 (seed 000's format)
+
+Labels are the class folder names sorted (for a user's folder that is the only information there is);
+`classes=[...]` overrides the order and/or keeps a subset. Splits: if ROOT holds only `train/`, `val/`
+and `test/` folders, each holds its own class folders (`ROOT/train/<class>/...`); otherwise every file
+goes to train / val / test by a hash of its path relative to ROOT (stable across machines and runs, and a
+file never moves when others are added), with `val_fraction` and `test_fraction` of the files on average.
+
+`.pt` files are read with `torch.load(weights_only=True)` and must hold a plain tensor: a pickled dict or
+object is refused. They carry no timestamps, so their frame k is at k / `pt_fps` seconds. Every clip goes
+through uint8 (float `.pt` values are rounded to 1/255), so decoded items and prepared-store items agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from vidyn.data.store import (
+    CLIP_SAMPLING,
+    StoreDataset,
+    VideoEntry,
+    check_store,
+    clip_indices,
+    clip_sample,
+    take_clip,
+)
+from vidyn.data.video_io import _crop_resize, _to_luma, read_video
+from vidyn.errors import VidynError
+from vidyn.registry import DATASETS
+
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv",
+                    ".ogv", ".3gp", ".gif", ".ts", ".mts")  # fmt: skip
+CLIP_EXTENSIONS = (*VIDEO_EXTENSIONS, ".pt")
+SPLITS = ("train", "val", "test")
+
+
+def hash_split(source: str, val_fraction: float, test_fraction: float) -> str:
+    """train / val / test for a file, from the SHA-1 of its root-relative POSIX path."""
+    u = int.from_bytes(hashlib.sha1(source.encode("utf-8")).digest()[:8], "big") / 2.0**64  # uniform [0, 1)
+    return "test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"
+
+
+def load_pt_clip(path: str | os.PathLike) -> np.ndarray:
+    """A `.pt` clip tensor -> uint8 `(T, H, W, C)`; refuses anything but a plain tensor of frames."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # weights_only refuses arbitrary objects; truncated files fail in many ways
+        raise VidynError(
+            f"{path}: not a tensor file torch.load(weights_only=True) can read ({type(e).__name__}); "
+            "save each clip with torch.save(clip_tensor, path)"
+        ) from e
+    if not isinstance(obj, torch.Tensor):
+        raise VidynError(
+            f"{path} holds a {type(obj).__name__}, not a tensor; save each clip as a plain (T, C, H, W) "
+            "tensor"
+        )
+    x = obj.detach()
+    if x.ndim == 3:
+        x = x[:, None]  # (T, H, W) -> (T, 1, H, W)
+    if x.ndim != 4 or x.shape[0] < 1 or (x.shape[1] not in (1, 3) and x.shape[-1] not in (1, 3)):
+        raise VidynError(
+            f"{path}: tensor shape {tuple(obj.shape)} is not a (T, C, H, W) clip with C = 1 or 3"
+        )
+    if x.shape[1] not in (1, 3):
+        x = x.permute(0, 3, 1, 2)  # (T, H, W, C) -> (T, C, H, W)
+    if x.dtype == torch.uint8:
+        pass
+    elif x.is_floating_point():
+        if not torch.isfinite(x).all() or x.min() < -1e-3 or x.max() > 1 + 1e-3:
+            lo, hi = float(x.min()), float(x.max())
+            raise VidynError(
+                f"{path}: float frames must lie in [0, 1] (found [{lo:.3g}, {hi:.3g}]); rescale them"
+            )
+        x = x.float().clamp(0, 1).mul(255).round().to(torch.uint8)
+    else:
+        raise VidynError(f"{path}: dtype {x.dtype} unsupported; save uint8 or float frames in [0, 1]")
+    return x.permute(0, 2, 3, 1).contiguous().numpy()  # (T, C, H, W) -> (T, H, W, C)
+
+
+def _adapt(frames: np.ndarray, size: int | None, grayscale: bool) -> np.ndarray:
+    """Resize (centre square crop, as video_io does) and set channels of uint8 `(T, H, W, C)` frames."""
+    square = size is None or frames.shape[1:3] == (size, size)
+    channels = 1 if grayscale else 3
+    if square and frames.shape[-1] == channels:
+        return frames
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()  # (T, H, W, C) -> (T, C, H, W)
+    if not square:
+        x = _crop_resize(x, (size, size))
+    if grayscale and x.shape[1] == 3:
+        x = _to_luma(x)
+    elif not grayscale and x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def read_clip_file(
+    path: str | os.PathLike, *, size: int | None, grayscale: bool, pt_fps: float = 25.0
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """A video or `.pt` file -> (uint8 frames `(T, H, W, C)`, times in seconds `(T,)`, fps)."""
+    if Path(path).suffix.lower() == ".pt":
+        frames = _adapt(load_pt_clip(path), size, grayscale)
+        return frames, np.arange(len(frames), dtype=np.float64) / pt_fps, pt_fps
+    video = read_video(path, size=size, grayscale=grayscale)
+    return video.frames, video.times, video.fps
+
+
+def _visible_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+class FolderIndex:
+    """The files of a class-folder tree with their labels and splits (see the module docstring)."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        *,
+        classes: Sequence[str] | None = None,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+    ) -> None:
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise VidynError(f"{self.root} is not a folder; point root at a folder with one folder per class")
+        if min(val_fraction, test_fraction) < 0 or val_fraction + test_fraction >= 1:
+            raise VidynError("val_fraction and test_fraction must be >= 0 and sum to less than 1")
+        top = _visible_dirs(self.root)
+        names = {p.name for p in top}
+        self.layout = "split folders" if "train" in names and names <= set(SPLITS) else "hashed"
+        bases = (
+            [self.root / s for s in SPLITS if s in names] if self.layout == "split folders" else [self.root]
+        )
+        found = sorted({d.name for base in bases for d in _visible_dirs(base)})
+        if not found:
+            raise VidynError(f"{self.root} holds no class folders; put each class's videos in ROOT/<class>/")
+        if classes is not None:
+            missing = sorted(set(classes) - set(found))
+            if missing or not classes:
+                raise VidynError(f"classes {missing or '[]'} not found in {self.root}; it holds {found}")
+        self.classes = list(dict.fromkeys(classes)) if classes is not None else found
+        self._splits: dict[str, list[VideoEntry]] = {s: [] for s in SPLITS}
+        for label, name in enumerate(self.classes):
+            count = 0
+            for base in bases:
+                for path in self._files(base / name):
+                    source = path.relative_to(self.root).as_posix()
+                    if self.layout == "split folders":
+                        split = base.name
+                    else:
+                        split = hash_split(source, val_fraction, test_fraction)
+                    self._splits[split].append(VideoEntry(path, source, label, name, split))
+                    count += 1
+            if count == 0:
+                raise VidynError(
+                    f"class folder {name!r} in {self.root} holds no clip files "
+                    f"({', '.join(CLIP_EXTENSIONS)}); add some, remove it, or pass classes=[...]"
+                )
+
+    @staticmethod
+    def _files(folder: Path) -> list[Path]:
+        if not folder.is_dir():
+            return []
+        return sorted(
+            p for p in folder.rglob("*")
+            if p.suffix.lower() in CLIP_EXTENSIONS and p.is_file() and not p.name.startswith(".")
+        )  # fmt: skip
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def entries(self, split: str) -> list[VideoEntry]:
+        if split not in SPLITS:
+            raise VidynError(f"split must be train, val or test; got {split!r}")
+        return self._splits[split]
+
+
+class FolderDataset(Dataset):
+    """Clips from a class-folder tree: `{"frames" (T, C, H, W), "times" (T,), "label"}`.
+
+    Same clip selection as UCF101 (`clip_sampling` "random" | "center" | "uniform", `num_frames` frames
+    `frame_stride` apart); `size=None` keeps each file's own size (then all files must share it to batch).
+    Video times are the real presentation timestamps; `.pt` times are k / `pt_fps`.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "train",
+        *,
+        classes: Sequence[str] | None = None,
+        num_frames: int = 16,
+        frame_stride: int = 2,
+        size: int | None = 64,
+        grayscale: bool = False,
+        clip_sampling: str = "random",
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        pt_fps: float = 25.0,
+    ) -> None:
+        if clip_sampling not in CLIP_SAMPLING:
+            raise VidynError(
+                f"clip_sampling must be one of {', '.join(CLIP_SAMPLING)}; got {clip_sampling!r}"
+            )
+        if num_frames < 1 or frame_stride < 1 or (size is not None and size < 1) or pt_fps <= 0:
+            raise VidynError("num_frames, frame_stride, size and pt_fps must be positive")
+        self.index = FolderIndex(
+            root, classes=classes, val_fraction=val_fraction, test_fraction=test_fraction
+        )
+        self.entries = self.index.entries(split)
+        if not self.entries:
+            raise VidynError(
+                f"split {split!r} of {self.index.root} is empty ({self.index.layout} layout); add files, "
+                f"change val_fraction/test_fraction, or add a ROOT/{split}/ folder"
+            )
+        self.classes, self.split = self.index.classes, split
+        self.num_frames, self.frame_stride, self.size = num_frames, frame_stride, size
+        self.grayscale, self.clip_sampling, self.pt_fps = grayscale, clip_sampling, pt_fps
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        entry = self.entries[index]
+        frames, times, fps = read_clip_file(
+            entry.path, size=self.size, grayscale=self.grayscale, pt_fps=self.pt_fps
+        )
+        idx = clip_indices(len(times), self.num_frames, self.frame_stride, self.clip_sampling)
+        clip, clip_times = take_clip(frames, times, idx, fps)
+        return clip_sample(clip, clip_times, entry.label)
+
+
+@DATASETS.register("folder", family="video")
+def folder(
+    split: str,
+    root: str | None = None,
+    classes: list[str] | None = None,
+    num_frames: int = 16,
+    frame_stride: int = 2,
+    size: int | None = 64,
+    grayscale: bool = False,
+    clip_sampling: str = "random",
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    pt_fps: float = 25.0,
+    store: str | None = None,
+) -> Dataset:
+    """Your own videos (or .pt clips) in one folder per class; labels = sorted folder names.
+
+    With `store` (made by `vidyn prepare folder`) clips are read from the store; its size, frames, stride,
+    split fractions and pt_fps must match these arguments.
+    """
+    if store is not None:
+        expected = {
+            "dataset": "folder",
+            "size": size,
+            "frames": num_frames,
+            "stride": frame_stride,
+            "val_fraction": val_fraction,
+            "test_fraction": test_fraction,
+            "pt_fps": pt_fps,
+        }
+        check_store(store, expected)
+        return StoreDataset(store, split, classes=classes, grayscale=grayscale)
+    if root is None:
+        raise VidynError("folder needs root= (a folder with one folder per class) or store=")
+    return FolderDataset(
+        root,
+        split,
+        classes=classes,
+        num_frames=num_frames,
+        frame_stride=frame_stride,
+        size=size,
+        grayscale=grayscale,
+        clip_sampling=clip_sampling,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        pt_fps=pt_fps,
+    )

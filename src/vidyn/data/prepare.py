@@ -1,0 +1,248 @@
+"""`vidyn prepare`: decode a video dataset once into a prepared-clip store (format: `vidyn.data.store`).
+
+Each video is decoded once, sequentially, in a worker process (spawned, so no decoder or thread state is
+inherited; each worker creates its own decoders), centre-cropped and resized while decoding, and cut into
+`clips_per_video` evenly spaced windows of `frames` frames `stride` apart. The parent writes the clips of
+consecutive video ranges as uint8 shards. Work is handed out a few videos ahead of the writer, so memory
+stays bounded however slow one video is.
+
+Resuming: the video list is sorted by path and shard k holds the videos [kV, (k+1)V), so a re-run skips
+the shards the manifest already lists and produces the same store, byte for byte, as an uninterrupted run.
+A re-run with other parameters (or another video list) is refused. Unreadable files are skipped, listed in
+the manifest with the reason and counted in the summary; the run still succeeds.
+
+Spawned workers re-import the caller's main module: call `prepare_store` from a script under
+`if __name__ == "__main__":` (the CLI does), or pass `workers=0`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from vidyn.data.folder import FolderIndex, read_clip_file
+from vidyn.data.store import StoreWriter, VideoEntry, take_clip, window_indices
+from vidyn.data.ucf101 import UCF101Index
+from vidyn.errors import VidynError
+
+DATASETS = ("ucf101", "folder")
+
+
+@dataclass(frozen=True)
+class _Job:
+    video: int
+    path: str
+    size: int
+    grayscale: bool
+    frames: int
+    stride: int
+    clips_per_video: int
+    pt_fps: float
+
+
+@dataclass
+class _Result:
+    video: int
+    clips: np.ndarray | None  # uint8 (K, T, H, W, C)
+    times: np.ndarray | None  # float64 (K, T)
+    reason: str | None = None
+
+
+def _decode(job: _Job) -> _Result:
+    """Runs in a worker: decode one file and cut its windows; never raises for a bad file."""
+    try:
+        frames, times, fps = read_clip_file(
+            job.path, size=job.size, grayscale=job.grayscale, pt_fps=job.pt_fps
+        )
+        windows = window_indices(len(times), job.frames, job.stride, job.clips_per_video)
+        cut = [take_clip(frames, times, idx, fps) for idx in windows]
+        return _Result(job.video, np.stack([c for c, _ in cut]), np.stack([t for _, t in cut]))
+    except VidynError as e:  # VideoReadError and refused .pt files: the message names the problem
+        return _Result(job.video, None, None, str(e))
+    except Exception as e:  # a decoder failure we did not foresee must not end a multi-hour run
+        return _Result(job.video, None, None, f"{type(e).__name__}: {e}")
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)  # parallelism comes from the processes; resizing runs in torch
+
+
+def _in_order(
+    executor: Executor, fn: Callable[[_Job], _Result], jobs: Iterable[_Job], ahead: int
+) -> Iterator[_Result]:
+    """Results in job order, keeping at most `ahead` jobs in flight (bounded memory)."""
+    todo, flight = iter(jobs), deque()
+    for job in todo:
+        flight.append(executor.submit(fn, job))
+        if len(flight) >= ahead:
+            break
+    while flight:
+        result = flight.popleft().result()
+        job = next(todo, None)
+        if job is not None:
+            flight.append(executor.submit(fn, job))
+        yield result
+
+
+def _record(video: int, window: int, entry: VideoEntry, times: np.ndarray) -> dict[str, Any]:
+    return {
+        "video": video,
+        "window": window,
+        "label": entry.label,
+        "class": entry.class_name,
+        "group": entry.group,
+        "clip": entry.clip,
+        "source": entry.source,
+        "split": entry.split,
+        "times": times.tolist(),
+    }
+
+
+def _video_list(
+    dataset: str,
+    root: Path,
+    fold: int,
+    classes: Sequence[str] | None,
+    val_fraction: float,
+    test_fraction: float,
+) -> tuple[list[VideoEntry], list[str]]:
+    if dataset == "ucf101":  # official train/test of the fold; validation is carved when the store is read
+        index = UCF101Index(root, fold=fold, classes=classes, val_groups=0.0)
+        entries = index.train + index.test
+    else:
+        index = FolderIndex(root, classes=classes, val_fraction=val_fraction, test_fraction=test_fraction)
+        entries = [e for split in ("train", "val", "test") for e in index.entries(split)]
+    return sorted(entries, key=lambda e: e.source), index.classes
+
+
+def prepare_store(
+    dataset: str,
+    root: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    fold: int = 1,
+    size: int = 64,
+    frames: int = 16,
+    stride: int = 2,
+    clips_per_video: int = 1,
+    grayscale: bool = False,
+    classes: Sequence[str] | None = None,
+    workers: int = 2,
+    shard_size: int = 256,
+    progress: bool = True,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    pt_fps: float = 25.0,
+) -> dict[str, Any]:
+    """Decode `dataset` ("ucf101" or "folder") under `root` into a store at `out`; resumes an interrupted run.
+
+    `shard_size` is the target number of clips per shard (shards hold whole videos); `workers=0` decodes
+    in this process. `val_fraction`, `test_fraction` and `pt_fps` apply to "folder" only (UCF101 keeps its
+    official train/test lists; its validation groups are chosen when the store is read).
+    Returns `{"videos", "clips", "skipped": [{"file", "reason"}], "seconds", "store", "resumed_videos"}`.
+    """
+    start = time.perf_counter()
+    if dataset not in DATASETS:
+        raise VidynError(f"prepare supports datasets {', '.join(DATASETS)}; got {dataset!r}")
+    if min(size, frames, stride, clips_per_video, shard_size) < 1 or workers < 0:
+        raise VidynError("size, frames, stride, clips_per_video and shard_size must be >= 1 and workers >= 0")
+    root, out = Path(root).expanduser(), Path(out).expanduser()
+    entries, class_names = _video_list(dataset, root, fold, classes, val_fraction, test_fraction)
+    if not entries:
+        raise VidynError(f"no videos found under {root} for the chosen classes; check root and classes")
+    listing = "\n".join(f"{e.source}\t{e.label}\t{e.split}" for e in entries)
+    params: dict[str, Any] = {
+        "dataset": dataset,
+        "classes": list(classes) if classes is not None else None,
+        "size": size,
+        "frames": frames,
+        "stride": stride,
+        "clips_per_video": clips_per_video,
+        "grayscale": grayscale,
+        "shard_size": shard_size,
+    }
+    if dataset == "ucf101":
+        params["fold"] = fold
+    else:
+        params.update(val_fraction=val_fraction, test_fraction=test_fraction, pt_fps=pt_fps)
+    params["video_list_sha1"] = hashlib.sha1(listing.encode("utf-8")).hexdigest()
+    clip_shape = (frames, size, size, 1 if grayscale else 3)
+    writer = StoreWriter(
+        out,
+        params,
+        class_names,
+        len(entries),
+        max(1, shard_size // clips_per_video),
+        clip_shape,
+        str(root.resolve()),
+    )
+    pending = writer.pending_shards()
+    todo = [i for k in pending for i in writer.shard_videos(k)]
+    jobs = (
+        _Job(i, str(entries[i].path), size, grayscale, frames, stride, clips_per_video, pt_fps) for i in todo
+    )
+    done = len(entries) - len(todo)
+    bar = tqdm(
+        total=len(entries) * clips_per_video,
+        initial=done * clips_per_video,
+        unit="clip",
+        desc=f"prepare {out.name}",
+        disable=not progress,
+        smoothing=0.05,
+    )
+    executor = None
+    try:
+        if workers == 0:
+            results: Iterator[_Result] = map(_decode, jobs)
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            executor = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker)
+            results = _in_order(executor, _decode, jobs, ahead=4 * workers)
+        for k in pending:
+            clips, records, skipped = [], [], []
+            for i in writer.shard_videos(k):
+                result, entry = next(results), entries[i]
+                assert result.video == i, "results must arrive in video order"
+                if result.clips is None:
+                    skipped.append({"file": entry.source, "reason": result.reason, "video": i})
+                else:
+                    clips.append(result.clips)
+                    records += [_record(i, w, entry, clip_times) for w, clip_times in enumerate(result.times)]
+                bar.update(clips_per_video)
+            data = np.concatenate(clips) if clips else np.zeros((0, *clip_shape), np.uint8)  # (N, T, H, W, C)
+            writer.write_shard(k, data, records, skipped)
+        manifest = writer.finish()
+        if executor is not None:
+            executor.shutdown()
+    except BrokenProcessPool as e:
+        raise VidynError(
+            "a prepare worker process died (out of memory, a decoder crash, or prepare_store called from a "
+            "script without `if __name__ == '__main__':`); re-run to resume, or use workers=0 to decode "
+            "in this process"
+        ) from e
+    finally:
+        bar.close()
+        writer.close()
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+    return {
+        "videos": len(entries),
+        "clips": len(manifest["clips"]),
+        "skipped": [{"file": s["file"], "reason": s["reason"]} for s in manifest["skipped"]],
+        "seconds": time.perf_counter() - start,
+        "store": str(out),
+        "resumed_videos": done,
+    }

@@ -1,0 +1,502 @@
+"""Video reading and writing with PyAV: the only place frames live as uint8 `(T, H, W, C)`.
+
+Reading decodes each file sequentially once (header frame counts lie and seeking is unreliable outside
+AVI) and keeps every frame's presentation timestamp in seconds, as the container states it (not shifted
+to start at 0). Resizing and grayscale conversion happen frame by frame while decoding, so a long video
+never holds full-resolution frames. Anything that cannot be decoded into at least one frame raises
+`VideoReadError` naming the file and the problem; a truncated file that still yields frames returns them
+with a warning, as players do.
+
+Resizing, everywhere in this module: the frame is first center-cropped to the target aspect ratio (so
+nothing is stretched), then resized with `torch.nn.functional.interpolate(mode="bilinear",
+antialias=True)`, which averages over the source area when downscaling. An int size means a square.
+Pixel aspect ratio and rotation metadata are ignored: frames are the stored pixels. Grayscale is ITU-R
+BT.601 luma, 0.299 R + 0.587 G + 0.114 B.
+
+Writing goes to a temporary file in the target folder that is renamed into place, so an interrupted or
+failed write never leaves a half-written file. Formats: `.mp4` (H.264 via libx264, else MPEG-4 Part 2;
+yuv420p, odd sizes padded to even by repeating the last row/column), `.avi` (MPEG-4 Part 2, like UCF101),
+`.gif` (per-frame adaptive 256-colour palette from Pillow, encoded by FFmpeg's gif encoder, loops
+forever; delays are stored in 1/100 s and players need at least 20 ms between frames), `.npy` (uint8).
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import uuid
+import warnings
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vidyn.errors import VideoReadError, VidynError
+
+WRITE_FORMATS = (".mp4", ".avi", ".gif", ".npy")
+# FFmpeg happily "decodes" text files as ANSI art (tty demuxer); these are never camera video.
+_TEXT_ART_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})
+_LUMA = (0.299, 0.587, 0.114)
+_DEFAULT_FPS = 10.0
+_REORDER_WINDOW = 16  # frames; more than any B-frame reorder depth in practice
+_MPEG4_QUALITY = {"flags": "qscale", "global_quality": "354"}  # quantiser 3 (x FF_QP2LAMBDA = 118)
+# format -> (codec, pixel format, codec options, container options)
+_CODECS = {
+    "mp4": ("libx264", "yuv420p", {"crf": "18"}, {"movflags": "+faststart"}),  # faststart: moov first
+    "avi": ("mpeg4", "yuv420p", _MPEG4_QUALITY, {}),
+    "gif": ("gif", "pal8", {}, {"loop": "0"}),
+}
+
+
+@dataclass
+class Video:
+    frames: np.ndarray  # uint8 (T, H, W, C), C = 3 (RGB) or 1
+    times: np.ndarray  # float64 (T,) presentation timestamps in seconds, as stored in the container
+    fps: float  # the stream's average rate, or derived from `times` when the container has none
+    path: str
+
+
+def _fail(path: str | os.PathLike, problem: str) -> VideoReadError:
+    return VideoReadError(f"cannot read video {str(path)!r}: {problem}")
+
+
+def _size_hw(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    if len(hw) != 2 or not all(isinstance(s, int) and s > 0 for s in hw):
+        raise VidynError(f"size must be a positive int or a (height, width) pair of ints; got {size!r}")
+    return hw  # type: ignore[return-value]
+
+
+def _crop_resize(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """Center-crop `(N, C, H, W)` to the aspect ratio of `hw`, then antialiased bilinear resize.
+
+    uint8 input stays uint8 (torch's fast channels-last path, about 4x the float one, rounding once).
+    """
+    h, w = x.shape[-2:]
+    th, tw = hw
+    if w * th > h * tw:  # too wide: crop columns
+        cw = max(1, round(h * tw / th))
+        x = x[..., :, (w - cw) // 2 : (w - cw) // 2 + cw]
+    elif w * th < h * tw:  # too tall: crop rows
+        ch = max(1, round(w * th / tw))
+        x = x[..., (h - ch) // 2 : (h - ch) // 2 + ch, :]
+    if tuple(x.shape[-2:]) == hw:
+        return x
+    if x.dtype == torch.uint8:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return F.interpolate(x, size=hw, mode="bilinear", antialias=True, align_corners=False)
+
+
+def _to_luma(x: torch.Tensor) -> torch.Tensor:
+    """`(N, 3, H, W)` RGB -> `(N, 1, H, W)` BT.601 luma (same value range)."""
+    weights = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * weights).sum(dim=1, keepdim=True)
+
+
+def _process(rgb: np.ndarray, hw: tuple[int, int], grayscale: bool) -> np.ndarray:
+    """One decoded `(H, W, 3)` uint8 frame -> resized and/or gray `(h, w, C)` uint8, owning its memory."""
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None]  # (1, 3, H, W) uint8 view
+    x = _crop_resize(x, hw)
+    if grayscale:
+        x = _to_luma(x.float()).round_().clamp_(0, 255).to(torch.uint8)
+    # a copy, so no frame keeps PyAV's (or the full-size) buffer alive
+    return np.array(x[0].permute(1, 2, 0).numpy(), order="C", copy=True)  # (h, w, C)
+
+
+def _open_video(path: str | os.PathLike) -> tuple[av.container.InputContainer, av.VideoStream]:
+    p = Path(path)
+    if not p.exists():
+        raise _fail(path, "file not found (check the path)")
+    if p.is_dir():
+        raise _fail(path, "it is a folder, not a file")
+    if p.stat().st_size == 0:
+        raise _fail(path, "the file is empty")
+    if p.suffix.lower() == ".npy":
+        raise _fail(path, "it is a NumPy array; load it with vidyn.data.video_io.load_frames")
+    try:
+        container = av.open(str(p), mode="r")
+    except av.error.FFmpegError as e:
+        raise _fail(path, f"not a video FFmpeg can open, or corrupt ({e.strerror or e})") from e
+    except (OSError, ValueError) as e:
+        raise _fail(path, f"{type(e).__name__}: {e}") from e
+    streams = container.streams.video
+    if not streams or streams[0].codec_context.name in _TEXT_ART_CODECS:
+        container.close()
+        raise _fail(path, "no video stream (is it a video file?)")
+    return container, streams[0]
+
+
+def _stream_fps(stream: av.VideoStream) -> float | None:
+    for rate in (stream.average_rate, stream.guessed_rate):
+        if rate is not None and rate > 0:
+            return float(rate)
+    return None
+
+
+def _decode(
+    path: str | os.PathLike, hw: tuple[int, int] | None, grayscale: bool, start_time: float = 0.0
+) -> tuple[float | None, Iterator[tuple[np.ndarray, float]]]:
+    """Open `path` now (so a bad file fails at once); return the stream's fps and a frame generator."""
+    container, stream = _open_video(path)
+    fps = _stream_fps(stream)
+    return fps, _frames(str(path), container, stream, fps, hw, grayscale, start_time)
+
+
+def _decoded(container: av.container.InputContainer, stream: av.VideoStream, stats: dict) -> Iterator:
+    """Decoded `av.VideoFrame`s in output order; skips damaged packets and stops where the file breaks."""
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            return
+        except (av.error.FFmpegError, EOFError) as e:  # truncated or garbled container: stop here
+            stats["stopped"] = str(e)
+            return
+        try:
+            decoded = packet.decode()
+        except av.error.FFmpegError:  # one damaged packet: skip it, as players do
+            stats["bad_packets"] += 1
+            continue
+        yield from decoded
+
+
+def _reordered(frames: Iterator, fps: float | None) -> Iterator[tuple[av.VideoFrame, float]]:
+    """Pair frames with their timestamps, sorted within a window of `_REORDER_WINDOW` frames.
+
+    Decoders emit frames in presentation order, but AVI files with (packed) B-frames carry no real pts,
+    and the pts FFmpeg guesses arrive attached to the wrong frames (1, 2, 3, 5, 4, 6, ...). The set of
+    times is right; sorting it restores the pairing. Monotone timestamps pass through unchanged.
+    """
+    heap: list[float] = []
+    pending: deque = deque()
+    last = None
+    for frame in frames:
+        if frame.time is not None:
+            last = float(frame.time)
+        else:  # no pts at all (some raw streams): continue the grid
+            last = 0.0 if last is None else last + 1.0 / (fps or _DEFAULT_FPS)
+        heapq.heappush(heap, last)
+        pending.append(frame)
+        if len(pending) > _REORDER_WINDOW:
+            yield pending.popleft(), heapq.heappop(heap)
+    while pending:
+        yield pending.popleft(), heapq.heappop(heap)
+
+
+def _frames(
+    path: str,
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    fps: float | None,
+    hw: tuple[int, int] | None,
+    grayscale: bool,
+    start_time: float,
+) -> Iterator[tuple[np.ndarray, float]]:
+    """Yield `(frame, time)` in presentation order; raise VideoReadError if no frame decodes."""
+    stats = {"bad_packets": 0, "stopped": None}
+    count = 0
+    try:
+        for frame, t in _reordered(_decoded(container, stream, stats), fps):
+            if t < start_time - 1e-9:
+                continue
+            rgb = frame.to_ndarray(format="rgb24")  # (H, W, 3)
+            hw = hw or rgb.shape[:2]  # should the stream change size, keep that of the first frame
+            count += 1
+            yield _process(rgb, hw, grayscale), t
+    except av.error.FFmpegError as e:
+        raise _fail(path, f"decoding failed ({e})") from e
+    finally:
+        container.close()
+    problems = [f"{stats['bad_packets']} undecodable packets"] if stats["bad_packets"] else []
+    problems += [f"the data ends in error ({stats['stopped']})"] if stats["stopped"] else []
+    if count == 0:
+        when = f" at or after start_time={start_time}s" if start_time > 0 else ""
+        raise _fail(
+            path, f"decoded 0 frames{when} (file truncated or corrupt?) {'; '.join(problems)}".strip()
+        )
+    if problems:
+        warnings.warn(f"{path!r}: kept {count} frames; {'; '.join(problems)}", stacklevel=2)
+
+
+def read_video(
+    path: str | os.PathLike,
+    *,
+    size: int | tuple[int, int] | None = None,
+    grayscale: bool = False,
+    max_frames: int | None = None,
+    start_time: float = 0.0,
+) -> Video:
+    """Decode a whole video (or `max_frames` frames from `start_time` on, in the container's clock).
+
+    `size` is an int (square) or `(height, width)`; frames are center-cropped to that aspect and resized
+    while decoding. Returns uint8 `(T, H, W, C)` frames with C = 1 if `grayscale` else 3.
+    """
+    hw = _size_hw(size)
+    if max_frames is not None and max_frames < 1:
+        raise VidynError(f"max_frames must be >= 1 or None; got {max_frames}")
+    frames: list[np.ndarray] = []
+    times: list[float] = []
+    fps, decoder = _decode(path, hw, grayscale, start_time)
+    for frame, t in decoder:
+        frames.append(frame)
+        times.append(t)
+        if max_frames is not None and len(frames) >= max_frames:
+            decoder.close()  # type: ignore[attr-defined]  # runs the generator's finally: closes the file
+            break
+    times_arr = np.asarray(times, dtype=np.float64)
+    if fps is None:
+        span = times_arr[-1] - times_arr[0]
+        fps = (len(times) - 1) / span if len(times) > 1 and span > 0 else _DEFAULT_FPS
+    return Video(frames=np.stack(frames), times=times_arr, fps=float(fps), path=str(path))
+
+
+def iter_video(
+    path: str | os.PathLike, *, size: int | tuple[int, int] | None = None, grayscale: bool = False
+) -> Iterator[tuple[np.ndarray, float]]:
+    """Stream `(frame uint8 (H, W, C), time in seconds)` pairs, decoding sequentially (for long videos).
+
+    The file is opened at the call, so a missing or non-video file raises here, not at the first frame.
+    """
+    return _decode(path, _size_hw(size), grayscale)[1]
+
+
+def probe_video(path: str | os.PathLike) -> dict:
+    """Header facts without decoding: width, height, fps, duration (s), codec, container, header_frames.
+
+    `header_frames` is what the header claims (None if absent) and is often wrong; `read_video` and
+    `iter_video` never rely on it. `fps` and `duration` are None when the container does not state them.
+    """
+    container, stream = _open_video(path)
+    try:
+        duration = None
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / av.time_base
+        return {
+            "width": stream.codec_context.width,
+            "height": stream.codec_context.height,
+            "fps": _stream_fps(stream),
+            "duration": duration,
+            "codec": stream.codec_context.name,
+            "container": container.format.name,
+            "header_frames": stream.frames or None,
+        }
+    finally:
+        container.close()
+
+
+def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 `(T, H, W, C)` -> float32 `(T, C, H, W)` in [0, 1]."""
+    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4:
+        got = f"{getattr(frames, 'dtype', type(frames))} {tuple(getattr(frames, 'shape', ()))}"
+        raise VidynError(f"frames_to_tensor expects a uint8 (T, H, W, C) array; got {got}")
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def tensor_to_frames(t: torch.Tensor) -> np.ndarray:
+    """float `(T, C, H, W)` in [0, 1] (clamped) -> uint8 `(T, H, W, C)`."""
+    t = torch.as_tensor(t)
+    if t.ndim != 4 or not t.is_floating_point():
+        raise VidynError(
+            f"tensor_to_frames expects a float (T, C, H, W) tensor; got {t.dtype} {tuple(t.shape)}"
+        )
+    if torch.isnan(t).any():
+        raise VidynError("frames contain NaN; check the model output before saving it")
+    x = t.detach().cpu().float().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def _as_uint8_video(frames: np.ndarray | torch.Tensor) -> np.ndarray:
+    """uint8 `(T, H, W, C)` or float `(T, C, H, W)` in [0, 1] -> uint8 `(T, H, W, C)`, C in {1, 3}."""
+    expected = "frames must be uint8 (T, H, W, C) or float (T, C, H, W) in [0, 1]"
+    x = frames if isinstance(frames, torch.Tensor) else torch.from_numpy(np.asarray(frames))
+    if x.ndim != 4:
+        raise VidynError(f"{expected}; got {x.ndim} dimensions, shape {tuple(x.shape)}")
+    if x.is_floating_point():
+        out = tensor_to_frames(x)
+    elif x.dtype == torch.uint8:
+        out = x.detach().cpu().numpy()
+    else:
+        raise VidynError(f"{expected}; got dtype {x.dtype}")
+    if out.shape[0] < 1 or out.shape[-1] not in (1, 3) or min(out.shape[1:3]) < 1:
+        raise VidynError(f"frames need T >= 1 and 1 or 3 channels; got (T, H, W, C) = {out.shape}")
+    return out
+
+
+def _check_times(times: Sequence[float], n: int) -> np.ndarray:
+    arr = np.asarray(times, dtype=np.float64)
+    if arr.shape != (n,) or not np.isfinite(arr).all() or (arr < 0).any() or (np.diff(arr) <= 0).any():
+        raise VidynError(f"times must be {n} finite, non-negative, strictly increasing seconds; got {arr}")
+    return arr
+
+
+def _tick_rate(times: np.ndarray, max_rate: int = 1000) -> int:
+    """The smallest N <= max_rate such that every time is a multiple of 1/N (else max_rate)."""
+    for n in range(1, max_rate + 1):
+        if np.abs(times * n - np.round(times * n)).max() < 1e-6 * n:
+            return n
+    return max_rate
+
+
+def _encode(
+    tmp: str, fmt: str, video: np.ndarray, pts: np.ndarray, time_base: Fraction, rate: Fraction
+) -> None:
+    """Encode uint8 `(T, H, W, 3)` frames with integer `pts` in `time_base` units into `tmp`."""
+    codec, pix_fmt, options, container_options = _CODECS[fmt]
+    if fmt == "mp4" and "libx264" not in av.codecs_available:
+        codec, options = "mpeg4", _MPEG4_QUALITY
+    if pix_fmt == "yuv420p" and (video.shape[1] % 2 or video.shape[2] % 2):  # 4:2:0 needs even sizes
+        video = np.pad(video, ((0, 0), (0, video.shape[1] % 2), (0, video.shape[2] % 2), (0, 0)), mode="edge")
+    with av.open(tmp, mode="w", format=fmt, options=container_options) as container:
+        stream = container.add_stream(codec, rate=rate, options=options)
+        stream.height, stream.width = video.shape[1:3]
+        stream.pix_fmt = pix_fmt
+        stream.time_base = time_base
+        stream.codec_context.time_base = time_base
+        if fmt == "gif":
+            from PIL import Image  # Pillow's median cut gives each frame an adaptive palette
+        for image, p in zip(video, pts, strict=True):
+            if fmt == "gif":
+                quantized = Image.fromarray(image).quantize(colors=256)
+                rgb = np.asarray(quantized.getpalette(), dtype=np.uint8).reshape(-1, 3)
+                argb = np.zeros((256, 4), dtype=np.uint8)  # PyAV takes pal8 palettes as ARGB rows
+                argb[:, 0] = 255
+                argb[: len(rgb), 1:] = rgb
+                frame = av.VideoFrame.from_ndarray((np.asarray(quantized), argb), format="pal8")
+            else:
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            frame.pts, frame.time_base = int(p), time_base
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+
+
+def write_video(
+    path: str | os.PathLike,
+    frames: np.ndarray | torch.Tensor,
+    fps: float = 10.0,
+    *,
+    times: Sequence[float] | None = None,
+) -> None:
+    """Write uint8 `(T, H, W, C)` or float `(T, C, H, W)` [0, 1] frames to .mp4, .avi, .gif or .npy.
+
+    Without `times` frames are spaced 1/fps apart from 0. With `times` (seconds, strictly increasing)
+    each frame keeps its own timestamp (variable frame rate): to 1/90000 s in H.264 .mp4, on the coarsest
+    exact 1/N s grid (N <= 1000, else rounded to ms) in .avi, rounded to 1/100 s in .gif; .npy stores
+    no times.
+    Grayscale frames are written as gray RGB (except .npy, which keeps C = 1).
+    """
+    out = Path(path)
+    ext = out.suffix.lower()
+    if ext not in WRITE_FORMATS:
+        raise VidynError(
+            f"cannot write {str(path)!r}: unknown extension; use one of {', '.join(WRITE_FORMATS)}"
+        )
+    video = _as_uint8_video(frames)
+    n = video.shape[0]
+    if not (np.isfinite(fps) and fps > 0):
+        raise VidynError(f"fps must be a positive number; got {fps}")
+    if times is not None:
+        t = _check_times(times, n)
+        rate = Fraction((n - 1) / (t[-1] - t[0])).limit_denominator(100000) if n > 1 else Fraction(fps)
+        # MPEG-4 Part 2 (AVI, and MP4 without libx264) allows time-base denominators up to 65535 only
+        h264 = ext == ".mp4" and "libx264" in av.codecs_available
+        tick = Fraction(1, 100 if ext == ".gif" else 90000 if h264 else _tick_rate(t))
+    else:
+        t = np.arange(n) / fps
+        rate = Fraction(fps).limit_denominator(100000)
+        tick = Fraction(1, 100) if ext == ".gif" else 1 / rate  # GIF delays are in 1/100 s
+    pts = np.round(t / float(tick)).astype(np.int64)
+    if ext == ".gif" and (np.diff(pts) < 2).any():
+        raise VidynError("GIF frames must be at least 20 ms apart (fps <= 50); write .mp4 for faster video")
+    if (np.diff(pts) <= 0).any():
+        raise VidynError(f"times are closer than the {ext} timestamp resolution of {tick} s; space them out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = str(out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp{ext}")
+    try:
+        if ext == ".npy":
+            with open(tmp, "xb") as f:
+                np.save(f, video)
+        else:
+            rgb = np.repeat(video, 3, axis=-1) if video.shape[-1] == 1 else video
+            _encode(tmp, ext[1:], rgb, pts, tick, rate)
+        os.replace(tmp, out)
+    except av.error.FFmpegError as e:
+        raise VidynError(f"could not write video {str(path)!r}: {e}") from e
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_frames(
+    path: str | os.PathLike,
+    *,
+    size: int | None = None,
+    channels: int | None = None,
+    max_frames: int | None = None,
+    npy_fps: float = _DEFAULT_FPS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load user input as float32 frames `(T, C, H, W)` in [0, 1] and times `(T,)` in seconds.
+
+    Accepts any video PyAV decodes (times from the container, not shifted) or a `.npy` array shaped
+    `(T, H, W)`, `(T, H, W, C)` (uint8, or float in [0, 1]) or `(T, C, H, W)` float with C in {1, 3};
+    a `.npy` carries no times, so they are `k / npy_fps`. When a shape fits both 4-D layouts, uint8 is read
+    as `(T, H, W, C)` and float as `(T, C, H, W)`. `size` center-crops to a square and resizes to
+    `size x size` (antialiased); `channels=1` converts to BT.601 luma, `channels=3` repeats gray.
+    """
+    if channels not in (None, 1, 3):
+        raise VidynError(f"channels must be 1, 3 or None; got {channels}")
+    if max_frames is not None and max_frames < 1:
+        raise VidynError(f"max_frames must be >= 1 or None; got {max_frames}")
+    if Path(path).suffix.lower() != ".npy":
+        video = read_video(path, size=size, grayscale=channels == 1, max_frames=max_frames)
+        frames = frames_to_tensor(video.frames)
+        times = torch.from_numpy(video.times).float()
+    else:
+        frames = _load_npy(path, max_frames)
+        times = torch.arange(frames.shape[0], dtype=torch.float32) / npy_fps
+        hw = _size_hw(size)
+        if hw is not None:
+            frames = _crop_resize(frames, hw).clamp_(0.0, 1.0)
+        if channels == 1 and frames.shape[1] == 3:
+            frames = _to_luma(frames)
+    if channels == 3 and frames.shape[1] == 1:
+        frames = frames.expand(-1, 3, -1, -1).contiguous()
+    return frames, times
+
+
+def _load_npy(path: str | os.PathLike, max_frames: int | None) -> torch.Tensor:
+    """The first `max_frames` of a `.npy` video in any accepted layout -> float32 `(T, C, H, W)` in [0, 1]."""
+    if not Path(path).is_file():
+        raise _fail(path, "file not found (check the path)")
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)[:max_frames]  # reads only those frames
+    except (ValueError, OSError, EOFError) as e:
+        raise _fail(path, f"not a readable .npy array ({e})") from e
+    layouts = "(T, H, W), (T, H, W, C) or (T, C, H, W) with C = 1 or 3"
+    if arr.dtype != np.uint8 and not np.issubdtype(arr.dtype, np.floating):
+        raise VidynError(f"{str(path)!r}: dtype {arr.dtype} unsupported; save uint8 or float in [0, 1]")
+    if arr.ndim == 3:
+        arr = arr[:, None]  # (T, H, W) -> (T, 1, H, W)
+    elif arr.ndim == 4 and arr.shape[-1] in (1, 3) and (arr.dtype == np.uint8 or arr.shape[1] not in (1, 3)):
+        arr = arr.transpose(0, 3, 1, 2)  # (T, H, W, C) -> (T, C, H, W)
+    elif arr.ndim != 4 or arr.shape[1] not in (1, 3):
+        raise VidynError(f"{str(path)!r}: shape {arr.shape} is not a video; expected {layouts}")
+    if arr.shape[0] == 0 or arr.size == 0:
+        raise _fail(path, f"the array holds no frames (shape {arr.shape})")
+    x = torch.from_numpy(np.array(arr, order="C"))  # a copy: the memory map is read-only
+    if arr.dtype == np.uint8:
+        return x.float().div_(255.0)
+    x = x.float()
+    if not torch.isfinite(x).all() or x.min() < -1e-3 or x.max() > 1 + 1e-3:
+        raise VidynError(f"{str(path)!r}: float frames must lie in [0, 1] (divide 0..255 values by 255)")
+    return x.clamp_(0.0, 1.0)
