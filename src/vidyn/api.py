@@ -1,13 +1,15 @@
 """The verbs of vidyn. The CLI and the web UI are thin layers over these functions.
 
-train, evaluate, predict, render, demo (more verbs join as their model families land).
+train, evaluate, predict, classify, prepare, render, demo (more verbs join as their model families land).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,16 +18,30 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
-from vidyn.config import Config, build_config, save_config
+from vidyn.config import Config, TaskConfig, build_config, save_config
 from vidyn.data.datamodule import VideoDataModule, build_dataset
-from vidyn.data.video_io import load_frames, write_video
+from vidyn.data.prepare import prepare_store
+from vidyn.data.store import take_clip
+from vidyn.data.video_io import frames_to_tensor, load_frames, read_video, write_video
 from vidyn.errors import VidynError
 from vidyn.export import build_model, export_model, load_model, read_model_meta
 from vidyn.metrics import FrameMetrics
+from vidyn.models.profile import (
+    count_parameters,
+    flops_per_clip,
+    parameter_bytes,
+    peak_memory_mb,
+    time_inference,
+    time_train_step,
+    train_step,
+)
+from vidyn.registry import DATASETS, MODELS
+from vidyn.report.html import Column, write_html_report
 from vidyn.report.media import write_comparison
-from vidyn.report.plots import plot_per_step
+from vidyn.report.plots import plot_confusion, plot_per_step
 from vidyn.tasks.engine import build_trainer, prepare_runtime
 from vidyn.tasks.prediction import PredictionTask, split_clip
+from vidyn.tasks.recognition import RecognitionTask, class_names_of, evaluate_classifier, spread_windows
 
 DEMO_CONFIG = "predict/demo"
 
@@ -48,6 +64,7 @@ class TrainResult:
     run_dir: Path
     metrics: dict[str, Any]
     seconds: float
+    steps: int = 0  # optimiser steps taken (a max_time budget may stop short of max_steps)
 
 
 def _new_run_dir(cfg: Config) -> Path:
@@ -70,9 +87,33 @@ def _total_steps(cfg: Config, dm: VideoDataModule) -> tuple[int, int]:
     return total, warmup
 
 
-def _build_task(cfg: Config, model: nn.Module, total: int, warmup: int) -> PredictionTask:
+def _check_data_source(cfg: Config) -> None:
+    """Datasets read from disk (ucf101, folder) need a root or a prepared store: say how to give one."""
+    args = cfg.data.args
+    if cfg.data.name in ("ucf101", "folder") and not args.get("root") and not args.get("store"):
+        raise VidynError(
+            f"dataset {cfg.data.name} needs its folder: add --set data.args.root=/path/to/data "
+            "(or --set data.args.store=/path/to/store made by `vidyn prepare`)"
+        )
+
+
+def _build_task(
+    cfg: Config, model: nn.Module, total: int, warmup: int, num_classes: int | None = None
+) -> PredictionTask | RecognitionTask:
+    if cfg.task.kind == "recognition":
+        t = cfg.task
+        return RecognitionTask(
+            model,
+            num_classes=num_classes if num_classes is not None else int(getattr(model, "num_classes", 0)),
+            label_smoothing=t.label_smoothing,
+            optim=vars(cfg.optim),
+            total_steps=total,
+            warmup_steps=warmup,
+            freeze_backbone_until_epoch=t.freeze_backbone_until_epoch,
+            unfreeze_layers=t.unfreeze_layers,
+        )
     if cfg.task.kind != "prediction":
-        raise VidynError(f"unknown task kind {cfg.task.kind!r}; choose prediction")
+        raise VidynError(f"unknown task kind {cfg.task.kind!r}; choose prediction or recognition")
     t = cfg.task
     return PredictionTask(
         model,
@@ -112,6 +153,7 @@ def train(
         run_dir = ckpt.parent.parent if resume.is_dir() or run_dir is None else run_dir
         resume = ckpt
     out = Path(run_dir) if run_dir is not None else _new_run_dir(cfg)
+    _check_data_source(cfg)
     prepare_runtime(cfg.trainer)
     model = build_model(cfg.model.name, **cfg.model.args)
     if not getattr(model, "trainable", True):
@@ -126,10 +168,14 @@ def train(
         seed=cfg.trainer.seed,
     )
     total, warmup = _total_steps(cfg, dm)
-    task = _build_task(cfg, model, total, warmup)
+    extra: dict[str, Any] = {}
+    if cfg.task.kind == "recognition":  # exported with the model so `classify` can name its classes
+        extra["class_names"] = class_names_of(dm.dataset("train"), getattr(model, "num_classes", None))
+    task = _build_task(cfg, model, total, warmup, len(extra.get("class_names", ())) or None)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
-    trainer = build_trainer(cfg.trainer, out)
+    callbacks = task.extra_callbacks() if isinstance(task, RecognitionTask) else []  # progressive unfreezing
+    trainer = build_trainer(cfg.trainer, out, extra_callbacks=callbacks)
     trainer.fit(task, datamodule=dm, ckpt_path=str(resume) if resume else None)
     best = getattr(trainer.checkpoint_callback, "best_model_path", "")
     if best and Path(best).is_file():
@@ -139,10 +185,10 @@ def train(
     model.eval()
     metrics: dict[str, Any] = {}
     if trainer.is_global_zero:
-        export_model(model, out, config=cfg.to_dict())
+        export_model(model, out, config=cfg.to_dict(), extra=extra)
         if evaluate_after:
             metrics = evaluate(out, split=cfg.eval.split, json_path=out / "metrics.json", report_dir=out)
-    return TrainResult(out, metrics, time.perf_counter() - start)
+    return TrainResult(out, metrics, time.perf_counter() - start, steps=int(trainer.global_step))
 
 
 # ------------------------------------------------------------------------------------------ evaluate
@@ -221,6 +267,51 @@ def _prediction_eval_models(model: nn.Module, name: str, baselines: list[str]) -
     return models
 
 
+def _evaluate_classifier_report(
+    model: nn.Module,
+    name: str,
+    meta: dict[str, Any],
+    cfg: Config,
+    dataset: torch.utils.data.Dataset,
+    split: str,
+    report_dir: str | Path | None,
+    max_clips: int | None,
+) -> dict[str, Any]:
+    """Top-1/top-5, per-class accuracy and confusions of a classifier; confusion.png/.csv in report_dir."""
+    class_names = meta.get("class_names") or class_names_of(dataset, getattr(model, "num_classes", None))
+    res = evaluate_classifier(
+        model,
+        dataset,
+        class_names,
+        batch_size=cfg.data.eval_batch_size or cfg.data.batch_size,
+        max_clips=max_clips if max_clips is not None else cfg.eval.max_clips,
+        device=default_device(),
+    )
+    args = {**cfg.data.args, **cfg.data.splits.get(split, {})}
+    protocol = {
+        "dataset": cfg.data.name,
+        "split": split,
+        "num_clips": res["num_clips"],
+        "num_classes": len(class_names),
+        "class_names": list(class_names),
+        "clip_sampling": args.get("clip_sampling", "dataset default"),
+        "conventions": "one clip per video as the dataset samples it; top-k micro-averaged over clips; "
+        "per-class accuracy = recall (null for a class without clips); confusion rows = true class",
+    }
+    if report_dir is not None:
+        report = Path(report_dir)
+        report.mkdir(parents=True, exist_ok=True)
+        plot_confusion(res["confusion_matrix"], list(class_names), report / "confusion.png")
+        rows = [",".join(["true\\predicted", *class_names])]
+        rows += [
+            ",".join([c, *map(str, r)]) for c, r in zip(class_names, res["confusion_matrix"], strict=True)
+        ]
+        tmp = report / ".confusion.csv.tmp"
+        tmp.write_text("\n".join(rows) + "\n")
+        os.replace(tmp, report / "confusion.csv")
+    return {"models": {name: res}, "protocol": protocol}
+
+
 def evaluate(
     model_path: str | Path,
     *,
@@ -240,6 +331,11 @@ def evaluate(
     model = load_model(model_path)
     name = meta["name"]
     dataset = build_dataset(cfg.data.name, split, cfg.data.args, cfg.data.splits)
+    if meta.get("family") == "classifier":  # cfg.eval.baselines are frame predictors: none apply here
+        out = _evaluate_classifier_report(model, name, meta, cfg, dataset, split, report_dir, max_clips)
+        if json_path is not None:
+            _write_json(Path(json_path), out)
+        return out
     models = _prediction_eval_models(model, name, cfg.eval.baselines)
     t = cfg.task
     results, visuals = evaluate_predictors(
@@ -378,6 +474,373 @@ def render(
     write_video(out, sample["frames"], fps=fps)
     label = int(sample["label"])
     return {"out": str(out), "frames": frames, "size": size, "label": label, "class": ds.class_names[label]}
+
+
+# ------------------------------------------------------------------------------------------ classify
+
+
+def classify(
+    model_path: str | Path, video: str | Path, *, top: int = 5, clips: int | None = None
+) -> dict[str, Any]:
+    """Name the action in a user's own video (any length) with an exported classifier.
+
+    The video is decoded once at the model's training frame size and channel count (centre square crop,
+    antialiased resize, BT.601 luma for grayscale models); `clips` windows of the training clip
+    (`num_frames` frames `frame_stride` apart in the file's frames) are spread evenly from its start to its
+    end (`clips=None`: enough to cover it, at most 10; a video shorter than one window holds its last
+    frame), and their softmax probabilities are averaged. Returns `{"video", "predictions": [{"class",
+    "probability"}] (the `top` most probable classes, most probable first), "num_clips"}`.
+    """
+    if top < 1:
+        raise VidynError(f"top must be >= 1; got {top}")
+    meta = read_model_meta(model_path)
+    if meta.get("family") != "classifier":
+        raise VidynError(
+            f"model {meta.get('name')!r} is a {meta.get('family')}, not an action classifier; pass a model "
+            "trained with task.kind=recognition"
+        )
+    model = load_model(model_path)
+    cfg = build_config(meta.get("config") or {})
+    data = {**DATASETS.get(cfg.data.name).defaults(), **cfg.data.args, **cfg.data.splits.get("train", {})}
+    in_channels = {**MODELS.get(meta["name"]).defaults(), **meta.get("args", {})}.get("in_channels", 3)
+    num_frames, stride = int(data.get("num_frames", 16)), int(data.get("frame_stride", 1))
+    decoded = read_video(video, size=data.get("size"), grayscale=in_channels == 1)
+    windows = spread_windows(len(decoded.times), num_frames, stride, clips)
+    batch = torch.stack(
+        [frames_to_tensor(take_clip(decoded.frames, decoded.times, idx, decoded.fps)[0]) for idx in windows]
+    )  # (K, T, C, H, W)
+    device = default_device()
+    model.to(device)
+    with torch.no_grad():
+        probs = torch.cat(
+            [model(batch[i : i + 8].to(device)).float().softmax(-1).cpu() for i in range(0, len(batch), 8)]
+        )
+    mean = probs.mean(dim=0)  # (K, classes) -> (classes,)
+    names = meta.get("class_names") or [str(i) for i in range(mean.numel())]
+    values, indices = mean.topk(min(top, mean.numel()))
+    return {
+        "video": str(video),
+        "predictions": [
+            {"class": names[i], "probability": float(p)}
+            for p, i in zip(values.tolist(), indices.tolist(), strict=True)
+        ],
+        "num_clips": int(len(windows)),
+    }
+
+
+# ------------------------------------------------------------------------------------------- prepare
+
+
+def prepare(
+    dataset: str,
+    root: str | Path,
+    out: str | Path,
+    *,
+    fold: int = 1,
+    size: int = 64,
+    frames: int = 16,
+    stride: int = 2,
+    clips_per_video: int = 1,
+    grayscale: bool = False,
+    classes: list[str] | None = None,
+    workers: int = 2,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Decode a video dataset ("ucf101" or "folder") once into a prepared-clip store at `out`.
+
+    Train from it with `--set data.args.store=OUT` (and the same size/frames/stride). Re-running the same
+    command resumes an interrupted run. Worker processes are spawned: from a script, call this under
+    `if __name__ == "__main__":` (the CLI does), or pass workers=0. Returns prepare_store's summary
+    (`videos`, `clips`, `skipped` [{file, reason}], `seconds`, `store`, `resumed_videos`) plus
+    `clips_per_second` over the videos decoded in this run.
+    """
+    summary = prepare_store(
+        dataset,
+        root,
+        out,
+        fold=fold,
+        size=size,
+        frames=frames,
+        stride=stride,
+        clips_per_video=clips_per_video,
+        grayscale=grayscale,
+        classes=classes,
+        workers=workers,
+        progress=progress,
+    )
+    fresh = summary["videos"] - summary["resumed_videos"]
+    new_clips = summary["clips"] * fresh / max(1, summary["videos"])
+    summary["clips_per_second"] = new_clips / summary["seconds"] if summary["seconds"] > 0 else 0.0
+    return summary
+
+
+# ------------------------------------------------------------------------------------------- compare
+
+COMPARE_KEYS = (
+    "ssim", "psnr", "mse", "mae", "lpips", "params", "flops_per_clip", "train_step_s", "infer_clip_s",
+    "peak_mem_mb", "per_step",
+)  # fmt: skip
+_COMPARE_ENTRY_KEYS = ("name", "args", "optim", "label")
+_COMPARE_NOTES = {
+    "flops_per_clip": "torch.utils.flop_counter.FlopCounterMode on one inference forward of one clip: "
+    "matmul/conv/attention at 2 FLOPs per multiply-add; element-wise ops not counted (baselines: 0)",
+    "train_step_s": "median wall time of PredictionTask.training_step + backward + grad clipping + "
+    "optimiser step at profile_batch clips, scheduled sampling pinned at its end state (the model feeds "
+    "back its own predictions), after one warm-up step; null for parameter-free baselines",
+    "infer_clip_s": "median wall time of one forward on a batch of one clip (latency), no grad",
+    "peak_mem_mb": "MiB: parameters + buffers, plus the peak of tensor memory allocated during one "
+    "training step from a fresh optimiser (activations, gradients, optimiser state) for learned models, "
+    "or during one forward at profile_batch clips for baselines. CPU: running sum of the allocator events "
+    "torch.profiler records (profile_memory=True), not process RSS; CUDA: torch.cuda.max_memory_allocated",
+    "quality": "ssim/psnr/mse/mae per frame then averaged (Wang 2004 SSIM, 11x11 Gaussian, valid); the "
+    "same clips in the same order for every model",
+}
+
+COMPARE_COLUMNS = (
+    Column("ssim", "SSIM", "metric", "max"),
+    Column("psnr", "PSNR (dB)", "db", "max"),
+    Column("mse", "MSE", "metric", "min"),
+    Column("mae", "MAE", "metric", "min"),
+    Column("lpips", "LPIPS", "metric", "min"),
+    Column("params", "params", "count"),
+    Column("flops_per_clip", "FLOPs/clip", "flops", "min"),
+    Column("train_step_s", "train step", "seconds", "min"),
+    Column("infer_clip_s", "latency/clip", "seconds", "min"),
+    Column("peak_mem_mb", "peak mem", "mb", "min"),
+)
+
+
+class _PinnedStepTask(PredictionTask):
+    """A PredictionTask whose `global_step` is fixed, to time training at a chosen point of its schedule."""
+
+    pinned_step = 0
+
+    @property
+    def global_step(self) -> int:
+        return self.pinned_step
+
+
+def _lpips_scorer() -> tuple[Any, str]:
+    """Hook for LPIPS in comparisons: returns (scorer or None, the protocol's note).
+
+    vidyn has no LPIPS metric yet: its AlexNet backbone weights cannot be downloaded here and need a local
+    file (DESIGN.md §5). When `vidyn.metrics` gains one, return it here and score it on the same clips in
+    `evaluate_predictors`; until then every model reports `"lpips": null` and the protocol says why.
+    """
+    return None, "LPIPS weights not installed (vidyn has no local AlexNet LPIPS weights): lpips is null"
+
+
+def _compare_entries(cfg: Config) -> list[dict[str, Any]]:
+    """Validate `compare.models`; return entries `{label, name, args, optim}` in the listed order."""
+    if not cfg.compare.models:
+        raise VidynError("compare.models is empty; list learned models, e.g. [{name: convlstm, args: {}}]")
+    entries: list[dict[str, Any]] = []
+    for i, raw in enumerate(cfg.compare.models):
+        if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+            raise VidynError(f"compare.models[{i}] must be a mapping with a name, e.g. {{name: convlstm}}")
+        unknown = sorted(set(raw) - set(_COMPARE_ENTRY_KEYS))
+        if unknown:
+            raise VidynError(
+                f"compare.models[{i}] has unknown key(s) {', '.join(unknown)}; "
+                f"valid keys: {', '.join(_COMPARE_ENTRY_KEYS)}"
+            )
+        entry = {
+            "name": raw["name"],
+            "args": dict(raw.get("args") or {}),
+            "optim": dict(raw.get("optim") or {}),
+            "label": str(raw.get("label") or raw["name"]),
+        }
+        model = build_model(entry["name"], **entry["args"])  # checks the name and arguments up front
+        if MODELS.get(entry["name"]).family != "predictor" or not getattr(model, "trainable", True):
+            raise VidynError(
+                f"compare.models[{i}] {entry['name']!r} is not a learned frame predictor; list baselines "
+                "under eval.baselines"
+            )
+        taken = [e["label"] for e in entries] + list(cfg.eval.baselines)
+        if entry["label"] in taken:
+            raise VidynError(f"compare.models[{i}]: label {entry['label']!r} is used twice; give it a label")
+        entries.append(entry)
+    return entries
+
+
+def _compare_run_config(cfg: Config, entry: dict[str, Any]) -> Config:
+    """The training config of one compared model: the shared config, its model, optim overrides, budget."""
+    raw = cfg.to_dict()
+    raw.pop("compare")
+    raw["name"] = entry["label"]
+    raw["model"] = {"name": entry["name"], "args": entry["args"]}
+    raw["optim"].update(entry["optim"])
+    if cfg.compare.budget_steps is not None:
+        raw["trainer"]["max_steps"] = cfg.compare.budget_steps
+    if cfg.compare.budget_seconds is not None:
+        raw["trainer"]["max_time"] = cfg.compare.budget_seconds
+    return build_config(raw)
+
+
+def _profile_predictor(
+    model: nn.Module,
+    task: TaskConfig,
+    run_cfg: Config | None,
+    batch: dict[str, Tensor],
+    repeats: int,
+    device: torch.device,
+) -> dict[str, Any]:
+    """params, flops_per_clip, infer_clip_s, train_step_s and peak_mem_mb of one predictor (see notes).
+
+    `run_cfg` is the model's training config, or None for a parameter-free baseline.
+    """
+    frames, times = batch["frames"].to(device), batch["times"].to(device)  # (B, T, C, H, W), (B, T)
+    ctx, ctx_t, _, tgt_t = split_clip(frames, times, task.num_context, task.num_future, task.mode)
+    model = model.to(device).eval()
+    res: dict[str, Any] = {
+        "params": count_parameters(model),
+        "flops_per_clip": flops_per_clip(model, ctx[:1], ctx_t[:1], tgt_t[:1]),
+        "infer_clip_s": time_inference(model, ctx[:1], ctx_t[:1], tgt_t[:1], repeats=repeats),
+        "train_step_s": None,
+    }
+    if run_cfg is None:  # a parameter-free baseline: its footprint is one forward at the profile batch
+        with torch.no_grad():
+            extra = peak_memory_mb(lambda: model(ctx, ctx_t, tgt_t), device=device)
+        res["peak_mem_mb"] = parameter_bytes(model) / 2**20 + extra
+        return res
+    work = copy.deepcopy(model).train()  # the timed steps update weights: never touch the evaluated model
+    total = run_cfg.trainer.max_steps or 1
+    task = _build_task(run_cfg, work, total, run_cfg.optim.warmup_steps)
+    task.__class__ = _PinnedStepTask  # same state, global_step fixed at the end of scheduled sampling
+    task.pinned_step = task.sampling_stop_step
+    optimizer = task.configure_optimizers()["optimizer"]
+    clip = run_cfg.trainer.gradient_clip_val
+    train_batch = {"frames": frames, "times": times}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*self.log.*")  # no Trainer attached: logging is off
+        extra = peak_memory_mb(
+            lambda: train_step(lambda: task.training_step(train_batch, 0), optimizer, clip_grad_norm=clip),
+            device=device,
+        )
+        res["train_step_s"] = time_train_step(
+            lambda: task.training_step(train_batch, 0),
+            optimizer,
+            clip_grad_norm=clip,
+            repeats=repeats,
+            device=device,
+        )
+    res["peak_mem_mb"] = parameter_bytes(work) / 2**20 + extra
+    return res
+
+
+def _compare_report_files(out: Path, results: dict[str, dict[str, Any]], visuals: dict[str, Tensor]) -> None:
+    plot_per_step(results, out / "per_step.png")
+    preds = {k.split("/", 1)[1]: v for k, v in visuals.items() if k.startswith("pred/")}
+    write_comparison(out / "samples.gif", visuals["context"], visuals["truth"], preds)
+
+
+def compare(
+    config: str | Path | dict[str, Any] | Config,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    out: str | Path,
+) -> dict[str, Any]:
+    """Train each of `compare.models` under one budget; score and profile them beside the baselines.
+
+    Each learned model trains on the same data with the same budget into `out/runs/<label>`; then all of
+    them and `eval.baselines` are evaluated on the same clips in one pass and profiled. Writes
+    `out/report.json` (`{"models": {label: {COMPARE_KEYS...}}, "protocol": {...}}`), `out/report.html`,
+    `out/per_step.png` and `out/samples.gif`, and returns the report.
+    """
+    start = time.perf_counter()
+    cfg = config if isinstance(config, Config) else build_config(config, overrides)
+    if cfg.task.kind != "prediction":
+        raise VidynError(f"compare needs task.kind prediction, got {cfg.task.kind!r}")
+    entries = _compare_entries(cfg)
+    out = Path(out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    run_cfgs: dict[str, Config] = {}
+    trained: dict[str, dict[str, Any]] = {}
+    models: dict[str, nn.Module] = {b: build_model(b) for b in cfg.eval.baselines}
+    for entry in entries:
+        label = entry["label"]
+        run_cfgs[label] = _compare_run_config(cfg, entry)
+        result = train(run_cfgs[label], run_dir=out / "runs" / label, evaluate_after=False)
+        models[label] = load_model(result.run_dir)
+        trained[label] = {
+            "steps": result.steps,
+            "seconds": round(result.seconds, 1),
+            "run_dir": str(Path("runs") / label),
+        }
+    prepare_runtime(cfg.trainer)
+    device = default_device()
+    dataset = build_dataset(cfg.data.name, cfg.eval.split, cfg.data.args, cfg.data.splits)
+    t = cfg.task
+    results, visuals = evaluate_predictors(
+        models,
+        dataset,
+        num_context=t.num_context,
+        num_future=t.num_future,
+        mode=t.mode,
+        batch_size=cfg.data.eval_batch_size or cfg.data.batch_size,
+        max_clips=cfg.eval.max_clips,
+        num_visual_clips=max(1, cfg.eval.num_visual_clips),
+        device=device,
+    )
+    profile_batch = cfg.compare.profile_batch or cfg.data.batch_size
+    train_set = build_dataset(cfg.data.name, "train", cfg.data.args, cfg.data.splits)
+    batch = next(iter(DataLoader(train_set, batch_size=min(profile_batch, len(train_set)), shuffle=False)))
+    lpips, lpips_note = _lpips_scorer()
+    report_models: dict[str, dict[str, Any]] = {}
+    for name, model in models.items():
+        prof = _profile_predictor(model, t, run_cfgs.get(name), batch, cfg.compare.profile_repeats, device)
+        res = results[name]
+        report_models[name] = {
+            **{k: res[k] for k in ("ssim", "psnr", "mse", "mae")},
+            "lpips": None if lpips is None else res.get("lpips"),
+            **prof,
+            "per_step": {k: res["per_step"][k] for k in ("ssim", "psnr", "mse", "mae")},
+        }
+    sample = dataset[0]["frames"]
+    report = {
+        "models": report_models,
+        "protocol": {
+            "dataset": cfg.data.name,
+            "dataset_args": cfg.data.args,
+            "split": cfg.eval.split,
+            "clips": next(iter(results.values()))["num_clips"],
+            "frame_shape": list(sample.shape[1:]),
+            "mode": t.mode,
+            "num_context": t.num_context,
+            "num_future": t.num_future,
+            "budget_steps": run_cfgs[entries[0]["label"]].trainer.max_steps,
+            "budget_seconds": run_cfgs[entries[0]["label"]].trainer.max_time,
+            "batch_size": cfg.data.batch_size,
+            "trained": trained,
+            "profile_batch": int(batch["frames"].shape[0]),
+            "threads": torch.get_num_threads(),
+            "device": str(device),
+            "torch": torch.__version__,
+            **_COMPARE_NOTES,
+            "lpips": lpips_note,
+        },
+    }
+    _compare_report_files(out, results, visuals)
+    report["protocol"]["wall_seconds"] = round(time.perf_counter() - start, 1)
+    _write_json(out / "report.json", report)
+    write_html_report(
+        out / "report.html",
+        title=f"vidyn compare: {cfg.data.name}, {t.num_context} -> {t.num_future} frames",
+        columns=COMPARE_COLUMNS,
+        rows=report_models,
+        figures=[
+            ("Quality per prediction step (same clips for every model)", out / "per_step.png"),
+            (
+                "Context (blue) then truth and each model's prediction (red), one row per clip; columns: "
+                f"truth, {', '.join(report_models)}",
+                out / "samples.gif",
+            ),
+        ],
+        notes=report["protocol"],
+        intro="Learned models trained under one budget on the same data, scored beside parameter-free "
+        "baselines on the same test clips.",
+    )
+    return report
 
 
 # ---------------------------------------------------------------------------------------------- demo

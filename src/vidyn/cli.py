@@ -13,7 +13,7 @@ from typing import Any
 
 from vidyn.errors import VidynError
 
-METRIC_COLUMNS = ("ssim", "psnr", "mse", "mae")
+METRIC_COLUMNS = ("ssim", "psnr", "mse", "mae", "top1", "top5")
 
 
 def format_table(models: dict[str, dict[str, Any]], columns: tuple[str, ...] = METRIC_COLUMNS) -> str:
@@ -105,6 +105,95 @@ def cmd_render(a: argparse.Namespace) -> None:
     )
 
 
+def cmd_classify(a: argparse.Namespace) -> None:
+    from vidyn import api
+
+    res = api.classify(a.model, a.video, top=a.top, clips=a.clips)
+    width = max([5] + [len(p["class"]) for p in res["predictions"]])
+    print(f"{res['video']}: {res['num_clips']} clip(s), probabilities averaged")
+    print(f"{'rank':>4}  {'class':<{width}}  probability")
+    for rank, p in enumerate(res["predictions"], 1):
+        print(f"{rank:>4}  {p['class']:<{width}}  {p['probability']:>11.4f}")
+
+
+def cmd_prepare(a: argparse.Namespace) -> None:
+    from vidyn import api
+
+    classes = [c.strip() for c in a.classes.split(",") if c.strip()] if a.classes else None
+    res = api.prepare(
+        a.dataset,
+        a.root,
+        a.out,
+        fold=a.fold,
+        size=a.size,
+        frames=a.frames,
+        stride=a.stride,
+        clips_per_video=a.clips_per_video,
+        grayscale=a.grayscale,
+        classes=classes,
+        workers=a.workers,
+    )
+    print(
+        f"store {res['store']}: {res['videos']} videos, {res['clips']} clips, {len(res['skipped'])} skipped, "
+        f"{res['seconds']:.1f} s ({res['clips_per_second']:.1f} clips/s)"
+        + (f"; resumed after {res['resumed_videos']} videos" if res["resumed_videos"] else "")
+    )
+    for s in res["skipped"]:
+        print(f"  skipped {s['file']}: {s['reason']}")
+    print(f"train from it with --set data.args.store={res['store']}")
+
+
+COMPARE_COLUMNS = (  # (report key, header, unit): quality first, then cost
+    ("ssim", "ssim", ""),
+    ("psnr", "psnr", "dB"),
+    ("mse", "mse", ""),
+    ("mae", "mae", ""),
+    ("lpips", "lpips", ""),
+    ("params", "params", "count"),
+    ("flops_per_clip", "FLOPs/clip", "count"),
+    ("train_step_s", "step", "s"),
+    ("infer_clip_s", "latency", "s"),
+    ("peak_mem_mb", "peak mem", "MiB"),
+)
+
+
+def _cell(value: Any, unit: str) -> str:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "-"
+    if unit == "count":
+        for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+            if abs(value) >= scale:
+                return f"{value / scale:.2f}{suffix}"
+        return f"{value:.0f}"
+    if unit == "s":
+        return f"{value * 1000:.1f}ms" if value < 1 else f"{value:.2f}s"
+    if unit == "dB":
+        return f"{value:.2f}"
+    if unit == "MiB":
+        return f"{value:.1f}MiB"
+    return f"{value:.4f}"
+
+
+def format_compare_table(models: dict[str, dict[str, Any]]) -> str:
+    """The `vidyn compare` table: quality (ssim, psnr, mse, mae, lpips) then params, FLOPs and timings."""
+    width = max([5] + [len(n) for n in models])
+    lines = [f"{'model':<{width}}  " + "  ".join(f"{h:>10}" for _, h, _ in COMPARE_COLUMNS)]
+    for name, res in models.items():
+        cells = [f"{_cell(res.get(k), unit):>10}" for k, _, unit in COMPARE_COLUMNS]
+        lines.append(f"{name:<{width}}  " + "  ".join(cells))
+    return "\n".join(lines)
+
+
+def cmd_compare(a: argparse.Namespace) -> None:
+    from vidyn import api
+
+    report = api.compare(a.config, a.overrides, out=a.out)
+    print(format_compare_table(report["models"]))
+    protocol = report["protocol"]
+    print(f"\ncompared in {protocol['wall_seconds']:.0f} s on {protocol['threads']} thread(s)")
+    print(f"report: {Path(a.out) / 'report.html'}  (numbers: {Path(a.out) / 'report.json'})")
+
+
 def cmd_models(a: argparse.Namespace) -> None:
     import vidyn.models  # noqa: F401
     from vidyn.registry import MODELS
@@ -132,10 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
         ("demo", "train convlstm on shapes, evaluate it against baselines, write a report", cmd_demo),
         ("train", "train a model from a YAML config", cmd_train),
         ("evaluate", "evaluate an exported model on its dataset", cmd_evaluate),
+        ("compare", "train several predictors under one budget; compare quality and speed", cmd_compare),
         ("predict", "continue your own video with a trained predictor", cmd_predict),
         ("render", "render a clip of the procedural shapes dataset", cmd_render),
         ("models", "list registered models", cmd_models),
         ("configs", "list shipped configs", cmd_configs),
+        ("classify", "name the action in your own video with a trained classifier", cmd_classify),
+        ("prepare", "decode a video dataset once into a fast prepared-clip store", cmd_prepare),
     ]
     ps = {}
     for name, help_text, fn in commands:
@@ -183,7 +275,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", type=int, default=3, choices=[1, 3])
     p.add_argument("--index", type=int, default=0)
 
+    p = ps["compare"]
+    p.add_argument(
+        "-c", "--config", required=True, help="YAML file or shipped config name, e.g. compare/shapes_quick"
+    )
+    p.add_argument("--out", required=True, help="output folder (report.html, report.json, runs/)")
+    _overrides(p)
+
     ps["models"].add_argument("--family", default=None, choices=["predictor", "classifier", "generator"])
+
+    p = ps["classify"]
+    p.add_argument("model", help="exported classifier folder or run folder")
+    p.add_argument("video", help="video file (any format PyAV reads), any length")
+    p.add_argument("--top", type=int, default=5, help="number of classes to show (default: 5)")
+    p.add_argument("--clips", type=int, default=None, help="clips to average (default: cover it, <= 10)")
+
+    p = ps["prepare"]
+    p.add_argument("--dataset", required=True, choices=["ucf101", "folder"])
+    p.add_argument("--root", required=True, help="dataset folder (UCF101: the one holding UCF-101/)")
+    p.add_argument("--out", required=True, help="store folder to create (re-run the same command to resume)")
+    p.add_argument("--fold", type=int, default=1, choices=[1, 2, 3], help="UCF101 split (default: 1)")
+    p.add_argument("--size", type=int, default=64, help="frame size in pixels, square (default: 64)")
+    p.add_argument("--frames", type=int, default=16, help="frames per clip (default: 16)")
+    p.add_argument("--stride", type=int, default=2, help="frames between clip frames (default: 2)")
+    p.add_argument("--clips-per-video", type=int, default=1, help="evenly spaced clips per video")
+    p.add_argument("--grayscale", action="store_true", help="store BT.601 luma instead of RGB")
+    p.add_argument("--classes", default=None, help="comma-separated subset of classes, e.g. Punch,Typing")
+    p.add_argument("--workers", type=int, default=2, help="decoding processes (0 = in this process)")
     return parser
 
 

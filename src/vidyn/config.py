@@ -94,6 +94,24 @@ class EvalConfig:
 
 
 @dataclass
+class CompareConfig:
+    """`vidyn compare`: learned models trained under one budget, scored beside `eval.baselines`.
+
+    Each entry of `models` is `{name, args, optim, label}`: a registered predictor, its builder
+    arguments, optional per-model `optim` overrides (e.g. `{lr: 0.002}`) and an optional `label` (default:
+    the name) naming its row and its run folder. Every learned model gets the same `budget_steps`
+    (optimiser steps; None keeps `trainer.max_steps`) and `budget_seconds` (wall-clock safeguard; None
+    keeps `trainer.max_time`).
+    """
+
+    models: list[dict[str, Any]] = field(default_factory=list)
+    budget_steps: int | None = None
+    budget_seconds: float | None = None
+    profile_batch: int | None = None  # batch of the train-step timing and memory; None = data.batch_size
+    profile_repeats: int = 5  # timed repeats (medians) after one warm-up run
+
+
+@dataclass
 class Config:
     name: str = "run"
     out_dir: str = "runs"
@@ -103,6 +121,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

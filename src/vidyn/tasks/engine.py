@@ -9,6 +9,7 @@ launched with torchrun or a cluster launcher).
 from __future__ import annotations
 
 import datetime
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,13 @@ def build_trainer(
         )
     elif isinstance(val_interval, float):
         kwargs.update(val_check_interval=val_interval)
+    precision = cfg.precision
+    if precision == "16-mixed" and not torch.cuda.is_available():
+        # fp16 autocast is a GPU feature ("mixed precision where the device supports it"); on a CPU the
+        # same recipe runs in fp32 rather than failing.
+        warnings.warn("trainer.precision=16-mixed needs a CUDA GPU; training in 32-true on this machine",
+                      stacklevel=2)
+        precision = "32-true"
     return L.Trainer(
         default_root_dir=str(run_dir),
         max_steps=cfg.max_steps if cfg.max_steps else -1,
@@ -80,7 +88,7 @@ def build_trainer(
         max_time=max_time,
         accumulate_grad_batches=cfg.accumulate_grad_batches,
         gradient_clip_val=cfg.gradient_clip_val,
-        precision=cfg.precision,
+        precision=precision,
         accelerator=cfg.accelerator,
         devices=cfg.devices,
         num_nodes=cfg.num_nodes,
