@@ -1,3 +1,3 @@
 """Model families. Importing this package registers every builder in `vidyn.registry.MODELS`."""
 
-from vidyn.models import baselines, cnn_rnn, convlstm, predrnn, transformer  # noqa: F401  (registration)
+from vidyn.models import baselines, cnn_rnn, convlstm, predrnn, transformer, vid_ode  # noqa: F401

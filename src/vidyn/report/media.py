@@ -22,15 +22,15 @@ def _bordered(frames: Tensor, colour: tuple[float, float, float], width: int = 2
     return out
 
 
-def comparison_frames(context: Tensor, truth: Tensor, preds: dict[str, Tensor]) -> Tensor:
+def comparison_frames(context: Tensor, truth: Tensor | None, preds: dict[str, Tensor]) -> Tensor:
     """Build the animation for a batch of clips.
 
     context `(N, Tc, C, H, W)`, truth `(N, Tf, C, H, W)`, preds name -> `(N, Tf, C, H, W)`.
-    Returns `(Tc + Tf, 3, N*(H+4), (1+len(preds))*(W+4))`: columns truth, then each model; during the
+    Returns `(Tc + Tf, 3, N*(H+4), K*(W+4))`: columns truth (when given), then each model; during the
     context frames every column shows the observed frame (blue border), then predictions (red border).
     """
     columns = []
-    for frames in [truth, *preds.values()]:
+    for frames in ([truth] if truth is not None else []) + list(preds.values()):
         clips = []
         for i in range(context.shape[0]):
             head = _bordered(context[i].clamp(0, 1), CONTEXT_BORDER)

@@ -1,0 +1,137 @@
+"""Tests for vidyn.nn.warp (flow warping) and vidyn.nn.ode (conv ODE function, solver, ODE-ConvGRU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vidyn.errors import VidynError
+from vidyn.nn.ode import ConvGRUCell, ConvODEFunc, ODEConvGRU, odesolve
+from vidyn.nn.warp import warp
+
+
+def _image(b: int = 2, c: int = 3, h: int = 7, w: int = 9) -> torch.Tensor:
+    return torch.rand(b, c, h, w, generator=torch.Generator().manual_seed(0))
+
+
+def test_zero_flow_is_identity() -> None:
+    img = _image()
+    out = warp(img, torch.zeros(2, 2, 7, 9))
+    torch.testing.assert_close(out, img, atol=1e-6, rtol=0)
+
+
+def test_integer_flow_translates_exactly() -> None:
+    img = _image()
+    flow = torch.zeros(2, 2, 7, 9)
+    flow[:, 0] = 2.0  # sample 2 pixels to the right
+    flow[:, 1] = -1.0  # and 1 pixel up
+    out = warp(img, flow)
+    # out[y, x] = img[y - 1, x + 2] wherever that is inside the image
+    torch.testing.assert_close(out[:, :, 1:, :-2], img[:, :, :-1, 2:], atol=1e-6, rtol=0)
+    # outside, the border pixel repeats (padding_mode="border")
+    torch.testing.assert_close(out[:, :, 1:, -1], img[:, :, :-1, -1], atol=1e-6, rtol=0)
+    torch.testing.assert_close(out[:, :, 0, :-2], img[:, :, 0, 2:], atol=1e-6, rtol=0)
+
+
+def test_half_pixel_flow_averages_neighbours() -> None:
+    img = _image()
+    flow = torch.zeros(2, 2, 7, 9)
+    flow[:, 0] = 0.5
+    out = warp(img, flow)
+    torch.testing.assert_close(out[..., :-1], 0.5 * (img[..., :-1] + img[..., 1:]), atol=1e-6, rtol=0)
+
+
+def test_warp_rejects_mismatched_shapes() -> None:
+    with pytest.raises(ValueError):
+        warp(_image(), torch.zeros(2, 2, 7, 8))
+
+
+def _func(channels: int = 4, seed: int = 0) -> ConvODEFunc:
+    torch.manual_seed(seed)
+    return ConvODEFunc(channels, 6, num_layers=1)
+
+
+def test_ode_func_counts_evaluations_per_method() -> None:
+    func, y0 = _func(), torch.randn(2, 4, 5, 5)
+    times = torch.tensor([0.0, 0.3, 1.0])
+    for method, per_step in (("euler", 1), ("midpoint", 2), ("rk4", 4)):
+        func.nfe = 0
+        out = odesolve(func, y0, times, method=method, rtol=1e-3, atol=1e-4)
+        assert out.shape == (3, 2, 4, 5, 5)
+        assert func.nfe == per_step * 2  # fixed-step methods step on the requested times
+    func.nfe = 0
+    odesolve(func, y0, times, method="rk4", rtol=1e-3, atol=1e-4, step_size=0.25)
+    assert func.nfe == 4 * 4  # grid 0, .25, .5, .75, 1.0
+    func.nfe = 0
+    odesolve(func, y0, times, method="dopri5", rtol=1e-3, atol=1e-4)
+    assert func.nfe >= 8  # initial-step selection plus at least one 6-stage step
+
+
+def test_odesolve_single_time_and_bad_method() -> None:
+    y0 = torch.randn(1, 4, 3, 3)
+    torch.testing.assert_close(
+        odesolve(_func(), y0, torch.tensor([0.5]), method="rk4", rtol=1e-3, atol=1e-4)[0], y0
+    )
+    with pytest.raises(VidynError, match="choose one of"):
+        odesolve(_func(), y0, torch.tensor([0.0, 1.0]), method="rk45", rtol=1e-3, atol=1e-4)
+
+
+def test_odesolve_constant_field_is_exact_at_requested_times() -> None:
+    func = _func()
+    last = func.net[-1]
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.constant_(last.bias, 0.5)  # dh/dt = 0.5 everywhere
+    y0 = torch.randn(2, 4, 3, 3)
+    times = torch.tensor([0.1, 0.35, 0.4, 1.3])
+    for method in ("euler", "rk4", "dopri5"):
+        out = odesolve(func, y0, times, method=method, rtol=1e-6, atol=1e-8)
+        expected = y0 + 0.5 * (times - times[0]).view(-1, 1, 1, 1, 1)
+        torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def test_adjoint_gradients_match_direct_backpropagation() -> None:
+    func, y0 = _func(), torch.randn(1, 4, 4, 4)
+    times = torch.tensor([0.0, 0.5, 1.0])
+    grads = []
+    for adjoint in (False, True):
+        func.zero_grad()
+        odesolve(
+            func, y0, times, method="dopri5", rtol=1e-7, atol=1e-9, adjoint=adjoint
+        ).square().sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in func.parameters()]))
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-3, atol=1e-5)
+
+
+def test_gru_cell_projection_path_equals_forward() -> None:
+    torch.manual_seed(0)
+    cell = ConvGRUCell(5, 4).double()
+    x, h = torch.randn(2, 5, 6, 6, dtype=torch.float64), torch.randn(2, 4, 6, 6, dtype=torch.float64)
+    projected = cell.input_projection(x)
+    torch.testing.assert_close(cell.step(projected, h), cell(x, h))
+    torch.testing.assert_close(cell.step(projected, None), cell(x, torch.zeros_like(h)))
+
+
+def test_ode_conv_gru_runs_backwards_with_euler_steps() -> None:
+    torch.manual_seed(0)
+    enc = ODEConvGRU(3, 4, ConvODEFunc(4, 6, num_layers=1), method="euler").double()
+    x = torch.randn(2, 3, 3, 5, 5, dtype=torch.float64)
+    times = torch.tensor([0.0, 0.2, 0.5], dtype=torch.float64)
+    # Reference: h = 0 at the last time; GRU update; one Euler step back to each earlier time; GRU update.
+    h = enc.cell(x[:, 2], torch.zeros(2, 4, 5, 5, dtype=torch.float64))
+    h = enc.cell(x[:, 1], h + (0.2 - 0.5) * enc.ode_func(None, h))
+    h = enc.cell(x[:, 0], h + (0.0 - 0.2) * enc.ode_func(None, h))
+    torch.testing.assert_close(enc(x, times), h)
+    enc.ode_func.nfe = 0
+    moved = enc(x, torch.tensor([0.0, 0.1, 0.5], dtype=torch.float64))
+    assert enc.ode_func.nfe == 2
+    assert not torch.allclose(moved, h)  # the observation times matter
+
+
+def test_ode_conv_gru_adaptive_and_rk4_agree_closely() -> None:
+    torch.manual_seed(0)
+    func = ConvODEFunc(4, 6, num_layers=1)
+    x = torch.randn(1, 3, 3, 4, 4)
+    times = torch.tensor([0.0, 0.05, 0.1])
+    outs = [ODEConvGRU(3, 4, func, method=m, rtol=1e-6, atol=1e-8) for m in ("rk4", "dopri5")]
+    outs[1].cell.load_state_dict(outs[0].cell.state_dict())
+    torch.testing.assert_close(outs[0](x, times), outs[1](x, times), atol=1e-5, rtol=1e-4)
