@@ -398,6 +398,32 @@ def predict(
         raise VidynError(f"output {str(out)!r} must end in .mp4, .gif, .avi or .npy")
     meta = read_model_meta(model_path)
     model = load_model(model_path)
+    context, ctx_t, tgt_t, dt_in = _predict_inputs(model, meta, input_path, steps, times, context_frames)
+    pred, seconds = _run_predictor(model, context, ctx_t, tgt_t)
+    size, channels = context.shape[-1], context.shape[2]
+    video = torch.cat([context[0], pred[0]], dim=0)  # (Tc + Tf, C, H, W)
+    rate = fps or (1.0 / dt_in if dt_in > 0 else 10.0)
+    write_video(out, video, fps=rate)
+    return {
+        "out": str(out),
+        "context_frames": int(context.shape[1]),
+        "predicted_frames": int(pred.shape[1]),
+        "size": size,
+        "channels": channels,
+        "fps": rate,
+        "infer_s": seconds,
+    }
+
+
+def _predict_inputs(
+    model: nn.Module, meta: dict[str, Any], input_path: str | Path, steps: int | None,
+    times: list[float] | None, context_frames: int | None,
+) -> tuple[Tensor, Tensor, Tensor, float]:
+    """Load a user's clip for a predictor: (context (1,Tc,C,H,W), context times, target times, input dt).
+
+    Times are rescaled so the context sits on the model's training grid (e.g. 0.1 s per frame for
+    shapes), whatever the input's frame rate; `times` are seconds after the last context frame.
+    """
     if meta.get("family") != "predictor":
         raise VidynError(f"model {meta['name']!r} is a {meta.get('family')}, not a frame predictor")
     args = meta.get("args", {})
@@ -409,7 +435,6 @@ def predict(
         raise VidynError(f"{str(input_path)!r} has {frames.shape[0]} frame(s); give at least 2")
     context = frames[-n_ctx:].unsqueeze(0)  # (1, Tc, C, H, W)
     ctx_t = frame_times[-n_ctx:]
-    # Rescale time so the context is on the model's training grid (e.g. 0.1 s per frame for shapes).
     train_dt = float(cfg.data.args.get("frame_interval", 0.1))
     dt_in = float(ctx_t.diff().median()) if ctx_t.numel() > 1 else train_dt
     scale = train_dt / dt_in if dt_in > 0 else 1.0
@@ -423,21 +448,72 @@ def predict(
         tgt_model_t = torch.arange(1, n + 1, dtype=torch.float32) * train_dt
     if tgt_model_t.numel() == 0:
         raise VidynError("nothing to predict: give --steps N (N >= 1) or --times")
+    return context, ctx_model_t, tgt_model_t, dt_in
+
+
+def _run_predictor(model: nn.Module, context: Tensor, ctx_t: Tensor, tgt_t: Tensor) -> tuple[Tensor, float]:
+    """Predict on the default device; returns (frames (1, Tf, C, H, W) on CPU, seconds)."""
     device = default_device()
     model.to(device)
     with torch.no_grad():
-        pred = model(context.to(device), ctx_model_t.to(device), tgt_model_t.to(device)).clamp(0, 1).cpu()
-    video = torch.cat([context[0], pred[0]], dim=0)  # (Tc + Tf, C, H, W)
-    rate = fps or (1.0 / dt_in if dt_in > 0 else 10.0)
-    write_video(out, video, fps=rate)
-    return {
-        "out": str(out),
-        "context_frames": int(context.shape[1]),
-        "predicted_frames": int(pred.shape[1]),
-        "size": size,
-        "channels": channels,
-        "fps": rate,
-    }
+        start = time.perf_counter()
+        pred = model(context.to(device), ctx_t.to(device), tgt_t.to(device)).clamp(0, 1).cpu()
+    return pred, time.perf_counter() - start
+
+
+def predict_many(
+    model_paths: list[str | Path],
+    input_path: str | Path,
+    *,
+    steps: int | None = None,
+    out: str | Path,
+    context_frames: int | None = None,
+    fps: float = 4.0,
+) -> dict[str, Any]:
+    """Continue one clip with several predictors and write an animated grid: context | each model.
+
+    All models must share a frame size and channel count (they see the same context). Returns
+    `{"out", "models": {name: {"predicted_frames", "infer_s"}}}`; infer_s is the wall time of the
+    model's forward pass alone.
+    """
+    if not model_paths:
+        raise VidynError("give at least one exported predictor")
+    preds: dict[str, Tensor] = {}
+    results: dict[str, dict[str, Any]] = {}
+    context: Tensor | None = None
+    for path in model_paths:
+        meta = read_model_meta(path)
+        model = load_model(path)
+        ctx, ctx_t, tgt_t, _ = _predict_inputs(model, meta, input_path, steps, None, context_frames)
+        if context is not None and ctx.shape[2:] != context.shape[2:]:
+            raise VidynError("models to compare must share frame size and channels (train them on the same data)")
+        context = ctx if context is None or ctx.shape[1] > context.shape[1] else context
+        name = meta["name"] if meta["name"] not in preds else f"{meta['name']} ({path})"
+        pred, seconds = _run_predictor(model, ctx, ctx_t, tgt_t)
+        preds[name] = pred
+        results[name] = {"predicted_frames": int(pred.shape[1]), "infer_s": seconds, "path": str(path)}
+    if len({p.shape[1] for p in preds.values()}) > 1:
+        raise VidynError("the models predicted different numbers of frames; pass --steps")
+    assert context is not None
+    write_comparison(out, context, None, preds, fps=fps)
+    return {"out": str(out), "models": results}
+
+
+def find_models(root: str | Path) -> list[dict[str, Any]]:
+    """Exported models (folders with model.json + model.safetensors) under `root`, sorted by path."""
+    root = Path(root)
+    if not root.exists():
+        raise VidynError(f"models folder {str(root)!r} does not exist")
+    found = []
+    for meta_path in sorted(root.rglob("model.json")):
+        if not (meta_path.parent / "model.safetensors").is_file():
+            continue
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError:
+            continue
+        found.append({"path": str(meta_path.parent), "name": meta.get("name"), "family": meta.get("family")})
+    return found
 
 
 # -------------------------------------------------------------------------------------------- render
@@ -752,15 +828,13 @@ def compare(
     if cfg.task.kind != "prediction":
         raise VidynError(f"compare needs task.kind prediction, got {cfg.task.kind!r}")
     entries = _compare_entries(cfg)
+    run_cfgs = {e["label"]: _compare_run_config(cfg, e) for e in entries}  # all checked before training
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    run_cfgs: dict[str, Config] = {}
     trained: dict[str, dict[str, Any]] = {}
     models: dict[str, nn.Module] = {b: build_model(b) for b in cfg.eval.baselines}
-    for entry in entries:
-        label = entry["label"]
-        run_cfgs[label] = _compare_run_config(cfg, entry)
-        result = train(run_cfgs[label], run_dir=out / "runs" / label, evaluate_after=False)
+    for label, run_cfg in run_cfgs.items():
+        result = train(run_cfg, run_dir=out / "runs" / label, evaluate_after=False)
         models[label] = load_model(result.run_dir)
         trained[label] = {
             "steps": result.steps,

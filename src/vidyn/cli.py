@@ -194,6 +194,12 @@ def cmd_compare(a: argparse.Namespace) -> None:
     print(f"report: {Path(a.out) / 'report.html'}  (numbers: {Path(a.out) / 'report.json'})")
 
 
+def cmd_ui(a: argparse.Namespace) -> None:
+    from vidyn.ui.app import launch
+
+    launch(a.models, host=a.host, port=a.port)
+
+
 def cmd_models(a: argparse.Namespace) -> None:
     import vidyn.models  # noqa: F401
     from vidyn.registry import MODELS
@@ -224,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("compare", "train several predictors under one budget; compare quality and speed", cmd_compare),
         ("predict", "continue your own video with a trained predictor", cmd_predict),
         ("render", "render a clip of the procedural shapes dataset", cmd_render),
+        ("ui", "start the web UI over your exported models", cmd_ui),
         ("models", "list registered models", cmd_models),
         ("configs", "list shipped configs", cmd_configs),
         ("classify", "name the action in your own video with a trained classifier", cmd_classify),
@@ -281,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, help="output folder (report.html, report.json, runs/)")
     _overrides(p)
+
+    p = ps["ui"]
+    p.add_argument("--models", default=".", help="folder searched for exported models (default: here)")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: localhost only)")
+    p.add_argument("--port", type=int, default=7860)
 
     ps["models"].add_argument("--family", default=None, choices=["predictor", "classifier", "generator"])
 

@@ -1,0 +1,86 @@
+"""Contract tests over the whole registry: every `*_tiny` model honours its family's interface and
+survives export -> load (safetensors + JSON) bit for bit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import vidyn
+import vidyn.models  # noqa: F401  (registers every builder before the parameter lists are made)
+from vidyn.registry import MODELS
+
+TINY = [n for n in MODELS.names() if n.endswith("_tiny")]
+PREDICTORS = [n for n in TINY if MODELS.get(n).family == "predictor"]
+CLASSIFIERS = [n for n in TINY if MODELS.get(n).family == "classifier"]
+
+
+def test_every_registered_model_has_a_tiny_variant() -> None:
+    for name in MODELS.names():
+        if not name.endswith("_tiny"):
+            assert f"{name}_tiny" in MODELS, f"{name} has no {name}_tiny for tests"
+
+
+def _frame_spec(name: str) -> tuple[int, int]:
+    d = MODELS.get(name).defaults()
+    return int(d.get("in_channels", 1)), int(d.get("image_size", 16))
+
+
+def _clip(name: str, b: int = 2, t: int = 6) -> torch.Tensor:
+    c, s = _frame_spec(name)
+    return torch.rand(b, t, c, s, s, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("name", PREDICTORS)
+def test_predictor_interface(name: str) -> None:
+    model = vidyn.build_model(name).eval()
+    clip = _clip(name)
+    times = torch.arange(6, dtype=torch.float32) * 0.1
+    with torch.no_grad():
+        out = model(clip[:, :3], times[:3], times[3:])
+    assert out.shape == clip[:, 3:].shape
+    assert out.dtype == torch.float32 and 0 <= out.min() and out.max() <= 1
+    assert isinstance(model.continuous_time, bool)
+    # batched (B, T) times mean the same as shared (T,) times
+    with torch.no_grad():
+        again = model(clip[:, :3], times[:3].expand(2, -1), times[3:].expand(2, -1))
+    torch.testing.assert_close(again, out, atol=1e-5, rtol=1e-4)
+    if not model.continuous_time:
+        with pytest.raises(ValueError):
+            model(clip[:, :3], times[:3], torch.tensor([0.35, 0.45]))
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
+def test_classifier_interface(name: str) -> None:
+    model = vidyn.build_model(name).eval()
+    c, _ = _frame_spec(name)
+    with torch.no_grad():
+        logits = model(torch.rand(2, 4, c, 32, 32))
+    assert logits.shape == (2, model.num_classes)
+
+
+@pytest.mark.parametrize("name", PREDICTORS + CLASSIFIERS)
+def test_export_load_round_trip(name: str, tmp_path: Path) -> None:
+    model = vidyn.build_model(name).eval()
+    vidyn.export_model(model, tmp_path, metrics={"x": 1.0})
+    assert {p.name for p in tmp_path.iterdir()} == {"model.safetensors", "model.json"}
+    loaded = vidyn.load_model(tmp_path)
+    assert type(loaded) is type(model)
+    for (ka, va), (kb, vb) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert ka == kb and torch.equal(va, vb), ka
+    assert (
+        loaded.vidyn_meta["metrics"] == {"x": 1.0} and loaded.vidyn_meta["vidyn_version"] == vidyn.__version__
+    )
+
+
+def test_load_refuses_mismatched_weights(tmp_path: Path) -> None:
+    import json
+
+    vidyn.export_model(vidyn.build_model("convlstm_tiny"), tmp_path)
+    meta = json.loads((tmp_path / "model.json").read_text())
+    meta["args"] = {"hidden_channels": 12}
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(vidyn.errors.VidynError, match="do not fit"):
+        vidyn.load_model(tmp_path)
