@@ -486,7 +486,7 @@ def predict_many(
         model = load_model(path)
         ctx, ctx_t, tgt_t, _ = _predict_inputs(model, meta, input_path, steps, None, context_frames)
         if context is not None and ctx.shape[2:] != context.shape[2:]:
-            raise VidynError("models to compare must share frame size and channels (train them on the same data)")
+            raise VidynError("models to compare must share frame size and channels; train them alike")
         context = ctx if context is None or ctx.shape[1] > context.shape[1] else context
         name = meta["name"] if meta["name"] not in preds else f"{meta['name']} ({path})"
         pred, seconds = _run_predictor(model, ctx, ctx_t, tgt_t)
