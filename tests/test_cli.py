@@ -130,3 +130,25 @@ def test_errors_are_one_line_and_leave_nothing(trained_run: Path, tmp_path: Path
         assert len(lines) == 1 and lines[0].startswith("vidyn: error:") and needle in lines[0], proc.stderr
         assert "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def test_ddp_two_cpu_processes_train_export_and_evaluate(tmp_path: Path, tiny_config_file: Path) -> None:
+    """Lightning's DDP (gloo, 2 processes) trains; rank 0 alone exports and evaluates without hanging."""
+    out = tmp_path / "ddp"
+    proc = run_cli(
+        "train",
+        "-c",
+        str(tiny_config_file),
+        "--out",
+        str(out),
+        "--set",
+        "trainer.strategy=ddp",
+        "--set",
+        "trainer.devices=2",
+        "--set",
+        "trainer.accelerator=cpu",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["models"]["convlstm_tiny"]["num_clips"] == 6
+    assert (out / "model.safetensors").is_file()

@@ -231,7 +231,8 @@ def evaluate_classifier(
     if max_clips is not None:
         dataset = Subset(dataset, range(min(max_clips, len(dataset))))
     num_classes = len(class_names)
-    metric = ClassificationMetrics(num_classes, top_k=(1, 5)).to(device)
+    # One process scores the whole split (rank 0 after a DDP fit): never wait for peers.
+    metric = ClassificationMetrics(num_classes, top_k=(1, 5), sync_on_compute=False).to(device)
     model.to(device).eval()
     seconds, clips = 0.0, 0
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
