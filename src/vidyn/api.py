@@ -233,7 +233,8 @@ def evaluate_predictors(
             pred = model(ctx, ctx_t, tgt_t).clamp(0, 1)
             seconds[name] += time.perf_counter() - t0
             if name not in trackers:
-                trackers[name] = FrameMetrics(num_steps=tgt.shape[1]).to(device)
+                # One process scores the whole split (rank 0 after a DDP fit): never wait for peers.
+                trackers[name] = FrameMetrics(num_steps=tgt.shape[1], sync_on_compute=False).to(device)
             trackers[name].update(pred, tgt)
             preds[name] = pred
         have = visuals["context"].shape[0] if visuals else 0
