@@ -39,6 +39,7 @@ from vidyn.registry import DATASETS, MODELS
 from vidyn.report.html import Column, write_html_report
 from vidyn.report.media import write_comparison
 from vidyn.report.plots import plot_confusion, plot_per_step
+from vidyn.tasks.continuous import evaluate_continuous
 from vidyn.tasks.engine import build_trainer, prepare_runtime
 from vidyn.tasks.prediction import PredictionTask, split_clip
 from vidyn.tasks.recognition import RecognitionTask, class_names_of, evaluate_classifier, spread_windows
@@ -115,6 +116,11 @@ def _build_task(
     if cfg.task.kind != "prediction":
         raise VidynError(f"unknown task kind {cfg.task.kind!r}; choose prediction or recognition")
     t = cfg.task
+    if t.adversarial_weight > 0 and cfg.trainer.accumulate_grad_batches != 1:
+        raise VidynError(
+            "adversarial training (task.adversarial_weight > 0) does not support gradient accumulation; set "
+            "trainer.accumulate_grad_batches=1 (raise data.batch_size instead)"
+        )
     return PredictionTask(
         model,
         num_context=t.num_context,
@@ -125,6 +131,8 @@ def _build_task(
         total_steps=total,
         warmup_steps=warmup,
         sampling_stop_fraction=t.sampling_stop_fraction,
+        adversarial_weight=t.adversarial_weight,
+        gradient_clip_val=cfg.trainer.gradient_clip_val,
     )
 
 
@@ -175,7 +183,11 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     callbacks = task.extra_callbacks() if isinstance(task, RecognitionTask) else []  # progressive unfreezing
-    trainer = build_trainer(cfg.trainer, out, extra_callbacks=callbacks)
+    trainer_cfg = cfg.trainer
+    if not task.automatic_optimization:  # the task clips its own gradients (GAN training)
+        trainer_cfg = copy.copy(cfg.trainer)
+        trainer_cfg.gradient_clip_val = None
+    trainer = build_trainer(trainer_cfg, out, extra_callbacks=callbacks)
     trainer.fit(task, datamodule=dm, ckpt_path=str(resume) if resume else None)
     best = getattr(trainer.checkpoint_callback, "best_model_path", "")
     if best and Path(best).is_file():
@@ -325,7 +337,9 @@ def evaluate(
     """Evaluate an exported model on its own dataset's split, beside the configured baselines.
 
     Returns (and writes to json_path) `{"models": {name: {...}}, "protocol": {...}}`; with report_dir
-    also writes per_step.png and samples.gif there.
+    also writes per_step.png and samples.gif there. For a continuous-time predictor on a dataset that
+    renders any time (shapes) it adds `"continuous"`: in-between, beyond and irregular timestamps scored
+    beside the baselines (`vidyn.tasks.continuous.evaluate_continuous`).
     """
     meta = read_model_meta(model_path)
     cfg = build_config(meta.get("config") or {}, overrides)
@@ -362,6 +376,18 @@ def evaluate(
             "Gaussian, valid); openstl_* = per-frame sums; vidode_psnr = PSNR of mean MSE",
         },
     }
+    if getattr(model, "continuous_time", False) and hasattr(dataset, "render"):
+        # shapes renders ground truth at any time: score in-between, beyond and irregular timestamps too
+        out["continuous"] = evaluate_continuous(
+            models,
+            dataset,
+            num_context=t.num_context,
+            num_future=t.num_future,
+            batch_size=cfg.data.eval_batch_size or cfg.data.batch_size,
+            max_clips=max_clips if max_clips is not None else cfg.eval.max_clips,
+            seed=cfg.trainer.seed,
+            device=default_device(),
+        )
     if report_dir is not None:
         report = Path(report_dir)
         report.mkdir(parents=True, exist_ok=True)
@@ -427,7 +453,8 @@ def _predict_inputs(
     """
     if meta.get("family") != "predictor":
         raise VidynError(f"model {meta['name']!r} is a {meta.get('family')}, not a frame predictor")
-    args = meta.get("args", {})
+    # The builder's defaults fill arguments the model was built without (vid_ode defaults to 3 channels).
+    args = {**MODELS.get(meta["name"]).defaults(), **meta.get("args", {})}
     cfg = build_config(meta.get("config") or {})
     size, channels = args.get("image_size", 64), args.get("in_channels", 1)
     n_ctx = context_frames or cfg.task.num_context
@@ -515,6 +542,120 @@ def find_models(root: str | Path) -> list[dict[str, Any]]:
             continue
         found.append({"path": str(meta_path.parent), "name": meta.get("name"), "family": meta.get("family")})
     return found
+
+
+# --------------------------------------------------------------------------------------- interpolate
+
+
+def _interpolation_windows(num_frames: int, length: int) -> list[tuple[int, list[int]]]:
+    """(first frame, gaps it fills) of consecutive windows of `length` frames covering every gap once.
+
+    Gap g lies between frames g and g + 1. Windows share their end frames; the last one is moved back to
+    end at the last frame and fills only the gaps no earlier window filled.
+    """
+    length = max(2, min(length, num_frames))
+    windows, start, done = [], 0, 0
+    while done < num_frames - 1:
+        first = min(start, num_frames - length)
+        gaps = list(range(done, first + length - 1))
+        windows.append((first, gaps))
+        done = first + length - 1
+        start = done
+    return windows
+
+
+def interpolate(
+    model_path: str | Path,
+    input_path: str | Path,
+    *,
+    factor: int,
+    out: str | Path,
+    context_frames: int | None = None,
+) -> dict[str, Any]:
+    """Raise a video's frame rate `factor`-fold with a continuous-time predictor (e.g. vid_ode).
+
+    The video is read with its real presentation timestamps (variable frame rate included) and resized
+    to the model's frame size and channels. Windows of `context_frames` consecutive frames (default: the
+    model's training context) slide over it; each predicts, for every gap between consecutive frames
+    t_g < t_{g+1} it covers, the `factor - 1` frames at `t_g + j (t_{g+1} - t_g) / factor`, with times
+    rescaled so the video's median frame interval matches the training data's (as `predict` does). All
+    frames, the originals (resized) and the new ones, are written with their timestamps, so `out` holds
+    `factor * (N - 1) + 1` frames and plays at `factor` times the rate. Returns `{"out", "input_frames",
+    "output_frames", "factor", "fps_in", "fps_out", "duration", "size", "channels", "windows", "nfe",
+    "infer_s"}`, `nfe` holding the ODE function evaluations (encoder, decoder, per new frame) when the
+    model counts them.
+    """
+    if not isinstance(factor, int) or isinstance(factor, bool) or factor < 2:
+        raise VidynError(f"factor must be an integer >= 2 (2 doubles the frame rate); got {factor!r}")
+    out = Path(out)
+    if out.suffix.lower() not in (".mp4", ".gif", ".npy", ".avi"):
+        raise VidynError(f"output {str(out)!r} must end in .mp4, .gif, .avi or .npy")
+    meta = read_model_meta(model_path)
+    if meta.get("family") != "predictor":
+        raise VidynError(f"model {meta['name']!r} is a {meta.get('family')}, not a frame predictor")
+    model = load_model(model_path)
+    if not getattr(model, "continuous_time", False):
+        raise VidynError(
+            f"model {meta['name']!r} is discrete-time and cannot predict between frames; interpolate with a "
+            "continuous-time model such as vid_ode"
+        )
+    cfg = build_config(meta.get("config") or {})
+    args = {**MODELS.get(meta["name"]).defaults(), **meta.get("args", {})}
+    size, channels = int(args.get("image_size", 64)), int(args.get("in_channels", 1))
+    frames, times = load_frames(input_path, size=size, channels=channels)  # (N, C, H, W), (N,) seconds
+    n = frames.shape[0]
+    if n < 2:
+        raise VidynError(f"{str(input_path)!r} has {n} frame(s); interpolation needs at least 2")
+    t64 = times.to(torch.float64)
+    train_dt = float(cfg.data.args.get("frame_interval", 0.1))
+    scale = train_dt / float(t64.diff().median())
+    device = default_device()
+    model.to(device).eval()
+    fractions = torch.arange(1, factor, dtype=torch.float64) / factor  # (K - 1,)
+    new_frames: dict[int, Tensor] = {}  # gap -> (K - 1, C, H, W)
+    nfe = {"encoder": 0, "decoder": 0}
+    length = max(2, min(context_frames or cfg.task.num_context, n))
+    windows = _interpolation_windows(n, length)
+    start = time.perf_counter()
+    with torch.no_grad():
+        for first, gaps in windows:
+            ctx_t = t64[first : first + length]
+            lo, hi = t64[gaps], t64[[g + 1 for g in gaps]]
+            tgt_t = (lo.unsqueeze(1) + (hi - lo).unsqueeze(1) * fractions).flatten()  # gap-major order
+            # Model time: window-relative, on the training data's frame interval.
+            ctx_m, tgt_m = (((t - ctx_t[0]) * scale).float().to(device) for t in (ctx_t, tgt_t))
+            pred = model(frames[first : first + length].unsqueeze(0).to(device), ctx_m, tgt_m)
+            for i, g in enumerate(gaps):
+                new_frames[g] = pred[0, i * (factor - 1) : (i + 1) * (factor - 1)].clamp(0, 1).cpu()
+            for key in nfe:
+                nfe[key] += int(getattr(model, "last_nfe", {}).get(key, 0))
+    seconds = time.perf_counter() - start
+    video, new_times = [], []
+    for g in range(n):
+        video.append(frames[g : g + 1])
+        new_times.append(t64[g : g + 1])
+        if g < n - 1:
+            video.append(new_frames[g])
+            new_times.append(t64[g] + (t64[g + 1] - t64[g]) * fractions)
+    video_t, out_times = torch.cat(video), torch.cat(new_times)  # (K (N - 1) + 1, C, H, W), (same,)
+    duration = float(t64[-1] - t64[0])
+    fps_in = (n - 1) / duration
+    write_video(out, video_t, fps=fps_in * factor, times=out_times.tolist())
+    per_new_frame = (nfe["encoder"] + nfe["decoder"]) / ((n - 1) * (factor - 1))
+    return {
+        "out": str(out),
+        "input_frames": n,
+        "output_frames": int(video_t.shape[0]),
+        "factor": factor,
+        "fps_in": fps_in,
+        "fps_out": (video_t.shape[0] - 1) / duration,
+        "duration": duration,
+        "size": size,
+        "channels": channels,
+        "windows": len(windows),
+        "nfe": {**nfe, "per_new_frame": per_new_frame} if any(nfe.values()) else None,
+        "infer_s": seconds,
+    }
 
 
 # -------------------------------------------------------------------------------------------- render
@@ -756,7 +897,7 @@ def _compare_run_config(cfg: Config, entry: dict[str, Any]) -> Config:
 
 def _profile_predictor(
     model: nn.Module,
-    task: TaskConfig,
+    task_cfg: TaskConfig,
     run_cfg: Config | None,
     batch: dict[str, Tensor],
     repeats: int,
@@ -767,7 +908,8 @@ def _profile_predictor(
     `run_cfg` is the model's training config, or None for a parameter-free baseline.
     """
     frames, times = batch["frames"].to(device), batch["times"].to(device)  # (B, T, C, H, W), (B, T)
-    ctx, ctx_t, _, tgt_t = split_clip(frames, times, task.num_context, task.num_future, task.mode)
+    t = task_cfg
+    ctx, ctx_t, _, tgt_t = split_clip(frames, times, t.num_context, t.num_future, t.mode)
     model = model.to(device).eval()
     res: dict[str, Any] = {
         "params": count_parameters(model),

@@ -69,6 +69,9 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
     res = api.evaluate(a.model, split=a.split, json_path=a.json, max_clips=a.max_clips, overrides=a.overrides)
     print(format_table(res["models"]))
+    for protocol, entries in res.get("continuous", {}).items():
+        if protocol != "protocol":  # unseen timestamps (shapes renders the truth at any time)
+            print(f"\ncontinuous time, {protocol}:\n{format_table(entries)}")
     if a.json:
         print(f"\nmetrics written to {a.json}")
 
@@ -83,6 +86,17 @@ def cmd_predict(a: argparse.Namespace) -> None:
     print(
         f"wrote {res['out']}: {res['context_frames']} context + {res['predicted_frames']} predicted frames "
         f"({res['size']}x{res['size']}, {res['channels']} channel(s), {res['fps']:.1f} fps)"
+    )
+
+
+def cmd_interpolate(a: argparse.Namespace) -> None:
+    from vidyn import api
+
+    res = api.interpolate(a.model, a.input, factor=a.factor, out=a.out, context_frames=a.context)
+    print(
+        f"wrote {res['out']}: {res['input_frames']} -> {res['output_frames']} frames ({res['factor']}x), "
+        f"{res['fps_in']:.2f} -> {res['fps_out']:.2f} fps over {res['duration']:.2f} s, "
+        f"{res['size']}x{res['size']}, {res['channels']} channel(s)"
     )
 
 
@@ -229,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("evaluate", "evaluate an exported model on its dataset", cmd_evaluate),
         ("compare", "train several predictors under one budget; compare quality and speed", cmd_compare),
         ("predict", "continue your own video with a trained predictor", cmd_predict),
+        ("interpolate", "raise a video's frame rate with a continuous-time predictor", cmd_interpolate),
         ("render", "render a clip of the procedural shapes dataset", cmd_render),
         ("ui", "start the web UI over your exported models", cmd_ui),
         ("models", "list registered models", cmd_models),
@@ -271,6 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context", type=int, default=None, help="context frames to use (default: as trained)")
     p.add_argument("--fps", type=float, default=None, help="output frame rate (default: the input's)")
     p.add_argument("--out", required=True, help="output .mp4, .gif, .avi or .npy")
+
+    p = ps["interpolate"]
+    p.add_argument("model", help="exported continuous-time predictor (e.g. vid_ode) or its run folder")
+    p.add_argument("--input", required=True, help="video file (its real timestamps are kept) or .npy array")
+    p.add_argument("--factor", type=int, required=True, help="frame-rate multiplier K >= 2")
+    p.add_argument("--out", required=True, help="output .mp4, .avi, .gif or .npy")
+    p.add_argument("--context", type=int, default=None, help="frames per window (default: as trained)")
 
     p = ps["render"]
     p.add_argument("dataset", choices=["shapes"])

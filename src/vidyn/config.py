@@ -41,10 +41,12 @@ class TaskConfig:
     # prediction
     num_context: int = 10
     num_future: int = 10
-    mode: str = "extrapolate"  # extrapolate | interpolate
-    loss: str = "mse"  # mse | l1 | l1_diff (L1 on frames + L1 on frame differences, Vid-ODE)
+    mode: str = "extrapolate"  # extrapolate | interpolate | irregular (see vidyn.tasks.prediction.split_clip)
+    # mse | l1 | l1_diff (L1 on frames + on frame differences) | vid_ode (Vid-ODE's paper loss: L1 on frames
+    # + L1 between its difference output and the frame differences; vid_ode models only)
+    loss: str = "mse"
     sampling_stop_fraction: float = 0.5  # scheduled sampling reaches its end at this fraction of steps
-    adversarial_weight: float = 0.0  # Vid-ODE's LSGAN terms (0 = off)
+    adversarial_weight: float = 0.0  # Vid-ODE's LSGAN terms, paper 0.003 (0 = off; > 0 needs accumulate 1)
     # recognition
     label_smoothing: float = 0.0
     freeze_backbone_until_epoch: int = 0

@@ -1,0 +1,235 @@
+"""Continuous-time evaluation: score predictors at timestamps the data never sampled.
+
+A dataset that renders ground truth at any float time (`render(index, times) -> (T, C, H, W)`, i.e.
+`shapes`) lets a continuous-time predictor be scored where frame-based benchmarks cannot look. Every test
+clip is observed at its own first `num_context` timestamps (regular, or irregular when the dataset is)
+and three protocols ask for frames at other times, each scored against the scene rendered at exactly
+those times:
+
+- interpolation: unseen in-between times `t_i + f (t_{i+1} - t_i)` for every gap between consecutive
+  observations and every fraction f (default 1/4, 1/2, 3/4); per_offset keys "0.25", "0.5", "0.75";
+- extrapolation: `t_last + k * frame_interval` beyond the last observation, k in frame intervals (default
+  0.5, 1, 1.5, ... num_future); keys "+0.5", "+1", ...;
+- irregular: the context is frame 0 plus a random sorted subset of the clip's next `2 num_context - 2`
+  frames (`num_context` in all, seeded per clip), and the targets are the in-between and beyond times of
+  that context, as above (keys of both kinds; "between" and "beyond" summarise them).
+
+Every model is scored on the same clips and times. Discrete-time models (`continuous_time = False`, e.g.
+convlstm) only predict on their context's grid: they are scored on the integer extrapolation offsets when
+the context is regular, and reported as null with a reason elsewhere; so is any model that refuses the
+times it is asked for. Metrics follow vidyn's conventions (`vidyn.metrics.frame_metrics`: per frame, then
+averaged; DESIGN.md §5). Models that count ODE function evaluations (`last_nfe`) also report them per clip
+and per predicted frame.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from vidyn.errors import VidynError
+from vidyn.metrics import frame_metrics
+from vidyn.tasks.prediction import solver_stats
+
+PROTOCOLS = ("interpolation", "extrapolation", "irregular")
+FRACTIONS = (0.25, 0.5, 0.75)
+METRICS = ("ssim", "psnr", "mse", "mae")
+
+
+def _key_between(f: float) -> str:
+    return f"{f:g}"
+
+
+def _key_beyond(k: float) -> str:
+    return f"+{k:g}"
+
+
+def targets_between(times: Tensor, fractions: tuple[float, ...]) -> tuple[Tensor, list[str]]:
+    """In-between times of sorted observation times `(T,)`: `(T - 1) * len(fractions)` of them, in order."""
+    gaps = times.diff().to(torch.float64)  # (T - 1,)
+    f = torch.tensor(fractions, dtype=torch.float64)
+    out = times[:-1].to(torch.float64).unsqueeze(1) + gaps.unsqueeze(1) * f  # (T - 1, F)
+    return out.flatten().float(), [_key_between(x) for x in fractions] * (times.numel() - 1)
+
+
+def targets_beyond(
+    last: float, offsets: tuple[float, ...], frame_interval: float
+) -> tuple[Tensor, list[str]]:
+    """Times `last + k * frame_interval` for k in `offsets` (frame intervals), in the given order."""
+    t = torch.tensor([last + k * frame_interval for k in offsets], dtype=torch.float64)
+    return t.float(), [_key_beyond(k) for k in offsets]
+
+
+def irregular_context(index: int, pool: int, num_context: int, seed: int) -> Tensor:
+    """Sorted clip indices of the irregular protocol: frame 0 and `num_context - 1` of frames 1..pool-1."""
+    digest = hashlib.blake2b(f"vidyn.continuous/{seed}/{index}".encode(), digest_size=8).digest()
+    gen = torch.Generator().manual_seed(int.from_bytes(digest, "little") % 2**63)
+    rest = torch.randperm(pool - 1, generator=gen)[: num_context - 1] + 1
+    return torch.cat([torch.zeros(1, dtype=torch.long), rest.sort().values])
+
+
+class _Tracker:
+    """Sums of per-frame metrics per offset key, for one model in one protocol."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(METRICS, 0.0))
+        self.counts: dict[str, int] = defaultdict(int)
+        self.nfe_clip: list[float] = []
+        self.nfe_frame: list[float] = []
+
+    def update(self, pred: Tensor, truth: Tensor, keys: list[str]) -> None:
+        values = frame_metrics(pred, truth, names=METRICS, dtype=torch.float64)  # {name: (B, K)}
+        for j, key in enumerate(keys):
+            for name in METRICS:
+                self.sums[key][name] += float(values[name][:, j].sum())
+            self.counts[key] += pred.shape[0]
+
+    @staticmethod
+    def _mean(sums: list[dict[str, float]], counts: list[int]) -> dict[str, float]:
+        n = sum(counts)
+        return {name: sum(s[name] for s in sums) / n for name in METRICS}
+
+    def result(self, kinds: dict[str, str] | None = None) -> dict[str, Any]:
+        keys = list(self.counts)
+        out: dict[str, Any] = self._mean([self.sums[k] for k in keys], [self.counts[k] for k in keys])
+        out["per_offset"] = {k: self._mean([self.sums[k]], [self.counts[k]]) for k in keys}
+        for kind in sorted(set((kinds or {}).values())):
+            chosen = [k for k in keys if kinds and kinds.get(k) == kind]
+            out[kind] = self._mean([self.sums[k] for k in chosen], [self.counts[k] for k in chosen])
+        if self.nfe_clip:
+            out["nfe_per_clip"] = sum(self.nfe_clip) / len(self.nfe_clip)
+            out["nfe_per_frame"] = sum(self.nfe_frame) / len(self.nfe_frame)
+        return out
+
+
+def _null(reason: str) -> dict[str, Any]:
+    return {**dict.fromkeys(METRICS), "per_offset": None, "reason": reason}
+
+
+def _predict(model: nn.Module, ctx: Tensor, ctx_t: Tensor, tgt_t: Tensor, tracker: _Tracker) -> Tensor:
+    pred = model(ctx, ctx_t, tgt_t).clamp(0, 1)
+    stats = solver_stats(model, ctx_t, tgt_t)
+    if stats is not None:
+        tracker.nfe_clip.append(stats["nfe_encoder"] + stats["nfe_decoder"])
+        tracker.nfe_frame.append(stats["nfe_per_frame"])
+    return pred
+
+
+@torch.no_grad()
+def evaluate_continuous(
+    models: dict[str, nn.Module],
+    dataset: Any,
+    *,
+    num_context: int,
+    num_future: int,
+    fractions: tuple[float, ...] = FRACTIONS,
+    extrapolation_offsets: tuple[float, ...] | None = None,
+    batch_size: int = 8,
+    max_clips: int | None = None,
+    seed: int = 0,
+    device: torch.device | None = None,
+) -> dict[str, Any]:
+    """Score `models` on the three protocols of the module docstring; returns the evaluate JSON's block.
+
+    `dataset` yields `{"frames", "times"}` clips and has `render(index, times)` and `frame_interval`
+    (`shapes`). `extrapolation_offsets` are in frame intervals (default 0.5, 1, ..., num_future). Returns
+    `{"interpolation" | "extrapolation" | "irregular": {model: {"ssim", "psnr", "mse", "mae",
+    "per_offset": {key: {...}}, ...} or nulls with a "reason"}, "protocol": {...}}`.
+    """
+    if not hasattr(dataset, "render"):
+        raise VidynError("continuous-time evaluation needs a dataset that renders any time (shapes)")
+    if not fractions or not all(0 < f < 1 for f in fractions):
+        raise VidynError(f"fractions must lie strictly between 0 and 1; got {fractions}")
+    offsets = extrapolation_offsets or tuple(k / 2 for k in range(1, 2 * num_future + 1))
+    grid_offsets = tuple(k for k in offsets if float(k).is_integer() and k > 0)
+    dt = float(dataset.frame_interval)
+    n = len(dataset) if max_clips is None else min(max_clips, len(dataset))
+    first = dataset[0]
+    num_frames = first["frames"].shape[0]
+    if n == 0 or num_frames < max(2, num_context):
+        raise VidynError(
+            f"continuous evaluation needs clips of >= {max(2, num_context)} frames and >= 1 clip"
+        )
+    pool = min(num_frames, 2 * num_context - 1)
+    device = device or torch.device("cpu")
+    trackers = {p: {name: _Tracker() for name in models} for p in PROTOCOLS}
+    reasons: dict[str, dict[str, str]] = {p: {} for p in PROTOCOLS}
+    kinds: dict[str, str] = {}
+    for m in models.values():
+        m.to(device).eval()
+    for start in range(0, n, batch_size):
+        idx = list(range(start, min(n, start + batch_size)))
+        clips = [dataset[i] for i in idx]
+        frames = torch.stack([c["frames"] for c in clips])  # (B, T, C, H, W)
+        times = torch.stack([c["times"] for c in clips]).float()  # (B, T)
+        ctx, ctx_t = frames[:, :num_context], times[:, :num_context]
+        sel = torch.stack([irregular_context(i, pool, num_context, seed) for i in idx])  # (B, Tc)
+        irr_ctx = frames.gather(1, sel.view(*sel.shape, 1, 1, 1).expand(-1, -1, *frames.shape[2:]))
+        irr_t = times.gather(1, sel)
+        jobs = []  # (protocol, context, context times, target times (B, K), keys, truth (B, K, C, H, W))
+        for protocol, c, ct in (("interpolation", ctx, ctx_t), ("irregular", irr_ctx, irr_t)):
+            between = [targets_between(row, fractions) for row in ct]
+            tt, keys = torch.stack([b[0] for b in between]), between[0][1]
+            if protocol == "irregular":
+                beyond = [targets_beyond(float(row[-1]), offsets, dt) for row in ct]
+                tt = torch.cat([tt, torch.stack([b[0] for b in beyond])], dim=1)
+                kinds.update({k: "between" for k in keys} | {k: "beyond" for k in beyond[0][1]})
+                keys = keys + beyond[0][1]
+            jobs.append((protocol, c, ct, tt, keys))
+        beyond = [targets_beyond(float(row[-1]), offsets, dt) for row in ctx_t]
+        jobs.insert(1, ("extrapolation", ctx, ctx_t, torch.stack([b[0] for b in beyond]), beyond[0][1]))
+        for protocol, c, ct, tt, keys in jobs:
+            truth = torch.stack([dataset.render(i, row) for i, row in zip(idx, tt, strict=True)]).to(device)
+            c, ct, tt = c.to(device), ct.to(device), tt.to(device)
+            for name, model in models.items():
+                if name in reasons[protocol]:
+                    continue
+                cols = list(range(len(keys)))
+                if not getattr(model, "continuous_time", False):
+                    if protocol != "extrapolation" or not grid_offsets:
+                        reasons[protocol][name] = (
+                            "discrete-time model: it predicts only on its context's frame grid, not at "
+                            "in-between or irregular times"
+                        )
+                        continue
+                    cols = [j for j, k in enumerate(keys) if k in {_key_beyond(g) for g in grid_offsets}]
+                try:
+                    pred = _predict(model, c, ct, tt[:, cols], trackers[protocol][name])
+                except ValueError as exc:  # the model refuses these times (VidynError is a ValueError)
+                    reasons[protocol][name] = f"the model cannot predict these times: {exc}"
+                    continue
+                trackers[protocol][name].update(pred, truth[:, cols], [keys[j] for j in cols])
+    out: dict[str, Any] = {}
+    for protocol in PROTOCOLS:
+        out[protocol] = {
+            name: _null(reasons[protocol][name])
+            if name in reasons[protocol]
+            else trackers[protocol][name].result(kinds if protocol == "irregular" else None)
+            for name in models
+        }
+    for name, model in models.items():  # say which offsets a grid-bound model was scored on
+        entry = out["extrapolation"][name]
+        if not getattr(model, "continuous_time", False) and entry["per_offset"] is not None:
+            entry["note"] = "discrete-time: scored on the frame-grid offsets only (integer frame intervals)"
+    out["protocol"] = {
+        "num_clips": n,
+        "num_context": num_context,
+        "frame_interval": dt,
+        "irregular_dataset": bool(getattr(dataset, "irregular", False)),
+        "context": "each clip's own first num_context frames at its own timestamps",
+        "interpolation_fractions": list(fractions),
+        "interpolation": "targets t_i + f (t_{i+1} - t_i) for every gap between consecutive context frames",
+        "extrapolation_offsets": list(offsets),
+        "extrapolation": "targets t_last + k * frame_interval beyond the last context frame (k = offsets)",
+        "irregular": f"context = frame 0 + a random sorted subset of frames 1..{pool - 1} ({num_context} "
+        f"frames in all, seed {seed} per clip); targets = its in-between ('between', keys f) and beyond "
+        "('beyond', keys +k) times as above",
+        "ground_truth": "dataset.render(index, target_times): the scene rendered at exactly those times",
+        "conventions": "ssim/psnr/mse/mae per frame then averaged (Wang 2004 SSIM, 11x11 Gaussian, valid; "
+        "PSNR capped at 100 dB); per_offset = the mean over frames at that offset",
+    }
+    return out
