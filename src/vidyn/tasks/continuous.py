@@ -10,9 +10,10 @@ those times:
   observations and every fraction f (default 1/4, 1/2, 3/4); per_offset keys "0.25", "0.5", "0.75";
 - extrapolation: `t_last + k * frame_interval` beyond the last observation, k in frame intervals (default
   0.5, 1, 1.5, ... num_future); keys "+0.5", "+1", ...;
-- irregular: the context is frame 0 plus a random sorted subset of the clip's next `2 num_context - 2`
-  frames (`num_context` in all, seeded per clip), and the targets are the in-between and beyond times of
-  that context, as above (keys of both kinds; "between" and "beyond" summarise them).
+- irregular: the context is frame 0 plus a random sorted subset of the clip's next `num_context +
+  num_future - 1` frames (`num_context` in all, seeded per clip; the span the `irregular` training mode
+  draws from), and the targets are the in-between and beyond times of that context, as above (keys of
+  both kinds; "between" and "beyond" summarise them).
 
 Every model is scored on the same clips and times. Discrete-time models (`continuous_time = False`, e.g.
 convlstm) only predict on their context's grid: they are scored on the integer extrapolation offsets when
@@ -154,7 +155,7 @@ def evaluate_continuous(
         raise VidynError(
             f"continuous evaluation needs clips of >= {max(2, num_context)} frames and >= 1 clip"
         )
-    pool = min(num_frames, 2 * num_context - 1)
+    pool = min(num_frames, num_context + num_future)  # the span the `irregular` training mode draws from
     device = device or torch.device("cpu")
     trackers = {p: {name: _Tracker() for name in models} for p in PROTOCOLS}
     reasons: dict[str, dict[str, str]] = {p: {} for p in PROTOCOLS}
@@ -170,7 +171,7 @@ def evaluate_continuous(
         sel = torch.stack([irregular_context(i, pool, num_context, seed) for i in idx])  # (B, Tc)
         irr_ctx = frames.gather(1, sel.view(*sel.shape, 1, 1, 1).expand(-1, -1, *frames.shape[2:]))
         irr_t = times.gather(1, sel)
-        jobs = []  # (protocol, context, context times, target times (B, K), keys, truth (B, K, C, H, W))
+        jobs = []  # (protocol, context (B, Tc, C, H, W), context times (B, Tc), target times (B, K), keys)
         for protocol, c, ct in (("interpolation", ctx, ctx_t), ("irregular", irr_ctx, irr_t)):
             between = [targets_between(row, fractions) for row in ct]
             tt, keys = torch.stack([b[0] for b in between]), between[0][1]
