@@ -80,6 +80,25 @@ class RecurrentFramePredictor(nn.Module):
         self.frame_channels = patch_size * patch_size * in_channels
         self.grid_size = image_size // patch_size
 
+    def _build_stack(
+        self, cell: type[nn.Module], hidden_channels: int, num_layers: int, kernel_size: int, bias: bool
+    ) -> None:
+        """The layer stack every recurrent predictor shares: `num_layers` cells and a 1x1 head, no bias."""
+        self.hidden_channels = hidden_channels
+        self.cells = nn.ModuleList(
+            cell(
+                self.frame_channels if layer == 0 else hidden_channels,
+                hidden_channels,
+                kernel_size,
+                bias=bias,
+                layer_norm=self.layer_norm,
+                height=self.grid_size,
+                width=self.grid_size,
+            )
+            for layer in range(num_layers)
+        )
+        self.conv_last = nn.Conv2d(hidden_channels, self.frame_channels, kernel_size=1, bias=False)
+
     def init_state(self, batch: int, height: int, width: int, like: Tensor) -> Any:
         raise NotImplementedError
 
@@ -190,20 +209,7 @@ class ConvLSTM(RecurrentFramePredictor):
     ) -> None:
         check_recurrent_args(in_channels, image_size, hidden_channels, num_layers, kernel_size, patch_size)
         super().__init__(in_channels, image_size, patch_size, layer_norm)
-        self.hidden_channels = hidden_channels
-        self.cells = nn.ModuleList(
-            ConvLSTMCell(
-                self.frame_channels if layer == 0 else hidden_channels,
-                hidden_channels,
-                kernel_size,
-                bias=bias,
-                layer_norm=layer_norm,
-                height=self.grid_size,
-                width=self.grid_size,
-            )
-            for layer in range(num_layers)
-        )
-        self.conv_last = nn.Conv2d(hidden_channels, self.frame_channels, kernel_size=1, bias=False)
+        self._build_stack(ConvLSTMCell, hidden_channels, num_layers, kernel_size, bias)
 
     def init_state(self, batch: int, height: int, width: int, like: Tensor) -> list[tuple[Tensor, Tensor]]:
         zeros = like.new_zeros(batch, self.hidden_channels, height, width)

@@ -65,20 +65,7 @@ class PredRNN(RecurrentFramePredictor):
     ) -> None:
         check_recurrent_args(in_channels, image_size, hidden_channels, num_layers, kernel_size, patch_size)
         super().__init__(in_channels, image_size, patch_size, layer_norm)
-        self.hidden_channels = hidden_channels
-        self.cells = nn.ModuleList(
-            SpatioTemporalLSTMCell(
-                self.frame_channels if layer == 0 else hidden_channels,
-                hidden_channels,
-                kernel_size,
-                bias=bias,
-                layer_norm=layer_norm,
-                height=self.grid_size,
-                width=self.grid_size,
-            )
-            for layer in range(num_layers)
-        )
-        self.conv_last = nn.Conv2d(hidden_channels, self.frame_channels, kernel_size=1, bias=False)
+        self._build_stack(SpatioTemporalLSTMCell, hidden_channels, num_layers, kernel_size, bias)
 
     def init_state(self, batch: int, height: int, width: int, like: Tensor) -> PredRNNState:
         zeros = like.new_zeros(batch, self.hidden_channels, height, width)
