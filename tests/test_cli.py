@@ -44,7 +44,7 @@ def test_train_writes_a_complete_run_folder(trained_run: Path) -> None:
     assert (trained_run / "checkpoints" / "last.ckpt").is_file()
     assert list((trained_run / "tensorboard").glob("events.out.tfevents.*"))
     metrics = json.loads((trained_run / "metrics.json").read_text())
-    assert set(metrics["models"]) == {"convlstm_tiny", "copy_last", "linear"}
+    assert set(metrics["models"]) == {"convlstm_tiny", "copy_last", "linear", "context_median"}
     for res in metrics["models"].values():
         assert len(res["per_step"]["ssim"]) == 4
         assert 0 <= res["ssim"] <= 1 and res["psnr"] > 0 and res["num_clips"] == 6

@@ -25,6 +25,9 @@ CONTRACT = {
 }  # fmt: skip
 
 
+BASELINES = ("copy_last", "linear", "context_median")  # the default eval.baselines
+
+
 def tiny_compare_config(models: tuple[str, ...] = LEARNED, steps: int = 3) -> dict[str, Any]:
     cfg = tiny_prediction_config()
     cfg["trainer"]["val_check_interval"] = 2
@@ -56,7 +59,7 @@ def test_report_json_holds_exactly_the_contract_for_every_model(compared: tuple[
     out, _ = compared
     report = json.loads((out / "report.json").read_text())
     assert set(report) == {"models", "protocol"}
-    assert list(report["models"]) == ["copy_last", "linear", *LEARNED]
+    assert list(report["models"]) == [*BASELINES, *LEARNED]
     for name, res in report["models"].items():
         assert set(res) == CONTRACT, name
         assert 0 <= res["ssim"] <= 1 and res["psnr"] > 0 and res["mse"] >= 0 and res["mae"] >= 0
@@ -66,7 +69,7 @@ def test_report_json_holds_exactly_the_contract_for_every_model(compared: tuple[
         # The overall value is the mean of the per-step values (every step sees every clip).
         assert res["ssim"] == pytest.approx(sum(res["per_step"]["ssim"]) / 4, rel=1e-9)
         assert res["infer_clip_s"] > 0 and res["peak_mem_mb"] >= 0
-    for name in ("copy_last", "linear"):
+    for name in BASELINES:
         base = report["models"][name]
         assert base["params"] == 0 and base["flops_per_clip"] == 0 and base["train_step_s"] is None
     for name in LEARNED:
@@ -103,7 +106,7 @@ def test_html_report_references_existing_figures_and_lists_every_model(compared:
         assert (out / src).stat().st_size > 0
     assert (out / "samples.gif").read_bytes()[:6] in (b"GIF87a", b"GIF89a")
     assert (out / "per_step.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    for name in ("copy_last", "linear", *LEARNED):
+    for name in (*BASELINES, *LEARNED):
         assert f"<td>{name}</td>" in page
     assert "LPIPS weights not installed" in page
 
@@ -168,6 +171,6 @@ def test_shipped_compare_configs_parse_and_name_their_command() -> None:
         assert text.startswith(f"# vidyn compare -c {name} --out ")
         cfg = build_config(name)
         assert cfg.compare.models and cfg.compare.budget_steps and cfg.compare.budget_seconds
-        assert {"copy_last", "linear"} <= set(cfg.eval.baselines)
+        assert set(BASELINES) <= set(cfg.eval.baselines)
         names = [m["name"] for m in cfg.compare.models]
         assert {"convlstm", "predrnn", "transformer"} <= set(names)

@@ -443,8 +443,12 @@ def predict(
 
 
 def _predict_inputs(
-    model: nn.Module, meta: dict[str, Any], input_path: str | Path, steps: int | None,
-    times: list[float] | None, context_frames: int | None,
+    model: nn.Module,
+    meta: dict[str, Any],
+    input_path: str | Path,
+    steps: int | None,
+    times: list[float] | None,
+    context_frames: int | None,
 ) -> tuple[Tensor, Tensor, Tensor, float]:
     """Load a user's clip for a predictor: (context (1,Tc,C,H,W), context times, target times, input dt).
 

@@ -90,7 +90,7 @@ class TrainerConfig:
 @dataclass
 class EvalConfig:
     split: str = "test"
-    baselines: list[str] = field(default_factory=lambda: ["copy_last", "linear"])
+    baselines: list[str] = field(default_factory=lambda: ["copy_last", "linear", "context_median"])
     num_visual_clips: int = 4
     max_clips: int | None = None
 

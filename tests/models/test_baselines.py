@@ -1,4 +1,4 @@
-"""copy_last and linear baselines on hand-made clips with known answers."""
+"""copy_last, linear and context_median baselines on hand-made clips with known answers."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def _ramp(times: torch.Tensor, offset: torch.Tensor, slope: torch.Tensor) -> tor
 
 
 def test_registered_with_contract_attributes() -> None:
-    for name in ("copy_last", "copy_last_tiny", "linear", "linear_tiny"):
+    for name in [n for base in ("copy_last", "linear", "context_median") for n in (base, f"{base}_tiny")]:
         entry = MODELS.get(name)
         assert entry.family == "predictor"
         model = MODELS.build(name)
@@ -30,6 +30,19 @@ def test_copy_last_repeats_last_frame() -> None:
     out = MODELS.build("copy_last")(context, torch.arange(3.0), torch.tensor([3.0, 7.5]))
     assert out.shape == (2, 2, 1, 4, 5)
     assert torch.equal(out[:, 0], context[:, -1]) and torch.equal(out[:, 1], context[:, -1])
+
+
+def test_context_median_erases_a_moving_object_and_keeps_the_background() -> None:
+    background = torch.rand(2, 1, 4, 4)
+    context = background.unsqueeze(1).repeat(1, 3, 1, 1, 1)  # (2, 3, 1, 4, 4)
+    for t in range(3):  # a bright pixel moving along the top row covers each position once
+        context[:, t, :, 0, t] = 1.0
+    out = MODELS.build("context_median")(context, torch.arange(3.0), torch.tensor([3.0, 4.5]))
+    assert out.shape == (2, 2, 1, 4, 4)
+    torch.testing.assert_close(out, background.unsqueeze(1).expand(2, 2, 1, 4, 4))
+    two = torch.stack([torch.full((1, 2, 2), 0.3), torch.full((1, 2, 2), 0.7)]).unsqueeze(0)  # (1,2,1,2,2)
+    low = MODELS.build("context_median")(two, torch.arange(2.0), torch.tensor([2.0]))
+    assert torch.equal(low, torch.full_like(low, 0.3))  # an even count takes the lower middle value
 
 
 def test_linear_reproduces_a_ramp_at_irregular_times_per_sample() -> None:

@@ -1,7 +1,12 @@
-"""Parameter-free frame-prediction baselines: copy the last frame, or extrapolate each pixel linearly.
+"""Parameter-free frame-prediction baselines: copy the last frame, extrapolate each pixel linearly, or
+predict the static scene.
 
 Every learned predictor should beat these; they set the floor of the comparison tables (the "zero
-motion" baseline of the video-prediction literature, and its first-order extension). Both are
+motion" baseline of the video-prediction literature, and its first-order extension). `context_median`
+is a sanity check of the metric itself: it predicts the per-pixel median of the context, i.e. the static
+background with the moving objects erased. On sparse scenes (small objects over a black background) a
+frame without the objects can beat copy_last, whose every wrong object position is paid twice; a model
+that does not beat `context_median` has not learned motion, whatever its margin over copy_last. All are
 continuous-time: they accept any target timestamps. They have no parameters, so `trainable = False`
 tells the training engine to skip fitting them.
 """
@@ -76,6 +81,23 @@ class LinearExtrapolation(nn.Module):
         return out.clamp(0.0, 1.0)
 
 
+class ContextMedian(nn.Module):
+    """Predict the per-pixel median of the context frames at every target time (the static scene).
+
+    For an even number of frames the lower of the two middle values is used (`torch.median`), so two
+    frames give their per-pixel minimum.
+    """
+
+    continuous_time = True
+    trainable = False
+
+    def forward(self, context: Tensor, context_times: Tensor, target_times: Tensor) -> Tensor:
+        _, tgt_times = _check_inputs(context, context_times, target_times)
+        batch, num_targets = tgt_times.shape
+        median = context.median(dim=1, keepdim=True).values  # (B, 1, C, H, W)
+        return median.expand(batch, num_targets, *context.shape[2:]).clone()
+
+
 @MODELS.register("copy_last", family="predictor")
 def copy_last() -> CopyLast:
     """Baseline: repeat the last context frame at every target time (no parameters)."""
@@ -98,3 +120,15 @@ def linear() -> LinearExtrapolation:
 def linear_tiny() -> LinearExtrapolation:
     """Same as linear (it has no size); registered so registry-wide contract tests cover it."""
     return LinearExtrapolation()
+
+
+@MODELS.register("context_median", family="predictor")
+def context_median() -> ContextMedian:
+    """Sanity baseline: the per-pixel median of the context frames (the static background) at every time."""
+    return ContextMedian()
+
+
+@MODELS.register("context_median_tiny", family="predictor")
+def context_median_tiny() -> ContextMedian:
+    """Same as context_median (it has no size); registered so registry-wide contract tests cover it."""
+    return ContextMedian()

@@ -7,8 +7,11 @@ Understanding?"). Every frame is cut into `patch_size x patch_size` patches, eac
 strided convolution, i.e. a linear map of the flattened patch, as in ViT). Each block attends over time
 (a patch to the same patch in earlier frames, causally), then over space (the patches of one frame), then
 applies an MLP (`vidyn.nn.attention.DividedSpaceTimeBlock`). A linear head maps each output token back to
-its `p x p x C` pixels and a sigmoid keeps frames in [0, 1] (a sigmoid rather than a clamp so pixels at
-the bounds still get gradients).
+its `p x p x C` pixels. As in ConvLSTM/PredRNN (OpenSTL's heads) there is no output activation: `step`
+and `rollout` return the raw frames, so the loss keeps its gradient at the bounds, and `forward` clamps
+them to [0, 1]. (A sigmoid head was tried: it starts every pixel at 0.5 grey, and on sparse scenes the
+model spent its first few hundred steps unlearning that; with the 0.02-initialised head the first
+prediction is near black, the other models' starting point.)
 
 Objective: causal next-frame prediction. The token of frame `t` may see frames `0..t` only, and its output
 is the prediction of frame `t+1`; so one parallel pass over a true clip trains every step at once
@@ -124,7 +127,8 @@ class VideoTransformerPredictor(nn.Module):
 
         frames `(B, L, C, H, W)` at `times` `(B, L)|(L,)`; `next_times` (same shape) are the times each
         input's output predicts (`times[:, 1:]` then the next requested time). Earlier frames come from
-        `state`, which this call extends. Returns `(B, L, C, H, W)`; output `l` depends on inputs `<= l`.
+        `state`, which this call extends. Returns raw (unclamped) `(B, L, C, H, W)` frames; output `l`
+        depends on inputs `<= l`.
         """
         times = batch_times(times, frames.shape[0]).to(frames.device)
         next_times = batch_times(next_times, frames.shape[0]).to(frames.device)
@@ -159,7 +163,7 @@ class VideoTransformerPredictor(nn.Module):
             p=self.patch_size,
             q=self.patch_size,
         )  # (B, L, C, H, W)
-        return torch.sigmoid(x)
+        return x
 
     # ---------------------------------------------------------------------------------- contract
     def forward(self, context: Tensor, context_times: Tensor, target_times: Tensor) -> Tensor:
@@ -187,10 +191,10 @@ class VideoTransformerPredictor(nn.Module):
         next_times = torch.cat([ctx_t[:, 1:], tgt_t[:, :1]], dim=1)  # (B, T_in)
         prediction = self.step(context, ctx_t, next_times, state)[:, -1:]  # (B, 1, C, H, W)
         outputs = [prediction]
-        for k in range(1, tgt_t.shape[1]):
+        for k in range(1, tgt_t.shape[1]):  # raw predictions are fed back, as `rollout` does
             prediction = self.step(prediction, tgt_t[:, k - 1 : k], tgt_t[:, k : k + 1], state)
             outputs.append(prediction)
-        return torch.cat(outputs, dim=1)  # (B, T_out, C, H, W)
+        return torch.cat(outputs, dim=1).clamp(0, 1)  # (B, T_out, C, H, W)
 
     def rollout(
         self, frames: Tensor, truth_mask: Tensor, *, times: Tensor | None = None
@@ -201,7 +205,7 @@ class VideoTransformerPredictor(nn.Module):
         prediction (kept in the graph). Leading steps that are true for the whole batch run as one
         parallel causal pass (all of them when the mask is all True); the rest run step by step with
         the key/value cache. `times` `(B, T)|(T,)` default to a regular grid of `1 / time_scale` s.
-        Returns `((B, T-1, C, H, W), {})`.
+        Returns `((B, T-1, C, H, W), {})`, unclamped.
         """
         self._check_frames(frames, "frames")
         batch, length = frames.shape[:2]

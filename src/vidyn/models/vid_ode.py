@@ -51,6 +51,8 @@ from vidyn.nn.ode import ConvODEFunc, ODEConvGRU, check_method, odesolve
 from vidyn.nn.warp import warp
 from vidyn.registry import MODELS
 
+INTERPOLATION = ("chain", "bidirectional")
+
 
 class _UpShiftSum(torch.autograd.Function):
     """1-D `y[Y] = sum_d up(z_d)[Y + d - 1]` (zero outside) as even/odd phases along axis `tap_dim` (3 -> 2).
@@ -185,6 +187,7 @@ class VidODE(nn.Module):
         atol: float,
         step_size: float | None,
         adjoint: bool,
+        interpolation: str = "chain",
     ) -> None:
         super().__init__()
         for name, value in (
@@ -203,6 +206,9 @@ class VidODE(nn.Module):
                 f"hidden_channels ({hidden_channels}) and image_size ({image_size}) must be divisible by "
                 f"2**downsample = {scale}; change them or downsample"
             )
+        if interpolation not in INTERPOLATION:
+            choices = ", ".join(INTERPOLATION)
+            raise VidynError(f"interpolation must be one of {choices}; got {interpolation!r}")
         check_method(encoder_method, "encoder_method")
         check_method(decoder_method, "decoder_method")
         if step_size is not None and step_size <= 0:
@@ -210,6 +216,7 @@ class VidODE(nn.Module):
         self.in_channels, self.image_size, self.downsample = in_channels, image_size, downsample
         self.decoder_method, self.rtol, self.atol = decoder_method, rtol, atol
         self.step_size, self.adjoint = step_size, adjoint
+        self.interpolation = interpolation
 
         ch = hidden_channels // scale
         enc: list[nn.Module] = _conv_bn_relu(nn.Conv2d(in_channels, ch, 3, 1, 1), ch)
@@ -236,7 +243,10 @@ class VidODE(nn.Module):
         for _ in range(downsample):
             dec += _conv_bn_relu(UpsampleConv(ch, ch // 2), ch // 2)
             ch //= 2
-        dec.append(nn.Conv2d(ch, 2 + in_channels + 1, 3, 1, 1))
+        # flow (2), difference (C), mask (1); bidirectional adds the flow to the next observation (2) and
+        # the visibility of the earlier one (1)
+        extra = 3 if interpolation == "bidirectional" else 0
+        dec.append(nn.Conv2d(ch, 2 + in_channels + 1 + extra, 3, 1, 1))
         self.decoder = nn.Sequential(*dec)
         self.last_nfe: dict[str, int] = {"encoder": 0, "decoder": 0}
 
@@ -267,22 +277,45 @@ class VidODE(nn.Module):
         ks = torch.arange(k, device=context.device)
         n_interp = (tgt_sorted <= ctx_t[:, -1:]).sum(dim=1, keepdim=True)  # (B, 1): interpolation come first
         from_last = ks >= n_interp  # (B, K) extrapolation targets
-        chain_start = (ks == 0) | (ks == n_interp)
-        sel = from_last.view(b, k, 1, 1, 1)
-        start_emb = torch.where(sel, emb[:, -1:], emb[:, :1])  # (B, K, Ch, h', w')
+        if self.interpolation == "bidirectional":  # the observation at or before each target
+            left = torch.searchsorted(ctx_t.contiguous(), tgt_sorted.contiguous(), right=True) - 1
+        else:  # the paper's chain: every interpolation target starts from the first observation
+            left = torch.zeros_like(ks).expand(b, k)
+        anchor = torch.where(from_last, t_in - 1, left.clamp(0, t_in - 1))  # (B, K) start-frame index
+        prev_anchor = torch.cat([anchor.new_full((b, 1), -1), anchor[:, :-1]], dim=1)
+        chain_start = (ks == 0) | (ks == n_interp) | (anchor != prev_anchor)
+        rows = torch.arange(b, device=context.device).unsqueeze(1)  # (B, 1) broadcasts against anchor
+        start_emb = emb[rows, anchor]  # (B, K, Ch, h', w')
         prev = torch.cat([latents[:, :1], latents[:, :-1]], dim=1)  # slot 0 is always a chain start
         prev = torch.where(chain_start.view(b, k, 1, 1, 1), start_emb, prev)
         out = self.decoder(torch.cat([latents, prev], dim=2).flatten(0, 1)).unflatten(0, (b, k))
         flow, difference = out[:, :, :2], out[:, :, 2 : 2 + c]  # (B, K, 2 | C, H, W)
-        mask = torch.sigmoid(out[:, :, 2 + c :])  # (B, K, 1, H, W)
+        mask = torch.sigmoid(out[:, :, 2 + c : 3 + c])  # (B, K, 1, H, W)
+        start_frame = context[rows, anchor]  # (B, K, C, H, W)
 
-        start_frame = torch.where(sel, context[:, -1:], context[:, :1])  # (B, K, C, H, W)
+        two_sided = None
+        if self.interpolation == "bidirectional":
+            right = (anchor + 1).clamp(max=t_in - 1)
+            two_sided = ~from_last & (right > anchor)  # (B, K): strictly between two observations
+            t_a, t_b = ctx_t.gather(1, anchor), ctx_t.gather(1, right)
+            tau = torch.where(two_sided, (tgt_sorted - t_a) / (t_b - t_a).clamp_min(1e-12), 0.0)
+            end_frame = context[rows, right]  # (B, K, C, H, W)
+            flow_back = out[:, :, 3 + c : 5 + c]  # (B, K, 2, H, W): to the next observation
+            visible = torch.sigmoid(out[:, :, 5 + c :])  # (B, K, 1, H, W): share of the earlier side
         warped = []
         for i in range(k):
+            restart = chain_start[:, i] if two_sided is None else chain_start[:, i] | two_sided[:, i]
             src = start_frame[:, i]
             if i > 0:
-                src = torch.where(chain_start[:, i].view(b, 1, 1, 1), src, warped[-1])
-            warped.append(warp(src, flow[:, i]))
+                src = torch.where(restart.view(b, 1, 1, 1), src, warped[-1])
+            frame = warp(src, flow[:, i])
+            if two_sided is not None and bool(two_sided[:, i].any()):
+                # Super SloMo's fusion: time-weighted, visibility-weighted mean of both warped neighbours
+                w_a = (1 - tau[:, i]).view(b, 1, 1, 1) * visible[:, i]
+                w_b = tau[:, i].view(b, 1, 1, 1) * (1 - visible[:, i])
+                fused = (w_a * frame + w_b * warp(end_frame[:, i], flow_back[:, i])) / (w_a + w_b + 1e-6)
+                frame = torch.where(two_sided[:, i].view(b, 1, 1, 1), fused, frame)
+            warped.append(frame)
         warped_t = torch.stack(warped, dim=1)
         result = {
             "frames": mask * warped_t + (1 - mask) * difference,
@@ -407,6 +440,7 @@ def vid_ode(
     atol: float = 1e-4,
     step_size: float | None = None,
     adjoint: bool = False,
+    interpolation: str = "chain",
 ) -> VidODE:
     """Vid-ODE (Park et al., AAAI 2021): ODE-ConvGRU encoder, conv-ODE decoder, flow/difference/mask output.
 
@@ -415,9 +449,11 @@ def vid_ode(
     rtol 1e-3 / atol 1e-4. `step_size` sets the step of fixed-step decoder methods (default: step on the
     target times); `adjoint` uses `odeint_adjoint` for the decoder. The model is fully convolutional:
     `image_size` is the training size, and any frame size divisible by `2**downsample` is accepted.
+    `interpolation`: "chain" (the paper: in-between frames warp recursively from the first observation) or
+    "bidirectional" (each warps both neighbouring observations; see the module docstring).
     """
     ode_hidden = hidden_channels // 2 if ode_hidden_channels is None else ode_hidden_channels
-    args = (encoder_method, decoder_method, rtol, atol, step_size, adjoint)
+    args = (encoder_method, decoder_method, rtol, atol, step_size, adjoint, interpolation)
     return VidODE(in_channels, image_size, hidden_channels, downsample, ode_hidden, ode_layers, *args)
 
 
@@ -430,7 +466,9 @@ def vid_ode_tiny(
     encoder_method: str = "euler",
     decoder_method: str = "rk4",
     step_size: float | None = None,
+    interpolation: str = "chain",
 ) -> VidODE:
     """Tiny Vid-ODE for tests: 16 latent channels at H/4, fixed-step rk4 decoding."""
     kwargs = {"encoder_method": encoder_method, "decoder_method": decoder_method, "step_size": step_size}
+    kwargs["interpolation"] = interpolation
     return vid_ode(in_channels, image_size, hidden_channels, downsample, 8, 1, **kwargs)

@@ -78,8 +78,9 @@ def build_trainer(
     if precision == "16-mixed" and not torch.cuda.is_available():
         # fp16 autocast is a GPU feature ("mixed precision where the device supports it"); on a CPU the
         # same recipe runs in fp32 rather than failing.
-        warnings.warn("trainer.precision=16-mixed needs a CUDA GPU; training in 32-true on this machine",
-                      stacklevel=2)
+        warnings.warn(
+            "trainer.precision=16-mixed needs a CUDA GPU; training in 32-true on this machine", stacklevel=2
+        )
         precision = "32-true"
     return L.Trainer(
         default_root_dir=str(run_dir),
