@@ -109,12 +109,13 @@ def vid_ode_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_evaluate_json_has_the_continuous_block(vid_ode_run: Path, tmp_path: Path, capsys) -> None:
     saved = json.loads((vid_ode_run / "metrics.json").read_text())  # written by train's evaluation
-    assert set(saved["continuous"]["interpolation"]) == {"vid_ode_tiny", "copy_last", "linear", "context_median"}
+    names = {"vid_ode_tiny", "copy_last", "linear", "context_median"}
+    assert set(saved["continuous"]["interpolation"]) == names
     path = tmp_path / "m.json"
     assert main(["evaluate", str(vid_ode_run), "--json", str(path)]) == 0
     assert "continuous time, interpolation" in capsys.readouterr().out
     res = json.loads(path.read_text())
-    assert set(res["models"]) == {"vid_ode_tiny", "copy_last", "linear", "context_median"}  # unchanged
+    assert set(res["models"]) == names  # unchanged
     cont = res["continuous"]
     entry = cont["interpolation"]["vid_ode_tiny"]
     assert {"ssim", "psnr", "mse", "mae", "per_offset", "nfe_per_clip", "nfe_per_frame"} <= set(entry)

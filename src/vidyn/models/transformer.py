@@ -79,6 +79,7 @@ class VideoTransformerPredictor(nn.Module):
         dropout: float,
         max_frames: int,
         time_scale: float,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         if image_size % patch_size:
@@ -96,6 +97,7 @@ class VideoTransformerPredictor(nn.Module):
         self.embed_dim = embed_dim
         self.max_frames = max_frames
         self.time_scale = time_scale
+        self.residual = residual
 
         self.patch_embed = nn.Conv2d(in_channels, embed_dim, patch_size, stride=patch_size)
         self.pos_embed = nn.Parameter(torch.zeros(self.grid * self.grid, embed_dim))
@@ -138,7 +140,8 @@ class VideoTransformerPredictor(nn.Module):
         x = self._embed(frames, times - origin, next_times - origin)  # (B, L, N, D)
         for block, cache in zip(self.blocks, state.caches, strict=True):
             x = block(x, window=self.max_frames, cache=cache)
-        return self._decode(x)
+        out = self._decode(x)  # (B, L, C, H, W)
+        return out + frames if self.residual else out
 
     def _embed(self, frames: Tensor, times: Tensor, next_times: Tensor) -> Tensor:
         batch = frames.shape[0]
@@ -262,11 +265,12 @@ def transformer(
     dropout: float = 0.0,
     max_frames: int = 64,
     time_scale: float = 10.0,
+    residual: bool = False,
 ) -> VideoTransformerPredictor:
     """Causal divided space-time Transformer predictor (TimeSformer blocks, continuous timestamps)."""
     return VideoTransformerPredictor(
         in_channels, image_size, patch_size, embed_dim, depth, num_heads, mlp_ratio, dropout, max_frames,
-        time_scale,
+        time_scale, residual,
     )  # fmt: skip
 
 
@@ -282,9 +286,10 @@ def transformer_tiny(
     dropout: float = 0.0,
     max_frames: int = 64,
     time_scale: float = 10.0,
+    residual: bool = False,
 ) -> VideoTransformerPredictor:
     """Tiny Transformer predictor for tests (16x16 frames, patch 4, width 32, one block, two heads)."""
     return VideoTransformerPredictor(
         in_channels, image_size, patch_size, embed_dim, depth, num_heads, mlp_ratio, dropout, max_frames,
-        time_scale,
+        time_scale, residual,
     )  # fmt: skip
