@@ -19,8 +19,11 @@ T_GRID = torch.arange(8, dtype=torch.float32) * 0.1
 
 
 def tiny(**kwargs) -> VideoTransformerPredictor:
+    """A tiny model with a random pixel head (it is built zero, which would hide every dependency)."""
     torch.manual_seed(0)
-    return MODELS.build("transformer_tiny", **kwargs).eval()
+    model = MODELS.build("transformer_tiny", **kwargs).eval()
+    torch.nn.init.normal_(model.head.weight, std=0.1)
+    return model
 
 
 def clips(batch: int = 2, length: int = 8, seed: int = 1) -> torch.Tensor:
@@ -214,3 +217,14 @@ def test_overfits_two_clips() -> None:
     background_mse = (data[:, 1:] ** 2).mean().item()  # predicting an empty frame scores this
     assert losses[-1] < losses[0] / 5
     assert losses[-1] < background_mse / 2
+
+
+def test_fresh_model_predicts_black_or_the_input_frame_with_residual() -> None:
+    frames = clips(length=3)
+    times = torch.tensor([0.0, 0.1, 0.2])
+    plain = MODELS.build("transformer_tiny").eval()
+    with torch.no_grad():
+        assert torch.equal(plain(frames, times, torch.tensor([0.3, 0.4])), torch.zeros(2, 2, 1, 16, 16))
+        residual = MODELS.build("transformer_tiny", residual=True).eval()
+        out = residual(frames, times, torch.tensor([0.3, 0.4]))
+    torch.testing.assert_close(out, frames[:, -1:].expand(2, 2, 1, 16, 16))  # copy_last until trained

@@ -58,8 +58,11 @@ def test_every_observation_starts_a_chain_and_components_compose() -> None:
         torch.testing.assert_close(out["start_frame"][:, k], ctx[:, index])
     # On an observation the frame warps that observation only; beyond, the chain warps recursively.
     torch.testing.assert_close(out["warped"][:, 1], warp(ctx[:, 1], out["flow"][:, 1]))
-    m = out["mask"]
-    torch.testing.assert_close(out["frames"], m * out["warped"] + (1 - m) * out["difference"])
+    # Composition: from an observation up to the next one, D is a difference from that start frame (its loss
+    # target is `target - start frame`), so its image is start + D; beyond, D is composed as the paper does.
+    m, d, start = out["mask"], out["difference"], out["start_frame"]
+    image = torch.cat([start[:, :4] + d[:, :4], d[:, 4:]], dim=1)
+    torch.testing.assert_close(out["frames"], m * out["warped"] + (1 - m) * image)
 
 
 def test_gradients_reach_both_flows_and_the_visibility() -> None:

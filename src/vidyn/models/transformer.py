@@ -118,6 +118,9 @@ class VideoTransformerPredictor(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=0.02)
                 nn.init.zeros_(module.bias)
+        # The pixel head starts at zero (as DiT's final layer): the first prediction is exactly black, or the
+        # input frame with `residual`, instead of +-0.16 of noise (0.02 x sqrt(embed_dim) LayerNormed units).
+        nn.init.zeros_(self.head.weight)
 
     # ---------------------------------------------------------------------------------- core
     def new_state(self) -> DecodingState:

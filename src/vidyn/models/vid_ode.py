@@ -317,8 +317,11 @@ class VidODE(nn.Module):
                 frame = torch.where(two_sided[:, i].view(b, 1, 1, 1), fused, frame)
             warped.append(frame)
         warped_t = torch.stack(warped, dim=1)
+        image = difference  # the paper composes D itself
+        if two_sided is not None:  # D is trained towards `target - start frame`: its image is start + D
+            image = torch.where(two_sided.view(b, k, 1, 1, 1), start_frame + difference, difference)
         result = {
-            "frames": mask * warped_t + (1 - mask) * difference,
+            "frames": mask * warped_t + (1 - mask) * image,
             "flow": flow,
             "difference": difference,
             "mask": mask,
