@@ -29,26 +29,6 @@ def _tiny(seed: int = 0, **kwargs) -> vo.VidODE:
     return vo.vid_ode_tiny(**kwargs)
 
 
-@pytest.mark.parametrize("shape", [(2, 5, 6, 7), (1, 3, 1, 1), (2, 3, 1, 5)])
-def test_upsample_conv_factorisation_is_exact(shape: tuple[int, ...]) -> None:
-    torch.manual_seed(0)
-    up = vo.UpsampleConv(shape[1], 4).double()
-    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
-    reference = up.conv(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
-    grads_ref = torch.autograd.grad(reference.square().sum(), (x, up.conv.weight, up.conv.bias))
-    out = up(x)
-    torch.testing.assert_close(out, reference)
-    grads = torch.autograd.grad(out.square().sum(), (x, up.conv.weight, up.conv.bias))
-    for g, g_ref in zip(grads, grads_ref, strict=True):
-        torch.testing.assert_close(g, g_ref)
-
-
-def test_up_shift_sum_gradcheck() -> None:
-    z = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda z: vo._UpShiftSum.apply(z, 1, -1), (z,))
-    assert torch.autograd.gradcheck(lambda z: vo._UpShiftSum.apply(z, 1, 2), (z,))
-
-
 def test_official_widths() -> None:
     model = vo.vid_ode()
     assert [m.out_channels for m in model.encoder if isinstance(m, torch.nn.Conv2d)] == [32, 64, 128]
