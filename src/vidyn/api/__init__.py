@@ -1,0 +1,49 @@
+"""The verbs of vidyn. The CLI and the web UI are thin layers over these functions.
+
+train, evaluate, predict, classify, prepare, render, demo (more verbs join as their model families land).
+
+Where each verb lives (every name below is importable from `vidyn.api`; patch a verb's collaborators on
+the module that defines it, e.g. `vidyn.api.comparison.train`):
+
+- `training`: `train`, `TrainResult`.
+- `evaluation`: `evaluate` (an exported model beside its baselines; classifiers get their own report),
+  `evaluate_predictors` (several predictors scored on the same clips).
+- `inference`: `predict`, `predict_many`, `interpolate`, `classify`, `find_models`.
+- `data`: `prepare`, `render`.
+- `comparison`: `compare`, `COMPARE_KEYS`, `COMPARE_COLUMNS`.
+- `quickstart`: `demo`, `DEMO_CONFIG`.
+- `_common`: `default_device` and the atomic JSON writer the verbs share.
+"""
+
+from __future__ import annotations
+
+from vidyn.api._common import default_device
+from vidyn.api.comparison import COMPARE_COLUMNS, COMPARE_KEYS, compare
+from vidyn.api.data import prepare, render
+from vidyn.api.evaluation import evaluate, evaluate_predictors
+from vidyn.api.inference import (
+    _interpolation_windows as _interpolation_windows,  # tests check the window plan directly
+)
+from vidyn.api.inference import classify, find_models, interpolate, predict, predict_many
+from vidyn.api.quickstart import DEMO_CONFIG, demo
+from vidyn.api.training import TrainResult, train
+
+__all__ = [
+    "COMPARE_COLUMNS",
+    "COMPARE_KEYS",
+    "DEMO_CONFIG",
+    "TrainResult",
+    "classify",
+    "compare",
+    "default_device",
+    "demo",
+    "evaluate",
+    "evaluate_predictors",
+    "find_models",
+    "interpolate",
+    "predict",
+    "predict_many",
+    "prepare",
+    "render",
+    "train",
+]

@@ -1,0 +1,302 @@
+"""`compare`: train several predictors under one budget, score and profile them beside the baselines,
+and write report.json / report.html."""
+
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from vidyn.api._common import _write_json, default_device
+from vidyn.api.evaluation import evaluate_predictors
+from vidyn.api.training import _build_task, train
+from vidyn.config import Config, TaskConfig, build_config
+from vidyn.data.datamodule import build_dataset
+from vidyn.errors import VidynError
+from vidyn.export import build_model, load_model
+from vidyn.models.profile import (
+    count_parameters,
+    flops_per_clip,
+    parameter_bytes,
+    peak_memory_mb,
+    time_inference,
+    time_train_step,
+    train_step,
+)
+from vidyn.registry import MODELS
+from vidyn.report.html import Column, write_html_report
+from vidyn.report.media import write_comparison
+from vidyn.report.plots import plot_per_step
+from vidyn.tasks.engine import prepare_runtime
+from vidyn.tasks.prediction import PredictionTask, split_clip
+
+COMPARE_KEYS = (
+    "ssim", "psnr", "mse", "mae", "lpips", "params", "flops_per_clip", "train_step_s", "infer_clip_s",
+    "peak_mem_mb", "per_step",
+)  # fmt: skip
+_COMPARE_ENTRY_KEYS = ("name", "args", "optim", "label")
+_COMPARE_NOTES = {
+    "flops_per_clip": "torch.utils.flop_counter.FlopCounterMode on one inference forward of one clip: "
+    "matmul/conv/attention at 2 FLOPs per multiply-add; element-wise ops not counted (baselines: 0)",
+    "train_step_s": "median wall time of PredictionTask.training_step + backward + grad clipping + "
+    "optimiser step at profile_batch clips, scheduled sampling pinned at its end state (the model feeds "
+    "back its own predictions), after one warm-up step; null for parameter-free baselines",
+    "infer_clip_s": "median wall time of one forward on a batch of one clip (latency), no grad",
+    "peak_mem_mb": "MiB: parameters + buffers, plus the peak of tensor memory allocated during one "
+    "training step from a fresh optimiser (activations, gradients, optimiser state) for learned models, "
+    "or during one forward at profile_batch clips for baselines. CPU: running sum of the allocator events "
+    "torch.profiler records (profile_memory=True), not process RSS; CUDA: torch.cuda.max_memory_allocated",
+    "quality": "ssim/psnr/mse/mae per frame then averaged (Wang 2004 SSIM, 11x11 Gaussian, valid); the "
+    "same clips in the same order for every model",
+}
+
+COMPARE_COLUMNS = (
+    Column("ssim", "SSIM", "metric", "max"),
+    Column("psnr", "PSNR (dB)", "db", "max"),
+    Column("mse", "MSE", "metric", "min"),
+    Column("mae", "MAE", "metric", "min"),
+    Column("lpips", "LPIPS", "metric", "min"),
+    Column("params", "params", "count"),
+    Column("flops_per_clip", "FLOPs/clip", "flops", "min"),
+    Column("train_step_s", "train step", "seconds", "min"),
+    Column("infer_clip_s", "latency/clip", "seconds", "min"),
+    Column("peak_mem_mb", "peak mem", "mb", "min"),
+)
+
+
+class _PinnedStepTask(PredictionTask):
+    """A PredictionTask whose `global_step` is fixed, to time training at a chosen point of its schedule."""
+
+    pinned_step = 0
+
+    @property
+    def global_step(self) -> int:
+        return self.pinned_step
+
+
+def _lpips_scorer() -> tuple[Any, str]:
+    """Hook for LPIPS in comparisons: returns (scorer or None, the protocol's note).
+
+    vidyn has no LPIPS metric yet: its AlexNet backbone weights cannot be downloaded here and need a local
+    file (DESIGN.md §5). When `vidyn.metrics` gains one, return it here and score it on the same clips in
+    `evaluate_predictors`; until then every model reports `"lpips": null` and the protocol says why.
+    """
+    return None, "LPIPS weights not installed (vidyn has no local AlexNet LPIPS weights): lpips is null"
+
+
+def _compare_entries(cfg: Config) -> list[dict[str, Any]]:
+    """Validate `compare.models`; return entries `{label, name, args, optim}` in the listed order."""
+    if not cfg.compare.models:
+        raise VidynError("compare.models is empty; list learned models, e.g. [{name: convlstm, args: {}}]")
+    entries: list[dict[str, Any]] = []
+    for i, raw in enumerate(cfg.compare.models):
+        if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+            raise VidynError(f"compare.models[{i}] must be a mapping with a name, e.g. {{name: convlstm}}")
+        unknown = sorted(set(raw) - set(_COMPARE_ENTRY_KEYS))
+        if unknown:
+            raise VidynError(
+                f"compare.models[{i}] has unknown key(s) {', '.join(unknown)}; "
+                f"valid keys: {', '.join(_COMPARE_ENTRY_KEYS)}"
+            )
+        entry = {
+            "name": raw["name"],
+            "args": dict(raw.get("args") or {}),
+            "optim": dict(raw.get("optim") or {}),
+            "label": str(raw.get("label") or raw["name"]),
+        }
+        model = build_model(entry["name"], **entry["args"])  # checks the name and arguments up front
+        if MODELS.get(entry["name"]).family != "predictor" or not getattr(model, "trainable", True):
+            raise VidynError(
+                f"compare.models[{i}] {entry['name']!r} is not a learned frame predictor; list baselines "
+                "under eval.baselines"
+            )
+        taken = [e["label"] for e in entries] + list(cfg.eval.baselines)
+        if entry["label"] in taken:
+            raise VidynError(f"compare.models[{i}]: label {entry['label']!r} is used twice; give it a label")
+        entries.append(entry)
+    return entries
+
+
+def _compare_run_config(cfg: Config, entry: dict[str, Any]) -> Config:
+    """The training config of one compared model: the shared config, its model, optim overrides, budget."""
+    raw = cfg.to_dict()
+    raw.pop("compare")
+    raw["name"] = entry["label"]
+    raw["model"] = {"name": entry["name"], "args": entry["args"]}
+    raw["optim"].update(entry["optim"])
+    if cfg.compare.budget_steps is not None:
+        raw["trainer"]["max_steps"] = cfg.compare.budget_steps
+    if cfg.compare.budget_seconds is not None:
+        raw["trainer"]["max_time"] = cfg.compare.budget_seconds
+    return build_config(raw)
+
+
+def _profile_predictor(
+    model: nn.Module,
+    task_cfg: TaskConfig,
+    run_cfg: Config | None,
+    batch: dict[str, Tensor],
+    repeats: int,
+    device: torch.device,
+) -> dict[str, Any]:
+    """params, flops_per_clip, infer_clip_s, train_step_s and peak_mem_mb of one predictor (see notes).
+
+    `run_cfg` is the model's training config, or None for a parameter-free baseline.
+    """
+    frames, times = batch["frames"].to(device), batch["times"].to(device)  # (B, T, C, H, W), (B, T)
+    t = task_cfg
+    ctx, ctx_t, _, tgt_t = split_clip(frames, times, t.num_context, t.num_future, t.mode)
+    model = model.to(device).eval()
+    res: dict[str, Any] = {
+        "params": count_parameters(model),
+        "flops_per_clip": flops_per_clip(model, ctx[:1], ctx_t[:1], tgt_t[:1]),
+        "infer_clip_s": time_inference(model, ctx[:1], ctx_t[:1], tgt_t[:1], repeats=repeats),
+        "train_step_s": None,
+    }
+    if run_cfg is None:  # a parameter-free baseline: its footprint is one forward at the profile batch
+        with torch.no_grad():
+            extra = peak_memory_mb(lambda: model(ctx, ctx_t, tgt_t), device=device)
+        res["peak_mem_mb"] = parameter_bytes(model) / 2**20 + extra
+        return res
+    work = copy.deepcopy(model).train()  # the timed steps update weights: never touch the evaluated model
+    total = run_cfg.trainer.max_steps or 1
+    task = _build_task(run_cfg, work, total, run_cfg.optim.warmup_steps)
+    task.__class__ = _PinnedStepTask  # same state, global_step fixed at the end of scheduled sampling
+    task.pinned_step = task.sampling_stop_step
+    optimizer = task.configure_optimizers()["optimizer"]
+    clip = run_cfg.trainer.gradient_clip_val
+    train_batch = {"frames": frames, "times": times}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*self.log.*")  # no Trainer attached: logging is off
+        extra = peak_memory_mb(
+            lambda: train_step(lambda: task.training_step(train_batch, 0), optimizer, clip_grad_norm=clip),
+            device=device,
+        )
+        res["train_step_s"] = time_train_step(
+            lambda: task.training_step(train_batch, 0),
+            optimizer,
+            clip_grad_norm=clip,
+            repeats=repeats,
+            device=device,
+        )
+    res["peak_mem_mb"] = parameter_bytes(work) / 2**20 + extra
+    return res
+
+
+def _compare_report_files(out: Path, results: dict[str, dict[str, Any]], visuals: dict[str, Tensor]) -> None:
+    plot_per_step(results, out / "per_step.png")
+    preds = {k.split("/", 1)[1]: v for k, v in visuals.items() if k.startswith("pred/")}
+    write_comparison(out / "samples.gif", visuals["context"], visuals["truth"], preds)
+
+
+def compare(
+    config: str | Path | dict[str, Any] | Config,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    out: str | Path,
+) -> dict[str, Any]:
+    """Train each of `compare.models` under one budget; score and profile them beside the baselines.
+
+    Each learned model trains on the same data with the same budget into `out/runs/<label>`; then all of
+    them and `eval.baselines` are evaluated on the same clips in one pass and profiled. Writes
+    `out/report.json` (`{"models": {label: {COMPARE_KEYS...}}, "protocol": {...}}`), `out/report.html`,
+    `out/per_step.png` and `out/samples.gif`, and returns the report.
+    """
+    start = time.perf_counter()
+    cfg = config if isinstance(config, Config) else build_config(config, overrides)
+    if cfg.task.kind != "prediction":
+        raise VidynError(f"compare needs task.kind prediction, got {cfg.task.kind!r}")
+    entries = _compare_entries(cfg)
+    run_cfgs = {e["label"]: _compare_run_config(cfg, e) for e in entries}  # all checked before training
+    out = Path(out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    trained: dict[str, dict[str, Any]] = {}
+    models: dict[str, nn.Module] = {b: build_model(b) for b in cfg.eval.baselines}
+    for label, run_cfg in run_cfgs.items():
+        result = train(run_cfg, run_dir=out / "runs" / label, evaluate_after=False)
+        models[label] = load_model(result.run_dir)
+        trained[label] = {
+            "steps": result.steps,
+            "seconds": round(result.seconds, 1),
+            "run_dir": str(Path("runs") / label),
+        }
+    prepare_runtime(cfg.trainer)
+    device = default_device()
+    dataset = build_dataset(cfg.data.name, cfg.eval.split, cfg.data.args, cfg.data.splits)
+    t = cfg.task
+    results, visuals = evaluate_predictors(
+        models,
+        dataset,
+        num_context=t.num_context,
+        num_future=t.num_future,
+        mode=t.mode,
+        batch_size=cfg.data.eval_batch_size or cfg.data.batch_size,
+        max_clips=cfg.eval.max_clips,
+        num_visual_clips=max(1, cfg.eval.num_visual_clips),
+        device=device,
+    )
+    profile_batch = cfg.compare.profile_batch or cfg.data.batch_size
+    train_set = build_dataset(cfg.data.name, "train", cfg.data.args, cfg.data.splits)
+    batch = next(iter(DataLoader(train_set, batch_size=min(profile_batch, len(train_set)), shuffle=False)))
+    lpips, lpips_note = _lpips_scorer()
+    report_models: dict[str, dict[str, Any]] = {}
+    for name, model in models.items():
+        prof = _profile_predictor(model, t, run_cfgs.get(name), batch, cfg.compare.profile_repeats, device)
+        res = results[name]
+        report_models[name] = {
+            **{k: res[k] for k in ("ssim", "psnr", "mse", "mae")},
+            "lpips": None if lpips is None else res.get("lpips"),
+            **prof,
+            "per_step": {k: res["per_step"][k] for k in ("ssim", "psnr", "mse", "mae")},
+        }
+    sample = dataset[0]["frames"]
+    report = {
+        "models": report_models,
+        "protocol": {
+            "dataset": cfg.data.name,
+            "dataset_args": cfg.data.args,
+            "split": cfg.eval.split,
+            "clips": next(iter(results.values()))["num_clips"],
+            "frame_shape": list(sample.shape[1:]),
+            "mode": t.mode,
+            "num_context": t.num_context,
+            "num_future": t.num_future,
+            "budget_steps": run_cfgs[entries[0]["label"]].trainer.max_steps,
+            "budget_seconds": run_cfgs[entries[0]["label"]].trainer.max_time,
+            "batch_size": cfg.data.batch_size,
+            "trained": trained,
+            "profile_batch": int(batch["frames"].shape[0]),
+            "threads": torch.get_num_threads(),
+            "device": str(device),
+            "torch": torch.__version__,
+            **_COMPARE_NOTES,
+            "lpips": lpips_note,
+        },
+    }
+    _compare_report_files(out, results, visuals)
+    report["protocol"]["wall_seconds"] = round(time.perf_counter() - start, 1)
+    _write_json(out / "report.json", report)
+    write_html_report(
+        out / "report.html",
+        title=f"vidyn compare: {cfg.data.name}, {t.num_context} -> {t.num_future} frames",
+        columns=COMPARE_COLUMNS,
+        rows=report_models,
+        figures=[
+            ("Quality per prediction step (same clips for every model)", out / "per_step.png"),
+            (
+                "Context (blue) then truth and each model's prediction (red), one row per clip; columns: "
+                f"truth, {', '.join(report_models)}",
+                out / "samples.gif",
+            ),
+        ],
+        notes=report["protocol"],
+        intro="Learned models trained under one budget on the same data, scored beside parameter-free "
+        "baselines on the same test clips.",
+    )
+    return report

@@ -1,0 +1,335 @@
+"""Exported models on a user's own video: `predict`, `predict_many`, `interpolate`, `classify`, and
+`find_models` (the exported models under a folder, for the UI)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from vidyn.api._common import default_device
+from vidyn.config import build_config
+from vidyn.data.store import take_clip
+from vidyn.data.video_io import frames_to_tensor, load_frames, read_video, write_video
+from vidyn.errors import VidynError
+from vidyn.export import load_model, read_model_meta
+from vidyn.registry import DATASETS, MODELS
+from vidyn.report.media import write_comparison
+from vidyn.tasks.recognition import spread_windows
+
+# ------------------------------------------------------------------------------------------- predict
+
+
+def predict(
+    model_path: str | Path,
+    input_path: str | Path,
+    *,
+    steps: int | None = None,
+    times: list[float] | None = None,
+    out: str | Path,
+    context_frames: int | None = None,
+    fps: float | None = None,
+) -> dict[str, Any]:
+    """Continue a user's own video (or .npy array) with an exported predictor.
+
+    The input is resized to the model's frame size and converted to its channel count; the last
+    `context_frames` frames (default: the model's training context length) are the context. Targets
+    are `steps` frames continuing the context's grid, or explicit `times` (seconds after the last
+    context frame; continuous-time models only). Writes context + predicted frames to `out`.
+    """
+    out = Path(out)
+    if out.suffix.lower() not in (".mp4", ".gif", ".npy", ".avi"):
+        raise VidynError(f"output {str(out)!r} must end in .mp4, .gif, .avi or .npy")
+    meta = read_model_meta(model_path)
+    model = load_model(model_path)
+    context, ctx_t, tgt_t, dt_in = _predict_inputs(model, meta, input_path, steps, times, context_frames)
+    pred, seconds = _run_predictor(model, context, ctx_t, tgt_t)
+    size, channels = context.shape[-1], context.shape[2]
+    video = torch.cat([context[0], pred[0]], dim=0)  # (Tc + Tf, C, H, W)
+    rate = fps or (1.0 / dt_in if dt_in > 0 else 10.0)
+    write_video(out, video, fps=rate)
+    return {
+        "out": str(out),
+        "context_frames": int(context.shape[1]),
+        "predicted_frames": int(pred.shape[1]),
+        "size": size,
+        "channels": channels,
+        "fps": rate,
+        "infer_s": seconds,
+    }
+
+
+def _predict_inputs(
+    model: nn.Module,
+    meta: dict[str, Any],
+    input_path: str | Path,
+    steps: int | None,
+    times: list[float] | None,
+    context_frames: int | None,
+) -> tuple[Tensor, Tensor, Tensor, float]:
+    """Load a user's clip for a predictor: (context (1,Tc,C,H,W), context times, target times, input dt).
+
+    Times are rescaled so the context sits on the model's training grid (e.g. 0.1 s per frame for
+    shapes), whatever the input's frame rate; `times` are seconds after the last context frame.
+    """
+    if meta.get("family") != "predictor":
+        raise VidynError(f"model {meta['name']!r} is a {meta.get('family')}, not a frame predictor")
+    # The builder's defaults fill arguments the model was built without (vid_ode defaults to 3 channels).
+    args = {**MODELS.get(meta["name"]).defaults(), **meta.get("args", {})}
+    cfg = build_config(meta.get("config") or {})
+    size, channels = args.get("image_size", 64), args.get("in_channels", 1)
+    n_ctx = context_frames or cfg.task.num_context
+    frames, frame_times = load_frames(input_path, size=size, channels=channels)
+    if frames.shape[0] < 2 and not getattr(model, "continuous_time", False):
+        raise VidynError(f"{str(input_path)!r} has {frames.shape[0]} frame(s); give at least 2")
+    context = frames[-n_ctx:].unsqueeze(0)  # (1, Tc, C, H, W)
+    ctx_t = frame_times[-n_ctx:]
+    train_dt = float(cfg.data.args.get("frame_interval", 0.1))
+    dt_in = float(ctx_t.diff().median()) if ctx_t.numel() > 1 else train_dt
+    scale = train_dt / dt_in if dt_in > 0 else 1.0
+    ctx_model_t = (ctx_t - ctx_t[-1]) * scale
+    if times is not None:
+        if not getattr(model, "continuous_time", False):
+            raise VidynError(f"model {meta['name']!r} is discrete-time: use --steps instead of --times")
+        tgt_model_t = torch.tensor(times, dtype=torch.float32) * scale
+    else:
+        n = steps or cfg.task.num_future
+        tgt_model_t = torch.arange(1, n + 1, dtype=torch.float32) * train_dt
+    if tgt_model_t.numel() == 0:
+        raise VidynError("nothing to predict: give --steps N (N >= 1) or --times")
+    return context, ctx_model_t, tgt_model_t, dt_in
+
+
+def _run_predictor(model: nn.Module, context: Tensor, ctx_t: Tensor, tgt_t: Tensor) -> tuple[Tensor, float]:
+    """Predict on the default device; returns (frames (1, Tf, C, H, W) on CPU, seconds)."""
+    device = default_device()
+    model.to(device)
+    with torch.no_grad():
+        start = time.perf_counter()
+        pred = model(context.to(device), ctx_t.to(device), tgt_t.to(device)).clamp(0, 1).cpu()
+    return pred, time.perf_counter() - start
+
+
+def predict_many(
+    model_paths: list[str | Path],
+    input_path: str | Path,
+    *,
+    steps: int | None = None,
+    out: str | Path,
+    context_frames: int | None = None,
+    fps: float = 4.0,
+) -> dict[str, Any]:
+    """Continue one clip with several predictors and write an animated grid: context | each model.
+
+    All models must share a frame size and channel count (they see the same context). Returns
+    `{"out", "models": {name: {"predicted_frames", "infer_s"}}}`; infer_s is the wall time of the
+    model's forward pass alone.
+    """
+    if not model_paths:
+        raise VidynError("give at least one exported predictor")
+    preds: dict[str, Tensor] = {}
+    results: dict[str, dict[str, Any]] = {}
+    context: Tensor | None = None
+    for path in model_paths:
+        meta = read_model_meta(path)
+        model = load_model(path)
+        ctx, ctx_t, tgt_t, _ = _predict_inputs(model, meta, input_path, steps, None, context_frames)
+        if context is not None and ctx.shape[2:] != context.shape[2:]:
+            raise VidynError("models to compare must share frame size and channels; train them alike")
+        context = ctx if context is None or ctx.shape[1] > context.shape[1] else context
+        name = meta["name"] if meta["name"] not in preds else f"{meta['name']} ({path})"
+        pred, seconds = _run_predictor(model, ctx, ctx_t, tgt_t)
+        preds[name] = pred
+        results[name] = {"predicted_frames": int(pred.shape[1]), "infer_s": seconds, "path": str(path)}
+    if len({p.shape[1] for p in preds.values()}) > 1:
+        raise VidynError("the models predicted different numbers of frames; pass --steps")
+    assert context is not None
+    write_comparison(out, context, None, preds, fps=fps)
+    return {"out": str(out), "models": results}
+
+
+def find_models(root: str | Path) -> list[dict[str, Any]]:
+    """Exported models (folders with model.json + model.safetensors) under `root`, sorted by path."""
+    root = Path(root)
+    if not root.exists():
+        raise VidynError(f"models folder {str(root)!r} does not exist")
+    found = []
+    for meta_path in sorted(root.rglob("model.json")):
+        if not (meta_path.parent / "model.safetensors").is_file():
+            continue
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError:
+            continue
+        found.append({"path": str(meta_path.parent), "name": meta.get("name"), "family": meta.get("family")})
+    return found
+
+
+# --------------------------------------------------------------------------------------- interpolate
+
+
+def _interpolation_windows(num_frames: int, length: int) -> list[tuple[int, list[int]]]:
+    """(first frame, gaps it fills) of consecutive windows of `length` frames covering every gap once.
+
+    Gap g lies between frames g and g + 1. Windows share their end frames; the last one is moved back to
+    end at the last frame and fills only the gaps no earlier window filled.
+    """
+    length = max(2, min(length, num_frames))
+    windows, start, done = [], 0, 0
+    while done < num_frames - 1:
+        first = min(start, num_frames - length)
+        gaps = list(range(done, first + length - 1))
+        windows.append((first, gaps))
+        done = first + length - 1
+        start = done
+    return windows
+
+
+def interpolate(
+    model_path: str | Path,
+    input_path: str | Path,
+    *,
+    factor: int,
+    out: str | Path,
+    context_frames: int | None = None,
+) -> dict[str, Any]:
+    """Raise a video's frame rate `factor`-fold with a continuous-time predictor (e.g. vid_ode).
+
+    The video is read with its real presentation timestamps (variable frame rate included) and resized
+    to the model's frame size and channels. Windows of `context_frames` consecutive frames (default: the
+    model's training context) slide over it; each predicts, for every gap between consecutive frames
+    t_g < t_{g+1} it covers, the `factor - 1` frames at `t_g + j (t_{g+1} - t_g) / factor`, with times
+    rescaled so the video's median frame interval matches the training data's (as `predict` does). All
+    frames, the originals (resized) and the new ones, are written with their timestamps, so `out` holds
+    `factor * (N - 1) + 1` frames and plays at `factor` times the rate. Returns `{"out", "input_frames",
+    "output_frames", "factor", "fps_in", "fps_out", "duration", "size", "channels", "windows", "nfe",
+    "infer_s"}`, `nfe` holding the ODE function evaluations (encoder, decoder, per new frame) when the
+    model counts them.
+    """
+    if not isinstance(factor, int) or isinstance(factor, bool) or factor < 2:
+        raise VidynError(f"factor must be an integer >= 2 (2 doubles the frame rate); got {factor!r}")
+    out = Path(out)
+    if out.suffix.lower() not in (".mp4", ".gif", ".npy", ".avi"):
+        raise VidynError(f"output {str(out)!r} must end in .mp4, .gif, .avi or .npy")
+    meta = read_model_meta(model_path)
+    if meta.get("family") != "predictor":
+        raise VidynError(f"model {meta['name']!r} is a {meta.get('family')}, not a frame predictor")
+    model = load_model(model_path)
+    if not getattr(model, "continuous_time", False):
+        raise VidynError(
+            f"model {meta['name']!r} is discrete-time and cannot predict between frames; interpolate with a "
+            "continuous-time model such as vid_ode"
+        )
+    cfg = build_config(meta.get("config") or {})
+    args = {**MODELS.get(meta["name"]).defaults(), **meta.get("args", {})}
+    size, channels = int(args.get("image_size", 64)), int(args.get("in_channels", 1))
+    frames, times = load_frames(input_path, size=size, channels=channels)  # (N, C, H, W), (N,) seconds
+    n = frames.shape[0]
+    if n < 2:
+        raise VidynError(f"{str(input_path)!r} has {n} frame(s); interpolation needs at least 2")
+    t64 = times.to(torch.float64)
+    train_dt = float(cfg.data.args.get("frame_interval", 0.1))
+    scale = train_dt / float(t64.diff().median())
+    device = default_device()
+    model.to(device).eval()
+    fractions = torch.arange(1, factor, dtype=torch.float64) / factor  # (K - 1,)
+    new_frames: dict[int, Tensor] = {}  # gap -> (K - 1, C, H, W)
+    nfe = {"encoder": 0, "decoder": 0}
+    length = max(2, min(context_frames or cfg.task.num_context, n))
+    windows = _interpolation_windows(n, length)
+    start = time.perf_counter()
+    with torch.no_grad():
+        for first, gaps in windows:
+            ctx_t = t64[first : first + length]
+            lo, hi = t64[gaps], t64[[g + 1 for g in gaps]]
+            tgt_t = (lo.unsqueeze(1) + (hi - lo).unsqueeze(1) * fractions).flatten()  # gap-major order
+            # Model time: window-relative, on the training data's frame interval.
+            ctx_m, tgt_m = (((t - ctx_t[0]) * scale).float().to(device) for t in (ctx_t, tgt_t))
+            pred = model(frames[first : first + length].unsqueeze(0).to(device), ctx_m, tgt_m)
+            for i, g in enumerate(gaps):
+                new_frames[g] = pred[0, i * (factor - 1) : (i + 1) * (factor - 1)].clamp(0, 1).cpu()
+            for key in nfe:
+                nfe[key] += int(getattr(model, "last_nfe", {}).get(key, 0))
+    seconds = time.perf_counter() - start
+    video, new_times = [], []
+    for g in range(n):
+        video.append(frames[g : g + 1])
+        new_times.append(t64[g : g + 1])
+        if g < n - 1:
+            video.append(new_frames[g])
+            new_times.append(t64[g] + (t64[g + 1] - t64[g]) * fractions)
+    video_t, out_times = torch.cat(video), torch.cat(new_times)  # (K (N - 1) + 1, C, H, W), (same,)
+    duration = float(t64[-1] - t64[0])
+    fps_in = (n - 1) / duration
+    write_video(out, video_t, fps=fps_in * factor, times=out_times.tolist())
+    per_new_frame = (nfe["encoder"] + nfe["decoder"]) / ((n - 1) * (factor - 1))
+    return {
+        "out": str(out),
+        "input_frames": n,
+        "output_frames": int(video_t.shape[0]),
+        "factor": factor,
+        "fps_in": fps_in,
+        "fps_out": (video_t.shape[0] - 1) / duration,
+        "duration": duration,
+        "size": size,
+        "channels": channels,
+        "windows": len(windows),
+        "nfe": {**nfe, "per_new_frame": per_new_frame} if any(nfe.values()) else None,
+        "infer_s": seconds,
+    }
+
+
+# ------------------------------------------------------------------------------------------ classify
+
+
+def classify(
+    model_path: str | Path, video: str | Path, *, top: int = 5, clips: int | None = None
+) -> dict[str, Any]:
+    """Name the action in a user's own video (any length) with an exported classifier.
+
+    The video is decoded once at the model's training frame size and channel count (centre square crop,
+    antialiased resize, BT.601 luma for grayscale models); `clips` windows of the training clip
+    (`num_frames` frames `frame_stride` apart in the file's frames) are spread evenly from its start to its
+    end (`clips=None`: enough to cover it, at most 10; a video shorter than one window holds its last
+    frame), and their softmax probabilities are averaged. Returns `{"video", "predictions": [{"class",
+    "probability"}] (the `top` most probable classes, most probable first), "num_clips"}`.
+    """
+    if top < 1:
+        raise VidynError(f"top must be >= 1; got {top}")
+    meta = read_model_meta(model_path)
+    if meta.get("family") != "classifier":
+        raise VidynError(
+            f"model {meta.get('name')!r} is a {meta.get('family')}, not an action classifier; pass a model "
+            "trained with task.kind=recognition"
+        )
+    model = load_model(model_path)
+    cfg = build_config(meta.get("config") or {})
+    data = {**DATASETS.get(cfg.data.name).defaults(), **cfg.data.args, **cfg.data.splits.get("train", {})}
+    in_channels = {**MODELS.get(meta["name"]).defaults(), **meta.get("args", {})}.get("in_channels", 3)
+    num_frames, stride = int(data.get("num_frames", 16)), int(data.get("frame_stride", 1))
+    decoded = read_video(video, size=data.get("size"), grayscale=in_channels == 1)
+    windows = spread_windows(len(decoded.times), num_frames, stride, clips)
+    batch = torch.stack(
+        [frames_to_tensor(take_clip(decoded.frames, decoded.times, idx, decoded.fps)[0]) for idx in windows]
+    )  # (K, T, C, H, W)
+    device = default_device()
+    model.to(device)
+    with torch.no_grad():
+        probs = torch.cat(
+            [model(batch[i : i + 8].to(device)).float().softmax(-1).cpu() for i in range(0, len(batch), 8)]
+        )
+    mean = probs.mean(dim=0)  # (K, classes) -> (classes,)
+    names = meta.get("class_names") or [str(i) for i in range(mean.numel())]
+    values, indices = mean.topk(min(top, mean.numel()))
+    return {
+        "video": str(video),
+        "predictions": [
+            {"class": names[i], "probability": float(p)}
+            for p, i in zip(values.tolist(), indices.tolist(), strict=True)
+        ],
+        "num_clips": int(len(windows)),
+    }

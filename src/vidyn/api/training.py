@@ -1,0 +1,164 @@
+"""`train`: build the configured model, task and data, fit with Lightning, export, then evaluate."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vidyn.api.evaluation import evaluate
+from vidyn.config import Config, build_config, save_config
+from vidyn.data.datamodule import VideoDataModule
+from vidyn.errors import VidynError
+from vidyn.export import build_model, export_model
+from vidyn.tasks.engine import build_trainer, prepare_runtime
+from vidyn.tasks.prediction import PredictionTask
+from vidyn.tasks.recognition import RecognitionTask, class_names_of
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    seconds: float
+    steps: int = 0  # optimiser steps taken (a max_time budget may stop short of max_steps)
+
+
+def _new_run_dir(cfg: Config) -> Path:
+    base = Path(cfg.out_dir) / cfg.name
+    run_dir, k = base, 1
+    while (run_dir / "config.yaml").exists():
+        k += 1
+        run_dir = base.with_name(f"{base.name}-{k}")
+    return run_dir
+
+
+def _total_steps(cfg: Config, dm: VideoDataModule) -> tuple[int, int]:
+    """(optimiser steps the run will take at most, warmup steps)."""
+    batches = max(1, len(dm.dataset("train")) // cfg.data.batch_size)
+    per_epoch = max(1, batches // cfg.trainer.accumulate_grad_batches)
+    total = cfg.trainer.max_steps if cfg.trainer.max_steps else per_epoch * (cfg.trainer.max_epochs or 1)
+    if cfg.trainer.max_steps and cfg.trainer.max_epochs:
+        total = min(total, per_epoch * cfg.trainer.max_epochs)
+    warmup = cfg.optim.warmup_steps or cfg.optim.warmup_epochs * per_epoch
+    return total, warmup
+
+
+def _check_data_source(cfg: Config) -> None:
+    """Datasets read from disk (ucf101, folder) need a root or a prepared store: say how to give one."""
+    args = cfg.data.args
+    if cfg.data.name in ("ucf101", "folder") and not args.get("root") and not args.get("store"):
+        raise VidynError(
+            f"dataset {cfg.data.name} needs its folder: add --set data.args.root=/path/to/data "
+            "(or --set data.args.store=/path/to/store made by `vidyn prepare`)"
+        )
+
+
+def _build_task(
+    cfg: Config, model: nn.Module, total: int, warmup: int, num_classes: int | None = None
+) -> PredictionTask | RecognitionTask:
+    if cfg.task.kind == "recognition":
+        t = cfg.task
+        return RecognitionTask(
+            model,
+            num_classes=num_classes if num_classes is not None else int(getattr(model, "num_classes", 0)),
+            label_smoothing=t.label_smoothing,
+            optim=vars(cfg.optim),
+            total_steps=total,
+            warmup_steps=warmup,
+            freeze_backbone_until_epoch=t.freeze_backbone_until_epoch,
+            unfreeze_layers=t.unfreeze_layers,
+        )
+    if cfg.task.kind != "prediction":
+        raise VidynError(f"unknown task kind {cfg.task.kind!r}; choose prediction or recognition")
+    t = cfg.task
+    if t.adversarial_weight > 0 and cfg.trainer.accumulate_grad_batches != 1:
+        raise VidynError(
+            "adversarial training (task.adversarial_weight > 0) does not support gradient accumulation; set "
+            "trainer.accumulate_grad_batches=1 (raise data.batch_size instead)"
+        )
+    return PredictionTask(
+        model,
+        num_context=t.num_context,
+        num_future=t.num_future,
+        mode=t.mode,
+        loss=t.loss,
+        optim=vars(cfg.optim),
+        total_steps=total,
+        warmup_steps=warmup,
+        sampling_stop_fraction=t.sampling_stop_fraction,
+        adversarial_weight=t.adversarial_weight,
+        gradient_clip_val=cfg.trainer.gradient_clip_val,
+    )
+
+
+def train(
+    config: str | Path | dict[str, Any] | Config,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    run_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    evaluate_after: bool = True,
+) -> TrainResult:
+    """Train the configured model; export it and (by default) evaluate it beside the baselines.
+
+    The run folder holds config.yaml, checkpoints/, tensorboard/, and after training the exported
+    model (model.safetensors + model.json), metrics.json, per_step.png and samples.gif.
+    """
+    start = time.perf_counter()
+    cfg = config if isinstance(config, Config) else build_config(config, overrides)
+    if resume is not None:
+        resume = Path(resume)
+        ckpt = resume / "checkpoints" / "last.ckpt" if resume.is_dir() else resume
+        if not ckpt.is_file():
+            raise VidynError(
+                f"nothing to resume at {str(resume)!r}: expected a run folder with checkpoints/last.ckpt"
+            )
+        run_dir = ckpt.parent.parent if resume.is_dir() or run_dir is None else run_dir
+        resume = ckpt
+    out = Path(run_dir) if run_dir is not None else _new_run_dir(cfg)
+    _check_data_source(cfg)
+    prepare_runtime(cfg.trainer)
+    model = build_model(cfg.model.name, **cfg.model.args)
+    if not getattr(model, "trainable", True):
+        raise VidynError(f"model {cfg.model.name!r} has nothing to train; evaluate it directly")
+    dm = VideoDataModule(
+        cfg.data.name,
+        cfg.data.args,
+        cfg.data.splits,
+        batch_size=cfg.data.batch_size,
+        eval_batch_size=cfg.data.eval_batch_size,
+        num_workers=cfg.data.num_workers,
+        seed=cfg.trainer.seed,
+    )
+    total, warmup = _total_steps(cfg, dm)
+    extra: dict[str, Any] = {}
+    if cfg.task.kind == "recognition":  # exported with the model so `classify` can name its classes
+        extra["class_names"] = class_names_of(dm.dataset("train"), getattr(model, "num_classes", None))
+    task = _build_task(cfg, model, total, warmup, len(extra.get("class_names", ())) or None)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    callbacks = task.extra_callbacks() if isinstance(task, RecognitionTask) else []  # progressive unfreezing
+    trainer_cfg = cfg.trainer
+    if not task.automatic_optimization:  # the task clips its own gradients (GAN training)
+        trainer_cfg = copy.copy(cfg.trainer)
+        trainer_cfg.gradient_clip_val = None
+    trainer = build_trainer(trainer_cfg, out, extra_callbacks=callbacks)
+    trainer.fit(task, datamodule=dm, ckpt_path=str(resume) if resume else None)
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "")
+    if best and Path(best).is_file():
+        # The best validation checkpoint, not the last step, is what gets exported.
+        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+        task.load_state_dict(state)
+    model.eval()
+    metrics: dict[str, Any] = {}
+    if trainer.is_global_zero:
+        export_model(model, out, config=cfg.to_dict(), extra=extra)
+        if evaluate_after:
+            metrics = evaluate(out, split=cfg.eval.split, json_path=out / "metrics.json", report_dir=out)
+    return TrainResult(out, metrics, time.perf_counter() - start, steps=int(trainer.global_step))
