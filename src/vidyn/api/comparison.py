@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from vidyn.api._common import _write_json, default_device
-from vidyn.api.evaluation import evaluate_predictors
+from vidyn.api.evaluation import _evaluate_predictors_for, _write_prediction_figures
 from vidyn.api.training import _build_task, train
 from vidyn.config import Config, TaskConfig, build_config
 from vidyn.data.datamodule import build_dataset
@@ -31,8 +31,6 @@ from vidyn.models.profile import (
 )
 from vidyn.registry import MODELS
 from vidyn.report.html import Column, write_html_report
-from vidyn.report.media import write_comparison
-from vidyn.report.plots import plot_per_step
 from vidyn.tasks.engine import prepare_runtime
 from vidyn.tasks.prediction import PredictionTask, split_clip
 
@@ -189,12 +187,6 @@ def _profile_predictor(
     return res
 
 
-def _compare_report_files(out: Path, results: dict[str, dict[str, Any]], visuals: dict[str, Tensor]) -> None:
-    plot_per_step(results, out / "per_step.png")
-    preds = {k.split("/", 1)[1]: v for k, v in visuals.items() if k.startswith("pred/")}
-    write_comparison(out / "samples.gif", visuals["context"], visuals["truth"], preds)
-
-
 def compare(
     config: str | Path | dict[str, Any] | Config,
     overrides: list[str] | tuple[str, ...] = (),
@@ -230,13 +222,10 @@ def compare(
     device = default_device()
     dataset = build_dataset(cfg.data.name, cfg.eval.split, cfg.data.args, cfg.data.splits)
     t = cfg.task
-    results, visuals = evaluate_predictors(
+    results, visuals = _evaluate_predictors_for(
         models,
         dataset,
-        num_context=t.num_context,
-        num_future=t.num_future,
-        mode=t.mode,
-        batch_size=cfg.data.eval_batch_size or cfg.data.batch_size,
+        cfg,
         max_clips=cfg.eval.max_clips,
         num_visual_clips=max(1, cfg.eval.num_visual_clips),
         device=device,
@@ -279,7 +268,7 @@ def compare(
             "lpips": lpips_note,
         },
     }
-    _compare_report_files(out, results, visuals)
+    _write_prediction_figures(out, results, visuals)
     report["protocol"]["wall_seconds"] = round(time.perf_counter() - start, 1)
     _write_json(out / "report.json", report)
     write_html_report(

@@ -90,6 +90,41 @@ def evaluate_predictors(
     return results, visuals
 
 
+def _evaluate_predictors_for(
+    models: dict[str, nn.Module],
+    dataset: torch.utils.data.Dataset,
+    cfg: Config,
+    *,
+    max_clips: int | None,
+    num_visual_clips: int,
+    device: torch.device | None = None,
+) -> tuple[dict[str, dict[str, Any]], dict[str, Tensor]]:
+    """`evaluate_predictors` with the context/future split, mode and evaluation batch size of `cfg`."""
+    t = cfg.task
+    return evaluate_predictors(
+        models,
+        dataset,
+        num_context=t.num_context,
+        num_future=t.num_future,
+        mode=t.mode,
+        batch_size=cfg.data.eval_batch_size or cfg.data.batch_size,
+        max_clips=max_clips,
+        num_visual_clips=num_visual_clips,
+        device=device,
+    )
+
+
+def _write_prediction_figures(
+    report_dir: Path, results: dict[str, dict[str, Any]], visuals: dict[str, Tensor]
+) -> None:
+    """per_step.png (quality per prediction step) and, given visuals, samples.gif into report_dir."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    plot_per_step(results, report_dir / "per_step.png")
+    if visuals:
+        preds = {k.split("/", 1)[1]: v for k, v in visuals.items() if k.startswith("pred/")}
+        write_comparison(report_dir / "samples.gif", visuals["context"], visuals["truth"], preds)
+
+
 def _prediction_eval_models(model: nn.Module, name: str, baselines: list[str]) -> dict[str, nn.Module]:
     models = {name: model}
     for b in baselines:
@@ -171,13 +206,10 @@ def evaluate(
         return out
     models = _prediction_eval_models(model, name, cfg.eval.baselines)
     t = cfg.task
-    results, visuals = evaluate_predictors(
+    results, visuals = _evaluate_predictors_for(
         models,
         dataset,
-        num_context=t.num_context,
-        num_future=t.num_future,
-        mode=t.mode,
-        batch_size=cfg.data.eval_batch_size or cfg.data.batch_size,
+        cfg,
         max_clips=max_clips if max_clips is not None else cfg.eval.max_clips,
         num_visual_clips=cfg.eval.num_visual_clips if report_dir else 0,
     )
@@ -207,12 +239,7 @@ def evaluate(
             device=default_device(),
         )
     if report_dir is not None:
-        report = Path(report_dir)
-        report.mkdir(parents=True, exist_ok=True)
-        plot_per_step(results, report / "per_step.png")
-        if visuals:
-            preds = {k.split("/", 1)[1]: v for k, v in visuals.items() if k.startswith("pred/")}
-            write_comparison(report / "samples.gif", visuals["context"], visuals["truth"], preds)
+        _write_prediction_figures(Path(report_dir), results, visuals)
     if json_path is not None:
         _write_json(Path(json_path), out)
     return out

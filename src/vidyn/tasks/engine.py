@@ -9,6 +9,7 @@ launched with torchrun or a cluster launcher).
 from __future__ import annotations
 
 import datetime
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,37 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from vidyn.config import TrainerConfig
+
+# Lightning logs its console messages through this logger (set in lightning.pytorch.utilities.rank_zero).
+_LIGHTNING_CONSOLE_LOGGER = "lightning.pytorch.utilities.rank_zero"
+
+
+class _DropLightningTips(logging.Filter):
+    """Drops Lightning's "💡 Tip: ... try installing [litlogger]/[litmodels]" lines: advertisements for
+    its cloud products, not about the user's run. Its other console messages pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("💡 Tip:")
+
+
+_DROP_LIGHTNING_TIPS = _DropLightningTips()
+
+
+def _quiet_lightning() -> None:
+    """Silence the two messages every run printed that say nothing about it; idempotent.
+
+    Lightning has no switch for its tips (it prints one whenever no LitLogger is attached), so a logging
+    filter drops exactly those lines. Lightning's `_tree_flatten` still builds `LeafSpec()`, which torch
+    deprecates: that FutureWarning is ignored from that module only; every other warning stays visible.
+    The warning filter is process-wide because the warning fires later, inside `Trainer.fit`.
+    """
+    logging.getLogger(_LIGHTNING_CONSOLE_LOGGER).addFilter(_DROP_LIGHTNING_TIPS)  # no-op when present
+    warnings.filterwarnings(  # replaces an identical filter rather than adding another
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+        module=r"lightning\.pytorch\.utilities\._pytree",
+    )
 
 
 def prepare_runtime(cfg: TrainerConfig) -> None:
@@ -82,6 +114,7 @@ def build_trainer(
             "trainer.precision=16-mixed needs a CUDA GPU; training in 32-true on this machine", stacklevel=2
         )
         precision = "32-true"
+    _quiet_lightning()  # before L.Trainer: it prints the litlogger tip while configuring its loggers
     return L.Trainer(
         default_root_dir=str(run_dir),
         max_steps=cfg.max_steps if cfg.max_steps else -1,
