@@ -143,6 +143,20 @@ def test_irregular_times() -> None:
     assert float(late.mean()) == pytest.approx(span / 2, abs=0.25)  # uniform on (0, span]
 
 
+def test_irregular_times_keep_min_gap_and_default_is_unchanged() -> None:
+    spaced = make(irregular=True, num_frames=12, frame_interval=0.2, min_gap=0.15)
+    plain = make(irregular=True, num_frames=12, frame_interval=0.2)
+    gaps = torch.stack([spaced.times(i) for i in range(28)]).diff(dim=1)
+    assert float(gaps.min()) >= 0.15 - 1e-6 and float(gaps.max()) > 0.2  # spaced, still irregular
+    assert all(float(spaced.times(i)[-1]) <= 11 * 0.2 + 1e-6 for i in range(28))
+    # The same uniform draws, shifted: the k-th time gains k * min_gap over the shortened span.
+    k = torch.arange(12)
+    expected = plain.times(3) * (11 * 0.2 - 11 * 0.15) / (11 * 0.2) + k * 0.15
+    torch.testing.assert_close(spaced.times(3), expected)
+    with pytest.raises(VidynError, match="min_gap"):
+        make(irregular=True, frame_interval=0.2, min_gap=0.2)
+
+
 def test_grayscale_is_luminance_of_rgb() -> None:
     gray = make(channels=1, background=True)[3]["frames"]
     rgb = make(channels=3, background=True)[3]["frames"]

@@ -324,6 +324,7 @@ class ShapesDataset(Dataset):
         background: bool,
         classes: list[str] | None,
         seed: int,
+        min_gap: float = 0.0,
     ) -> None:
         if isinstance(classes, str):
             raise VidynError(f"shapes: classes must be a list of names, e.g. [{classes!r}], not a string")
@@ -335,6 +336,7 @@ class ShapesDataset(Dataset):
             (channels in (1, 3), f"channels must be 1 (grayscale) or 3 (RGB), got {channels}"),
             (num_frames >= 1, f"num_frames must be >= 1, got {num_frames}"),
             (0 < frame_interval < math.inf, f"frame_interval must be positive seconds, got {frame_interval}"),
+            (0 <= min_gap < frame_interval, f"min_gap must be in [0, frame_interval) seconds, got {min_gap}"),
             (1 <= max_objects <= MAX_OBJECTS, f"max_objects must be in 1..{MAX_OBJECTS}, got {max_objects}"),
             (
                 bool(names) and len(set(names)) == len(names) and set(names) <= set(SHAPES_CLASSES),
@@ -347,6 +349,7 @@ class ShapesDataset(Dataset):
         self.split, self.num_samples, self.size, self.channels = split, num_samples, size, channels
         self.num_frames, self.frame_interval, self.irregular = num_frames, float(frame_interval), irregular
         self.max_objects, self.textured, self.background = max_objects, textured, background
+        self.min_gap = float(min_gap)
         self.class_names: list[str] = names
         self.seed = seed
         self._coords = (torch.arange(size, dtype=torch.float32) * 2 + 1) / size - 1  # pixel centres
@@ -369,13 +372,16 @@ class ShapesDataset(Dataset):
 
     def times(self, index: int) -> Tensor:
         """The sample's timestamps (T,) float32: a regular grid or, if `irregular`, t_0 = 0 and sorted
-        uniform draws in (0, (num_frames - 1) * frame_interval]."""
+        uniform draws in (0, (num_frames - 1) * frame_interval] whose consecutive gaps are >= `min_gap`
+        (uniform among such sets: the order statistics of a span shortened by the gaps, then spread)."""
         index = self._check_index(index)
         span = (self.num_frames - 1) * self.frame_interval
         if not self.irregular:
             return (torch.arange(self.num_frames, dtype=torch.float64) * self.frame_interval).float()
         rng = _rng(self.seed, self.split, index, "times")
-        later = sorted(span * (1.0 - rng.random()) for _ in range(self.num_frames - 1))
+        free = span - (self.num_frames - 1) * self.min_gap
+        later = sorted(free * (1.0 - rng.random()) for _ in range(self.num_frames - 1))
+        later = [t + (i + 1) * self.min_gap for i, t in enumerate(later)]
         return torch.tensor([0.0, *later], dtype=torch.float32)
 
     def _scene(self, index: int) -> _Scene:
@@ -456,14 +462,16 @@ def shapes(
     background: bool = False,
     classes: list[str] | None = None,
     seed: int = 0,
+    min_gap: float = 0.0,
 ) -> ShapesDataset:
     """Procedural moving-shapes videos labelled by motion law, renderable at any float timestamp.
 
     `size` is H = W in pixels; `channels` 1 (Rec. 601 luminance) or 3 (RGB); `num_frames` frames
     `frame_interval` seconds apart, or, with `irregular`, t_0 = 0 and sorted uniform times in
-    (0, (num_frames - 1) * frame_interval]; 1..`max_objects` objects per scene; `textured` gives objects
-    stripes/checkers, `background` a static textured background; `classes` selects a subset of
-    `SHAPES_CLASSES` (labels index that subset); samples are deterministic per (`seed`, `split`, index).
+    (0, (num_frames - 1) * frame_interval] at least `min_gap` seconds apart; 1..`max_objects` objects per
+    scene; `textured` gives objects stripes/checkers, `background` a static textured background; `classes`
+    selects a subset of `SHAPES_CLASSES` (labels index that subset); samples are deterministic per
+    (`seed`, `split`, index).
     """
     return ShapesDataset(
         split=split,
@@ -478,4 +486,5 @@ def shapes(
         background=background,
         classes=classes,
         seed=seed,
+        min_gap=min_gap,
     )
