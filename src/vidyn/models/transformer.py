@@ -62,6 +62,8 @@ class VideoTransformerPredictor(nn.Module):
     `max_frames` is the temporal attention window: each frame attends to itself and at most
     `max_frames - 1` earlier frames (full causal attention while the sequence is no longer than that).
     `time_scale` multiplies timestamps in seconds before the sinusoidal encoding (10: 0.1 s = 1 position).
+    `residual` adds each input frame to the head's output, so the model predicts the change from the
+    current frame (a fresh model is then copy_last); off by default, as in OpenSTL's predictors.
     """
 
     continuous_time = True
