@@ -54,6 +54,7 @@ def test_every_observation_starts_a_chain_and_components_compose() -> None:
     with torch.no_grad():
         out = model.forward_components(ctx, CTX_T, TGT_T)
     assert out["chain_start"].tolist() == [[True, True, False, False, True]] * 2
+    assert out["flow_back"].shape == out["flow"].shape == (2, 5, 2, 16, 16)
     for k, index in enumerate([0, 1, 1, 1, 2]):  # each target's start frame: the observation at or before it
         torch.testing.assert_close(out["start_frame"][:, k], ctx[:, index])
     # On an observation the frame warps that observation only; beyond, the chain warps recursively.
@@ -79,6 +80,9 @@ def test_gradients_reach_both_flows_and_the_visibility() -> None:
 
 def test_chain_mode_is_the_default_and_bad_names_are_refused() -> None:
     assert vo.vid_ode_tiny().interpolation == "chain"
-    assert vo.vid_ode_tiny(in_channels=1).decoder[-1].out_channels == 2 + 1 + 1
+    chain = vo.vid_ode_tiny(in_channels=1).eval()
+    assert chain.decoder[-1].out_channels == 2 + 1 + 1
+    with torch.no_grad():
+        assert "flow_back" not in chain.forward_components(torch.rand(1, 3, 1, 16, 16), CTX_T, TGT_T)
     with pytest.raises(VidynError, match="interpolation must be one of chain, bidirectional"):
         vo.vid_ode_tiny(interpolation="both")

@@ -171,8 +171,10 @@ class VidODE(nn.Module):
         """All outputs, `(B, T_out, ...)` in the caller's target order, frames unclamped.
 
         Keys: frames, flow (2 ch, pixels), difference (D, C ch), mask (1 ch), warped (the recursively
-        warped start frame), start_frame (each target's chain start frame), chain_start (bool `(B, T_out)`,
-        True where a chain starts: the previous frame of that target is its start frame).
+        warped start frame; with `bidirectional`, between observations, the fused neighbours), start_frame
+        (each target's chain start frame), chain_start (bool `(B, T_out)`, True where a chain starts: the
+        previous frame of that target is its start frame); with `bidirectional` also flow_back (the flow
+        towards the next observation; unused, so arbitrary, where a target has none).
         """
         ctx_t, tgt_t = self._check(context, context_times, target_times)
         b, t_in, c, h, w = context.shape
@@ -240,6 +242,8 @@ class VidODE(nn.Module):
             "start_frame": start_frame,
             "chain_start": chain_start,
         }
+        if two_sided is not None:
+            result["flow_back"] = flow_back
         if bool((order != ks).any()):  # back to the caller's order
             inverse = order.argsort(dim=1)
             for key, value in result.items():
