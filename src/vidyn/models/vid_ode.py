@@ -209,7 +209,7 @@ class VidODE(nn.Module):
         two_sided = None
         if self.interpolation == "bidirectional":
             right = (anchor + 1).clamp(max=t_in - 1)
-            two_sided = ~from_last & (right > anchor)  # (B, K): strictly between two observations
+            two_sided = ~from_last & (right > anchor)  # (B, K): t_a <= t < t_b for observations a, b
             t_a, t_b = ctx_t.gather(1, anchor), ctx_t.gather(1, right)
             tau = torch.where(two_sided, (tgt_sorted - t_a) / (t_b - t_a).clamp_min(1e-12), 0.0)
             end_frame = context[rows, right]  # (B, K, C, H, W)
