@@ -35,8 +35,9 @@ flow F_b towards b and a visibility V (sigmoid), and
 where D is read as the difference from x_a, which is exactly what the reconstruction loss trains it
 towards (`target - x_a`; the chain reads D itself as the image). The ODE latent, the decoder input (the
 target latent and the previous one, the chain restarting at every observation with its embedding) and the
-losses are unchanged. With zero flows, V = 1/2 and M = 1 the frame is the linear blend, so the model
-starts from that baseline's answer instead of having to rediscover it. Extrapolation is the paper's chain.
+losses are unchanged. With zero flows, V = 1/2 and M = 1 the frame is exactly the linear blend, so that
+baseline's answer is always within the model's reach. Extrapolation is the paper's chain. Measured on the
+quick config (interpolate/vid_ode_shapes_quick): in-between SSIM 0.863 with the chain, 0.940 with this.
 
 Deviations from the official code (same function unless stated): the decoder's upsample + 3x3 conv
 layers are computed exactly in a cheaper order (`UpsampleConv`); the decoder runs once on all targets,
