@@ -11,8 +11,8 @@ its `p x p x C` pixels. As in ConvLSTM/PredRNN (OpenSTL's heads) there is no out
 and `rollout` return the raw frames, so the loss keeps its gradient at the bounds, and `forward` clamps
 them to [0, 1]. (A sigmoid head was tried: it starts every pixel at 0.5 grey, and on sparse scenes the
 model spent its first few hundred steps unlearning that; the zero-initialised head predicts exactly
-black at first, the other models' starting point. Measured in compare/shapes_quick: SSIM 0.697 with the
-sigmoid head, 0.778 with this one, copy_last 0.747.)
+black at first, the other models' starting point. In compare/shapes_quick the sigmoid head scored SSIM
+0.697 (a run on a loaded machine) and this one 0.778 (quiet machine, 800 steps); copy_last is 0.747.)
 
 Objective: causal next-frame prediction. The token of frame `t` may see frames `0..t` only, and its output
 is the prediction of frame `t+1`; so one parallel pass over a true clip trains every step at once
