@@ -29,15 +29,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vidyn.models.vid_ode import (
+from vidyn.models.discriminators import (
     ImageDiscriminator,
     SequenceDiscriminator,
     extrapolation_sequences,
     lsgan_d_loss,
     lsgan_g_loss,
-    vid_ode,
-    vid_ode_reconstruction_loss,
 )
+from vidyn.models.vid_ode import vid_ode, vid_ode_reconstruction_loss
 from vidyn.nn.ode import odesolve
 from vidyn.nn.warp import warp
 

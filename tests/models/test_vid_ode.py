@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import vidyn.models.discriminators as disc
 import vidyn.models.vid_ode as vo
 from vidyn.errors import VidynError
 from vidyn.models.discriminators import interpolation_sequences
@@ -188,14 +189,14 @@ def test_reconstruction_loss_hand_values() -> None:
 
 
 def test_discriminator_shapes_and_sequences() -> None:
-    d_img = vo.ImageDiscriminator(3, base_channels=8)
+    d_img = disc.ImageDiscriminator(3, base_channels=8)
     assert d_img(torch.rand(2, 4, 3, 16, 16)).shape == (8, 64, 4, 4)  # 16 -> 8 -> 4 -> 2 -> 3 -> 4
-    assert vo.ImageDiscriminator(3, base_channels=4)(torch.rand(1, 3, 64, 64)).shape == (1, 64, 10, 10)
+    assert disc.ImageDiscriminator(3, base_channels=4)(torch.rand(1, 3, 64, 64)).shape == (1, 64, 10, 10)
     ctx, fake = torch.rand(2, 3, 3, 16, 16), torch.rand(2, 2, 3, 16, 16)
-    seqs = vo.extrapolation_sequences(ctx, fake).view(2, 2, 4, 3, 16, 16)
+    seqs = disc.extrapolation_sequences(ctx, fake).view(2, 2, 4, 3, 16, 16)
     for k in range(2):  # window k: context[k:] then fake[:k+1] (the official rearrange_seq)
         torch.testing.assert_close(seqs[:, k], torch.cat([ctx[:, k:], fake[:, : k + 1]], dim=1))
-    d_seq = vo.SequenceDiscriminator(3, num_frames=4, base_channels=8)
+    d_seq = disc.SequenceDiscriminator(3, num_frames=4, base_channels=8)
     assert d_seq(seqs.flatten(0, 1)).shape == (4, 64, 4, 4)
     with pytest.raises(VidynError, match="num_frames"):
         d_seq(torch.rand(1, 3, 3, 16, 16))
@@ -209,8 +210,8 @@ def test_discriminator_shapes_and_sequences() -> None:
 def test_lsgan_losses_hand_values() -> None:
     real, fake = torch.tensor([2.0, 0.5]), torch.tensor([0.5, -1.0])
     # 0.5 * (mean(1, .25) + mean(.25, 1)) = 0.625 ; mean((.5 - 1)^2, (-1 - 1)^2) = 2.125
-    assert vo.lsgan_d_loss(real, fake).item() == pytest.approx(0.625)
-    assert vo.lsgan_g_loss(fake).item() == pytest.approx(2.125)
+    assert disc.lsgan_d_loss(real, fake).item() == pytest.approx(0.625)
+    assert disc.lsgan_g_loss(fake).item() == pytest.approx(2.125)
 
 
 def test_registry_and_input_errors() -> None:

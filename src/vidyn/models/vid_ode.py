@@ -9,7 +9,8 @@ torchdiffeq to every target time; each target latent, concatenated with the prev
 (per level bilinear x2 upsampling + 3x3 conv, BatchNorm, ReLU; then a 3x3 conv) into a flow F (2 ch,
 pixels), an image difference D (C ch, no activation) and a mask M (1 ch, sigmoid); frames are built
 recursively, `warped_k = warp(warped_{k-1}, F_k)` from an observed frame, `frame_k = M_k * warped_k +
-(1 - M_k) * D_k`, and D is trained towards the frame difference (`vid_ode_reconstruction_loss`).
+(1 - M_k) * D_k`, and D is trained towards the frame difference (`vid_ode_reconstruction_loss`). The
+optional adversarial terms (image and sequence discriminators, LSGAN) are in `vidyn.models.discriminators`.
 
 Times (the official code has two fixed modes and one time vector; here any times are well defined):
 - targets at or before the last context time form, in time order, an interpolation chain started from
@@ -56,14 +57,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidyn.errors import VidynError
-from vidyn.models.discriminators import (  # noqa: F401  (re-exported: Vid-ODE's adversarial terms)
-    ImageDiscriminator,
-    SequenceDiscriminator,
-    extrapolation_sequences,
-    interpolation_sequences,
-    lsgan_d_loss,
-    lsgan_g_loss,
-)
 from vidyn.nn.ode import ConvODEFunc, ODEConvGRU, check_method, odesolve
 from vidyn.nn.upsample import UpsampleConv
 from vidyn.nn.warp import warp
