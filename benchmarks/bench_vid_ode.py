@@ -36,7 +36,8 @@ from vidyn.models.discriminators import (
     lsgan_d_loss,
     lsgan_g_loss,
 )
-from vidyn.models.vid_ode import vid_ode, vid_ode_reconstruction_loss
+from vidyn.models.vid_ode import vid_ode
+from vidyn.models.vid_ode_loss import vid_ode_reconstruction_loss
 from vidyn.nn.ode import odesolve
 from vidyn.nn.warp import warp
 

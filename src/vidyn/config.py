@@ -47,6 +47,10 @@ class TaskConfig:
     loss: str = "mse"
     sampling_stop_fraction: float = 0.5  # scheduled sampling reaches its end at this fraction of steps
     adversarial_weight: float = 0.0  # Vid-ODE's LSGAN terms, paper 0.003 (0 = off; > 0 needs accumulate 1)
+    # loss vid_ode extensions (not the paper's): Super SloMo's warping loss on each warped neighbour
+    # (interpolation=bidirectional only) and L1 terms on k x k average-pooled frames, e.g. [2, 4, 8]
+    warp_weight: float = 0.0
+    pyramid_scales: list[int] = field(default_factory=list)
     # recognition
     label_smoothing: float = 0.0
     freeze_backbone_until_epoch: int = 0

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 import vidyn.models.discriminators as disc
 import vidyn.models.vid_ode as vo
+import vidyn.models.vid_ode_loss as vl
 from vidyn.errors import VidynError
 from vidyn.models.discriminators import interpolation_sequences
 from vidyn.nn.warp import warp
@@ -136,7 +137,7 @@ def test_nfe_per_solver() -> None:
 def test_gradients_reach_every_generator_parameter() -> None:
     model, clips = _tiny(), _clips()
     out = model.forward_components(clips[:, :3], torch.tensor([0.0, 0.1, 0.2]), torch.tensor([0.1, 0.3]))
-    loss = vo.vid_ode_reconstruction_loss(out["frames"], clips[:, 3:5], out["start_frame"], out["difference"])
+    loss = vl.vid_ode_reconstruction_loss(out["frames"], clips[:, 3:5], out["start_frame"], out["difference"])
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing
@@ -149,7 +150,7 @@ def test_tiny_model_overfits_two_clips() -> None:
     l1 = []
     for _ in range(60):
         out = model.forward_components(ctx, times[:3], times[3:])
-        loss = vo.vid_ode_reconstruction_loss(out["frames"], tgt, out["start_frame"], out["difference"])
+        loss = vl.vid_ode_reconstruction_loss(out["frames"], tgt, out["start_frame"], out["difference"])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -177,15 +178,15 @@ def test_reconstruction_loss_hand_values() -> None:
     target, pred, diff = t(1.0, 3.0), t(2.0, 3.0), t(1.0, 1.0)
     start = torch.zeros(1, 1, 1, 1)
     # frames |2-1|, |3-3| -> 0.5; true differences (1-0, 3-1) = (1, 2) vs D = (1, 1) -> 0.5
-    assert vo.vid_ode_reconstruction_loss(pred, target, start, diff).item() == pytest.approx(1.0)
+    assert vl.vid_ode_reconstruction_loss(pred, target, start, diff).item() == pytest.approx(1.0)
     # without D the prediction's differences (2, 1) are used -> 0.5 + 1.0
-    assert vo.vid_ode_reconstruction_loss(pred, target, start).item() == pytest.approx(1.5)
+    assert vl.vid_ode_reconstruction_loss(pred, target, start).item() == pytest.approx(1.5)
     # without a start frame only the inner difference counts: |1 - 2| -> 0.5 + 1.0
-    assert vo.vid_ode_reconstruction_loss(pred, target).item() == pytest.approx(1.5)
+    assert vl.vid_ode_reconstruction_loss(pred, target).item() == pytest.approx(1.5)
     # a chain restart at k = 1 takes its difference from the start frame: (1, 3) vs D (1, 1) -> 0.5 + 1.0
     chain = torch.tensor([[True, True]])
     starts = torch.zeros(1, 2, 1, 1, 1)
-    assert vo.vid_ode_reconstruction_loss(pred, target, starts, diff, chain).item() == pytest.approx(1.5)
+    assert vl.vid_ode_reconstruction_loss(pred, target, starts, diff, chain).item() == pytest.approx(1.5)
 
 
 def test_discriminator_shapes_and_sequences() -> None:

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from vidyn.data.datamodule import build_dataset
 from vidyn.errors import VidynError
 from vidyn.export import build_model, export_model
-from vidyn.models.vid_ode import vid_ode_reconstruction_loss
+from vidyn.models.vid_ode_loss import bidirectional_warp_loss, pyramid_l1, vid_ode_reconstruction_loss
 from vidyn.tasks.prediction import PredictionTask, irregular_split, split_clip, split_indices
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -185,3 +185,28 @@ def test_adversarial_training_refuses_gradient_accumulation(tmp_path: Path) -> N
     cfg["trainer"]["accumulate_grad_batches"] = 2
     with pytest.raises(VidynError, match="accumulate_grad_batches=1"):
         api.train(cfg, run_dir=tmp_path / "run", evaluate_after=False)
+
+
+def test_warping_and_pyramid_terms_add_to_the_paper_loss() -> None:
+    torch.manual_seed(0)
+    model = build_model("vid_ode_tiny", in_channels=1, interpolation="bidirectional")
+    kwargs = {"num_context": 3, "num_future": 2, "mode": "interpolate", "loss": "vid_ode", "optim": OPTIM}
+    task = PredictionTask(model, **kwargs, total_steps=1, warp_weight=0.5, pyramid_scales=[2, 4])
+    task.log = lambda *args, **kw: None  # no Trainer here to log to
+    s = task._split(next(iter(_data(irregular=False))), 0, train=False)
+    with torch.no_grad():
+        _, loss = task._predict_and_loss(s, "train")
+        parts = model.forward_components(s["context"], s["context_times"], s["target_times"])
+    paper = vid_ode_reconstruction_loss(
+        parts["frames"], s["target"], parts["start_frame"], parts["difference"], parts["chain_start"]
+    )
+    extra = pyramid_l1(parts["frames"], s["target"], [2, 4])
+    warping = bidirectional_warp_loss(parts, s["target"], [2, 4])
+    assert float(extra) > 0 and float(warping) > 0
+    torch.testing.assert_close(loss, paper + extra + 0.5 * warping)
+    with pytest.raises(VidynError, match="interpolation=bidirectional"):
+        PredictionTask(build_model("vid_ode_tiny", in_channels=1), **kwargs, total_steps=1, warp_weight=0.5)
+    with pytest.raises(VidynError, match="integers >= 2"):
+        PredictionTask(model, **kwargs, total_steps=1, pyramid_scales=[1])
+    with pytest.raises(VidynError, match="set task.loss=vid_ode"):
+        PredictionTask(model, **{**kwargs, "loss": "l1"}, total_steps=1, pyramid_scales=[2])

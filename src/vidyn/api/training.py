@@ -94,6 +94,8 @@ def _build_task(
         sampling_stop_fraction=t.sampling_stop_fraction,
         adversarial_weight=t.adversarial_weight,
         gradient_clip_val=cfg.trainer.gradient_clip_val,
+        warp_weight=t.warp_weight,
+        pyramid_scales=t.pyramid_scales,
     )
 
 

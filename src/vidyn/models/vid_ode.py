@@ -30,16 +30,22 @@ the way to the next observation is still built from the previous one; where moti
 blend of the two neighbours is then more accurate than the model. With this option a target between
 observations a and b (times t_a <= t < t_b, tau = (t - t_a) / (t_b - t_a)) warps BOTH neighbours, as the
 frame-interpolation network Super SloMo does (Jiang et al., CVPR 2018, eq. 1): the decoder also outputs a
-flow F_b towards b and a visibility V (sigmoid), and
+flow towards b and a visibility V (sigmoid), and
     fused = ((1 - tau) V warp(x_a, F_a) + tau (1 - V) warp(x_b, F_b)) / ((1 - tau) V + tau (1 - V)),
     frame = M * fused + (1 - M) * (x_a + D),
 where D is read as the difference from x_a, which is exactly what the reconstruction loss trains it
-towards (`target - x_a`; the chain reads D itself as the image). The ODE latent, the decoder input (the
-target latent and the previous one, the chain restarting at every observation with its embedding) and the
-losses are unchanged. With zero flows, V = 1/2 and M = 1 the frame is exactly the linear blend, so that
-baseline's answer is always within the model's reach. Extrapolation is the paper's chain. Measured with
-interpolate/vid_ode_shapes_quick (same recipe, 4,000 steps), unseen in-between times, SSIM / PSNR dB:
-chain 0.909 / 31.9, bidirectional 0.940 / 35.0 (the linear blend: 0.931 / 41.3).
+towards (`target - x_a`; the chain reads D itself as the image). Two continuous-time constraints shape
+the decoder's raw outputs (flows U_a, U_b; mask and visibility logits):
+- flows are velocities: F_a = g (t - t_a) U_a / velocity_unit and F_b = g (t_b - t) U_b / velocity_unit,
+  displacements that shrink with the time to each neighbour;
+- g = 1 - exp(-min(t - t_a, t_b - t) / blend_time) scales every learned departure from the linear blend
+  (the flows above, V - 1/2 and 1 - M): at an observation the frame IS the observation, and as
+  observations get denser (sub-pixel motion, where the blend is within 1e-3 of the truth) the frame
+  converges to the blend instead of adding the error of learned terms to it. blend_time = 0 turns g off.
+With zero flows, V = 1/2 and M = 1 the frame is exactly the linear blend, so that baseline's answer is
+always within the model's reach. Extrapolation is the paper's chain. The task's optional warping loss
+(`bidirectional_warp_loss`) and pooled-frame L1 (`pyramid_l1`) train the flows. Measured with
+interpolate/vid_ode_shapes_quick, unseen in-between times, SSIM / PSNR dB: see that config.
 
 Deviations from the official code (same function unless stated): the decoder's upsample + 3x3 conv
 layers are computed exactly in a cheaper order (`UpsampleConv`); the decoder runs once on all targets,
@@ -53,7 +59,6 @@ training mode (as the official code: the loss keeps its gradient) and clamped to
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidyn.errors import VidynError
@@ -94,6 +99,8 @@ class VidODE(nn.Module):
         step_size: float | None,
         adjoint: bool,
         interpolation: str = "chain",
+        velocity_unit: float = 0.1,
+        blend_time: float = 0.05,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -115,6 +122,10 @@ class VidODE(nn.Module):
         if interpolation not in INTERPOLATION:
             choices = ", ".join(INTERPOLATION)
             raise VidynError(f"interpolation must be one of {choices}; got {interpolation!r}")
+        if not velocity_unit > 0 or not blend_time >= 0:
+            raise VidynError(
+                f"velocity_unit must be > 0 and blend_time >= 0 seconds; got {velocity_unit}, {blend_time}"
+            )
         check_method(encoder_method, "encoder_method")
         check_method(decoder_method, "decoder_method")
         if step_size is not None and step_size <= 0:
@@ -123,6 +134,7 @@ class VidODE(nn.Module):
         self.decoder_method, self.rtol, self.atol = decoder_method, rtol, atol
         self.step_size, self.adjoint = step_size, adjoint
         self.interpolation = interpolation
+        self.velocity_unit, self.blend_time = float(velocity_unit), float(blend_time)
 
         ch = hidden_channels // scale
         enc: list[nn.Module] = _conv_bn_relu(nn.Conv2d(in_channels, ch, 3, 1, 1), ch)
@@ -201,27 +213,29 @@ class VidODE(nn.Module):
         mask = torch.sigmoid(out[:, :, 2 + c : 3 + c])  # (B, K, 1, H, W)
         start_frame = context[rows, anchor]  # (B, K, C, H, W)
 
-        two_sided = None
+        two_sided = side = None
         if self.interpolation == "bidirectional":
             right = (anchor + 1).clamp(max=t_in - 1)
             two_sided = ~from_last & (right > anchor)  # (B, K): t_a <= t < t_b for observations a, b
-            t_a, t_b = ctx_t.gather(1, anchor), ctx_t.gather(1, right)
-            tau = torch.where(two_sided, (tgt_sorted - t_a) / (t_b - t_a).clamp_min(1e-12), 0.0)
+            side = self._two_sided(
+                out, c, two_sided, tgt_sorted, ctx_t.gather(1, anchor), ctx_t.gather(1, right)
+            )
+            flow, mask = side["flow"], torch.where(two_sided.view(b, k, 1, 1, 1), side["mask"], mask)
             end_frame = context[rows, right]  # (B, K, C, H, W)
-            flow_back = out[:, :, 3 + c : 5 + c]  # (B, K, 2, H, W): to the next observation
-            visible = torch.sigmoid(out[:, :, 5 + c :])  # (B, K, 1, H, W): share of the earlier side
-        warped = []
+        warped, warped_a, warped_b = [], [], []
         for i in range(k):
             restart = chain_start[:, i] if two_sided is None else chain_start[:, i] | two_sided[:, i]
             src = start_frame[:, i]
             if i > 0:
                 src = torch.where(restart.view(b, 1, 1, 1), src, warped[-1])
             frame = warp(src, flow[:, i])
-            if two_sided is not None and bool(two_sided[:, i].any()):
-                # Super SloMo's fusion: time-weighted, visibility-weighted mean of both warped neighbours
-                w_a = (1 - tau[:, i]).view(b, 1, 1, 1) * visible[:, i]
-                w_b = tau[:, i].view(b, 1, 1, 1) * (1 - visible[:, i])
-                fused = (w_a * frame + w_b * warp(end_frame[:, i], flow_back[:, i])) / (w_a + w_b + 1e-6)
+            if side is not None:  # Super SloMo's fusion of both warped neighbours, where there are two
+                from_b = warp(end_frame[:, i], side["flow_back"][:, i])
+                w_a = (1 - side["tau"][:, i]).view(b, 1, 1, 1) * side["visible"][:, i]
+                w_b = side["tau"][:, i].view(b, 1, 1, 1) * (1 - side["visible"][:, i])
+                fused = (w_a * frame + w_b * from_b) / (w_a + w_b + 1e-6)
+                warped_a.append(frame)
+                warped_b.append(from_b)
                 frame = torch.where(two_sided[:, i].view(b, 1, 1, 1), fused, frame)
             warped.append(frame)
         warped_t = torch.stack(warped, dim=1)
@@ -237,14 +251,41 @@ class VidODE(nn.Module):
             "start_frame": start_frame,
             "chain_start": chain_start,
         }
-        if two_sided is not None:
-            result["flow_back"] = flow_back
+        if side is not None:
+            result["flow_back"] = side["flow_back"]
+            result["warped_a"] = torch.stack(warped_a, dim=1)
+            result["warped_b"] = torch.stack(warped_b, dim=1)
+            result["two_sided"] = two_sided
         if bool((order != ks).any()):  # back to the caller's order
             inverse = order.argsort(dim=1)
             for key, value in result.items():
                 idx = inverse.view(b, k, *([1] * (value.dim() - 2)))
                 result[key] = value.take_along_dim(idx, dim=1)
         return result
+
+    def _two_sided(
+        self, out: Tensor, c: int, two_sided: Tensor, t: Tensor, t_a: Tensor, t_b: Tensor
+    ) -> dict[str, Tensor]:
+        """Bidirectional terms `(B, K, ...)` from the decoder output `out`: flows (to a, to b), mask,
+        visibility and tau, time-scaled and gated as the module docstring says (arbitrary where a target is
+        not `two_sided`)."""
+        b, k = two_sided.shape
+        d_a = torch.where(two_sided, t - t_a, 0.0).view(b, k, 1, 1, 1)  # seconds since a
+        d_b = torch.where(two_sided, t_b - t, 0.0).view(b, k, 1, 1, 1)  # seconds until b
+        if self.blend_time > 0:
+            gate = 1 - torch.exp(-torch.minimum(d_a, d_b) / self.blend_time)
+        else:
+            gate = torch.ones_like(d_a)
+        flow_scale = gate / self.velocity_unit
+        return {
+            "flow": torch.where(
+                two_sided.view(b, k, 1, 1, 1), out[:, :, :2] * d_a * flow_scale, out[:, :, :2]
+            ),
+            "flow_back": out[:, :, 3 + c : 5 + c] * d_b * flow_scale,
+            "mask": 1 - gate * (1 - torch.sigmoid(out[:, :, 2 + c : 3 + c])),
+            "visible": 0.5 + gate * (torch.sigmoid(out[:, :, 5 + c :]) - 0.5),
+            "tau": (d_a / (d_a + d_b).clamp_min(1e-12)).view(b, k),
+        }
 
     def _latents(self, emb: Tensor, ctx_rel: Tensor, tgt_rel: Tensor) -> Tensor:
         """Latents `(B, K, Ch, h, w)` at the (sorted) targets; times relative to each first context time."""
@@ -305,40 +346,6 @@ class VidODE(nn.Module):
         return ctx_t, tgt_t
 
 
-def vid_ode_reconstruction_loss(
-    pred: Tensor,
-    target: Tensor,
-    start_frame: Tensor | None = None,
-    difference: Tensor | None = None,
-    chain_start: Tensor | None = None,
-) -> Tensor:
-    """Vid-ODE's reconstruction loss: `mean|pred - target| + mean|D - dX|` over targets in time order.
-
-    `dX_k = target_k - target_{k-1}`, where the frame before the first target (and before every target
-    with `chain_start[:, k]` True) is `start_frame`: `(B, C, H, W)`, or `(B, K, C, H, W)` per target as
-    `forward_components` returns it; without `start_frame` the first difference is dropped. `D` is the
-    model's `difference` output (the paper and official code); if it is None, the difference of the
-    predictions themselves, with the same start frames, is used instead.
-    """
-    loss = F.l1_loss(pred, target)
-    if start_frame is None:
-        if target.shape[1] < 2:
-            return loss
-        true_diff = target.diff(dim=1)
-        pred_diff = difference[:, 1:] if difference is not None else pred.diff(dim=1)
-        return loss + F.l1_loss(pred_diff, true_diff)
-    if start_frame.dim() == 4:
-        start_frame = start_frame.unsqueeze(1).expand_as(target)
-    prev_true = torch.cat([start_frame[:, :1], target[:, :-1]], dim=1)
-    prev_pred = torch.cat([start_frame[:, :1], pred[:, :-1]], dim=1)
-    if chain_start is not None:
-        sel = chain_start.view(*chain_start.shape, 1, 1, 1)
-        prev_true = torch.where(sel, start_frame, prev_true)
-        prev_pred = torch.where(sel, start_frame, prev_pred)
-    pred_diff = difference if difference is not None else pred - prev_pred
-    return loss + F.l1_loss(pred_diff, target - prev_true)
-
-
 @MODELS.register("vid_ode", family="predictor")
 def vid_ode(
     in_channels: int = 3,
@@ -354,6 +361,8 @@ def vid_ode(
     step_size: float | None = None,
     adjoint: bool = False,
     interpolation: str = "chain",
+    velocity_unit: float = 0.1,
+    blend_time: float = 0.05,
 ) -> VidODE:
     """Vid-ODE (Park et al., AAAI 2021): ODE-ConvGRU encoder, conv-ODE decoder, flow/difference/mask output.
 
@@ -366,7 +375,8 @@ def vid_ode(
     "bidirectional" (each warps both neighbouring observations; see the module docstring).
     """
     ode_hidden = hidden_channels // 2 if ode_hidden_channels is None else ode_hidden_channels
-    args = (encoder_method, decoder_method, rtol, atol, step_size, adjoint, interpolation)
+    args = (encoder_method, decoder_method, rtol, atol, step_size, adjoint, interpolation, velocity_unit)
+    args += (blend_time,)
     return VidODE(in_channels, image_size, hidden_channels, downsample, ode_hidden, ode_layers, *args)
 
 
@@ -380,8 +390,10 @@ def vid_ode_tiny(
     decoder_method: str = "rk4",
     step_size: float | None = None,
     interpolation: str = "chain",
+    velocity_unit: float = 0.1,
+    blend_time: float = 0.05,
 ) -> VidODE:
     """Tiny Vid-ODE for tests: 16 latent channels at H/4, fixed-step rk4 decoding."""
     kwargs = {"encoder_method": encoder_method, "decoder_method": decoder_method, "step_size": step_size}
-    kwargs["interpolation"] = interpolation
+    kwargs |= {"interpolation": interpolation, "velocity_unit": velocity_unit, "blend_time": blend_time}
     return vid_ode(in_channels, image_size, hidden_channels, downsample, 8, 1, **kwargs)

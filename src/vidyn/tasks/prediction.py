@@ -12,8 +12,11 @@ adds LSGAN terms from an image and a sequence discriminator that this task owns 
 the exported model), trained by manual optimisation: one discriminator step, then one generator step
 against the updated discriminators, per batch. The official code computes both losses before either step;
 modern autograd refuses a generator backward through discriminator weights changed in place, so the
-generator here sees the discriminators after their step. Solver statistics (function evaluations per
-clip and per predicted frame) are logged for models that count them (`last_nfe`).
+generator here sees the discriminators after their step. Two loss terms beyond the paper are options:
+`pyramid_scales` adds the L1 on average-pooled frames (`pyramid_l1`) and `warp_weight` Super SloMo's
+warping loss for `interpolation=bidirectional` (`bidirectional_warp_loss`). Solver statistics
+(function evaluations per clip and per predicted frame) are logged for models that count them
+(`last_nfe`).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from vidyn.models.discriminators import (
     lsgan_d_loss,
     lsgan_g_loss,
 )
-from vidyn.models.vid_ode import vid_ode_reconstruction_loss
+from vidyn.models.vid_ode_loss import bidirectional_warp_loss, pyramid_l1, vid_ode_reconstruction_loss
 from vidyn.tasks import optim as optim_lib
 from vidyn.tasks.sampling import sample_truth_mask
 
@@ -186,6 +189,8 @@ class PredictionTask(L.LightningModule):
         sampling_stop_fraction: float = 0.5,
         adversarial_weight: float = 0.0,
         gradient_clip_val: float | None = None,
+        warp_weight: float = 0.0,
+        pyramid_scales: tuple[int, ...] | list[int] = (),
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -207,6 +212,21 @@ class PredictionTask(L.LightningModule):
                 f"loss vid_ode needs a model with forward_components (vid_ode), not {type(model).__name__}; "
                 "use task.loss=l1_diff for other models"
             )
+        if warp_weight < 0 or any(not isinstance(k, int) or k < 2 for k in pyramid_scales):
+            raise VidynError(
+                f"task.warp_weight must be >= 0 and task.pyramid_scales integers >= 2; got {warp_weight}, "
+                f"{list(pyramid_scales)}"
+            )
+        if (warp_weight > 0 or pyramid_scales) and loss != "vid_ode":
+            raise VidynError(
+                "task.warp_weight and task.pyramid_scales extend loss vid_ode; set task.loss=vid_ode"
+            )
+        if warp_weight > 0 and getattr(model, "interpolation", None) != "bidirectional":
+            raise VidynError(
+                "task.warp_weight needs vid_ode with interpolation=bidirectional "
+                "(set model.args.interpolation=bidirectional or task.warp_weight=0)"
+            )
+        self.warp_weight, self.pyramid_scales = float(warp_weight), tuple(pyramid_scales)
         if adversarial_weight < 0:
             raise VidynError(f"task.adversarial_weight must be >= 0; got {adversarial_weight}")
         self.adversarial_weight, self.gradient_clip_val = float(adversarial_weight), gradient_clip_val
@@ -272,7 +292,11 @@ class PredictionTask(L.LightningModule):
             pred = parts["frames"]
             loss = vid_ode_reconstruction_loss(
                 pred, s["target"], parts["start_frame"], parts["difference"], parts["chain_start"]
-            )
+            ) + pyramid_l1(pred, s["target"], self.pyramid_scales)
+            if self.warp_weight > 0:
+                loss = loss + self.warp_weight * bidirectional_warp_loss(
+                    parts, s["target"], self.pyramid_scales
+                )
         else:
             pred = self.model(s["context"], s["context_times"], s["target_times"])
             loss = reconstruction_loss(pred, s["target"], self.loss_kind)
