@@ -124,6 +124,29 @@ def test_evaluate_json_has_the_continuous_block(vid_ode_run: Path, tmp_path: Pat
     assert cont["protocol"]["num_clips"] == 6 and cont["protocol"]["irregular_dataset"] is True
 
 
+def test_evaluate_scores_other_models_where_they_can_predict(vid_ode_run: Path, tmp_path: Path) -> None:
+    discrete = tmp_path / "convlstm"
+    export_model(build_model("convlstm_tiny", in_channels=1, image_size=16), discrete)
+    regular = ["data.args.irregular=false", "task.mode=extrapolate"]
+    res = api.evaluate(vid_ode_run, others=[discrete, vid_ode_run], overrides=regular, max_clips=4)
+    names = ["vid_ode_tiny", "copy_last", "linear", "context_median", "convlstm_tiny", "vid_ode_tiny@run"]
+    assert list(res["models"]) == names
+    assert res["models"]["convlstm_tiny"]["num_clips"] == 4  # extrapolating regular clips: its grid
+    # The same model twice scores the same numbers.
+    assert res["models"]["vid_ode_tiny@run"]["ssim"] == res["models"]["vid_ode_tiny"]["ssim"]
+    ext = res["continuous"]["extrapolation"]["convlstm_tiny"]
+    assert list(ext["per_offset"]) == ["+1", "+2", "+3"]  # integer offsets only
+    assert res["continuous"]["interpolation"]["convlstm_tiny"]["ssim"] is None
+    # On the run's own irregular splits the discrete model gets a reason, not a crash.
+    irregular = api.evaluate(vid_ode_run, others=[discrete], max_clips=4)
+    assert "extrapolate splits of regularly sampled clips" in irregular["models"]["convlstm_tiny"]["reason"]
+    assert irregular["continuous"]["extrapolation"]["convlstm_tiny"]["ssim"] is None
+    with pytest.raises(VidynError, match="not a frame predictor"):
+        recognizer = tmp_path / "classifier"
+        export_model(build_model("cnn_rnn_tiny", num_classes=3), recognizer)
+        api.evaluate(vid_ode_run, others=[recognizer])
+
+
 def _vfr_video(path: Path, times: list[float] = VFR_TIMES) -> None:
     gen = torch.Generator().manual_seed(1)
     write_video(path, torch.rand(len(times), 3, 24, 24, generator=gen), fps=10, times=times)

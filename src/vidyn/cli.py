@@ -67,7 +67,8 @@ def cmd_train(a: argparse.Namespace) -> None:
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from vidyn import api
 
-    res = api.evaluate(a.model, split=a.split, json_path=a.json, max_clips=a.max_clips, overrides=a.overrides)
+    kwargs = {"split": a.split, "json_path": a.json, "max_clips": a.max_clips, "others": a.others}
+    res = api.evaluate(a.model, overrides=a.overrides, **kwargs)
     print(format_table(res["models"]))
     for protocol, entries in res.get("continuous", {}).items():
         if protocol != "protocol":  # unseen timestamps (shapes renders the truth at any time)
@@ -272,6 +273,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--json", default=None, help="write the metrics to this JSON file")
     p.add_argument("--max-clips", type=int, default=None)
+    p.add_argument(
+        "--with",
+        dest="others",
+        action="append",
+        default=[],
+        metavar="MODEL",
+        help="another exported predictor scored on the same clips, e.g. a convlstm beside vid_ode "
+        "(repeatable)",
+    )
     _overrides(p)
 
     p = ps["predict"]

@@ -133,6 +133,27 @@ def _prediction_eval_models(model: nn.Module, name: str, baselines: list[str]) -
     return models
 
 
+def _other_predictors(
+    paths: list[str | Path] | tuple[str | Path, ...], taken: set[str]
+) -> dict[str, nn.Module]:
+    """Exported predictors by name (`name@folder` where the name is taken)."""
+    out: dict[str, nn.Module] = {}
+    for path in paths:
+        meta = read_model_meta(path)
+        if meta.get("family") != "predictor":
+            raise VidynError(f"{str(path)!r} holds a {meta.get('family')}, not a frame predictor; drop it")
+        key = meta["name"] if meta["name"] not in taken | out.keys() else f"{meta['name']}@{Path(path).name}"
+        out[key] = load_model(path)
+    return out
+
+
+def _runs_on_split(model: nn.Module, cfg: Config) -> bool:
+    """Whether `model` can predict the `cfg.task.mode` splits of the dataset's clips."""
+    if getattr(model, "continuous_time", False):
+        return True
+    return cfg.task.mode == "extrapolate" and not cfg.data.args.get("irregular", False)
+
+
 def _evaluate_classifier_report(
     model: nn.Module,
     name: str,
@@ -186,13 +207,16 @@ def evaluate(
     report_dir: str | Path | None = None,
     max_clips: int | None = None,
     overrides: list[str] | tuple[str, ...] = (),
+    others: list[str | Path] | tuple[str | Path, ...] = (),
 ) -> dict[str, Any]:
     """Evaluate an exported model on its own dataset's split, beside the configured baselines.
 
     Returns (and writes to json_path) `{"models": {name: {...}}, "protocol": {...}}`; with report_dir
     also writes per_step.png and samples.gif there. For a continuous-time predictor on a dataset that
     renders any time (shapes) it adds `"continuous"`: in-between, beyond and irregular timestamps scored
-    beside the baselines (`vidyn.tasks.continuous.evaluate_continuous`).
+    beside the baselines (`vidyn.tasks.continuous.evaluate_continuous`). `others`: more exported
+    predictors (e.g. a trained convlstm beside vid_ode) scored on the same clips; a discrete-time one is
+    scored where its frame grid allows and reported with a reason elsewhere.
     """
     meta = read_model_meta(model_path)
     cfg = build_config(meta.get("config") or {}, overrides)
@@ -204,15 +228,24 @@ def evaluate(
         if json_path is not None:
             _write_json(Path(json_path), out)
         return out
+    if others and meta.get("family") != "predictor":
+        raise VidynError(f"{name!r} is a {meta.get('family')}; only frame predictors take other models")
     models = _prediction_eval_models(model, name, cfg.eval.baselines)
+    models |= _other_predictors(others, taken=set(models))
     t = cfg.task
+    on_split = {k: m for k, m in models.items() if _runs_on_split(m, cfg)}
     results, visuals = _evaluate_predictors_for(
-        models,
+        on_split,
         dataset,
         cfg,
         max_clips=max_clips if max_clips is not None else cfg.eval.max_clips,
         num_visual_clips=cfg.eval.num_visual_clips if report_dir else 0,
     )
+    for k in models.keys() - on_split.keys():
+        results[k] = {
+            "reason": f"discrete-time model: it predicts extrapolate splits of regularly sampled clips only "
+            f"(here task.mode={t.mode}, data.args.irregular={bool(cfg.data.args.get('irregular', False))})"
+        }
     out: dict[str, Any] = {
         "models": results,
         "protocol": {
@@ -221,7 +254,7 @@ def evaluate(
             "mode": t.mode,
             "num_context": t.num_context,
             "num_future": t.num_future,
-            "num_clips": next(iter(results.values()))["num_clips"],
+            "num_clips": results[name]["num_clips"],
             "conventions": "ssim/psnr/mse/mae per frame then averaged (Wang 2004 SSIM, 11x11 "
             "Gaussian, valid); openstl_* = per-frame sums; vidode_psnr = PSNR of mean MSE",
         },
