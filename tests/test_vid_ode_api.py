@@ -16,7 +16,7 @@ from vidyn.cli import main
 from vidyn.data.video_io import load_frames, read_video, tensor_to_frames, write_video
 from vidyn.errors import VidynError
 from vidyn.export import build_model, export_model
-from vidyn.tasks.continuous import evaluate_continuous
+from vidyn.tasks.continuous import _key_gap, evaluate_continuous
 
 VFR_TIMES = [0.0, 0.1, 0.3, 0.35]
 
@@ -75,6 +75,24 @@ def test_continuous_truth_is_rendered_at_the_unseen_times() -> None:
     assert {"between", "beyond"} <= set(irr) and irr["mse"] < 1e-12
     assert out["protocol"]["num_clips"] == 3
     assert out["protocol"]["interpolation_fractions"] == [0.25, 0.5, 0.75]
+
+
+def test_per_gap_groups_in_between_frames_by_gap_length() -> None:
+    assert [_key_gap(g) for g in (0.1, 0.25, 0.7, 1.0, 1.99, 2.0, 5.0)] == [
+        "<0.25", "0.25-0.5", "0.5-1", "1-2", "1-2", ">=2", ">=2"
+    ]  # fmt: skip
+    regular = evaluate_continuous(_baselines(), LinearScene(), num_context=3, num_future=2)
+    copy = regular["interpolation"]["copy_last"]
+    assert list(copy["per_gap"]) == ["1-2"] and copy["per_gap"]["1-2"]["frames"] == 3 * 2 * 3
+    assert copy["per_gap"]["1-2"]["mse"] == pytest.approx(copy["mse"])  # one bucket: the same frames
+    assert "per_gap" not in regular["extrapolation"]["copy_last"]
+    # Observations 0.14 s and 0.06 s apart (1.4 and 0.6 frame intervals): two buckets of 3 clips x 3 frames.
+    scene = LinearScene(irregular=True)
+    out = evaluate_continuous(_baselines(), scene, num_context=3, num_future=2, batch_size=2)
+    gaps = out["interpolation"]["copy_last"]["per_gap"]
+    assert {k: v["frames"] for k, v in gaps.items()} == {"0.5-1": 9, "1-2": 9}
+    assert gaps["0.5-1"]["mse"] < gaps["1-2"]["mse"]  # copying is worse across the longer gap
+    assert sum(v["frames"] for v in out["irregular"]["linear"]["per_gap"].values()) == 3 * 2 * 3
 
 
 def test_continuous_static_scene_is_perfect_for_both_baselines() -> None:

@@ -7,7 +7,10 @@ and three protocols ask for frames at other times, each scored against the scene
 those times:
 
 - interpolation: unseen in-between times `t_i + f (t_{i+1} - t_i)` for every gap between consecutive
-  observations and every fraction f (default 1/4, 1/2, 3/4); per_offset keys "0.25", "0.5", "0.75";
+  observations and every fraction f (default 1/4, 1/2, 3/4); per_offset keys "0.25", "0.5", "0.75", and
+  per_gap the same frames grouped by the length of their gap, in frame intervals ("<0.25", "0.25-0.5",
+  "0.5-1", "1-2", ">=2"; also for the irregular protocol's in-between frames): where observations are
+  dense the pixel blend is nearly exact, where they are sparse motion has to be modelled;
 - extrapolation: `t_last + k * frame_interval` beyond the last observation, k in frame intervals (default
   0.5, 1, 1.5, ... num_future); keys "+0.5", "+1", ...;
 - irregular: the context is frame 0 plus a random sorted subset of the clip's next `num_context +
@@ -39,6 +42,17 @@ from vidyn.tasks.prediction import solver_stats
 PROTOCOLS = ("interpolation", "extrapolation", "irregular")
 FRACTIONS = (0.25, 0.5, 0.75)
 METRICS = ("ssim", "psnr", "mse", "mae")
+GAP_EDGES = (0.25, 0.5, 1.0, 2.0)  # per_gap buckets: gap lengths in frame intervals
+
+
+def _key_gap(gap: float) -> str:
+    """The per_gap bucket of a gap `gap` frame intervals long: "<0.25", "0.25-0.5", ..., ">=2"."""
+    lower = [e for e in GAP_EDGES if gap >= e]
+    if not lower:
+        return f"<{GAP_EDGES[0]:g}"
+    if lower[-1] == GAP_EDGES[-1]:
+        return f">={GAP_EDGES[-1]:g}"
+    return f"{lower[-1]:g}-{GAP_EDGES[len(lower)]:g}"
 
 
 def _key_between(f: float) -> str:
@@ -79,15 +93,29 @@ class _Tracker:
     def __init__(self) -> None:
         self.sums: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(METRICS, 0.0))
         self.counts: dict[str, int] = defaultdict(int)
+        self.gap_sums: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(METRICS, 0.0))
+        self.gap_counts: dict[str, int] = defaultdict(int)
         self.nfe_clip: list[float] = []
         self.nfe_frame: list[float] = []
 
-    def update(self, pred: Tensor, truth: Tensor, keys: list[str]) -> None:
+    def update(self, pred: Tensor, truth: Tensor, keys: list[str], gaps: Tensor | None = None) -> None:
+        """Add frames `(B, K, C, H, W)` scored per offset key; `gaps` `(B, K)`: the length of each target's
+        gap between observations in frame intervals (NaN beyond the last one), for per_gap."""
         values = frame_metrics(pred, truth, names=METRICS, dtype=torch.float64)  # {name: (B, K)}
         for j, key in enumerate(keys):
             for name in METRICS:
                 self.sums[key][name] += float(values[name][:, j].sum())
             self.counts[key] += pred.shape[0]
+        if gaps is None:
+            return
+        for (b, j), gap in zip(
+            torch.ones_like(gaps).nonzero().tolist(), gaps.flatten().tolist(), strict=True
+        ):
+            if gap == gap:  # not NaN: an in-between target
+                bucket = _key_gap(gap)
+                for name in METRICS:
+                    self.gap_sums[bucket][name] += float(values[name][b, j])
+                self.gap_counts[bucket] += 1
 
     @staticmethod
     def _mean(sums: list[dict[str, float]], counts: list[int]) -> dict[str, float]:
@@ -101,6 +129,13 @@ class _Tracker:
         for kind in sorted(set((kinds or {}).values())):
             chosen = [k for k in keys if kinds and kinds.get(k) == kind]
             out[kind] = self._mean([self.sums[k] for k in chosen], [self.counts[k] for k in chosen])
+        if self.gap_counts:
+            order = [_key_gap(0.0)] + [_key_gap(e) for e in GAP_EDGES]
+            out["per_gap"] = {
+                k: {**self._mean([self.gap_sums[k]], [self.gap_counts[k]]), "frames": self.gap_counts[k]}
+                for k in order
+                if k in self.gap_counts
+            }
         if self.nfe_clip:
             out["nfe_per_clip"] = sum(self.nfe_clip) / len(self.nfe_clip)
             out["nfe_per_frame"] = sum(self.nfe_frame) / len(self.nfe_frame)
@@ -171,19 +206,23 @@ def evaluate_continuous(
         sel = torch.stack([irregular_context(i, pool, num_context, seed) for i in idx])  # (B, Tc)
         irr_ctx = frames.gather(1, sel.view(*sel.shape, 1, 1, 1).expand(-1, -1, *frames.shape[2:]))
         irr_t = times.gather(1, sel)
-        jobs = []  # (protocol, context (B, Tc, C, H, W), context times (B, Tc), target times (B, K), keys)
+        # (protocol, context (B, Tc, C, H, W), its times (B, Tc), target times (B, K), keys, gaps (B, K))
+        jobs = []
         for protocol, c, ct in (("interpolation", ctx, ctx_t), ("irregular", irr_ctx, irr_t)):
             between = [targets_between(row, fractions) for row in ct]
             tt, keys = torch.stack([b[0] for b in between]), between[0][1]
+            gaps = (ct.diff(dim=1).double() / dt).repeat_interleave(len(fractions), dim=1)  # (B, K)
             if protocol == "irregular":
                 beyond = [targets_beyond(float(row[-1]), offsets, dt) for row in ct]
                 tt = torch.cat([tt, torch.stack([b[0] for b in beyond])], dim=1)
                 kinds.update({k: "between" for k in keys} | {k: "beyond" for k in beyond[0][1]})
                 keys = keys + beyond[0][1]
-            jobs.append((protocol, c, ct, tt, keys))
+                gaps = torch.cat([gaps, gaps.new_full((gaps.shape[0], len(offsets)), float("nan"))], dim=1)
+            jobs.append((protocol, c, ct, tt, keys, gaps))
         beyond = [targets_beyond(float(row[-1]), offsets, dt) for row in ctx_t]
-        jobs.insert(1, ("extrapolation", ctx, ctx_t, torch.stack([b[0] for b in beyond]), beyond[0][1]))
-        for protocol, c, ct, tt, keys in jobs:
+        extrapolation = torch.stack([b[0] for b in beyond])
+        jobs.insert(1, ("extrapolation", ctx, ctx_t, extrapolation, beyond[0][1], None))
+        for protocol, c, ct, tt, keys, gaps in jobs:
             truth = torch.stack([dataset.render(i, row) for i, row in zip(idx, tt, strict=True)]).to(device)
             c, ct, tt = c.to(device), ct.to(device), tt.to(device)
             for name, model in models.items():
@@ -203,7 +242,8 @@ def evaluate_continuous(
                 except ValueError as exc:  # the model refuses these times (VidynError is a ValueError)
                     reasons[protocol][name] = f"the model cannot predict these times: {exc}"
                     continue
-                trackers[protocol][name].update(pred, truth[:, cols], [keys[j] for j in cols])
+                gap_cols = None if gaps is None else gaps[:, cols]
+                trackers[protocol][name].update(pred, truth[:, cols], [keys[j] for j in cols], gap_cols)
     out: dict[str, Any] = {}
     for protocol in PROTOCOLS:
         out[protocol] = {
@@ -231,6 +271,7 @@ def evaluate_continuous(
         "('beyond', keys +k) times as above",
         "ground_truth": "dataset.render(index, target_times): the scene rendered at exactly those times",
         "conventions": "ssim/psnr/mse/mae per frame then averaged (Wang 2004 SSIM, 11x11 Gaussian, valid; "
-        "PSNR capped at 100 dB); per_offset = the mean over frames at that offset",
+        "PSNR capped at 100 dB); per_offset = the mean over frames at that offset; per_gap = the mean over "
+        "in-between frames by the length of their gap between observations, in frame intervals",
     }
     return out
