@@ -181,7 +181,9 @@ class VidODE(nn.Module):
         warped start frame; with `bidirectional`, between observations, the fused neighbours), start_frame
         (each target's chain start frame), chain_start (bool `(B, T_out)`, True where a chain starts: the
         previous frame of that target is its start frame); with `bidirectional` also flow_back (the flow
-        towards the next observation; unused, so arbitrary, where a target has none).
+        towards the next observation; unused, so arbitrary, where a target has none), warped_a and
+        warped_b (each neighbour warped on its own; both the chain frame where there is no next
+        observation) and two_sided (bool `(B, T_out)`: the target lies between two observations).
         """
         ctx_t, tgt_t = self._check(context, context_times, target_times)
         b, t_in, c, h, w = context.shape
@@ -230,13 +232,15 @@ class VidODE(nn.Module):
                 src = torch.where(restart.view(b, 1, 1, 1), src, warped[-1])
             frame = warp(src, flow[:, i])
             if side is not None:  # Super SloMo's fusion of both warped neighbours, where there are two
-                from_b = warp(end_frame[:, i], side["flow_back"][:, i])
-                w_a = (1 - side["tau"][:, i]).view(b, 1, 1, 1) * side["visible"][:, i]
-                w_b = side["tau"][:, i].view(b, 1, 1, 1) * (1 - side["visible"][:, i])
-                fused = (w_a * frame + w_b * from_b) / (w_a + w_b + 1e-6)
                 warped_a.append(frame)
+                from_b = frame  # where no row has a next observation there is nothing to fuse
+                if bool(two_sided[:, i].any()):
+                    from_b = warp(end_frame[:, i], side["flow_back"][:, i])
+                    w_a = (1 - side["tau"][:, i]).view(b, 1, 1, 1) * side["visible"][:, i]
+                    w_b = side["tau"][:, i].view(b, 1, 1, 1) * (1 - side["visible"][:, i])
+                    fused = (w_a * frame + w_b * from_b) / (w_a + w_b + 1e-6)
+                    frame = torch.where(two_sided[:, i].view(b, 1, 1, 1), fused, frame)
                 warped_b.append(from_b)
-                frame = torch.where(two_sided[:, i].view(b, 1, 1, 1), fused, frame)
             warped.append(frame)
         warped_t = torch.stack(warped, dim=1)
         image = difference  # the paper composes D itself
@@ -372,12 +376,15 @@ def vid_ode(
     target times); `adjoint` uses `odeint_adjoint` for the decoder. The model is fully convolutional:
     `image_size` is the training size, and any frame size divisible by `2**downsample` is accepted.
     `interpolation`: "chain" (the paper: in-between frames warp recursively from the first observation) or
-    "bidirectional" (each warps both neighbouring observations; see the module docstring).
+    "bidirectional" (each warps both neighbouring observations; see the module docstring), whose flows
+    are velocities in pixels per `velocity_unit` seconds and whose learned terms fade into the linear
+    blend within about `blend_time` seconds of an observation (0: no fading).
     """
     ode_hidden = hidden_channels // 2 if ode_hidden_channels is None else ode_hidden_channels
-    args = (encoder_method, decoder_method, rtol, atol, step_size, adjoint, interpolation, velocity_unit)
-    args += (blend_time,)
-    return VidODE(in_channels, image_size, hidden_channels, downsample, ode_hidden, ode_layers, *args)
+    sizes = (in_channels, image_size, hidden_channels, downsample, ode_hidden, ode_layers)
+    solver = (encoder_method, decoder_method, rtol, atol, step_size, adjoint)
+    times = {"interpolation": interpolation, "velocity_unit": velocity_unit, "blend_time": blend_time}
+    return VidODE(*sizes, *solver, **times)
 
 
 @MODELS.register("vid_ode_tiny", family="predictor")
