@@ -241,11 +241,11 @@ def evaluate(
         max_clips=max_clips if max_clips is not None else cfg.eval.max_clips,
         num_visual_clips=cfg.eval.num_visual_clips if report_dir else 0,
     )
-    for k in models.keys() - on_split.keys():
-        results[k] = {
-            "reason": f"discrete-time model: it predicts extrapolate splits of regularly sampled clips only "
-            f"(here task.mode={t.mode}, data.args.irregular={bool(cfg.data.args.get('irregular', False))})"
-        }
+    reason = (
+        "discrete-time model: it predicts extrapolate splits of regularly sampled clips only (here "
+        f"task.mode={t.mode}, data.args.irregular={bool(cfg.data.args.get('irregular', False))})"
+    )
+    results = {k: results[k] if k in on_split else {"reason": reason} for k in models}  # in models' order
     out: dict[str, Any] = {
         "models": results,
         "protocol": {
