@@ -9,8 +9,9 @@ torchdiffeq to every target time; each target latent, concatenated with the prev
 (per level bilinear x2 upsampling + 3x3 conv, BatchNorm, ReLU; then a 3x3 conv) into a flow F (2 ch,
 pixels), an image difference D (C ch, no activation) and a mask M (1 ch, sigmoid); frames are built
 recursively, `warped_k = warp(warped_{k-1}, F_k)` from an observed frame, `frame_k = M_k * warped_k +
-(1 - M_k) * D_k`, and D is trained towards the frame difference (`vid_ode_reconstruction_loss`). The
-optional adversarial terms (image and sequence discriminators, LSGAN) are in `vidyn.models.discriminators`.
+(1 - M_k) * D_k`, and D is trained towards the frame difference (the losses are in
+`vidyn.models.vid_ode_loss`). The optional adversarial terms (image and sequence discriminators, LSGAN)
+are in `vidyn.models.discriminators`.
 
 Times (the official code has two fixed modes and one time vector; here any times are well defined):
 - targets at or before the last context time form, in time order, an interpolation chain started from
@@ -45,7 +46,8 @@ the decoder's raw outputs (flows U_a, U_b; mask and visibility logits):
 With zero flows, V = 1/2 and M = 1 the frame is exactly the linear blend, so that baseline's answer is
 always within the model's reach. Extrapolation is the paper's chain. The task's optional warping loss
 (`bidirectional_warp_loss`) and pooled-frame L1 (`pyramid_l1`) train the flows. Measured with
-interpolate/vid_ode_shapes_quick, unseen in-between times, SSIM / PSNR dB: see that config.
+interpolate/vid_ode_shapes_quick (6,000 steps), unseen in-between times, SSIM / PSNR dB: bidirectional
+0.964 / 41.98, the paper's chain with the same recipe 0.935 / 33.55, the linear blend 0.931 / 41.27.
 
 Deviations from the official code (same function unless stated): the decoder's upsample + 3x3 conv
 layers are computed exactly in a cheaper order (`UpsampleConv`); the decoder runs once on all targets,
