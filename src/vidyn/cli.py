@@ -73,13 +73,12 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     for protocol, entries in res.get("continuous", {}).items():
         if protocol != "protocol":  # unseen timestamps (shapes renders the truth at any time)
             print(f"\ncontinuous time, {protocol}:\n{format_table(entries)}")
-            buckets = {k: None for e in entries.values() for k in (e.get("per_gap") or {})}
+            per_gap = {n: e.get("per_gap") or {} for n, e in entries.items()}
+            buckets = tuple(dict.fromkeys(k for gaps in per_gap.values() for k in gaps))
             for metric in ("ssim", "psnr") if buckets else ():
-                by_gap = {
-                    n: {k: v[metric] for k, v in (e.get("per_gap") or {}).items()} for n, e in entries.items()
-                }
                 print(f"{metric} of in-between frames by gap (frame intervals):")
-                print(format_table(by_gap, tuple(buckets)))
+                by_gap = {n: {k: v[metric] for k, v in gaps.items()} for n, gaps in per_gap.items()}
+                print(format_table(by_gap, buckets))
     if a.json:
         print(f"\nmetrics written to {a.json}")
 

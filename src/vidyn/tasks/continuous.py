@@ -108,14 +108,13 @@ class _Tracker:
             self.counts[key] += pred.shape[0]
         if gaps is None:
             return
-        for (b, j), gap in zip(
-            torch.ones_like(gaps).nonzero().tolist(), gaps.flatten().tolist(), strict=True
-        ):
-            if gap == gap:  # not NaN: an in-between target
-                bucket = _key_gap(gap)
-                for name in METRICS:
-                    self.gap_sums[bucket][name] += float(values[name][b, j])
-                self.gap_counts[bucket] += 1
+        for b, row in enumerate(gaps.tolist()):
+            for j, gap in enumerate(row):
+                if gap == gap:  # not NaN: an in-between target
+                    bucket = _key_gap(gap)
+                    for name in METRICS:
+                        self.gap_sums[bucket][name] += float(values[name][b, j])
+                    self.gap_counts[bucket] += 1
 
     @staticmethod
     def _mean(sums: list[dict[str, float]], counts: list[int]) -> dict[str, float]:
