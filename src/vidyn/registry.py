@@ -8,6 +8,7 @@ file fails loudly instead of being silently ignored.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ class Entry:
     builder: Callable[..., Any]
     family: str
     description: str
+    base: str | None = None  # for a variant: the entry whose builder it overrides
 
     def defaults(self) -> dict[str, Any]:
         """The builder's keyword arguments and their defaults (`inspect.Parameter.empty` if required)."""
@@ -42,6 +44,19 @@ class Registry:
             return builder
 
         return decorator
+
+    def variant(self, name: str, *, of: str, description: str, **overrides: Any) -> None:
+        """Register `name` as entry `of` with some defaults replaced (timm-style variants).
+
+        The variant's builder is `functools.partial(base_builder, **overrides)`: every argument of the
+        base stays available, only the defaults differ, so a variant never re-declares a signature.
+        """
+        if name in self._entries:
+            raise KeyError(f"{self.kind} {name!r} is registered twice")
+        base = self.get(of)
+        inspect.signature(base.builder).bind_partial(**overrides)  # a typo in the overrides fails here
+        builder = functools.partial(base.builder, **overrides)
+        self._entries[name] = Entry(name, builder, base.family, description, base=of)
 
     def __contains__(self, name: str) -> bool:
         return name in self._entries

@@ -17,10 +17,25 @@ PREDICTORS = [n for n in TINY if MODELS.get(n).family == "predictor"]
 CLASSIFIERS = [n for n in TINY if MODELS.get(n).family == "classifier"]
 
 
+# Parameter-free baselines have no size to shrink: the contract tests take them as they are.
+SIZELESS = ["context_median", "copy_last", "linear"]
+TINY = TINY + SIZELESS
+PREDICTORS = PREDICTORS + SIZELESS
+
+
 def test_every_registered_model_has_a_tiny_variant() -> None:
     for name in MODELS.names():
-        if not name.endswith("_tiny"):
+        if not name.endswith("_tiny") and name not in SIZELESS:
             assert f"{name}_tiny" in MODELS, f"{name} has no {name}_tiny for tests"
+
+
+def test_tiny_variants_override_their_full_builder() -> None:
+    for name in MODELS.names():
+        if name.endswith("_tiny"):
+            entry = MODELS.get(name)
+            assert entry.base == name.removesuffix("_tiny"), f"{name} is not a variant of its full model"
+            full = set(MODELS.get(entry.base).defaults())
+            assert set(entry.defaults()) == full, f"{name} must accept every argument of {entry.base}"
 
 
 def _frame_spec(name: str) -> tuple[int, int]:

@@ -104,11 +104,6 @@ def copy_last() -> CopyLast:
     return CopyLast()
 
 
-@MODELS.register("copy_last_tiny", family="predictor")
-def copy_last_tiny() -> CopyLast:
-    """Same as copy_last (it has no size); registered so registry-wide contract tests cover it."""
-    return CopyLast()
-
 
 @MODELS.register("linear", family="predictor")
 def linear() -> LinearExtrapolation:
@@ -116,19 +111,9 @@ def linear() -> LinearExtrapolation:
     return LinearExtrapolation()
 
 
-@MODELS.register("linear_tiny", family="predictor")
-def linear_tiny() -> LinearExtrapolation:
-    """Same as linear (it has no size); registered so registry-wide contract tests cover it."""
-    return LinearExtrapolation()
-
 
 @MODELS.register("context_median", family="predictor")
 def context_median() -> ContextMedian:
     """Sanity baseline: the per-pixel median of the context frames (the static background) at every time."""
     return ContextMedian()
 
-
-@MODELS.register("context_median_tiny", family="predictor")
-def context_median_tiny() -> ContextMedian:
-    """Same as context_median (it has no size); registered so registry-wide contract tests cover it."""
-    return ContextMedian()

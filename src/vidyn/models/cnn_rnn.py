@@ -329,27 +329,15 @@ def cnn_rnn(
     )
 
 
-@MODELS.register("cnn_rnn_tiny", family="classifier")
-def cnn_rnn_tiny(
-    num_classes: int = 10,
-    in_channels: int = 3,
-    lstm_layers: int = 1,
-    bidirectional: bool = True,
-    attention: bool = True,
-    dropout: float = 0.3,
-) -> CNNRNN:
-    """Test-sized cnn_rnn: ResNet widths 8/16/32/64 (one block per stage), LSTM hidden 16, attention 16."""
-    return CNNRNN(
-        num_classes=num_classes,
-        in_channels=in_channels,
-        backbone="resnet_tiny",
-        lstm_hidden=16,
-        lstm_layers=lstm_layers,
-        bidirectional=bidirectional,
-        attention=attention,
-        attention_dim=16,
-        dropout=dropout,
-    )
+MODELS.variant(
+    "cnn_rnn_tiny",
+    of="cnn_rnn",
+    description="Test-sized cnn_rnn: ResNet widths 8/16/32/64 (a block per stage), LSTM 16, attention 16.",
+    num_classes=10,
+    backbone="resnet_tiny",
+    lstm_hidden=16,
+    attention_dim=16,
+)
 
 
 @MODELS.register("single_frame", family="classifier")
@@ -364,7 +352,10 @@ def single_frame(
     return SingleFrame(num_classes, in_channels, backbone=backbone, pretrained=pretrained, dropout=dropout)
 
 
-@MODELS.register("single_frame_tiny", family="classifier")
-def single_frame_tiny(num_classes: int = 10, in_channels: int = 3, dropout: float = 0.3) -> SingleFrame:
-    """Test-sized single-frame control on the resnet_tiny backbone."""
-    return SingleFrame(num_classes, in_channels, backbone="resnet_tiny", dropout=dropout)
+MODELS.variant(
+    "single_frame_tiny",
+    of="single_frame",
+    description="Test-sized single-frame control on the resnet_tiny backbone.",
+    num_classes=10,
+    backbone="resnet_tiny",
+)

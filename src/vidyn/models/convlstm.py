@@ -244,18 +244,11 @@ def convlstm(
     )
 
 
-@MODELS.register("convlstm_tiny", family="predictor")
-def convlstm_tiny(
-    in_channels: int = 1,
-    image_size: int = 16,
-    hidden_channels: int = 8,
-    num_layers: int = 1,
-    kernel_size: int = 3,
-    patch_size: int = 4,
-    layer_norm: bool = False,
-    bias: bool = False,
-) -> ConvLSTM:
-    """Tiny ConvLSTM for tests (1 layer of 8 channels, 16x16 frames)."""
-    return ConvLSTM(
-        in_channels, image_size, hidden_channels, num_layers, kernel_size, patch_size, layer_norm, bias
-    )
+MODELS.variant(
+    "convlstm_tiny",
+    of="convlstm",
+    description="Tiny ConvLSTM for tests (1 layer of 8 channels, 16x16 frames).",
+    image_size=16,
+    hidden_channels=8,
+    num_layers=1,
+)

@@ -8,6 +8,7 @@ These are Protocols, not base classes: a model is any `nn.Module` with the right
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -28,16 +29,37 @@ class Predictor(Protocol):
     def forward(self, context: Tensor, context_times: Tensor, target_times: Tensor) -> Tensor: ...
 
 
+@dataclass
+class Condition:
+    """What a generated clip is conditioned on; every field is optional (None = unconditional).
+
+    frames `(B, T_c, C, H, W)` in [0, 1]: observed initial frames, at timestamps `times` `(B, T_c)` or
+    `(T_c,)` in seconds; labels `(B,)` int64 class ids, where -1 means "no class" (the null label).
+    B is 1 (shared by every sample) or `num_samples`.
+    """
+
+    frames: Tensor | None = None
+    times: Tensor | None = None
+    labels: Tensor | None = None
+
+
 @runtime_checkable
 class Generator(Protocol):
-    """Video generator: `sample(num_samples, times, *, condition=None, generator=None) -> frames`."""
+    """Video generator: `sample(num_samples, times, *, condition=None, generator=None) -> frames`.
+
+    times `(T,)` or `(num_samples, T)` in seconds: the clip is produced at exactly these timestamps.
+    Returns `(num_samples, T, C, H, W)` in [0, 1]; the same `generator` state gives the same samples.
+    Attributes: `num_classes` (0 if the model takes no class), `in_channels`, `image_size`.
+    """
+
+    num_classes: int
 
     def sample(
         self,
         num_samples: int,
         times: Tensor,
         *,
-        condition: Tensor | None = None,
+        condition: Condition | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor: ...
 

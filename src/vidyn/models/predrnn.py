@@ -151,21 +151,13 @@ def predrnn(
     )
 
 
-@MODELS.register("predrnn_tiny", family="predictor")
-def predrnn_tiny(
-    in_channels: int = 1,
-    image_size: int = 16,
-    hidden_channels: int = 8,
-    num_layers: int = 2,
-    kernel_size: int = 3,
-    patch_size: int = 4,
-    layer_norm: bool = False,
-    bias: bool = False,
-) -> PredRNN:
-    """Tiny PredRNN for tests (2 layers of 8 channels so the memory zigzag is exercised; 16x16 frames)."""
-    return PredRNN(
-        in_channels, image_size, hidden_channels, num_layers, kernel_size, patch_size, layer_norm, bias
-    )
+MODELS.variant(
+    "predrnn_tiny",
+    of="predrnn",
+    description="Tiny PredRNN for tests (2 layers of 8 channels so the memory zigzag is exercised; 16x16).",
+    image_size=16,
+    hidden_channels=8,
+)
 
 
 @MODELS.register("predrnn_v2", family="predictor")
@@ -195,28 +187,10 @@ def predrnn_v2(
     )
 
 
-@MODELS.register("predrnn_v2_tiny", family="predictor")
-def predrnn_v2_tiny(
-    in_channels: int = 1,
-    image_size: int = 16,
-    hidden_channels: int = 8,
-    num_layers: int = 2,
-    kernel_size: int = 3,
-    patch_size: int = 4,
-    layer_norm: bool = False,
-    bias: bool = False,
-    decouple_beta: float = 0.1,
-) -> PredRNNV2:
-    """Tiny PredRNN-V2 for tests (2 layers of 8 channels, 16x16 frames)."""
-    _check_beta(decouple_beta)
-    return PredRNNV2(
-        in_channels,
-        image_size,
-        hidden_channels,
-        num_layers,
-        kernel_size,
-        patch_size,
-        layer_norm,
-        bias,
-        decouple_beta,
-    )
+MODELS.variant(
+    "predrnn_v2_tiny",
+    of="predrnn_v2",
+    description="Tiny PredRNN-V2 for tests (2 layers of 8 channels, 16x16 frames).",
+    image_size=16,
+    hidden_channels=8,
+)

@@ -280,22 +280,13 @@ def transformer(
     )  # fmt: skip
 
 
-@MODELS.register("transformer_tiny", family="predictor")
-def transformer_tiny(
-    in_channels: int = 1,
-    image_size: int = 16,
-    patch_size: int = 4,
-    embed_dim: int = 32,
-    depth: int = 1,
-    num_heads: int = 2,
-    mlp_ratio: float = 4.0,
-    dropout: float = 0.0,
-    max_frames: int = 64,
-    time_scale: float = 10.0,
-    residual: bool = False,
-) -> VideoTransformerPredictor:
-    """Tiny Transformer predictor for tests (16x16 frames, patch 4, width 32, one block, two heads)."""
-    return VideoTransformerPredictor(
-        in_channels, image_size, patch_size, embed_dim, depth, num_heads, mlp_ratio, dropout, max_frames,
-        time_scale, residual,
-    )  # fmt: skip
+MODELS.variant(
+    "transformer_tiny",
+    of="transformer",
+    description="Tiny Transformer predictor for tests (16x16 frames, patch 4, width 32, one block, 2 heads).",
+    image_size=16,
+    patch_size=4,
+    embed_dim=32,
+    depth=1,
+    num_heads=2,
+)

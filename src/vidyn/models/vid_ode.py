@@ -389,20 +389,13 @@ def vid_ode(
     return VidODE(*sizes, *solver, **times)
 
 
-@MODELS.register("vid_ode_tiny", family="predictor")
-def vid_ode_tiny(
-    in_channels: int = 3,
-    image_size: int = 16,
-    hidden_channels: int = 16,
-    downsample: int = 2,
-    encoder_method: str = "euler",
-    decoder_method: str = "rk4",
-    step_size: float | None = None,
-    interpolation: str = "chain",
-    velocity_unit: float = 0.1,
-    blend_time: float = 0.05,
-) -> VidODE:
-    """Tiny Vid-ODE for tests: 16 latent channels at H/4, fixed-step rk4 decoding."""
-    kwargs = {"encoder_method": encoder_method, "decoder_method": decoder_method, "step_size": step_size}
-    kwargs |= {"interpolation": interpolation, "velocity_unit": velocity_unit, "blend_time": blend_time}
-    return vid_ode(in_channels, image_size, hidden_channels, downsample, 8, 1, **kwargs)
+MODELS.variant(
+    "vid_ode_tiny",
+    of="vid_ode",
+    description="Tiny Vid-ODE for tests: 16 latent channels at H/4, fixed-step rk4 decoding.",
+    image_size=16,
+    hidden_channels=16,
+    ode_hidden_channels=8,
+    ode_layers=1,
+    decoder_method="rk4",
+)
