@@ -9,7 +9,16 @@ from torch import nn
 
 import vidyn.models.cnn_rnn  # noqa: F401  (registers the builders)
 from vidyn.errors import VidynError
-from vidyn.models.cnn_rnn import TemporalAttention, cnn_rnn, cnn_rnn_tiny, single_frame, single_frame_tiny
+from vidyn.models.cnn_rnn import TemporalAttention, cnn_rnn, single_frame
+from vidyn.registry import MODELS
+
+
+def cnn_rnn_tiny(**kwargs):
+    return MODELS.build("cnn_rnn_tiny", **kwargs)
+
+
+def single_frame_tiny(**kwargs):
+    return MODELS.build("single_frame_tiny", **kwargs)
 from vidyn.models.interface import Classifier
 from vidyn.nn.resnet import BasicBlock, ResNet
 from vidyn.registry import MODELS
