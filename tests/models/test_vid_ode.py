@@ -15,6 +15,10 @@ from vidyn.nn.warp import warp
 from vidyn.registry import MODELS
 
 
+def vid_ode_tiny(**kwargs):
+    return MODELS.build("vid_ode_tiny", **kwargs)
+
+
 def _clips(batch: int = 2, frames: int = 6, size: int = 16) -> torch.Tensor:
     """Gaussian blobs moving horizontally, `(B, T, 3, H, W)` in [0, 1]."""
     yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
@@ -28,7 +32,7 @@ def _clips(batch: int = 2, frames: int = 6, size: int = 16) -> torch.Tensor:
 
 def _tiny(seed: int = 0, **kwargs) -> vo.VidODE:
     torch.manual_seed(seed)
-    return vo.vid_ode_tiny(**kwargs)
+    return vid_ode_tiny(**kwargs)
 
 
 def test_official_widths() -> None:
@@ -228,4 +232,4 @@ def test_registry_and_input_errors() -> None:
     with pytest.raises(VidynError, match="shape"):
         model(ctx, torch.tensor([0.0, 0.1]), torch.tensor([0.3]))
     with pytest.raises(VidynError, match="decoder_method"):
-        vo.vid_ode_tiny(decoder_method="rk45")
+        vid_ode_tiny(decoder_method="rk45")

@@ -11,6 +11,10 @@ from vidyn.errors import VidynError
 from vidyn.nn.warp import warp
 from vidyn.registry import MODELS
 
+
+def vid_ode_tiny(**kwargs):
+    return MODELS.build("vid_ode_tiny", **kwargs)
+
 CTX_T = torch.tensor([0.0, 0.2, 0.5])
 TGT_T = torch.tensor([0.05, 0.2, 0.3, 0.45, 0.6])  # between, on an observation, between, between, beyond
 
@@ -20,7 +24,7 @@ def _model(
 ) -> vo.VidODE:
     """Tiny bidirectional model whose head outputs constants: D = 0 and the given flows, mask, visibility."""
     torch.manual_seed(0)
-    model = vo.vid_ode_tiny(in_channels=1, interpolation="bidirectional", blend_time=blend_time).eval()
+    model = vid_ode_tiny(in_channels=1, interpolation="bidirectional", blend_time=blend_time).eval()
     head = model.decoder[-1]
     assert head.out_channels == 2 + 1 + 1 + 3  # flow, D, mask; flow to the next observation, visibility
     torch.nn.init.zeros_(head.weight)
@@ -74,7 +78,7 @@ def test_flows_are_velocities_times_the_time_to_each_neighbour() -> None:
     torch.testing.assert_close(out["flow"][0, :, 0, 0, 0], torch.tensor([1.0, 3.0]))  # t - t_a = 0.1, 0.3 s
     torch.testing.assert_close(out["flow_back"][0, :, 0, 0, 0], torch.tensor([3.0, 1.0]))  # t_b - t
     with pytest.raises(VidynError, match="velocity_unit must be > 0"):
-        vo.vid_ode_tiny(interpolation="bidirectional", velocity_unit=0.0)
+        vid_ode_tiny(interpolation="bidirectional", velocity_unit=0.0)
 
 
 def test_warping_loss_scores_each_warped_neighbour_on_two_sided_targets() -> None:
@@ -88,7 +92,7 @@ def test_warping_loss_scores_each_warped_neighbour_on_two_sided_targets() -> Non
     pooled = vl.bidirectional_warp_loss(parts, target, scales=[16]) - expected  # 16x16 pool: frame means
     means = [float((target[:, 0].mean() - ctx[:, i].mean()).abs()) / 2 for i in (0, 1)]
     torch.testing.assert_close(pooled, torch.tensor(sum(means)))
-    chain = vo.vid_ode_tiny(in_channels=1).eval()
+    chain = vid_ode_tiny(in_channels=1).eval()
     with pytest.raises(VidynError, match="interpolation=bidirectional"):
         vl.bidirectional_warp_loss(chain.forward_components(ctx, CTX_T, tgt_t), target)
 
@@ -103,7 +107,7 @@ def test_pyramid_l1_compares_pooled_frames() -> None:
 
 def test_every_observation_starts_a_chain_and_components_compose() -> None:
     torch.manual_seed(1)
-    model = vo.vid_ode_tiny(in_channels=1, interpolation="bidirectional").eval()
+    model = vid_ode_tiny(in_channels=1, interpolation="bidirectional").eval()
     ctx = torch.rand(2, 3, 1, 16, 16)
     with torch.no_grad():
         out = model.forward_components(ctx, CTX_T, TGT_T)
@@ -122,7 +126,7 @@ def test_every_observation_starts_a_chain_and_components_compose() -> None:
 
 def test_gradients_reach_both_flows_and_the_visibility() -> None:
     torch.manual_seed(2)
-    model = vo.vid_ode_tiny(in_channels=1, interpolation="bidirectional").train()
+    model = vid_ode_tiny(in_channels=1, interpolation="bidirectional").train()
     ctx, target = torch.rand(2, 3, 1, 16, 16), torch.rand(2, 2, 1, 16, 16)
     parts = model.forward_components(ctx, CTX_T, torch.tensor([0.1, 0.3]))
     vl.vid_ode_reconstruction_loss(
@@ -133,10 +137,10 @@ def test_gradients_reach_both_flows_and_the_visibility() -> None:
 
 
 def test_chain_mode_is_the_default_and_bad_names_are_refused() -> None:
-    assert vo.vid_ode_tiny().interpolation == "chain"
-    chain = vo.vid_ode_tiny(in_channels=1).eval()
+    assert vid_ode_tiny().interpolation == "chain"
+    chain = vid_ode_tiny(in_channels=1).eval()
     assert chain.decoder[-1].out_channels == 2 + 1 + 1
     with torch.no_grad():
         assert "flow_back" not in chain.forward_components(torch.rand(1, 3, 1, 16, 16), CTX_T, TGT_T)
     with pytest.raises(VidynError, match="interpolation must be one of chain, bidirectional"):
-        vo.vid_ode_tiny(interpolation="both")
+        vid_ode_tiny(interpolation="both")
