@@ -17,6 +17,7 @@ from typing import Any, get_type_hints
 import yaml
 
 from vidyn.errors import VidynError
+from vidyn.fileio import atomic_write_text
 
 
 @dataclass
@@ -256,7 +257,4 @@ def build_config(
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    tmp.replace(path)
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -9,8 +9,6 @@ code. Lightning `.ckpt` files are only for resuming one's own runs.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from torch import nn
 import vidyn
 import vidyn.models  # noqa: F401  (registers the builders)
 from vidyn.errors import VidynError
+from vidyn.fileio import atomic_path, atomic_write_json
 from vidyn.registry import MODELS
 
 WEIGHTS = "model.safetensors"
@@ -69,18 +68,10 @@ def export_model(
         "vidyn_version": vidyn.__version__,
         **(extra or {}),
     }
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".model-", suffix=".safetensors")
-    os.close(fd)
-    try:
+    with atomic_path(out / WEIGHTS) as tmp:
         # save_model (not save_file) de-duplicates tied tensors instead of refusing them.
-        safetensors.torch.save_model(model, tmp, metadata={"name": spec["name"]})
-        os.replace(tmp, out / WEIGHTS)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    tmp_meta = out / (META + ".tmp")
-    tmp_meta.write_text(json.dumps(_jsonable(meta), indent=2))
-    tmp_meta.replace(out / META)
+        safetensors.torch.save_model(model, str(tmp), metadata={"name": spec["name"]})
+    atomic_write_json(out / META, _jsonable(meta))
     return out
 
 

@@ -37,6 +37,7 @@ from torch.utils.data import Dataset
 
 from vidyn.data.video_io import frames_to_tensor
 from vidyn.errors import VidynError
+from vidyn.fileio import TEMP_GLOB, atomic_path
 
 try:  # POSIX only; elsewhere the store is simply not protected against two concurrent writers
     import fcntl
@@ -160,29 +161,12 @@ def carve_val_groups(train_groups: Iterable[int], val_groups: float | Sequence[i
 # ---------------------------------------------------------------- writing
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _replace(tmp: Path, path: Path) -> None:
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)  # make the rename itself durable
-
-
 def _atomic_write(path: Path, payload: bytes | np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         if isinstance(payload, np.ndarray):
             np.save(f, payload, allow_pickle=False)
         else:
             f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
-    _replace(tmp, path)
 
 
 def read_manifest(store_dir: str | os.PathLike) -> dict[str, Any]:
@@ -236,7 +220,7 @@ class StoreWriter:
         self._skipped: dict[int, list[dict[str, Any]]] = {}
         self._lock_fd = self._lock()
         try:
-            for tmp in self.out.glob(".*.tmp"):  # left by a killed run; never listed anywhere
+            for tmp in self.out.glob(TEMP_GLOB):  # left by a killed run; never listed anywhere
                 tmp.unlink()
             if (self.out / MANIFEST).exists():
                 self._resume(read_manifest(self.out))

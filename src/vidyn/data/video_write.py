@@ -10,7 +10,6 @@ forever; delays are stored in 1/100 s and players need at least 20 ms between fr
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from vidyn.errors import VidynError
+from vidyn.fileio import atomic_path
 
 WRITE_FORMATS = (".mp4", ".avi", ".gif", ".npy")
 _MPEG4_QUALITY = {"flags": "qscale", "global_quality": "354"}  # quantiser 3 (x FF_QP2LAMBDA = 118)
@@ -149,17 +149,13 @@ def write_video(
     if (np.diff(pts) <= 0).any():
         raise VidynError(f"times are closer than the {ext} timestamp resolution of {tick} s; space them out")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = str(out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp{ext}")
     try:
-        if ext == ".npy":
-            with open(tmp, "xb") as f:
-                np.save(f, video)
-        else:
-            rgb = np.repeat(video, 3, axis=-1) if video.shape[-1] == 1 else video
-            _encode(tmp, ext[1:], rgb, pts, tick, rate)
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            if ext == ".npy":
+                with open(tmp, "wb") as f:
+                    np.save(f, video)
+            else:
+                rgb = np.repeat(video, 3, axis=-1) if video.shape[-1] == 1 else video
+                _encode(str(tmp), ext[1:], rgb, pts, tick, rate)
     except av.error.FFmpegError as e:
         raise VidynError(f"could not write video {str(path)!r}: {e}") from e
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

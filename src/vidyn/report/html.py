@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vidyn.fileio import atomic_write_text
+
 MIME = {".png": "image/png", ".gif": "image/gif", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 
 STYLE = """
@@ -152,7 +154,4 @@ def write_html_report(
         parts.append("<h2>Protocol</h2>")
         parts.append(_protocol(notes))
     parts.append("</body></html>")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(parts) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, "\n".join(parts) + "\n")
