@@ -1,0 +1,224 @@
+"""Video/frame discriminators and GAN-loss helpers for ode_gan, and a tiny GAN sanity run."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import vidyn
+import vidyn.models.ode_gan  # noqa: F401  (registers ode_gan_tiny)
+from vidyn.errors import VidynError
+from vidyn.models.video_discriminators import (
+    FrameDiscriminator,
+    VideoDiscriminator,
+    add_instance_noise,
+    bce_d_loss,
+    bce_g_loss,
+    drop_labels,
+    ema_model,
+    instance_noise_std,
+    r1_penalty,
+    sample_frames,
+    time_gaps,
+)
+
+TIMES = torch.arange(6, dtype=torch.float32) * 0.1
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models: one thread is faster, and far faster when other processes share the two cores.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _clips(b: int = 3, t: int = 6, seed: int = 0) -> torch.Tensor:
+    return torch.rand(b, t, 3, 16, 16, generator=torch.Generator().manual_seed(seed))
+
+
+def _video_d(**kw) -> VideoDiscriminator:
+    torch.manual_seed(0)
+    return VideoDiscriminator(in_channels=3, image_size=16, base_channels=8, max_channels=16, **kw)
+
+
+def test_video_discriminator_shapes_and_time_gaps() -> None:
+    d = _video_d()
+    clips = _clips()
+    scores = d(clips, TIMES)
+    assert scores.shape == (3,)
+    torch.testing.assert_close(d(clips, TIMES.expand(3, -1)), scores)
+    assert d(_clips(t=11), torch.arange(11) * 0.05).shape == (3,)  # any length and rate
+    assert d(clips[:, :1], TIMES[:1]).shape == (3,)
+    # the same frames presented at another frame rate are judged differently
+    assert (d(clips, TIMES * 2) - scores).abs().max() > 1e-4
+    gaps = time_gaps(torch.tensor([0.0, 0.1, 0.3]), 1, 3)
+    torch.testing.assert_close(gaps, torch.tensor([[[0.0, 0.1, 0.2], [0.1, 0.2, 0.0]]]))
+    with pytest.raises(VidynError, match="times"):
+        d(clips, TIMES[:4])
+
+
+def test_projection_conditioning() -> None:
+    d = _video_d(num_classes=4)
+    clips = _clips()
+    plain = d(clips, TIMES)
+    null = d(clips, TIMES, torch.full((3,), -1))
+    torch.testing.assert_close(null, plain)  # the null label adds no projection term
+    a, b = d(clips, TIMES, torch.tensor([0, 1, -1])), d(clips, TIMES, torch.tensor([2, 3, -1]))
+    assert (a[:2] - b[:2]).abs().min() > 1e-6 and a[2] == b[2]
+    with pytest.raises(VidynError, match="0..3 or -1"):
+        d(clips, TIMES, torch.tensor([0, 4, 1]))
+    with pytest.raises(VidynError, match="unconditional"):
+        _video_d()(clips, TIMES, torch.tensor([0, 1, 2]))
+
+
+def test_frame_discriminator_and_frame_sampling() -> None:
+    torch.manual_seed(0)
+    d = FrameDiscriminator(in_channels=3, image_size=16, base_channels=8, num_classes=2, spectral_norm=True)
+    clips = _clips()
+    frames, labels = sample_frames(
+        clips, torch.tensor([0, 1, -1]), frames_per_clip=2, generator=torch.Generator().manual_seed(1)
+    )
+    assert frames.shape == (6, 3, 16, 16) and labels.tolist() == [0, 0, 1, 1, -1, -1]
+    for i in range(6):  # each frame is one of its own clip's frames
+        assert any(torch.equal(frames[i], f) for f in clips[i // 2])
+    scores = d(frames, labels)
+    assert scores.shape == (6,)
+    assert (
+        d(frames, torch.zeros(6, dtype=torch.long)) - d(frames, torch.ones(6, dtype=torch.long))
+    ).abs().max() > 0
+    with pytest.raises(VidynError, match="frames"):
+        d(clips)
+
+
+def test_spectral_norm_video_discriminator() -> None:
+    d = _video_d(spectral_norm=True, num_classes=2).train()
+    for _ in range(3):  # power iterations converge in training mode
+        d(_clips(), TIMES, torch.tensor([0, 1, -1]))
+    w = d.net[0].weight.detach().flatten(1)
+    assert abs(float(torch.linalg.matrix_norm(w, ord=2)) - 1) < 0.2
+
+
+def test_r1_penalty() -> None:
+    x = torch.randn(4, 3, 5, requires_grad=True)
+    constant = (x * 0).sum(dim=(1, 2)) + 2.0  # a D that ignores its input
+    assert float(r1_penalty(constant, x)) == 0.0
+    x2 = torch.randn(4, 3, 5, requires_grad=True)
+    assert float(r1_penalty(torch.full((4,), 2.0) + 0 * x2.detach().sum(), x2)) == 0.0
+    lin = nn.Linear(15, 1)
+    scores = lin(x.flatten(1)).squeeze(1)
+    gamma = 10.0
+    expected = gamma / 2 * lin.weight.square().sum()  # grad_x (w.x + b) = w for every sample
+    torch.testing.assert_close(r1_penalty(scores, x, gamma=gamma), expected)
+    r1_penalty(lin(x.flatten(1)).squeeze(1), x).backward()  # differentiable w.r.t. D's parameters
+    torch.testing.assert_close(lin.weight.grad, lin.weight.detach())
+    with pytest.raises(ValueError, match="requires_grad"):
+        r1_penalty(scores, torch.randn(4, 3, 5))
+
+
+def test_bce_label_smoothing() -> None:
+    real, fake = torch.tensor([0.3, -1.0]), torch.tensor([0.5, 2.0])
+    manual = -(0.9 * torch.log(torch.sigmoid(real)) + 0.1 * torch.log(1 - torch.sigmoid(real))).mean()
+    manual = manual - torch.log(1 - torch.sigmoid(fake)).mean()
+    torch.testing.assert_close(bce_d_loss(real, fake), manual)
+    # the real term is minimised where D(real) = 0.9 (one-sided: fakes still aim at 0)
+    at = torch.tensor([math.log(9.0)], requires_grad=True)
+    bce_d_loss(at, torch.tensor([-50.0])).backward()
+    assert abs(float(at.grad)) < 1e-6
+    torch.testing.assert_close(bce_g_loss(fake), -torch.log(torch.sigmoid(fake)).mean())
+    # without smoothing the real term keeps pushing confident logits up
+    at.grad = None
+    bce_d_loss(at, torch.tensor([-50.0]), real_target=1.0).backward()
+    assert float(at.grad) < -0.05
+
+
+def test_instance_noise_labels_dropout_and_ema() -> None:
+    assert instance_noise_std(0, start=0.1, anneal_steps=100) == 0.1
+    assert instance_noise_std(50, start=0.1, anneal_steps=100) == pytest.approx(0.05)
+    assert instance_noise_std(500, start=0.1, anneal_steps=100) == 0.0
+    x = torch.zeros(2, 3)
+    assert add_instance_noise(x, 0.0) is x
+    a = add_instance_noise(x, 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(a, add_instance_noise(x, 0.5, torch.Generator().manual_seed(0))) and a.abs().sum() > 0
+
+    labels = torch.arange(6)
+    assert torch.equal(drop_labels(labels, 0.0), labels)
+    assert drop_labels(labels, 1.0).tolist() == [-1] * 6
+    g = torch.Generator().manual_seed(0)
+    dropped = drop_labels(torch.arange(1000), 0.3, g)
+    assert 200 < int((dropped == -1).sum()) < 400
+
+    model = nn.Linear(2, 2)
+    ema = ema_model(model, decay=0.9)
+    ema.update_parameters(model)  # the first update copies
+    old = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update_parameters(model)
+    torch.testing.assert_close(ema.module.weight, 0.9 * old + 0.1 * model.weight.detach())
+
+
+def test_discriminator_loss_reaches_every_generator_parameter() -> None:
+    torch.manual_seed(0)
+    gen = vidyn.build_model("ode_gan_tiny", num_classes=2)
+    dv = _video_d(num_classes=2, spectral_norm=True)
+    di = FrameDiscriminator(in_channels=3, image_size=16, base_channels=8, num_classes=2)
+    labels = torch.tensor([0, -1])
+    fake = gen(gen.noise(2, torch.Generator().manual_seed(0)), TIMES[:4], labels)
+    frames, frame_labels = sample_frames(fake, labels)
+    loss = bce_g_loss(dv(fake, TIMES[:4], labels)) + bce_g_loss(di(frames, frame_labels))
+    loss.backward()
+    for name, p in gen.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def _toy_clips(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two motion laws on 8x8: a bright 3x3 square moving right (label 0) or down (label 1)."""
+    labels = torch.randint(2, (n,), generator=generator)
+    start = torch.randint(0, 3, (n, 2), generator=generator)
+    clips = torch.zeros(n, 4, 3, 8, 8)
+    for i in range(n):
+        for t in range(4):
+            r, c = int(start[i, 0]) + t * int(labels[i]), int(start[i, 1]) + t * (1 - int(labels[i]))
+            clips[i, t, :, r : r + 3, c : c + 3] = 1.0
+    return clips, labels
+
+
+def test_tiny_gan_sanity_run() -> None:
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    gen = vidyn.build_model("ode_gan_tiny", image_size=8, temporal_blocks=1, num_classes=2)
+    dv = VideoDiscriminator(in_channels=3, image_size=8, base_channels=8, num_classes=2)
+    opt_g = torch.optim.Adam(gen.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(dv.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    ema = ema_model(gen, decay=0.9)
+    times = TIMES[:4]
+    d_losses = []
+    for step in range(40):
+        real, labels = _toy_clips(8, g)
+        labels = drop_labels(labels, 0.2, g)
+        std = instance_noise_std(step, start=0.05, anneal_steps=30)
+        fake = gen(gen.noise(8, g), times, labels)
+        real = add_instance_noise(real, std, g).requires_grad_(True)
+        real_logits = dv(real, times, labels)
+        fake_logits = dv(add_instance_noise(fake.detach(), std, g), times, labels)
+        d_loss = bce_d_loss(real_logits, fake_logits) + r1_penalty(real_logits, real, gamma=0.1)
+        opt_d.zero_grad()
+        d_loss.backward()
+        opt_d.step()
+        g_loss = bce_g_loss(dv(add_instance_noise(fake, std, g), times, labels))
+        opt_g.zero_grad()
+        g_loss.backward()
+        opt_g.step()
+        ema.update_parameters(gen)
+        assert torch.isfinite(d_loss) and torch.isfinite(g_loss)
+        d_losses.append(float(d_loss.detach()))
+    assert min(d_losses[1:]) < d_losses[0] - 0.05  # D learns (its loss drops below where it started)
+    assert max(d_losses) - min(d_losses) > 0.05
+    with torch.no_grad():
+        out = ema.module.sample(2, times, generator=torch.Generator().manual_seed(1))
+    assert out.shape == (2, 4, 3, 8, 8) and torch.isfinite(out).all()
