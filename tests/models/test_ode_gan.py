@@ -76,6 +76,12 @@ def test_batched_irregular_and_shifted_times() -> None:
     torch.testing.assert_close(shared_as_rows, shared, atol=1e-5, rtol=0)
     torch.testing.assert_close(shifted, shared, atol=1e-5, rtol=0)
     torch.testing.assert_close(permuted, shared[:, perm], atol=1e-5, rtol=0)
+    with torch.no_grad():
+        repeated = model(z, torch.tensor([0.0, 0.1, 0.1, 0.3]))
+        prefix = model(z, torch.tensor([0.0, 0.3]))  # frame 0.3 alone, with only the clip start beside it
+    torch.testing.assert_close(repeated[:, 1], repeated[:, 2])
+    torch.testing.assert_close(repeated[:, 3], prefix[:, 1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(repeated[:, 3], shared[:, 3], atol=1e-5, rtol=0)
     with pytest.raises(VidynError, match="shape"):
         model(z, torch.zeros(3, 4))
     with pytest.raises(VidynError, match="finite"):

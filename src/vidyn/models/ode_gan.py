@@ -20,9 +20,9 @@ to exactly the requested timestamps (rk4 by default; any `vidyn.nn.ode` method).
 
 Times are relative to each clip's earliest requested time, which is where the clip starts: times
 `(T,)` or `(B, T)`, any order, irregular and different per row; `[5.0, 5.1]` gives the same clip as
-`[0.0, 0.1]`. Batched times are integrated in one solve on the sorted union of every row's (tap) times,
-plus, for fixed-step methods, the multiples of `step_size` (so the step never exceeds it whatever the
-frame rate asked); each row reads its own times from that grid.
+`[0.0, 0.1]`. Times are resolved to 0.1 ms. Batched times are integrated in one solve on the sorted union
+of every row's (tap) times plus, for fixed-step methods, the multiples of `step_size` (so the step never
+exceeds it whatever frame rate is asked); each row reads its own times from that grid.
 
 Continuous time (the point of the seed): a 3D decoder's temporal kernels assume one frame spacing, so
 here they never see the requested spacing. Each requested time t is decoded from its own stack of
@@ -33,8 +33,10 @@ and the latent path around it, never of which other frames were requested: sampl
 the frame rate gives the same frames at the shared times (up to the ODE solver's error), and the
 temporal kernels always mean the same thing in seconds. The path needs taps before the first frame, so
 the initial state sits `temporal_blocks * tap_interval` seconds before it (the ODE is integrated from
-there). The video discriminator is given the time gaps between the frames it sees, so training can use
-varied frame rates too.
+there). Every stage is computed once per distinct (clip, time) point it needs, so at a frame rate of
+1 / `tap_interval` neighbouring frames share their taps and a clip costs little more than decoding
+each frame on its own. The video discriminator is given the time gaps between the frames it sees, so
+training can also use varied frame rates.
 
 Deviations: Gordon & Parde's ODE function is one Linear+Tanh on z over `linspace(0, 1, 16)`; here an MLP
 of `ode_layers` tanh layers over a state plus a constant conditioning vector, with time in seconds.
@@ -54,6 +56,10 @@ from vidyn.models.interface import Condition
 from vidyn.nn.ode import FIXED_STEP_METHODS, check_method, odesolve
 from vidyn.nn.resnet3d import UpBlock2d, UpBlock3d, group_norm
 from vidyn.registry import MODELS
+
+# Times are resolved to 0.1 ms ticks, so taps shared by neighbouring frames match exactly, and float32 ODE
+# times stay distinct for clips up to ~800 s.
+_TICKS = 10_000
 
 
 class LatentODEFunc(nn.Module):
@@ -116,9 +122,9 @@ class OdeGAN(nn.Module):
         if not 0 <= temporal_blocks <= num_up:
             raise VidynError(f"temporal_blocks must be in 0..{num_up} for image_size {image_size}")
         check_method(method, "ODE method")
-        if (step_size is not None and not step_size > 0) or not tap_interval > 0:
+        if (step_size is not None and not step_size > 0) or not tap_interval >= 1 / _TICKS:
             raise VidynError(
-                f"step_size (or None) and tap_interval must be > 0; got {step_size}, {tap_interval}"
+                f"step_size (or None) must be > 0 and tap_interval >= 0.1 ms; got {step_size}, {tap_interval}"
             )
         if num_classes < 0 or (num_classes > 0 and class_dim < 1):
             raise VidynError(f"num_classes must be >= 0 and class_dim >= 1; got {num_classes}, {class_dim}")
@@ -187,19 +193,63 @@ class OdeGAN(nn.Module):
         if z.dim() != 2 or z.shape[1] != self.noise_dim:
             raise VidynError(f"z must be (B, {self.noise_dim}) from model.noise(B); got {tuple(z.shape)}")
         b = z.shape[0]
-        times = _check_times(times, b)
+        times = _check_times(times, b).to(z.device)
+        k = times.shape[1]
         cond, y0 = self._codes(z, labels)
-        y = self._latent_taps(y0, cond, times.to(z.device))  # (B, K, J, latent_dim)
-        k, j = y.shape[1], y.shape[2]
-        x = self.to_map(torch.cat([y, cond[:, None, None, :].expand(b, k, j, -1)], dim=-1))
-        x = x.reshape(b * k, j, -1, 4, 4).transpose(1, 2)  # (B, K, J, C0*16) -> (B*K, C0, J, 4, 4)
-        for block in self.blocks3d:
-            x = block(x)  # taps J -> J - 2
-        x = x[:, :, 0]  # one tap left: (B*K, C, 1, h, w) -> (B*K, C, h, w)
+        points, stacks, frame_index = self._plan(times)
+        latent = self._solve(y0, cond, points)  # (P_0, latent_dim) at the distinct latent taps
+        x = self.to_map(torch.cat([latent, cond[points[:, 0]]], dim=1))
+        x = x.view(-1, x.shape[1] // 16, 4, 4)  # (P_0, C0*16) -> (P_0, C0, 4, 4)
+        for block, index in zip(self.blocks3d, stacks, strict=True):
+            # each point's stack of 3 taps: (P_i, 3) indices -> (P_i, 3, C, h, w) -> (P_i, C, 3, h, w)
+            x = block(x[index].transpose(1, 2))[:, :, 0]  # -> (P_i, C', 1, 2h, 2w) -> (P_i, C', 2h, 2w)
         for block in self.blocks2d:
             x = block(x)
-        frames = torch.sigmoid(self.head(x))  # (B*K, C, H, W)
-        return frames.unflatten(0, (b, k))  # -> (B, K, C, H, W)
+        frames = torch.sigmoid(self.head(x))  # (P_L, C, H, W) at the distinct frame times
+        return frames[frame_index].view(b, k, *frames.shape[1:])  # (B*K, C, H, W) -> (B, K, C, H, W)
+
+    def _plan(self, times: Tensor) -> tuple[Tensor, list[Tensor], Tensor]:
+        """Which (clip, time) points each decoder stage computes, from the frames back to the latent taps.
+
+        Times become integer ticks (0.1 ms) of ODE time (`u = t - t_min + R`, the state y0 at u = 0), so
+        taps shared by neighbouring frames are computed once. Returns the latent-level points `(P_0, 2)`
+        (clip, u), per 3D block the indices `(P_i, 3)` of each of its points' taps among the previous
+        stage's points, and each frame's index `(B*K,)` among the last stage's points.
+        """
+        b, k = times.shape
+        rel = torch.round((times.double() - times.double().amin(dim=1, keepdim=True)) * _TICKS).long()
+        tap = round(self.tap_interval * _TICKS)
+        rows = torch.arange(b, device=times.device).unsqueeze(1).expand(b, k)  # (B, K)
+        frames = torch.stack([rows, rel + tap * len(self.blocks3d)], dim=-1).view(b * k, 2)  # (clip, u)
+        points, frame_index = torch.unique(frames, dim=0, return_inverse=True)
+        shifts = torch.tensor([[0, -tap], [0, 0], [0, tap]], device=times.device)
+        stacks = []
+        for _ in self.blocks3d:
+            taps = (points[:, None, :] + shifts).view(-1, 2)  # (P, 3, 2) -> (P*3, 2)
+            points, inverse = torch.unique(taps, dim=0, return_inverse=True)
+            stacks.append(inverse.view(-1, 3))
+        return points, stacks[::-1], frame_index
+
+    def _solve(self, y0: Tensor, cond: Tensor, points: Tensor) -> Tensor:
+        """ODE states `(P, latent_dim)` at the points `(P, 2)` = (clip, u in ticks)."""
+        u = points[:, 1].contiguous()
+        grid = [u.new_zeros(1), u]
+        if self.step_size is not None and self.method in FIXED_STEP_METHODS:
+            step = max(round(self.step_size * _TICKS), 1)
+            grid.append(torch.arange(0, int(u.max()) + step, step, device=u.device))
+        grid_us = torch.unique(torch.cat(grid))  # sorted, distinct ticks
+        self.func.nfe = 0
+        state0 = torch.cat([y0, cond], dim=1)  # (B, latent_dim + cond_dim)
+        path = odesolve(
+            self.func,
+            state0,
+            grid_us.double() / _TICKS,
+            method=self.method,
+            rtol=self.rtol,
+            atol=self.atol,
+            adjoint=self.adjoint,
+        )  # (G, B, latent_dim + cond_dim)
+        return path[torch.searchsorted(grid_us, u), points[:, 0], : self.latent_dim]  # (P, latent_dim)
 
     def _codes(self, z: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
         """Conditioning vector `(B, content_dim [+ class_dim])` and initial ODE state `(B, latent_dim)`."""
@@ -226,28 +276,6 @@ class OdeGAN(nn.Module):
             return torch.full((b,), self.num_classes, dtype=torch.long, device=device)
         labels = labels.to(device=device, dtype=torch.long)
         return torch.where(labels < 0, self.num_classes, labels)
-
-    def _latent_taps(self, y0: Tensor, cond: Tensor, times: Tensor) -> Tensor:
-        """ODE states `(B, K, J, latent_dim)` at every requested time's taps (see the module docstring)."""
-        b, k = times.shape
-        offsets = torch.arange(self.taps, dtype=torch.float64, device=times.device) * self.tap_interval
-        rel = times.double() - times.double().amin(dim=1, keepdim=True)  # (B, K) from each clip's start
-        # (B, K, J) ODE time of each tap; y0 is at u = 0, so the centre tap of the first frame is u = R
-        u = (rel[:, :, None] + offsets).float()
-        points = [u.new_zeros(1), u.flatten()]
-        if self.step_size is not None and self.method in FIXED_STEP_METHODS:
-            n = math.ceil(float(u.max()) / self.step_size)
-            points.append((torch.arange(n + 1, dtype=torch.float64) * self.step_size).float().to(u.device))
-        grid = torch.unique(torch.cat(points))  # sorted, distinct
-        index = torch.searchsorted(grid, u.flatten()).view(b, k * self.taps)  # (B, K*J)
-        self.func.nfe = 0
-        state0 = torch.cat([y0, cond], dim=1)  # (B, latent_dim + cond_dim)
-        path = odesolve(
-            self.func, state0, grid, method=self.method, rtol=self.rtol, atol=self.atol, adjoint=self.adjoint
-        )  # (G, B, latent_dim + cond_dim)
-        path = path[..., : self.latent_dim].transpose(0, 1)  # (B, G, latent_dim)
-        taps = path.gather(1, index.unsqueeze(-1).expand(-1, -1, self.latent_dim))  # (B, K*J, latent_dim)
-        return taps.view(b, k, self.taps, self.latent_dim)  # (B, K*J, D) -> (B, K, J, D)
 
 
 def _check_sizes(*values: int) -> None:
