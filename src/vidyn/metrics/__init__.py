@@ -3,6 +3,10 @@
 Every number is published under a named convention (DESIGN.md §5): ours are per-frame means (`mse`,
 `mae`, `psnr`, `ssim`); OpenSTL's sums, Vid-ODE's pooled-MSE PSNR and PredRNN's uint8 PSNR keep their own
 names (`openstl_mse`, `openstl_mae`, `vidode_psnr`, `predrnn_psnr`).
+
+Generation metrics (FVD, FID, KID, any Fréchet feature distance) carry their protocol (`protocol()`,
+`protocol_line`); their networks come from verified weight files (`vidyn.metrics.weights`, installed only by
+`install_weights` / `vidyn weights install`).
 """
 
 from vidyn.metrics.classification import (
@@ -25,23 +29,41 @@ from vidyn.metrics.frames import (
     ssim,
     summarize,
 )
+from vidyn.metrics.frechet import FrechetFeatureDistance, frechet_distance, protocol_line
+from vidyn.metrics.generation import FrechetVideoDistance, VideoFID, VideoKID, select_frames
+from vidyn.metrics.i3d import I3DFeatures, load_i3d
+from vidyn.metrics.inception import InceptionFeatures, load_inception
 from vidyn.metrics.streaming import FrameMetrics
+from vidyn.metrics.weights import install_weights, list_weights
 
 __all__ = [
     "PER_FRAME_METRICS",
     "ClassificationMetrics",
     "FrameMetrics",
+    "FrechetFeatureDistance",
+    "FrechetVideoDistance",
+    "I3DFeatures",
+    "InceptionFeatures",
+    "VideoFID",
+    "VideoKID",
     "confusion_matrix",
     "frame_metrics",
+    "frechet_distance",
+    "install_weights",
+    "list_weights",
+    "load_i3d",
+    "load_inception",
     "mae",
     "most_confused_pairs",
     "mse",
     "openstl_mae",
     "openstl_mse",
     "per_class_accuracy",
+    "protocol_line",
     "psnr",
     "psnr_of_mean_mse",
     "psnr_uint8",
+    "select_frames",
     "ssim",
     "summarize",
     "topk_accuracy",
