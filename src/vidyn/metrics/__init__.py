@@ -33,6 +33,7 @@ from vidyn.metrics.frechet import FrechetFeatureDistance, frechet_distance, prot
 from vidyn.metrics.generation import FrechetVideoDistance, VideoFID, VideoKID, select_frames
 from vidyn.metrics.i3d import I3DFeatures, load_i3d
 from vidyn.metrics.inception import InceptionFeatures, load_inception
+from vidyn.metrics.lpips import LPIPS, load_lpips, try_load_lpips
 from vidyn.metrics.streaming import FrameMetrics
 from vidyn.metrics.weights import install_weights, list_weights
 
@@ -44,6 +45,7 @@ __all__ = [
     "FrechetVideoDistance",
     "I3DFeatures",
     "InceptionFeatures",
+    "LPIPS",
     "VideoFID",
     "VideoKID",
     "confusion_matrix",
@@ -53,6 +55,7 @@ __all__ = [
     "list_weights",
     "load_i3d",
     "load_inception",
+    "load_lpips",
     "mae",
     "most_confused_pairs",
     "mse",
@@ -67,4 +70,5 @@ __all__ = [
     "ssim",
     "summarize",
     "topk_accuracy",
+    "try_load_lpips",
 ]
