@@ -33,6 +33,19 @@ def test_same_padding_matches_tensorflow():
     assert _same_pads((4, 14, 14), (2, 2, 2), (2, 2, 2)) == [0, 0, 0, 0, 0, 0]
 
 
+@pytest.mark.parametrize(
+    "size,kernel,stride", [(7, 3, 2), (8, 3, 2), (5, 2, 1), (6, 2, 2), (9, 3, 3), (2, 3, 2)]
+)
+def test_max_pool_same_equals_explicit_padding(size, kernel, stride):
+    from vidyn.metrics.i3d import max_pool_same
+
+    x = torch.randn(1, 2, size, size + 1, size + 2)
+    k, s = (kernel,) * 3, (stride,) * 3
+    pads = _same_pads(tuple(x.shape[2:]), k, s)
+    expected = torch.nn.functional.max_pool3d(torch.nn.functional.pad(x, pads, value=float("-inf")), k, s)
+    assert torch.equal(max_pool_same(x, k, s), expected)
+
+
 def test_i3d_matches_flax_reference(i3d_net):
     """Tolerance: max |torch - flax| <= 1e-4 x max |flax logit| (relative to the logits' scale, ~37)."""
     ref = np.load(FIXTURE)

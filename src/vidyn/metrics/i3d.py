@@ -68,10 +68,22 @@ def max_pool_same(x: Tensor, kernel: tuple[int, int, int], stride: tuple[int, in
     pads = _same_pads(tuple(x.shape[2:]), kernel, stride)
     if all(p == pads[0] for p in pads):  # symmetric: torch pads max-pools with -inf itself
         return F.max_pool3d(x, kernel, stride, padding=pads[0])
-    if all(p == 0 for p in pads[0::2]):  # nothing before, at most one after: ceil_mode's partial window
+    if _ceil_mode_is_same(tuple(x.shape[2:]), kernel, stride, pads):
         return F.max_pool3d(x, kernel, stride, ceil_mode=True)
     x = F.pad(x, pads, value=float("-inf"))
     return F.max_pool3d(x, kernel, stride)
+
+
+def _ceil_mode_is_same(
+    sizes: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[int, ...], pads: list[int]
+) -> bool:
+    """True where SAME pads nothing before and ceil_mode's partial last window gives the same windows
+    (then no padded copy is needed; -inf padding after never wins a max)."""
+    befores = pads[0::2][::-1]  # F.pad order (last dim first) -> (T, H, W)
+    for n, k, s, before in zip(sizes, kernel, stride, befores, strict=True):
+        if before != 0 or n < k or math.ceil((n - k) / s) + 1 != math.ceil(n / s):
+            return False
+    return True
 
 
 class Unit3D(nn.Module):
