@@ -10,6 +10,7 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from vidyn.errors import VidynError
 from vidyn.metrics.frechet import FrechetFeatureDistance, frechet_distance, protocol_line
 from vidyn.metrics.generation import FrechetVideoDistance, VideoFID, VideoKID, select_frames
 
@@ -104,6 +105,11 @@ def test_fid_and_kid_equal_torchmetrics_on_the_same_features():
     generic.update(fake, real=False)
     assert generic.compute().item() == pytest.approx(theirs.compute().item(), rel=1e-4)
     assert ours.protocol()["n_real"] == 40 and kid_ours.protocol()["n_fake"] == 30
+    too_big = VideoKID(_Projection(), subset_size=50, subsets=2)
+    too_big.update(real, real=True)
+    too_big.update(fake, real=False)
+    with pytest.raises(VidynError, match="smaller subset_size"):
+        too_big.compute()
 
 
 def test_video_fid_counts_frames_of_clips():

@@ -18,6 +18,7 @@ baselines and `vidyn score` are built on these by the API layer.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -67,7 +68,9 @@ def select_frames(x: Tensor, frames_per_clip: int | None) -> Tensor:
     return x.reshape(-1, *x.shape[2:])  # (B, k, C, H, W) -> (B * k, C, H, W)
 
 
-def _image_protocol(metric: str, frames_per_clip: int | None, real_split: str | None) -> dict[str, Any]:
+def _image_protocol(
+    metric: str, frames_per_clip: int | None, real_split: str | None, feature_dim: int
+) -> dict[str, Any]:
     return {
         "metric": metric,
         "network": INCEPTION_NAME,
@@ -75,7 +78,7 @@ def _image_protocol(metric: str, frames_per_clip: int | None, real_split: str | 
         "preprocess": f"{FID_RESIZE}, to {FID_SIZE}x{FID_SIZE}, (255 x - 128) / 128",
         "frames_per_clip": "all" if frames_per_clip is None else f"{frames_per_clip} evenly spaced",
         "real_split": real_split,
-        "feature_dim": InceptionFeatures.num_features,
+        "feature_dim": feature_dim,
     }
 
 
@@ -90,12 +93,25 @@ class VideoFID(FrechetInceptionDistance):
         real_split: str | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(feature=feature if feature is not None else InceptionFeatures(), **kwargs)
+        feature = feature if feature is not None else InceptionFeatures()
+        super().__init__(feature=feature, **kwargs)
         self.frames_per_clip = frames_per_clip
-        self.info = _image_protocol("fid", frames_per_clip, real_split)
+        self.info = _image_protocol("fid", frames_per_clip, real_split, feature.num_features)
 
     def update(self, imgs: Tensor, real: bool) -> None:
         super().update(select_frames(imgs, self.frames_per_clip), real)
+
+    def compute(self) -> Tensor:
+        n = min(int(self.real_features_num_samples), int(self.fake_features_num_samples))
+        if n < 2:
+            raise VidynError(f"FID needs >= 2 real and fake images, got {n}")
+        if n < self.info["feature_dim"]:
+            warnings.warn(
+                f"fid: N = {n} images is below the feature dimension {self.info['feature_dim']}: the "
+                "covariance is rank-deficient and FID biased upwards; compare only numbers with the same N",
+                stacklevel=2,
+            )
+        return super().compute()
 
     def protocol(self) -> dict[str, Any]:
         n_real, n_fake = int(self.real_features_num_samples), int(self.fake_features_num_samples)
@@ -117,13 +133,22 @@ class VideoKID(KernelInceptionDistance):
         feature = feature if feature is not None else InceptionFeatures()
         super().__init__(feature=feature, subset_size=subset_size, **kwargs)
         self.frames_per_clip = frames_per_clip
-        self.info = _image_protocol("kid", frames_per_clip, real_split)
+        self.info = _image_protocol("kid", frames_per_clip, real_split, feature.num_features)
         self.info.update(
             {"subset_size": subset_size, "subsets": self.subsets, "kernel": "polynomial, degree 3"}
         )
 
     def update(self, imgs: Tensor, real: bool) -> None:
         super().update(select_frames(imgs, self.frames_per_clip), real)
+
+    def compute(self) -> tuple[Tensor, Tensor]:
+        counts = self.protocol()
+        if min(counts["n_real"], counts["n_fake"]) < self.subset_size:
+            raise VidynError(
+                f"KID subset_size {self.subset_size} exceeds N real {counts['n_real']} / fake "
+                f"{counts['n_fake']}: pass a smaller subset_size"
+            )
+        return super().compute()
 
     def protocol(self) -> dict[str, Any]:
         n_real = sum(int(f.shape[0]) for f in _as_list(self.real_features))
