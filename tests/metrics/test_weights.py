@@ -101,3 +101,13 @@ def test_tensor_digest_ignores_file_layout():
     assert w.tensor_digest(a) != w.tensor_digest({**a, "x": torch.arange(4.0) + 1})
     buf = io.BytesIO(pickle.dumps(np.zeros(3)))
     assert w.SafeUnpickler(buf).load().shape == (3,)
+
+
+def test_api_verbs_and_module_entry_point(tmp_path, monkeypatch, capsys):
+    from vidyn.api.weights import _main, install_weights, list_weights
+
+    monkeypatch.setenv("VIDYN_HOME", str(tmp_path))
+    assert [row["verified"] for row in list_weights()] == [False, False, False]
+    assert _main(["list"]) == 0 and "missing" in capsys.readouterr().out
+    assert _main(["install", "everything"]) == 1 and "choose one of" in capsys.readouterr().err
+    assert install_weights.__doc__ and _main([]) == 2

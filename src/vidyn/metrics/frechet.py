@@ -147,9 +147,11 @@ def protocol_line(protocol: dict[str, Any]) -> str:
         f"{protocol.get('network', '')} {protocol.get('weights_sha256', '')}",
     ]
     parts.append(f"N real {protocol.get('n_real')} / fake {protocol.get('n_fake')}")
-    for key in ("clip_length", "frames_per_clip"):
-        if protocol.get(key) is not None:
-            parts.append(f"{key.replace('_', ' ')} {protocol[key]}")
+    if protocol.get("clip_length") is not None:
+        longer = f", longer: {protocol['longer_clips']}" if protocol.get("longer_clips") else ""
+        parts.append(f"clip length {protocol['clip_length']}{longer}")
+    if protocol.get("frames_per_clip") is not None:
+        parts.append(f"frames per clip {protocol['frames_per_clip']}")
     parts.append(str(protocol.get("preprocess", "")))
     parts.append(f"real split: {protocol.get('real_split') or 'unstated'}")
     return " | ".join(p.strip() for p in parts if p and p.strip())
