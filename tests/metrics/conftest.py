@@ -8,6 +8,16 @@ import torch
 from vidyn.errors import VidynError
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the metric-network tests: on 2 shared cores two threads were 3-8x slower
+    (oneDNN/OpenMP barriers wait on descheduled threads); restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _require(load):
     try:
         return load()
@@ -19,7 +29,6 @@ def _require(load):
 def i3d_net():
     from vidyn.metrics.i3d import load_i3d
 
-    torch.set_num_threads(min(2, torch.get_num_threads()))
     return _require(load_i3d)
 
 
@@ -27,5 +36,4 @@ def i3d_net():
 def inception_net():
     from vidyn.metrics.inception import load_inception
 
-    torch.set_num_threads(min(2, torch.get_num_threads()))
     return _require(load_inception)

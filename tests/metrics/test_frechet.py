@@ -14,6 +14,8 @@ from vidyn.errors import VidynError
 from vidyn.metrics.frechet import FrechetFeatureDistance, frechet_distance, protocol_line
 from vidyn.metrics.generation import FrechetVideoDistance, VideoFID, VideoKID, select_frames
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _scipy_fd(a: np.ndarray, b: np.ndarray) -> float:
     """The textbook formula with scipy's sqrtm (pytorch-fid's way), as the reference."""

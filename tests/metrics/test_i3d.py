@@ -12,6 +12,8 @@ import torch
 from vidyn.errors import VidynError
 from vidyn.metrics.i3d import _same_pads, clips_for_i3d
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = Path(__file__).parent / "fixtures" / "i3d_reference.npz"
 

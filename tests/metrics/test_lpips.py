@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from vidyn.metrics.lpips import ALEX_CONVS, SCALE, SHIFT, load_lpips, try_load_lpips
 from vidyn.metrics.weights import LPIPS_ALEX, weight_path
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _fake_alexnet(path, seed: int = 0) -> dict[str, torch.Tensor]:

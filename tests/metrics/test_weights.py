@@ -15,6 +15,8 @@ import pytest
 from vidyn.errors import VidynError
 from vidyn.metrics import weights as w
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 class _Evil:
     def __reduce__(self):

@@ -281,7 +281,16 @@ def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> Non
 
 def _pip_download(source: Source, dest: Path) -> Path:
     kind = "--only-binary=:all:" if source.binary else "--no-binary=:all:"
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", kind, "--disable-pip-version-check"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        kind,
+        "--no-cache-dir",
+        "--disable-pip-version-check",
+    ]
     cmd += ["-q", "-d", str(dest), source.requirement]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
