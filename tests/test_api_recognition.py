@@ -1,4 +1,4 @@
-"""Recognition end to end: api.train (task.kind=recognition) -> evaluate -> classify, the CLI, prepare."""
+"""Recognition end to end: api.train (task.name=recognition) -> evaluate -> classify, the CLI, prepare."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def tiny_recognition_config(**data_args) -> dict:
             "splits": {"train": {"num_samples": 16}, "val": {"num_samples": 7}, "test": {"num_samples": 14}},
             "batch_size": 4,
         },
-        "task": {"kind": "recognition", "label_smoothing": 0.1, "freeze_backbone_until_epoch": 1},
+        "task": {"name": "recognition", "args": {"label_smoothing": 0.1, "freeze_backbone_until_epoch": 1}},
         "optim": {"lr": 0.003},
         "trainer": {"max_steps": 6, "log_every_n_steps": 1, "progress_bar": False, "monitor": "val/top1"},
     }
@@ -180,7 +180,7 @@ def test_prepare_cli_then_train_from_the_store(tmp_path: Path) -> None:
             "args": {"store": str(store), "size": 16, "num_frames": 4, "frame_stride": 2, "val_groups": [8]},
             "batch_size": 2,
         },
-        "task": {"kind": "recognition"},
+        "task": {"name": "recognition"},
         "trainer": {"max_steps": 2, "progress_bar": False, "monitor": "val/top1"},
     }
     result = api.train(cfg, run_dir=tmp_path / "run")

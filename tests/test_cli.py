@@ -21,7 +21,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import yaml
-    from conftest import tiny_prediction_config
+    from tiny_configs import tiny_prediction_config
 
     tmp = tmp_path_factory.mktemp("run")
     cfg = tmp / "tiny.yaml"

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import tiny_prediction_config
+from tiny_configs import tiny_prediction_config
 
 from vidyn import api
 from vidyn.cli import main

@@ -57,3 +57,42 @@ def test_shipped_configs_parse_and_open_with_their_command(name: str) -> None:
     assert cfg.model.name
     first = shipped_config_path(name).read_text().splitlines()[0]
     assert first.startswith("# vidyn "), f"{name} must open with the command that runs it"
+
+
+def test_optional_integers_refuse_words() -> None:
+    # `int | None` fields used to accept any value: the union was not checked as its int part.
+    for key in ("trainer.max_epochs", "data.eval_batch_size", "eval.max_clips", "compare.budget_steps"):
+        with pytest.raises(VidynError, match=f"{key}' must be an integer, got 'ten'"):
+            build_config(None, [f"{key}=ten"])
+        assert build_config(None, [f"{key}=null"]) is not None
+    assert build_config(None, ["trainer.max_epochs=3"]).trainer.max_epochs == 3
+    with pytest.raises(VidynError, match="must be a number"):
+        build_config(None, ["trainer.val_check_interval=often"])
+
+
+def test_the_old_flat_task_section_is_refused_with_how_to_convert() -> None:
+    with pytest.raises(VidynError, match=r"old flat layout \(kind, label_smoothing\).*name: recognition"):
+        build_config({"task": {"kind": "recognition", "label_smoothing": 0.1}})
+    with pytest.raises(VidynError, match="--set task.args.num_context=10"):
+        build_config(None, ["task.num_context=4"])
+    cfg = build_config(None, ["task.name=recognition", "task.args.label_smoothing=0.2"])
+    assert (cfg.task.name, cfg.task.args) == ("recognition", {"label_smoothing": 0.2})
+
+
+def test_configs_inside_older_exported_models_are_upgraded() -> None:
+    from vidyn.config import Config, upgrade_legacy
+
+    old = Config().to_dict()
+    old["task"] = {"kind": "prediction", "num_context": 2, "num_future": 4, "mode": "irregular",
+                   "loss": "vid_ode", "warp_weight": 1.0, "pyramid_scales": [2, 4], "label_smoothing": 0.0,
+                   "adversarial_weight": 0.0, "sampling_stop_fraction": 0.5, "freeze_backbone_until_epoch": 0,
+                   "unfreeze_layers": ["layer3"]}  # fmt: skip
+    task = build_config(upgrade_legacy(old)).task
+    assert task.name == "prediction"
+    assert task.args == {"num_context": 2, "num_future": 4, "mode": "irregular", "loss": "model",
+                         "adversarial_weight": 0.0, "sampling_stop_fraction": 0.5,
+                         "loss_args": {"warp_weight": 1.0, "pyramid_scales": [2, 4]}}  # fmt: skip
+    old["task"] = {"kind": "recognition", "num_context": 10, "label_smoothing": 0.1, "unfreeze_layers": ["a"]}
+    task = build_config(upgrade_legacy(old)).task
+    assert (task.name, task.args) == ("recognition", {"label_smoothing": 0.1, "unfreeze_layers": ["a"]})
+    assert upgrade_legacy({"task": {"name": "x"}}) == {"task": {"name": "x"}}

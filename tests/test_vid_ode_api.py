@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_prediction_config
+from tiny_configs import tiny_prediction_config
 
 from vidyn import api
 from vidyn.cli import main
 from vidyn.data.video_io import load_frames, read_video, tensor_to_frames, write_video
 from vidyn.errors import VidynError
+from vidyn.evaluation.continuous import _key_gap, evaluate_continuous
 from vidyn.export import build_model, export_model
-from vidyn.tasks.continuous import _key_gap, evaluate_continuous
 
 VFR_TIMES = [0.0, 0.1, 0.3, 0.35]
 
@@ -119,7 +119,10 @@ def test_discrete_models_are_scored_only_where_their_grid_allows() -> None:
 def vid_ode_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = tiny_prediction_config("vid_ode_tiny")
     cfg["data"]["args"]["irregular"] = True
-    cfg["task"] = {"num_context": 3, "num_future": 3, "mode": "irregular", "loss": "vid_ode"}
+    cfg["task"] = {
+        "name": "prediction",
+        "args": {"num_context": 3, "num_future": 3, "mode": "irregular", "loss": "model"},
+    }
     out = tmp_path_factory.mktemp("vid_ode") / "run"
     api.train(cfg, run_dir=out)
     return out
@@ -145,7 +148,7 @@ def test_evaluate_json_has_the_continuous_block(vid_ode_run: Path, tmp_path: Pat
 def test_evaluate_scores_other_models_where_they_can_predict(vid_ode_run: Path, tmp_path: Path) -> None:
     discrete = tmp_path / "convlstm"
     export_model(build_model("convlstm_tiny", in_channels=1, image_size=16), discrete)
-    regular = ["data.args.irregular=false", "task.mode=extrapolate"]
+    regular = ["data.args.irregular=false", "task.args.mode=extrapolate"]
     res = api.evaluate(vid_ode_run, others=[discrete, vid_ode_run], overrides=regular, max_clips=4)
     names = ["vid_ode_tiny", "copy_last", "linear", "context_median", "convlstm_tiny", "vid_ode_tiny@run"]
     assert list(res["models"]) == names

@@ -17,16 +17,22 @@ METRIC_COLUMNS = ("ssim", "psnr", "mse", "mae", "top1", "top5")
 
 
 def format_table(models: dict[str, dict[str, Any]], columns: tuple[str, ...] = METRIC_COLUMNS) -> str:
+    """A fixed-width table of `models`' metrics; a model scored nowhere (only a `reason`) reads n/a, with
+    its reason below the table."""
     cols = [c for c in columns if any(c in m for m in models.values())]
     width = max([5] + [len(n) for n in models])
     lines = [f"{'model':<{width}}  " + "  ".join(f"{c:>9}" for c in cols)]
+    notes = []
     for name, res in models.items():
         cells = []
         for c in cols:
             v = res.get(c)
-            cells.append(f"{v:>9.4f}" if isinstance(v, (int, float)) else f"{'-':>9}")
+            blank = "n/a" if res.get("reason") else "-"
+            cells.append(f"{v:>9.4f}" if isinstance(v, (int, float)) else f"{blank:>9}")
         lines.append(f"{name:<{width}}  " + "  ".join(cells))
-    return "\n".join(lines)
+        if res.get("reason"):
+            notes.append(f"  n/a {name}: {res['reason']}")
+    return "\n".join(lines + notes)
 
 
 def _overrides(p: argparse.ArgumentParser) -> None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -38,24 +39,28 @@ class DataConfig:
 
 @dataclass
 class TaskConfig:
-    kind: str = "prediction"  # prediction | recognition
-    # prediction
-    num_context: int = 10
-    num_future: int = 10
-    mode: str = "extrapolate"  # extrapolate | interpolate | irregular (see vidyn.tasks.prediction.split_clip)
-    # mse | l1 | l1_diff (L1 on frames + on frame differences) | vid_ode (Vid-ODE's paper loss: L1 on frames
-    # + L1 between its difference output and the frame differences; vid_ode models only)
-    loss: str = "mse"
-    sampling_stop_fraction: float = 0.5  # scheduled sampling reaches its end at this fraction of steps
-    adversarial_weight: float = 0.0  # Vid-ODE's LSGAN terms, paper 0.003 (0 = off; > 0 needs accumulate 1)
-    # loss vid_ode extensions (not the paper's): Super SloMo's warping loss on each warped neighbour
-    # (interpolation=bidirectional only) and L1 terms on k x k average-pooled frames, e.g. [2, 4, 8]
-    warp_weight: float = 0.0
-    pyramid_scales: list[int] = field(default_factory=list)
-    # recognition
-    label_smoothing: float = 0.0
-    freeze_backbone_until_epoch: int = 0
-    unfreeze_layers: list[str] = field(default_factory=lambda: ["layer3", "layer4"])
+    name: str = "prediction"  # a registered task (vidyn.registry.TASKS): prediction | recognition | ...
+    args: dict[str, Any] = field(default_factory=dict)  # checked against the task builder's signature
+
+
+_UNIONS = (Union, types.UnionType)
+
+# The flat task section of vidyn <= 0.1 (before tasks were registered): refused with how to convert.
+_LEGACY_TASK_KEYS = {
+    "kind", "num_context", "num_future", "mode", "loss", "sampling_stop_fraction", "adversarial_weight",
+    "warp_weight", "pyramid_scales", "label_smoothing", "freeze_backbone_until_epoch", "unfreeze_layers",
+}  # fmt: skip
+_LEGACY_ARGS = {
+    "prediction": (
+        "num_context",
+        "num_future",
+        "mode",
+        "loss",
+        "sampling_stop_fraction",
+        "adversarial_weight",
+    ),
+    "recognition": ("label_smoothing", "freeze_backbone_until_epoch", "unfreeze_layers"),
+}
 
 
 @dataclass
@@ -152,12 +157,23 @@ def _merge(obj: Any, updates: dict[str, Any], where: str) -> None:
 
 
 def _coerce(value: Any, hint: Any, path: str) -> Any:
-    """Light type check for scalars: int where float is wanted is fine; a string where a number is not."""
+    """Light type check for scalars: int where float is wanted is fine; a string where a number is not.
+
+    Optional fields (`int | None`) are checked as their non-None type; unions of numbers (`int | float`)
+    take either.
+    """
     text = str(hint)
     if value is None:
         if "None" in text:
             return None
         raise VidynError(f"config key {path!r} cannot be null")
+    args = [a for a in get_args(hint) if a is not type(None)] if get_origin(hint) in _UNIONS else []
+    if args:  # a union: e.g. int | None, int | float | None, int | str
+        if len(args) == 1:
+            return _coerce(value, args[0], path)
+        if set(args) <= {int, float} and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise VidynError(f"config key {path!r} must be a number, got {value!r}")
+        return value
     if hint is float or text.startswith("float"):
         if isinstance(value, str):
             # PyYAML reads `1e-3` (no dot) as a string; accept it as the number the user meant.
@@ -251,9 +267,39 @@ def build_config(
     for text in overrides:
         keys, value = parse_override(text)
         _deep_update(raw, _nest(keys, value))
+    _check_task_layout(raw.get("task"))
     cfg = Config()
     _merge(cfg, raw, "")
     return cfg
+
+
+def _check_task_layout(task: Any) -> None:
+    legacy = sorted(set(task) & _LEGACY_TASK_KEYS) if isinstance(task, dict) else []
+    if legacy:
+        raise VidynError(
+            f"config section task uses the old flat layout ({', '.join(legacy)}); write it as "
+            "task: {name: prediction, args: {num_context: 10, ...}} (kind: recognition becomes name: "
+            "recognition; on the command line --set task.args.num_context=10)"
+        )
+
+
+def upgrade_legacy(raw: dict[str, Any]) -> dict[str, Any]:
+    """A config dict of an older vidyn (flat task section) in today's layout; others are returned as is.
+
+    Used for the configs stored inside exported models, which users cannot edit; YAML files and `--set`
+    overrides in the old layout are refused with how to convert them (`build_config`).
+    """
+    task = raw.get("task")
+    if not isinstance(task, dict) or not set(task) & _LEGACY_TASK_KEYS:
+        return raw
+    name = task.get("kind", "prediction")
+    args = {k: v for k, v in task.items() if k in _LEGACY_ARGS.get(name, ())}
+    if args.get("loss") == "vid_ode":  # Vid-ODE's paper loss is now the model's own: loss "model"
+        args["loss"] = "model"
+        extra = {k: task[k] for k in ("warp_weight", "pyramid_scales") if task.get(k)}
+        if extra:
+            args["loss_args"] = extra
+    return {**raw, "task": {"name": name, "args": args}}
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

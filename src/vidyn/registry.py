@@ -108,4 +108,4 @@ DATASETS = Registry("dataset")
 # `task.args` as keywords. Its family is the model family it trains.
 TASKS = Registry("task", provided=("model", "run"))
 # How an exported model of a family is scored: one evaluator per model family (`vidyn.evaluation`).
-EVALUATORS = Registry("evaluator", provided=("model", "meta", "cfg"))
+EVALUATORS = Registry("evaluator", provided=("model", "meta", "cfg", "dataset"))

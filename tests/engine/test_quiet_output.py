@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 
 import yaml
-from conftest import tiny_prediction_config
+from tiny_configs import tiny_prediction_config
 
 from vidyn.config import TrainerConfig
 from vidyn.tasks.engine import build_trainer

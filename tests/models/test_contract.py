@@ -90,6 +90,17 @@ def test_export_load_round_trip(name: str, tmp_path: Path) -> None:
     )
 
 
+def test_protocols_tell_the_families_apart() -> None:
+    from torch import nn
+
+    from vidyn.models.interface import Classifier, Generator, Predictor
+
+    assert not isinstance(nn.Linear(2, 2), (Predictor, Classifier, Generator))  # any module is not enough
+    predictor, classifier = vidyn.build_model("convlstm_tiny"), vidyn.build_model("cnn_rnn_tiny")
+    assert isinstance(predictor, Predictor) and not isinstance(predictor, (Classifier, Generator))
+    assert isinstance(classifier, Classifier) and not isinstance(classifier, (Predictor, Generator))
+
+
 def test_load_refuses_mismatched_weights(tmp_path: Path) -> None:
     import json
 

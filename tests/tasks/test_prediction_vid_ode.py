@@ -16,7 +16,9 @@ from vidyn.data.datamodule import build_dataset
 from vidyn.errors import VidynError
 from vidyn.export import build_model, export_model
 from vidyn.models.vid_ode_loss import bidirectional_warp_loss, pyramid_l1, vid_ode_reconstruction_loss
-from vidyn.tasks.prediction import PredictionTask, irregular_split, split_clip, split_indices
+from vidyn.tasks import TaskRun
+from vidyn.tasks.prediction import PredictionTask
+from vidyn.tasks.splits import irregular_split, split_clip, split_indices
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 OPTIM = {"optimizer": "adam", "lr": 3e-3, "weight_decay": 0.0, "betas": [0.9, 0.999], "min_lr_ratio": 0.1,
@@ -34,16 +36,15 @@ def _task(mode: str, *, adversarial_weight: float = 0.0, clip: float | None = No
     torch.manual_seed(0)
     model = build_model("vid_ode_tiny", in_channels=1)
     num_future = 2 if mode == "interpolate" else 3
+    run = TaskRun(optim=OPTIM, total_steps=STEPS, gradient_clip_val=clip)
     return PredictionTask(
         model,
+        run,
         num_context=3,
         num_future=num_future,
         mode=mode,
-        loss="vid_ode",
-        optim=OPTIM,
-        total_steps=STEPS,
+        loss="model",
         adversarial_weight=adversarial_weight,
-        gradient_clip_val=clip,
     )
 
 
@@ -164,49 +165,75 @@ def test_irregular_split_definition() -> None:
 
 def test_modes_and_losses_are_checked() -> None:
     convlstm = build_model("convlstm_tiny", in_channels=1, image_size=16)
+    run = TaskRun(optim=OPTIM, total_steps=1)
     for mode in ("interpolate", "irregular"):
         with pytest.raises(VidynError, match="continuous-time"):
-            PredictionTask(convlstm, num_context=3, num_future=3, mode=mode, optim=OPTIM, total_steps=1)
-    with pytest.raises(VidynError, match="forward_components"):
-        PredictionTask(convlstm, num_context=3, num_future=3, loss="vid_ode", optim=OPTIM, total_steps=1)
+            PredictionTask(convlstm, run, num_context=3, num_future=3, mode=mode)
+    with pytest.raises(VidynError, match="no loss of its own"):
+        PredictionTask(convlstm, run, num_context=3, num_future=3, loss="model")
+    with pytest.raises(VidynError, match="unknown loss 'vid_ode'"):
+        PredictionTask(convlstm, run, num_context=3, num_future=3, loss="vid_ode")
     with pytest.raises(VidynError, match="adversarial"):
-        PredictionTask(
-            convlstm, num_context=3, num_future=3, adversarial_weight=0.1, optim=OPTIM, total_steps=1
-        )
+        PredictionTask(convlstm, run, num_context=3, num_future=3, adversarial_weight=0.1)
 
 
 def test_adversarial_training_refuses_gradient_accumulation(tmp_path: Path) -> None:
-    from conftest import tiny_prediction_config
+    from tiny_configs import tiny_prediction_config
 
     from vidyn import api
 
     cfg = tiny_prediction_config("vid_ode_tiny")
-    cfg["task"] = {"num_context": 3, "num_future": 3, "loss": "vid_ode", "adversarial_weight": 0.003}
+    cfg["task"] = {
+        "name": "prediction",
+        "args": {"num_context": 3, "num_future": 3, "loss": "model", "adversarial_weight": 0.003},
+    }
     cfg["trainer"]["accumulate_grad_batches"] = 2
     with pytest.raises(VidynError, match="accumulate_grad_batches=1"):
         api.train(cfg, run_dir=tmp_path / "run", evaluate_after=False)
 
 
-def test_warping_and_pyramid_terms_add_to_the_paper_loss() -> None:
+def test_the_models_own_loss_is_the_papers_formula_plus_the_extra_terms() -> None:
+    """Vid-ODE's paper loss, written out here from the paper: mean |x_hat - x| + mean |D_k - (x_k - x_{k-1})|
+    with x_{k-1} the chain's previous frame (its start frame for the first target of a chain)."""
     torch.manual_seed(0)
     model = build_model("vid_ode_tiny", in_channels=1, interpolation="bidirectional")
-    kwargs = {"num_context": 3, "num_future": 2, "mode": "interpolate", "loss": "vid_ode", "optim": OPTIM}
-    task = PredictionTask(model, **kwargs, total_steps=1, warp_weight=0.5, pyramid_scales=[2, 4])
-    task.log = lambda *args, **kw: None  # no Trainer here to log to
-    s = task._split(next(iter(_data(irregular=False))), 0, train=False)
+    run = TaskRun(optim=OPTIM, total_steps=1)
+    kwargs = {"num_context": 3, "num_future": 2, "mode": "interpolate", "loss": "model"}
+    extra = {"warp_weight": 0.5, "pyramid_scales": [2, 4]}
+    plain = PredictionTask(model, run, **kwargs)
+    full = PredictionTask(model, run, **kwargs, loss_args=extra)
+    for task in (plain, full):
+        task.log = lambda *args, **kw: None  # no Trainer here to log to
+    s = plain._split(next(iter(_data(irregular=False))), 0, train=False)
     with torch.no_grad():
-        _, loss = task._predict_and_loss(s, "train")
+        _, loss = plain._predict_and_loss(s, "train")
+        _, loss_full = full._predict_and_loss(s, "train")
         parts = model.forward_components(s["context"], s["context_times"], s["target_times"])
-    paper = vid_ode_reconstruction_loss(
-        parts["frames"], s["target"], parts["start_frame"], parts["difference"], parts["chain_start"]
-    )
-    extra = pyramid_l1(parts["frames"], s["target"], [2, 4])
-    warping = bidirectional_warp_loss(parts, s["target"], [2, 4])
-    assert float(extra) > 0 and float(warping) > 0
-    torch.testing.assert_close(loss, paper + extra + 0.5 * warping)
+    x, d = s["target"], parts["difference"]  # (B, K, C, H, W)
+    start = parts["start_frame"]
+    start = start.unsqueeze(1).expand_as(x) if start.dim() == 4 else start
+    starts = parts["chain_start"].clone()
+    starts[..., 0] = True  # the first target always follows its chain's start frame
+    # the frame before each target: the chain's start frame, else the previous target
+    previous = torch.where(starts.view(*starts.shape, 1, 1, 1), start, x.roll(1, dims=1))
+    by_hand = (parts["frames"] - x).abs().mean() + (d - (x - previous)).abs().mean()
+    torch.testing.assert_close(loss, by_hand)
+    pooled = pyramid_l1(parts["frames"], x, [2, 4])
+    warping = bidirectional_warp_loss(parts, x, [2, 4])
+    assert float(pooled) > 0 and float(warping) > 0
+    torch.testing.assert_close(loss_full, by_hand + pooled + 0.5 * warping)
+
+
+def test_the_models_loss_arguments_are_checked_before_training() -> None:
+    model = build_model("vid_ode_tiny", in_channels=1, interpolation="bidirectional")
+    run = TaskRun(optim=OPTIM, total_steps=1)
+    kwargs = {"num_context": 3, "num_future": 2, "mode": "interpolate", "loss": "model"}
     with pytest.raises(VidynError, match="interpolation=bidirectional"):
-        PredictionTask(build_model("vid_ode_tiny", in_channels=1), **kwargs, total_steps=1, warp_weight=0.5)
+        chain = build_model("vid_ode_tiny", in_channels=1)
+        PredictionTask(chain, run, **kwargs, loss_args={"warp_weight": 0.5})
     with pytest.raises(VidynError, match="integers >= 2"):
-        PredictionTask(model, **kwargs, total_steps=1, pyramid_scales=[1])
-    with pytest.raises(VidynError, match="set task.loss=vid_ode"):
-        PredictionTask(model, **{**kwargs, "loss": "l1"}, total_steps=1, pyramid_scales=[2])
+        PredictionTask(model, run, **kwargs, loss_args={"pyramid_scales": [1]})
+    with pytest.raises(VidynError, match="unknown key.*warp_wieght; valid: warp_weight, pyramid_scales"):
+        PredictionTask(model, run, **kwargs, loss_args={"warp_wieght": 1.0})
+    with pytest.raises(VidynError, match="set task.args.loss=model"):
+        PredictionTask(model, run, **{**kwargs, "loss": "l1"}, loss_args={"pyramid_scales": [2]})

@@ -14,17 +14,13 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
+from vidyn.data.datamodule import class_names_of
 from vidyn.data.synthetic import SHAPES_CLASSES, shapes
 from vidyn.errors import VidynError
+from vidyn.evaluation import evaluate_classifier, spread_windows
 from vidyn.export import build_model
-from vidyn.tasks.recognition import (
-    ProgressiveUnfreezing,
-    RecognitionTask,
-    class_names_of,
-    evaluate_classifier,
-    parameter_groups,
-    spread_windows,
-)
+from vidyn.tasks import TaskRun
+from vidyn.tasks.recognition import ProgressiveUnfreezing, RecognitionTask, parameter_groups
 
 OPTIM = {
     "optimizer": "adamw",
@@ -50,9 +46,9 @@ def tiny_items(n: int = 8, num_classes: int = 3) -> list[dict[str, Tensor]]:
     ]
 
 
-def make_task(model: nn.Module, **kw) -> RecognitionTask:
-    args = dict(num_classes=3, label_smoothing=0.1, optim=OPTIM, total_steps=100, warmup_steps=0)
-    return RecognitionTask(model, **{**args, **kw})
+def make_task(model: nn.Module, num_classes: int = 3, **kw) -> RecognitionTask:
+    run = TaskRun(optim=OPTIM, total_steps=100, class_names=tuple("abcdefgh"[:num_classes]))
+    return RecognitionTask(model, run, **{"label_smoothing": 0.1, **kw})
 
 
 def trainable_parts(model: nn.Module) -> set[str]:

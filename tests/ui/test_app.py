@@ -15,7 +15,7 @@ from vidyn.ui import app as ui
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from conftest import tiny_prediction_config
+    from tiny_configs import tiny_prediction_config
 
     root = tmp_path_factory.mktemp("models")
     cfg = tiny_prediction_config()
@@ -55,6 +55,13 @@ def test_render_handler_writes_a_clip() -> None:
     assert read_video(out).frames.shape[0] == 9
 
 
-def test_app_builds_with_the_found_models(exported: Path) -> None:
+def test_app_offers_each_model_where_its_capabilities_fit(exported: Path) -> None:
     app = ui.build_app(exported)
-    assert app is not None
+    choices = {
+        c["props"]["label"]: [path for _, path in c["props"]["choices"]]
+        for c in app.config["components"]
+        if "choices" in c.get("props", {})
+    }
+    path = str(exported / "convlstm")
+    # A discrete-time predictor: offered for prediction (and ticked), never for interpolation.
+    assert choices == {"predictors": [path], "continuous-time model": [], "classifier": []}

@@ -6,9 +6,10 @@ Where each verb lives (every name below is importable from `vidyn.api`; patch a 
 the module that defines it, e.g. `vidyn.api.comparison.train`):
 
 - `training`: `train`, `TrainResult`.
-- `evaluation`: `evaluate` (an exported model beside its baselines; classifiers get their own report),
+- `evaluation`: `evaluate` (an exported model with its family's evaluator from `vidyn.evaluation`),
   `evaluate_predictors` (several predictors scored on the same clips).
-- `inference`: `predict`, `predict_many`, `interpolate`, `classify`, `find_models`.
+- `inference`: `predict`, `predict_many`, `interpolate`, `classify`.
+- `models`: `describe_model` (an exported model's input spec and capabilities), `find_models`.
 - `data`: `prepare`, `render`.
 - `comparison`: `compare`, `COMPARE_KEYS`, `COMPARE_COLUMNS`.
 - `quickstart`: `demo`, `DEMO_CONFIG`.
@@ -24,7 +25,8 @@ from vidyn.api.evaluation import evaluate, evaluate_predictors
 from vidyn.api.inference import (
     _interpolation_windows as _interpolation_windows,  # tests check the window plan directly
 )
-from vidyn.api.inference import classify, find_models, interpolate, predict, predict_many
+from vidyn.api.inference import classify, interpolate, predict, predict_many
+from vidyn.api.models import describe_model, find_models
 from vidyn.api.quickstart import DEMO_CONFIG, demo
 from vidyn.api.training import TrainResult, train
 
@@ -37,6 +39,7 @@ __all__ = [
     "compare",
     "default_device",
     "demo",
+    "describe_model",
     "evaluate",
     "evaluate_predictors",
     "find_models",

@@ -14,11 +14,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from vidyn.api._common import _write_json, default_device
-from vidyn.api.evaluation import _evaluate_predictors_for, _write_prediction_figures
-from vidyn.api.training import _build_task, train
-from vidyn.config import Config, TaskConfig, build_config
+from vidyn.api.training import task_for, train
+from vidyn.config import Config, build_config
 from vidyn.data.datamodule import build_dataset
 from vidyn.errors import VidynError
+from vidyn.evaluation import evaluate_predictors_for, prediction_args, write_prediction_figures
 from vidyn.export import build_model, load_model
 from vidyn.models.profile import (
     count_parameters,
@@ -32,7 +32,7 @@ from vidyn.models.profile import (
 from vidyn.registry import MODELS
 from vidyn.report.html import Column, write_html_report
 from vidyn.tasks.engine import prepare_runtime
-from vidyn.tasks.prediction import PredictionTask, split_clip
+from vidyn.tasks.splits import split_clip
 
 COMPARE_KEYS = (
     "ssim", "psnr", "mse", "mae", "lpips", "params", "flops_per_clip", "train_step_s", "infer_clip_s",
@@ -68,21 +68,11 @@ COMPARE_COLUMNS = (
 )
 
 
-class _PinnedStepTask(PredictionTask):
-    """A PredictionTask whose `global_step` is fixed, to time training at a chosen point of its schedule."""
-
-    pinned_step = 0
-
-    @property
-    def global_step(self) -> int:
-        return self.pinned_step
-
-
 def _lpips_scorer() -> tuple[Any, str]:
     """Hook for LPIPS in comparisons: returns (scorer or None, the protocol's note).
 
     vidyn has no LPIPS metric yet: its AlexNet backbone weights cannot be downloaded here and need a local
-    file (DESIGN.md §5). When `vidyn.metrics` gains one, return it here and score it on the same clips in
+    file (docs/metrics.md). When `vidyn.metrics` gains one, return it here and score it on the same clips in
     `evaluate_predictors`; until then every model reports `"lpips": null` and the protocol says why.
     """
     return None, "LPIPS weights not installed (vidyn has no local AlexNet LPIPS weights): lpips is null"
@@ -137,7 +127,7 @@ def _compare_run_config(cfg: Config, entry: dict[str, Any]) -> Config:
 
 def _profile_predictor(
     model: nn.Module,
-    task_cfg: TaskConfig,
+    task_args: dict[str, Any],
     run_cfg: Config | None,
     batch: dict[str, Tensor],
     repeats: int,
@@ -148,8 +138,8 @@ def _profile_predictor(
     `run_cfg` is the model's training config, or None for a parameter-free baseline.
     """
     frames, times = batch["frames"].to(device), batch["times"].to(device)  # (B, T, C, H, W), (B, T)
-    t = task_cfg
-    ctx, ctx_t, _, tgt_t = split_clip(frames, times, t.num_context, t.num_future, t.mode)
+    t = task_args
+    ctx, ctx_t, _, tgt_t = split_clip(frames, times, t["num_context"], t["num_future"], t["mode"])
     model = model.to(device).eval()
     res: dict[str, Any] = {
         "params": count_parameters(model),
@@ -164,9 +154,8 @@ def _profile_predictor(
         return res
     work = copy.deepcopy(model).train()  # the timed steps update weights: never touch the evaluated model
     total = run_cfg.trainer.max_steps or 1
-    task = _build_task(run_cfg, work, total, run_cfg.optim.warmup_steps)
-    task.__class__ = _PinnedStepTask  # same state, global_step fixed at the end of scheduled sampling
-    task.pinned_step = task.sampling_stop_step
+    task = task_for(run_cfg, work, total, run_cfg.optim.warmup_steps)
+    task.pinned_step = task.sampling_stop_step  # time the end state of scheduled sampling
     optimizer = task.configure_optimizers()["optimizer"]
     clip = run_cfg.trainer.gradient_clip_val
     train_batch = {"frames": frames, "times": times}
@@ -202,8 +191,8 @@ def compare(
     """
     start = time.perf_counter()
     cfg = config if isinstance(config, Config) else build_config(config, overrides)
-    if cfg.task.kind != "prediction":
-        raise VidynError(f"compare needs task.kind prediction, got {cfg.task.kind!r}")
+    if cfg.task.name != "prediction":
+        raise VidynError(f"compare trains frame predictors: set task.name=prediction, not {cfg.task.name!r}")
     entries = _compare_entries(cfg)
     run_cfgs = {e["label"]: _compare_run_config(cfg, e) for e in entries}  # all checked before training
     out = Path(out)
@@ -221,8 +210,8 @@ def compare(
     prepare_runtime(cfg.trainer)
     device = default_device()
     dataset = build_dataset(cfg.data.name, cfg.eval.split, cfg.data.args, cfg.data.splits)
-    t = cfg.task
-    results, visuals = _evaluate_predictors_for(
+    t = prediction_args(cfg)
+    results, visuals = evaluate_predictors_for(
         models,
         dataset,
         cfg,
@@ -253,9 +242,9 @@ def compare(
             "split": cfg.eval.split,
             "clips": next(iter(results.values()))["num_clips"],
             "frame_shape": list(sample.shape[1:]),
-            "mode": t.mode,
-            "num_context": t.num_context,
-            "num_future": t.num_future,
+            "mode": t["mode"],
+            "num_context": t["num_context"],
+            "num_future": t["num_future"],
             "budget_steps": run_cfgs[entries[0]["label"]].trainer.max_steps,
             "budget_seconds": run_cfgs[entries[0]["label"]].trainer.max_time,
             "batch_size": cfg.data.batch_size,
@@ -268,12 +257,12 @@ def compare(
             "lpips": lpips_note,
         },
     }
-    _write_prediction_figures(out, results, visuals)
+    write_prediction_figures(out, results, visuals)
     report["protocol"]["wall_seconds"] = round(time.perf_counter() - start, 1)
     _write_json(out / "report.json", report)
     write_html_report(
         out / "report.html",
-        title=f"vidyn compare: {cfg.data.name}, {t.num_context} -> {t.num_future} frames",
+        title=f"vidyn compare: {cfg.data.name}, {t['num_context']} -> {t['num_future']} frames",
         columns=COMPARE_COLUMNS,
         rows=report_models,
         figures=[

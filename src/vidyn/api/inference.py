@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -12,14 +11,13 @@ import torch
 from torch import Tensor, nn
 
 from vidyn.api._common import default_device
-from vidyn.config import build_config
+from vidyn.api.models import describe_model
 from vidyn.data.store import take_clip
 from vidyn.data.video_io import frames_to_tensor, load_frames, read_video, write_video
 from vidyn.errors import VidynError
+from vidyn.evaluation import spread_windows
 from vidyn.export import load_model, read_model_meta
-from vidyn.registry import DATASETS, MODELS
 from vidyn.report.media import write_comparison
-from vidyn.tasks.recognition import spread_windows
 
 # ------------------------------------------------------------------------------------------- predict
 
@@ -46,7 +44,9 @@ def predict(
         raise VidynError(f"output {str(out)!r} must end in .mp4, .gif, .avi or .npy")
     meta = read_model_meta(model_path)
     model = load_model(model_path)
-    context, ctx_t, tgt_t, dt_in = _predict_inputs(model, meta, input_path, steps, times, context_frames)
+    context, ctx_t, tgt_t, dt_in = _predict_inputs(
+        model_path, model, meta, input_path, steps, times, context_frames
+    )
     pred, seconds = _run_predictor(model, context, ctx_t, tgt_t)
     size, channels = context.shape[-1], context.shape[2]
     video = torch.cat([context[0], pred[0]], dim=0)  # (Tc + Tf, C, H, W)
@@ -64,6 +64,7 @@ def predict(
 
 
 def _predict_inputs(
+    model_path: str | Path,
     model: nn.Module,
     meta: dict[str, Any],
     input_path: str | Path,
@@ -78,17 +79,14 @@ def _predict_inputs(
     """
     if meta.get("family") != "predictor":
         raise VidynError(f"model {meta['name']!r} is a {meta.get('family')}, not a frame predictor")
-    # The builder's defaults fill arguments the model was built without (vid_ode defaults to 3 channels).
-    args = {**MODELS.get(meta["name"]).defaults(), **meta.get("args", {})}
-    cfg = build_config(meta.get("config") or {})
-    size, channels = args.get("image_size", 64), args.get("in_channels", 1)
-    n_ctx = context_frames or cfg.task.num_context
-    frames, frame_times = load_frames(input_path, size=size, channels=channels)
+    io = describe_model(model_path, model)
+    n_ctx = context_frames or io["num_context"]
+    frames, frame_times = load_frames(input_path, size=io["image_size"], channels=io["in_channels"])
     if frames.shape[0] < 2 and not getattr(model, "continuous_time", False):
         raise VidynError(f"{str(input_path)!r} has {frames.shape[0]} frame(s); give at least 2")
     context = frames[-n_ctx:].unsqueeze(0)  # (1, Tc, C, H, W)
     ctx_t = frame_times[-n_ctx:]
-    train_dt = float(cfg.data.args.get("frame_interval", 0.1))
+    train_dt = io["frame_interval"]
     dt_in = float(ctx_t.diff().median()) if ctx_t.numel() > 1 else train_dt
     scale = train_dt / dt_in if dt_in > 0 else 1.0
     ctx_model_t = (ctx_t - ctx_t[-1]) * scale
@@ -97,7 +95,7 @@ def _predict_inputs(
             raise VidynError(f"model {meta['name']!r} is discrete-time: use --steps instead of --times")
         tgt_model_t = torch.tensor(times, dtype=torch.float32) * scale
     else:
-        n = steps or cfg.task.num_future
+        n = steps or io["num_future"]
         tgt_model_t = torch.arange(1, n + 1, dtype=torch.float32) * train_dt
     if tgt_model_t.numel() == 0:
         raise VidynError("nothing to predict: give --steps N (N >= 1) or --times")
@@ -137,7 +135,7 @@ def predict_many(
     for path in model_paths:
         meta = read_model_meta(path)
         model = load_model(path)
-        ctx, ctx_t, tgt_t, _ = _predict_inputs(model, meta, input_path, steps, None, context_frames)
+        ctx, ctx_t, tgt_t, _ = _predict_inputs(path, model, meta, input_path, steps, None, context_frames)
         if context is not None and ctx.shape[2:] != context.shape[2:]:
             raise VidynError("models to compare must share frame size and channels; train them alike")
         context = ctx if context is None or ctx.shape[1] > context.shape[1] else context
@@ -150,23 +148,6 @@ def predict_many(
     assert context is not None
     write_comparison(out, context, None, preds, fps=fps)
     return {"out": str(out), "models": results}
-
-
-def find_models(root: str | Path) -> list[dict[str, Any]]:
-    """Exported models (folders with model.json + model.safetensors) under `root`, sorted by path."""
-    root = Path(root)
-    if not root.exists():
-        raise VidynError(f"models folder {str(root)!r} does not exist")
-    found = []
-    for meta_path in sorted(root.rglob("model.json")):
-        if not (meta_path.parent / "model.safetensors").is_file():
-            continue
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError:
-            continue
-        found.append({"path": str(meta_path.parent), "name": meta.get("name"), "family": meta.get("family")})
-    return found
 
 
 # --------------------------------------------------------------------------------------- interpolate
@@ -197,7 +178,7 @@ def interpolate(
     out: str | Path,
     context_frames: int | None = None,
 ) -> dict[str, Any]:
-    """Raise a video's frame rate `factor`-fold with a continuous-time predictor (e.g. vid_ode).
+    """Raise a video's frame rate `factor`-fold with a continuous-time predictor.
 
     The video is read with its real presentation timestamps (variable frame rate included) and resized
     to the model's frame size and channels. Windows of `context_frames` consecutive frames (default: the
@@ -219,27 +200,25 @@ def interpolate(
     if meta.get("family") != "predictor":
         raise VidynError(f"model {meta['name']!r} is a {meta.get('family')}, not a frame predictor")
     model = load_model(model_path)
-    if not getattr(model, "continuous_time", False):
+    io = describe_model(model_path, model)
+    if not io["interpolates"]:
         raise VidynError(
             f"model {meta['name']!r} is discrete-time and cannot predict between frames; interpolate with a "
-            "continuous-time model such as vid_ode"
+            "continuous-time predictor (`vidyn models` marks them)"
         )
-    cfg = build_config(meta.get("config") or {})
-    args = {**MODELS.get(meta["name"]).defaults(), **meta.get("args", {})}
-    size, channels = int(args.get("image_size", 64)), int(args.get("in_channels", 1))
+    size, channels = io["image_size"], io["in_channels"]
     frames, times = load_frames(input_path, size=size, channels=channels)  # (N, C, H, W), (N,) seconds
     n = frames.shape[0]
     if n < 2:
         raise VidynError(f"{str(input_path)!r} has {n} frame(s); interpolation needs at least 2")
     t64 = times.to(torch.float64)
-    train_dt = float(cfg.data.args.get("frame_interval", 0.1))
-    scale = train_dt / float(t64.diff().median())
+    scale = io["frame_interval"] / float(t64.diff().median())
     device = default_device()
     model.to(device).eval()
     fractions = torch.arange(1, factor, dtype=torch.float64) / factor  # (K - 1,)
     new_frames: dict[int, Tensor] = {}  # gap -> (K - 1, C, H, W)
     nfe = {"encoder": 0, "decoder": 0}
-    length = max(2, min(context_frames or cfg.task.num_context, n))
+    length = max(2, min(context_frames or io["num_context"] or 2, n))
     windows = _interpolation_windows(n, length)
     start = time.perf_counter()
     with torch.no_grad():
@@ -304,14 +283,12 @@ def classify(
     if meta.get("family") != "classifier":
         raise VidynError(
             f"model {meta.get('name')!r} is a {meta.get('family')}, not an action classifier; pass a model "
-            "trained with task.kind=recognition"
+            "trained with task.name=recognition"
         )
     model = load_model(model_path)
-    cfg = build_config(meta.get("config") or {})
-    data = {**DATASETS.get(cfg.data.name).defaults(), **cfg.data.args, **cfg.data.splits.get("train", {})}
-    in_channels = {**MODELS.get(meta["name"]).defaults(), **meta.get("args", {})}.get("in_channels", 3)
-    num_frames, stride = int(data.get("num_frames", 16)), int(data.get("frame_stride", 1))
-    decoded = read_video(video, size=data.get("size"), grayscale=in_channels == 1)
+    io = describe_model(model_path, model)
+    num_frames, stride = int(io["num_frames"] or 16), int(io["frame_stride"])
+    decoded = read_video(video, size=io["image_size"], grayscale=io["in_channels"] == 1)
     windows = spread_windows(len(decoded.times), num_frames, stride, clips)
     batch = torch.stack(
         [frames_to_tensor(take_clip(decoded.frames, decoded.times, idx, decoded.fps)[0]) for idx in windows]

@@ -12,13 +12,13 @@ import torch
 from torch import nn
 
 from vidyn.api.evaluation import evaluate
+from vidyn.api.models import io_spec
 from vidyn.config import Config, build_config, save_config
-from vidyn.data.datamodule import VideoDataModule
+from vidyn.data.datamodule import VideoDataModule, class_names_of
 from vidyn.errors import VidynError
 from vidyn.export import build_model, export_model
+from vidyn.tasks import TaskRun, VidynTask, build_task
 from vidyn.tasks.engine import build_trainer, prepare_runtime
-from vidyn.tasks.prediction import PredictionTask
-from vidyn.tasks.recognition import RecognitionTask, class_names_of
 
 
 @dataclass
@@ -59,44 +59,27 @@ def _check_data_source(cfg: Config) -> None:
         )
 
 
-def _build_task(
-    cfg: Config, model: nn.Module, total: int, warmup: int, num_classes: int | None = None
-) -> PredictionTask | RecognitionTask:
-    if cfg.task.kind == "recognition":
-        t = cfg.task
-        return RecognitionTask(
-            model,
-            num_classes=num_classes if num_classes is not None else int(getattr(model, "num_classes", 0)),
-            label_smoothing=t.label_smoothing,
-            optim=vars(cfg.optim),
-            total_steps=total,
-            warmup_steps=warmup,
-            freeze_backbone_until_epoch=t.freeze_backbone_until_epoch,
-            unfreeze_layers=t.unfreeze_layers,
-        )
-    if cfg.task.kind != "prediction":
-        raise VidynError(f"unknown task kind {cfg.task.kind!r}; choose prediction or recognition")
-    t = cfg.task
-    if t.adversarial_weight > 0 and cfg.trainer.accumulate_grad_batches != 1:
-        raise VidynError(
-            "adversarial training (task.adversarial_weight > 0) does not support gradient accumulation; set "
-            "trainer.accumulate_grad_batches=1 (raise data.batch_size instead)"
-        )
-    return PredictionTask(
-        model,
-        num_context=t.num_context,
-        num_future=t.num_future,
-        mode=t.mode,
-        loss=t.loss,
+def task_for(
+    cfg: Config, model: nn.Module, total: int, warmup: int, class_names: tuple[str, ...] = ()
+) -> VidynTask:
+    """The configured task (`cfg.task`) for `model`, in a run of `total` optimiser steps."""
+    run = TaskRun(
         optim=vars(cfg.optim),
         total_steps=total,
         warmup_steps=warmup,
-        sampling_stop_fraction=t.sampling_stop_fraction,
-        adversarial_weight=t.adversarial_weight,
         gradient_clip_val=cfg.trainer.gradient_clip_val,
-        warp_weight=t.warp_weight,
-        pyramid_scales=t.pyramid_scales,
+        accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
+        class_names=tuple(class_names),
     )
+    return build_task(cfg.task.name, cfg.task.args, model, run)
+
+
+def _class_names(dataset: Any) -> tuple[str, ...]:
+    """The training data's label vocabulary, or () when it names no classes."""
+    try:
+        return tuple(class_names_of(dataset))
+    except VidynError:
+        return ()
 
 
 def train(
@@ -139,18 +122,14 @@ def train(
         seed=cfg.trainer.seed,
     )
     total, warmup = _total_steps(cfg, dm)
-    extra: dict[str, Any] = {}
-    if cfg.task.kind == "recognition":  # exported with the model so `classify` can name its classes
-        extra["class_names"] = class_names_of(dm.dataset("train"), getattr(model, "num_classes", None))
-    task = _build_task(cfg, model, total, warmup, len(extra.get("class_names", ())) or None)
+    task = task_for(cfg, model, total, warmup, _class_names(dm.dataset("train")))
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
-    callbacks = task.extra_callbacks() if isinstance(task, RecognitionTask) else []  # progressive unfreezing
     trainer_cfg = cfg.trainer
     if not task.automatic_optimization:  # the task clips its own gradients (GAN training)
         trainer_cfg = copy.copy(cfg.trainer)
         trainer_cfg.gradient_clip_val = None
-    trainer = build_trainer(trainer_cfg, out, extra_callbacks=callbacks)
+    trainer = build_trainer(trainer_cfg, out, extra_callbacks=task.extra_callbacks())
     trainer.fit(task, datamodule=dm, ckpt_path=str(resume) if resume else None)
     best = getattr(trainer.checkpoint_callback, "best_model_path", "")
     if best and Path(best).is_file():
@@ -160,7 +139,7 @@ def train(
     model.eval()
     metrics: dict[str, Any] = {}
     if trainer.is_global_zero:
-        export_model(model, out, config=cfg.to_dict(), extra=extra)
+        export_model(model, out, config=cfg.to_dict(), extra=task.export_extra() | io_spec(cfg, model))
         if evaluate_after:
             metrics = evaluate(out, split=cfg.eval.split, json_path=out / "metrics.json", report_dir=out)
     return TrainResult(out, metrics, time.perf_counter() - start, steps=int(trainer.global_step))

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 import vidyn.data.registered  # noqa: F401  (registers the dataset builders)
+from vidyn.errors import VidynError
 from vidyn.registry import DATASETS
 
 SPLITS = ("train", "val", "test")
@@ -26,6 +27,18 @@ def build_dataset(
 ) -> Dataset:
     kwargs = {**(args or {}), **((split_args or {}).get(split, {}))}
     return DATASETS.build(name, split=split, **kwargs)
+
+
+def class_names_of(dataset: Any, num_classes: int | None = None) -> list[str]:
+    """A dataset's class names (`class_names` or `classes` attribute), else "0", "1", ... ."""
+    names = getattr(dataset, "class_names", None) or getattr(dataset, "classes", None)
+    if names is None and hasattr(dataset, "dataset"):  # torch.utils.data.Subset
+        return class_names_of(dataset.dataset, num_classes)
+    if names is None:
+        if num_classes is None:
+            raise VidynError("the dataset names no classes (class_names/classes); cannot label predictions")
+        return [str(i) for i in range(num_classes)]
+    return [str(n) for n in names]
 
 
 class VideoDataModule(L.LightningDataModule):

@@ -5,7 +5,7 @@ float64) and returns one value per frame, `(B, T)`, in the input dtype; averagin
 (`summarize`, or `vidyn.metrics.streaming.FrameMetrics` across batches and processes). Reductions run in
 float64 so float32 inputs lose nothing to accumulation.
 
-Our conventions (DESIGN.md §5):
+Our conventions (docs/metrics.md):
 - MSE / MAE: mean over the C·H·W values of a frame.
 - PSNR: `10 log10(1 / MSE)` per frame with peak 1. Identical frames would give +inf, which poisons every
   average, so the MSE is clamped at 1e-10: PSNR is capped at 100 dB.

@@ -14,6 +14,8 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from vidyn.errors import VidynError
+
 
 @runtime_checkable
 class Predictor(Protocol):
@@ -102,3 +104,32 @@ def regular_continuation(
             "other timestamps"
         )
     return step, tgt.shape[1]
+
+
+def check_predictor_inputs(
+    context: Tensor, context_times: Tensor, target_times: Tensor, in_channels: int
+) -> tuple[Tensor, Tensor]:
+    """Validate a predictor's inputs; return the times as `(B, T)` float32 on the frames' device.
+
+    context `(B, T_in, in_channels, H, W)` with T_in >= 1; times `(T,)` or `(B, T)`, finite, the context's
+    strictly increasing. Raises VidynError (a ValueError) saying what is wrong.
+    """
+    if context.dim() != 5 or context.shape[2] != in_channels or context.shape[1] < 1:
+        raise VidynError(f"context must be (B, T, {in_channels}, H, W) frames; got {tuple(context.shape)}")
+    b, t_in = context.shape[:2]
+    times = []
+    for name, value, n in (("context_times", context_times, t_in), ("target_times", target_times, None)):
+        value = value.unsqueeze(0).expand(b, -1) if value.dim() == 1 else value
+        length_ok = value.dim() == 2 and value.shape[-1] >= 1 and value.shape[-1] == (n or value.shape[-1])
+        if not length_ok or value.shape[0] != b:
+            raise VidynError(
+                f"{name} must have shape ({n or 'T'},) or ({b}, {n or 'T'}); got {tuple(value.shape)}"
+            )
+        value = value.to(device=context.device, dtype=torch.float32)
+        if not bool(torch.isfinite(value).all()):
+            raise VidynError(f"{name} contains NaN or infinite values; pass finite times in seconds")
+        times.append(value)
+    ctx_t, tgt_t = times
+    if not bool((ctx_t.diff(dim=1) > 0).all()):
+        raise VidynError("context_times must be strictly increasing in each clip; sort the context frames")
+    return ctx_t, tgt_t

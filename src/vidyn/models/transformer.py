@@ -9,10 +9,8 @@ strided convolution, i.e. a linear map of the flattened patch, as in ViT). Each 
 applies an MLP (`vidyn.nn.attention.DividedSpaceTimeBlock`). A linear head maps each output token back to
 its `p x p x C` pixels. As in ConvLSTM/PredRNN (OpenSTL's heads) there is no output activation: `step`
 and `rollout` return the raw frames, so the loss keeps its gradient at the bounds, and `forward` clamps
-them to [0, 1]. (A sigmoid head was tried: it starts every pixel at 0.5 grey, and on sparse scenes the
-model spent its first few hundred steps unlearning that; the zero-initialised head predicts exactly
-black at first, the other models' starting point. In compare/shapes_quick the sigmoid head scored SSIM
-0.697 (a run on a loaded machine) and this one 0.778 (quiet machine, 800 steps); copy_last is 0.747.)
+them to [0, 1]. The head is zero-initialised, so a fresh model predicts black (the other models'
+starting point) rather than a sigmoid's 0.5 grey, which sparse scenes punish (measured: docs/prediction.md).
 
 Objective: causal next-frame prediction. The token of frame `t` may see frames `0..t` only, and its output
 is the prediction of frame `t+1`; so one parallel pass over a true clip trains every step at once

@@ -44,10 +44,8 @@ the decoder's raw outputs (flows U_a, U_b; mask and visibility logits):
   observations get denser (sub-pixel motion, where the blend is within 1e-3 of the truth) the frame
   converges to the blend instead of adding the error of learned terms to it. blend_time = 0 turns g off.
 With zero flows, V = 1/2 and M = 1 the frame is exactly the linear blend, so that baseline's answer is
-always within the model's reach. Extrapolation is the paper's chain. The task's optional warping loss
-(`bidirectional_warp_loss`) and pooled-frame L1 (`pyramid_l1`) train the flows. Measured with
-interpolate/vid_ode_shapes_quick (6,000 steps), unseen in-between times, SSIM / PSNR dB: bidirectional
-0.964 / 41.98, the paper's chain with the same recipe 0.935 / 33.55, the linear blend 0.931 / 41.27.
+always within the model's reach. Extrapolation is the paper's chain. The optional warping loss
+(`bidirectional_warp_loss`) and pooled-frame L1 (`pyramid_l1`) train the flows (results: docs/).
 
 Deviations from the official code (same function unless stated): the decoder's upsample + 3x3 conv
 layers are computed exactly in a cheaper order (`UpsampleConv`); the decoder runs once on all targets,
@@ -60,10 +58,14 @@ training mode (as the official code: the loss keeps its gradient) and clamped to
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
 from vidyn.errors import VidynError
+from vidyn.models import vid_ode_loss
+from vidyn.models.interface import check_predictor_inputs
 from vidyn.nn.ode import ConvODEFunc, ODEConvGRU, check_method, odesolve
 from vidyn.nn.upsample import UpsampleConv
 from vidyn.nn.warp import warp
@@ -173,6 +175,23 @@ class VidODE(nn.Module):
     def forward(self, context: Tensor, context_times: Tensor, target_times: Tensor) -> Tensor:
         frames = self.forward_components(context, context_times, target_times)["frames"]
         return frames if self.training else frames.clamp(0, 1)
+
+    def training_loss(
+        self,
+        context: Tensor,
+        context_times: Tensor,
+        target: Tensor,
+        target_times: Tensor,
+        *,
+        warp_weight: float = 0.0,
+        pyramid_scales: Sequence[int] = (),
+    ) -> tuple[Tensor, Tensor]:
+        """(frames, loss): the paper's loss plus the optional terms (`vidyn.models.vid_ode_loss`)."""
+        kwargs = {"warp_weight": warp_weight, "pyramid_scales": pyramid_scales}
+        return vid_ode_loss.training_loss(self, context, context_times, target, target_times, **kwargs)
+
+    def check_loss_args(self, *, warp_weight: float = 0.0, pyramid_scales: Sequence[int] = ()) -> None:
+        vid_ode_loss.check_loss_args(self.interpolation, warp_weight, pyramid_scales)
 
     def forward_components(
         self, context: Tensor, context_times: Tensor, target_times: Tensor
@@ -320,32 +339,11 @@ class VidODE(nn.Module):
 
     def _check(self, context: Tensor, context_times: Tensor, target_times: Tensor) -> tuple[Tensor, Tensor]:
         """Validate the inputs; return the times as `(B, T)` float32 on the frames' device."""
-        if context.dim() != 5 or context.shape[2] != self.in_channels or context.shape[1] < 1:
-            want = f"(B, T, {self.in_channels}, H, W)"
-            raise VidynError(f"context must be {want} frames; got {tuple(context.shape)}")
-        b, t_in, _, h, w = context.shape
+        ctx_t, tgt_t = check_predictor_inputs(context, context_times, target_times, self.in_channels)
+        h, w = context.shape[-2:]
         if h % 2**self.downsample or w % 2**self.downsample:
             raise VidynError(
                 f"frame size {h}x{w} must be divisible by {2**self.downsample}; resize the frames"
-            )
-        times = []
-        for name, value, n in (("context_times", context_times, t_in), ("target_times", target_times, None)):
-            value = value.unsqueeze(0).expand(b, -1) if value.dim() == 1 else value
-            length_ok = (
-                value.dim() == 2 and value.shape[-1] >= 1 and value.shape[-1] == (n or value.shape[-1])
-            )
-            if not length_ok or value.shape[0] != b:
-                raise VidynError(
-                    f"{name} must have shape ({n or 'T'},) or ({b}, {n or 'T'}); got {tuple(value.shape)}"
-                )
-            value = value.to(device=context.device, dtype=torch.float32)
-            if not bool(torch.isfinite(value).all()):
-                raise VidynError(f"{name} contains NaN or infinite values; pass finite times in seconds")
-            times.append(value)
-        ctx_t, tgt_t = times
-        if not bool((ctx_t.diff(dim=1) > 0).all()):
-            raise VidynError(
-                "context_times must be strictly increasing in each clip; sort the context frames"
             )
         if not bool((tgt_t >= ctx_t[:, :1]).all()):
             raise VidynError("vid_ode predicts at or after the first context time; drop earlier target_times")

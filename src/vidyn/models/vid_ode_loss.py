@@ -1,11 +1,15 @@
 """Vid-ODE's training losses: the paper's reconstruction loss and two optional terms for its
-`interpolation="bidirectional"` option (`vidyn.models.vid_ode`); `vidyn.tasks.prediction` combines them."""
+`interpolation="bidirectional"` option (`vidyn.models.vid_ode`). `training_loss` combines them; the model
+exposes it as its own loss (`VidODE.training_loss`), which the prediction task calls with `loss: model`
+and `loss_args: {warp_weight, pyramid_scales}`."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from vidyn.errors import VidynError
 
@@ -75,3 +79,39 @@ def bidirectional_warp_loss(
         pred, truth = parts[side] * keep, target * keep
         loss = loss + F.l1_loss(pred, truth) + pyramid_l1(pred, truth, scales)
     return loss
+
+
+def check_loss_args(interpolation: str, warp_weight: float, pyramid_scales: Sequence[int]) -> None:
+    """Refuse loss arguments that cannot work, before training starts."""
+    if warp_weight < 0 or any(not isinstance(k, int) or k < 2 for k in pyramid_scales):
+        raise VidynError(
+            f"loss_args warp_weight must be >= 0 and pyramid_scales integers >= 2; got {warp_weight}, "
+            f"{list(pyramid_scales)}"
+        )
+    if warp_weight > 0 and interpolation != "bidirectional":
+        raise VidynError(
+            "loss_args warp_weight needs interpolation=bidirectional (set "
+            "model.args.interpolation=bidirectional or task.args.loss_args.warp_weight=0)"
+        )
+
+
+def training_loss(
+    model: nn.Module,
+    context: Tensor,
+    context_times: Tensor,
+    target: Tensor,
+    target_times: Tensor,
+    *,
+    warp_weight: float = 0.0,
+    pyramid_scales: Sequence[int] = (),
+) -> tuple[Tensor, Tensor]:
+    """(predicted frames, loss): the paper's reconstruction loss on the model's components, plus L1 on
+    average-pooled frames at `pyramid_scales` and `warp_weight` times the warping loss (both optional)."""
+    parts = model.forward_components(context, context_times, target_times)
+    pred = parts["frames"]
+    loss = vid_ode_reconstruction_loss(
+        pred, target, parts["start_frame"], parts["difference"], parts["chain_start"]
+    ) + pyramid_l1(pred, target, tuple(pyramid_scales))
+    if warp_weight > 0:
+        loss = loss + warp_weight * bidirectional_warp_loss(parts, target, tuple(pyramid_scales))
+    return pred, loss

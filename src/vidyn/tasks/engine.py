@@ -70,22 +70,28 @@ def prepare_runtime(cfg: TrainerConfig) -> None:
 
 
 def build_trainer(
-    cfg: TrainerConfig, run_dir: Path, extra_callbacks: list[Callback] | None = None, has_val: bool = True
+    cfg: TrainerConfig, run_dir: Path, extra_callbacks: list[Callback] | None = None
 ) -> L.Trainer:
+    # Two checkpoints: best.ckpt (by cfg.monitor; what gets exported) and last.ckpt (the latest, to
+    # resume). Lightning's own `save_last=True` refreshes last.ckpt only when a new best is saved, so a
+    # run whose validation got worse would resume from its best step and repeat the steps since.
     callbacks: list[Callback] = [
         ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
             filename="best",
-            monitor=cfg.monitor if has_val else None,
+            monitor=cfg.monitor,
             mode="min" if "loss" in cfg.monitor else "max",
-            save_last=True,
             save_top_k=1,
+            enable_version_counter=False,
+        ),
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints", filename="last", monitor=None, enable_version_counter=False
         ),
         LearningRateMonitor(logging_interval="step"),
     ]
     if cfg.progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, cfg.log_every_n_steps)))
-    if cfg.early_stopping_patience > 0 and has_val:
+    if cfg.early_stopping_patience > 0:
         callbacks.append(
             EarlyStopping(
                 monitor=cfg.monitor,
@@ -130,7 +136,7 @@ def build_trainer(
         callbacks=callbacks,
         logger=TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""),
         log_every_n_steps=cfg.log_every_n_steps,
-        limit_val_batches=cfg.limit_val_batches if has_val else 0,
+        limit_val_batches=cfg.limit_val_batches,
         enable_progress_bar=cfg.progress_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,

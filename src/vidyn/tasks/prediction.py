@@ -2,28 +2,29 @@
 
 Recurrent / autoregressive models that implement `rollout` are trained as OpenSTL trains them: on the
 next-frame loss over all T_in + T_out - 1 steps, with (reverse) scheduled sampling deciding which
-decoder inputs are ground truth. Every other predictor (continuous-time models such as Vid-ODE) is
-trained on its `forward` from context to targets.
+decoder inputs are ground truth. Every other predictor (continuous-time models) is trained on its
+`forward` from context to targets, in the `mode` splits of `vidyn.tasks.splits`.
 
-Vid-ODE (Park et al., AAAI 2021) is trained as its paper and official code train it: `loss: vid_ode` is
-L1 on the frames plus L1 between the model's difference output D and the true frame differences
-(`vid_ode_reconstruction_loss` on `forward_components`), and `adversarial_weight > 0` (the paper: 0.003)
-adds LSGAN terms from an image and a sequence discriminator that this task owns (they are never part of
-the exported model), trained by manual optimisation: one discriminator step, then one generator step
-against the updated discriminators, per batch. The official code computes both losses before either step;
+Losses: `mse`, `l1`, `l1_diff` (L1 on frames and on frame differences) for any model, or `model`: the
+model's own (paper) loss, for predictors that define `training_loss(context, context_times, target,
+target_times, **loss_args) -> (prediction, loss)` (Vid-ODE: L1 on frames plus L1 between its difference
+output and the frame differences, with its optional extra terms as `loss_args`). A model may also define
+`check_loss_args(**loss_args)`, called here at construction so a bad value fails before training starts.
+
+`adversarial_weight > 0` (Vid-ODE's paper: 0.003) adds LSGAN terms from an image and a sequence
+discriminator (`vidyn.models.discriminators`) that this task owns (they are never part of the exported
+model), trained by manual optimisation: one discriminator step, then one generator step against the
+updated discriminators, per batch. The official Vid-ODE code computes both losses before either step;
 modern autograd refuses a generator backward through discriminator weights changed in place, so the
-generator here sees the discriminators after their step. Two loss terms beyond the paper are options:
-`pyramid_scales` adds the L1 on average-pooled frames (`pyramid_l1`) and `warp_weight` Super SloMo's
-warping loss for `interpolation=bidirectional` (`bidirectional_warp_loss`). Solver statistics
-(function evaluations per clip and per predicted frame) are logged for models that count them
-(`last_nfe`).
+generator here sees the discriminators after their step. Solver statistics (function evaluations per
+clip and per predicted frame) are logged for models that count them (`last_nfe`).
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -38,116 +39,40 @@ from vidyn.models.discriminators import (
     lsgan_d_loss,
     lsgan_g_loss,
 )
-from vidyn.models.vid_ode_loss import bidirectional_warp_loss, pyramid_l1, vid_ode_reconstruction_loss
+from vidyn.registry import TASKS
 from vidyn.tasks import optim as optim_lib
+from vidyn.tasks.base import TaskRun, VidynTask
 from vidyn.tasks.sampling import sample_truth_mask
+from vidyn.tasks.splits import CONTINUOUS_MODES, MODES, solver_stats, split_indices
 
-MODES = ("extrapolate", "interpolate", "irregular")
-CONTINUOUS_MODES = ("interpolate", "irregular")  # modes that need a continuous-time model
-LOSSES = ("mse", "l1", "l1_diff", "vid_ode")
-EVAL_SPLIT_SEED = 0  # the `irregular` split used when no generator is given (validation, evaluation)
+LOSSES = ("mse", "l1", "l1_diff", "model")
 
 
-def irregular_split(
-    span: int, num_context: int, generator: torch.Generator | None = None
-) -> tuple[Tensor, Tensor]:
-    """Sorted (observed, target) indices of the `irregular` mode over the first `span` frames of a clip.
-
-    Frame 0 is always observed (predictors answer at or after their first observation); the last observed
-    frame L is drawn uniformly from `num_context - 1 .. span - 1` and the other `num_context - 2` observed
-    frames uniformly without replacement between them. Every other frame is a target: those before L are
-    interpolation targets, those after it (0 to `span - num_context` of them, uniformly) extrapolation
-    targets. `generator=None` uses a fixed seed, so evaluation sees the same split every time.
-    """
-    if not 1 <= num_context < span:
+def _checked_loss_args(
+    model: nn.Module, loss: str, loss_args: dict[str, Any] | None, uses_rollout: bool
+) -> dict[str, Any]:
+    """Validate `loss` / `loss_args` for `model` before training starts; returns the loss arguments."""
+    if loss not in LOSSES:
+        raise VidynError(f"unknown loss {loss!r}; choose one of: {', '.join(LOSSES)}")
+    args = dict(loss_args or {})
+    if loss != "model":
+        if args:
+            raise VidynError("task.args.loss_args configure a model's own loss; set task.args.loss=model")
+        return args
+    own = getattr(model, "training_loss", None)
+    if own is None or uses_rollout:
         raise VidynError(
-            f"irregular mode needs 1 <= num_context < num_context + num_future; got {num_context} of {span}"
+            f"{type(model).__name__} has no loss of its own (training_loss) for this mode; use "
+            "task.args.loss=l1_diff (or mse, l1)"
         )
-    gen = generator if generator is not None else torch.Generator().manual_seed(EVAL_SPLIT_SEED)
-    observed = torch.zeros(span, dtype=torch.bool)
-    observed[0] = True
-    if num_context > 1:
-        last = int(torch.randint(num_context - 1, span, (1,), generator=gen))
-        observed[last] = True
-        observed[torch.randperm(last - 1, generator=gen)[: num_context - 2] + 1] = True
-    return observed.nonzero().squeeze(1), (~observed).nonzero().squeeze(1)
-
-
-def split_indices(
-    num_frames: int, num_context: int, num_future: int, mode: str, generator: torch.Generator | None = None
-) -> tuple[Tensor, Tensor]:
-    """Clip indices (context, targets) of a prediction mode; see `split_clip`."""
-    if mode == "extrapolate":
-        if num_context + num_future > num_frames:
-            raise VidynError(
-                f"clips have {num_frames} frames but num_context + num_future = {num_context + num_future}; "
-                "lower them or raise the dataset's num_frames"
-            )
-        return torch.arange(num_context), torch.arange(num_context, num_context + num_future)
-    if mode == "interpolate":
-        span = 2 * num_context - 1
-        if span > num_frames:
-            raise VidynError(f"interpolation with {num_context} observed frames needs clips of {span} frames")
-        return torch.arange(0, span, 2), torch.arange(1, span, 2)
-    if mode == "irregular":
-        if num_context + num_future > num_frames:
-            raise VidynError(
-                f"irregular mode draws from the first num_context + num_future = {num_context + num_future} "
-                f"frames but clips have {num_frames}; lower them or raise the dataset's num_frames"
-            )
-        return irregular_split(num_context + num_future, num_context, generator)
-    raise VidynError(f"unknown prediction mode {mode!r}; choose one of: {', '.join(MODES)}")
-
-
-def split_clip(
-    frames: Tensor,
-    times: Tensor,
-    num_context: int,
-    num_future: int,
-    mode: str,
-    generator: torch.Generator | None = None,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Cut a clip `(B, T, C, H, W)` with times `(B, T)` into (context, context_times, target, target_times).
-
-    extrapolate: the first num_context frames predict the next num_future.
-    interpolate: Vid-ODE's protocol — observe the even frames of the first 2*num_context - 1 frames and
-    predict the odd ones between them (num_future is then num_context - 1).
-    irregular: Vid-ODE's irregular sampling — among the first num_context + num_future frames (at the
-    clip's own, possibly irregular, timestamps) a random subset of num_context frames, always holding frame
-    0, is observed and the other num_future frames are predicted, both between observations and after the
-    last one (`irregular_split`; one subset per call, shared by the batch, drawn from `generator`, or a
-    fixed one when it is None). Targets are in time order in every mode.
-    """
-    ctx, tgt = split_indices(frames.shape[1], num_context, num_future, mode, generator)
-    return frames[:, ctx], times[:, ctx], frames[:, tgt], times[:, tgt]
-
-
-def solver_stats(model: nn.Module, context_times: Tensor, target_times: Tensor) -> dict[str, float] | None:
-    """ODE function evaluations of the model's last forward, per clip and per predicted frame.
-
-    For models that count them in `last_nfe = {"encoder": n, "decoder": m}` (Vid-ODE), summed over the
-    solves of one forward. Vid-ODE solves together the clips whose times relative to their first context
-    time are equal (one solve for a regular grid, one per clip for irregular clips), so the NFE of one clip
-    is the sum divided by the number of such groups. Returns `{"nfe_encoder", "nfe_decoder"}` per clip,
-    `"nfe_per_frame"` = (encoder + decoder) per clip / predicted frames, and `"solves"`; None for models
-    without `last_nfe`.
-    """
-    nfe = getattr(model, "last_nfe", None)
-    if not isinstance(nfe, dict):
-        return None
-    ctx = context_times if context_times.dim() == 2 else context_times.unsqueeze(0)
-    tgt = target_times if target_times.dim() == 2 else target_times.unsqueeze(0)
-    tgt = tgt.expand(ctx.shape[0], -1)
-    t0 = ctx[:, :1].double()
-    rel = torch.cat([(ctx.double() - t0).float(), (tgt.double() - t0).float()], dim=1)  # as vid_ode groups
-    solves = int(torch.unique(rel, dim=0).shape[0])
-    enc, dec = nfe.get("encoder", 0) / solves, nfe.get("decoder", 0) / solves
-    return {
-        "nfe_encoder": enc,
-        "nfe_decoder": dec,
-        "nfe_per_frame": (enc + dec) / max(1, tgt.shape[1]),
-        "solves": float(solves),
-    }
+    valid = [p for p in inspect.signature(own).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    unknown = sorted(set(args) - {p.name for p in valid})
+    if unknown:
+        names = ", ".join(p.name for p in valid) or "(none)"
+        raise VidynError(f"task.args.loss_args has unknown key(s) {', '.join(unknown)}; valid: {names}")
+    if hasattr(model, "check_loss_args"):
+        model.check_loss_args(**args)
+    return args
 
 
 def reconstruction_loss(pred: Tensor, target: Tensor, kind: str) -> Tensor:
@@ -155,97 +80,87 @@ def reconstruction_loss(pred: Tensor, target: Tensor, kind: str) -> Tensor:
         return F.mse_loss(pred, target)
     if kind == "l1":
         return F.l1_loss(pred, target)
-    if kind == "l1_diff":  # any model: L1 on frames + on their differences (Vid-ODE's own is "vid_ode")
+    if kind == "l1_diff":  # any model: L1 on frames + on their differences (a model's own is "model")
         loss = F.l1_loss(pred, target)
         if pred.shape[1] > 1:
             loss = loss + F.l1_loss(pred.diff(dim=1), target.diff(dim=1))
         return loss
-    if kind == "vid_ode":
-        raise VidynError("loss vid_ode is computed by PredictionTask from the model's forward_components")
     raise VidynError(f"unknown loss {kind!r}; choose one of: {', '.join(LOSSES)}")
 
 
-class PredictionTask(L.LightningModule):
-    """Trains a predictor on `mode` splits of its clips (see `split_clip`) with the `loss` of the config.
+@TASKS.register("prediction", family="predictor")
+class PredictionTask(VidynTask):
+    """Trains a predictor on `mode` splits of its clips (`vidyn.tasks.splits.split_clip`) with `loss`.
 
-    `adversarial_weight > 0` switches to manual optimisation with Vid-ODE's discriminators (module
-    docstring): generator and discriminator optimisers both follow `optim` and its LR schedule, stepped
-    here; gradients are clipped here to `gradient_clip_val` (the Trainer must not clip, and gradient
-    accumulation is not supported). Only the discriminator's step is not counted as a Trainer step, so
-    `global_step` and `trainer.max_steps` count batches as in automatic optimisation.
+    num_context / num_future: frames observed and predicted; mode: extrapolate | interpolate | irregular
+    (the latter two need a continuous-time model); loss: mse | l1 | l1_diff | model (the model's own loss,
+    module docstring) with `loss_args` for it; sampling_stop_fraction: the fraction of the run's steps at
+    which scheduled sampling reaches its end state; adversarial_weight: Vid-ODE's LSGAN terms (paper
+    0.003; 0 = off). With `adversarial_weight > 0` optimisation is manual: generator and discriminator
+    optimisers both follow `run.optim` and its LR schedule, stepped here; gradients are clipped here to
+    `run.gradient_clip_val` (the Trainer must not clip, and gradient accumulation is not supported). Only
+    the discriminator's step is not counted as a Trainer step, so `global_step` and `trainer.max_steps`
+    count batches as in automatic optimisation.
     """
 
     def __init__(
         self,
         model: nn.Module,
+        run: TaskRun,
         *,
-        num_context: int,
-        num_future: int,
+        num_context: int = 10,
+        num_future: int = 10,
         mode: str = "extrapolate",
         loss: str = "mse",
-        optim: dict[str, Any],
-        total_steps: int,
-        warmup_steps: int = 0,
+        loss_args: dict[str, Any] | None = None,
         sampling_stop_fraction: float = 0.5,
         adversarial_weight: float = 0.0,
-        gradient_clip_val: float | None = None,
-        warp_weight: float = 0.0,
-        pyramid_scales: tuple[int, ...] | list[int] = (),
     ) -> None:
         super().__init__()
         if mode not in MODES:
             raise VidynError(f"unknown prediction mode {mode!r}; choose one of: {', '.join(MODES)}")
-        if loss not in LOSSES:
-            raise VidynError(f"unknown loss {loss!r}; choose one of: {', '.join(LOSSES)}")
         if mode in CONTINUOUS_MODES and not getattr(model, "continuous_time", False):
             raise VidynError(
-                f"mode {mode!r} needs a continuous-time model (e.g. vid_ode); {type(model).__name__} is "
-                "discrete-time: use task.mode=extrapolate"
+                f"mode {mode!r} needs a continuous-time model; {type(model).__name__} is discrete-time: "
+                "use task.args.mode=extrapolate"
             )
         self.model = model
-        self.num_context, self.num_future, self.mode, self.loss_kind = num_context, num_future, mode, loss
-        self.optim_cfg, self.total_steps, self.warmup_steps = optim, total_steps, warmup_steps
-        self.sampling_stop_step = max(1, int(sampling_stop_fraction * total_steps))
+        self.num_context, self.num_future, self.mode = num_context, num_future, mode
+        self.optim_cfg, self.total_steps, self.warmup_steps = run.optim, run.total_steps, run.warmup_steps
+        self.sampling_stop_step = max(1, int(sampling_stop_fraction * run.total_steps))
         self.uses_rollout = hasattr(model, "rollout") and mode == "extrapolate"
-        if loss == "vid_ode" and (self.uses_rollout or not hasattr(model, "forward_components")):
-            raise VidynError(
-                f"loss vid_ode needs a model with forward_components (vid_ode), not {type(model).__name__}; "
-                "use task.loss=l1_diff for other models"
-            )
-        if warp_weight < 0 or any(not isinstance(k, int) or k < 2 for k in pyramid_scales):
-            raise VidynError(
-                f"task.warp_weight must be >= 0 and task.pyramid_scales integers >= 2; got {warp_weight}, "
-                f"{list(pyramid_scales)}"
-            )
-        if (warp_weight > 0 or pyramid_scales) and loss != "vid_ode":
-            raise VidynError(
-                "task.warp_weight and task.pyramid_scales extend loss vid_ode; set task.loss=vid_ode"
-            )
-        if warp_weight > 0 and getattr(model, "interpolation", None) != "bidirectional":
-            raise VidynError(
-                "task.warp_weight needs vid_ode with interpolation=bidirectional "
-                "(set model.args.interpolation=bidirectional or task.warp_weight=0)"
-            )
-        self.warp_weight, self.pyramid_scales = float(warp_weight), tuple(pyramid_scales)
+        self.loss_kind, self.loss_args = loss, _checked_loss_args(model, loss, loss_args, self.uses_rollout)
         if adversarial_weight < 0:
-            raise VidynError(f"task.adversarial_weight must be >= 0; got {adversarial_weight}")
-        self.adversarial_weight, self.gradient_clip_val = float(adversarial_weight), gradient_clip_val
+            raise VidynError(f"task.args.adversarial_weight must be >= 0; got {adversarial_weight}")
+        self.adversarial_weight, self.gradient_clip_val = float(adversarial_weight), run.gradient_clip_val
         self.split_seed = int(torch.initial_seed()) % 2**31  # the run's seed: random splits differ per seed
+        self.pinned_step: int | None = None  # set to time a training step at a chosen point of the schedule
         if adversarial_weight > 0:
-            channels = getattr(model, "in_channels", None)
-            if self.uses_rollout or not isinstance(channels, int):
-                raise VidynError(
-                    "adversarial training needs a predictor trained on forward with an in_channels attribute "
-                    f"(e.g. vid_ode), not {type(model).__name__}; set task.adversarial_weight=0"
-                )
-            self.automatic_optimization = False
-            self.image_discriminator = ImageDiscriminator(channels)
-            length = {
-                "extrapolate": num_context + 1,
-                "interpolate": 2 * num_context - 1,
-                "irregular": num_context + num_future,
-            }[mode]
-            self.sequence_discriminator = SequenceDiscriminator(channels, num_frames=length)
+            self._add_discriminators(run)
+
+    def _add_discriminators(self, run: TaskRun) -> None:
+        channels = getattr(self.model, "in_channels", None)
+        if self.uses_rollout or not isinstance(channels, int):
+            raise VidynError(
+                "adversarial training needs a predictor trained on forward with an in_channels attribute "
+                f"(e.g. a continuous-time model), not {type(self.model).__name__}; set "
+                "task.args.adversarial_weight=0"
+            )
+        if run.accumulate_grad_batches != 1:
+            raise VidynError(
+                "adversarial training (task.args.adversarial_weight > 0) does not support gradient "
+                "accumulation; set trainer.accumulate_grad_batches=1 (raise data.batch_size instead)"
+            )
+        self.automatic_optimization = False
+        self.image_discriminator = ImageDiscriminator(channels)
+        c, f = self.num_context, self.num_future
+        length = {"extrapolate": c + 1, "interpolate": 2 * c - 1, "irregular": c + f}[self.mode]
+        self.sequence_discriminator = SequenceDiscriminator(channels, num_frames=length)
+
+    @property
+    def schedule_step(self) -> int:
+        """The step that drives scheduled sampling and the training splits (`pinned_step` when set)."""
+        return self.global_step if self.pinned_step is None else self.pinned_step
 
     def schedule_kwargs(self, kind: str) -> dict[str, Any]:
         """OpenSTL's schedules, rescaled from its 50k-step runs to this run's length.
@@ -273,7 +188,7 @@ class PredictionTask(L.LightningModule):
         frames, times = batch["frames"], batch["times"]
         gen = None
         if train and self.mode == "irregular":
-            gen = torch.Generator().manual_seed(self.split_seed + 1_000_003 * self.global_step + batch_idx)
+            gen = torch.Generator().manual_seed(self.split_seed + 1_000_003 * self.schedule_step + batch_idx)
         ctx, tgt = split_indices(frames.shape[1], self.num_context, self.num_future, self.mode, gen)
         ctx, tgt = ctx.to(frames.device), tgt.to(frames.device)
         return {
@@ -286,17 +201,11 @@ class PredictionTask(L.LightningModule):
         }
 
     def _predict_and_loss(self, s: dict[str, Tensor], stage: str) -> tuple[Tensor, Tensor]:
-        """(predicted frames, reconstruction loss) from `forward` (or Vid-ODE's components); logs NFE."""
-        if self.loss_kind == "vid_ode":
-            parts = self.model.forward_components(s["context"], s["context_times"], s["target_times"])
-            pred = parts["frames"]
-            loss = vid_ode_reconstruction_loss(
-                pred, s["target"], parts["start_frame"], parts["difference"], parts["chain_start"]
-            ) + pyramid_l1(pred, s["target"], self.pyramid_scales)
-            if self.warp_weight > 0:
-                loss = loss + self.warp_weight * bidirectional_warp_loss(
-                    parts, s["target"], self.pyramid_scales
-                )
+        """(predicted frames, reconstruction loss) from `forward` (or the model's own loss); logs NFE."""
+        if self.loss_kind == "model":
+            pred, loss = self.model.training_loss(
+                s["context"], s["context_times"], s["target"], s["target_times"], **self.loss_args
+            )
         else:
             pred = self.model(s["context"], s["context_times"], s["target_times"])
             loss = reconstruction_loss(pred, s["target"], self.loss_kind)
@@ -317,7 +226,7 @@ class PredictionTask(L.LightningModule):
                 clip.shape[1],
                 self.num_context,
                 kind,
-                self.global_step,
+                self.schedule_step,
                 **self.schedule_kwargs(kind),
             ).to(clip.device)
             if getattr(self.model, "continuous_time", False):

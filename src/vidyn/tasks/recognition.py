@@ -24,33 +24,21 @@ model's `freeze_backbone()` keeps them fixed (see `vidyn.models.cnn_rnn.Backbone
 
 from __future__ import annotations
 
-import math
-import time
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
-import numpy as np
-import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Subset
 
 from vidyn.errors import VidynError
-from vidyn.metrics import ClassificationMetrics, most_confused_pairs
+from vidyn.registry import TASKS
 from vidyn.tasks import optim as optim_lib
+from vidyn.tasks.base import TaskRun, VidynTask
 
-__all__ = [
-    "ProgressiveUnfreezing",
-    "RecognitionTask",
-    "class_names_of",
-    "evaluate_classifier",
-    "parameter_groups",
-    "spread_windows",
-    "topk_hits",
-]
+__all__ = ["ProgressiveUnfreezing", "RecognitionTask", "parameter_groups", "topk_hits"]
 
 
 def topk_hits(logits: Tensor, labels: Tensor, k: int) -> Tensor:
@@ -73,27 +61,33 @@ def parameter_groups(model: nn.Module) -> list[dict[str, Any]]:
     return [{"params": list(model.parameters()), "name": "all"}]
 
 
-class RecognitionTask(L.LightningModule):
-    """Cross-entropy training of a classifier `frames (B, T, C, H, W) -> logits (B, num_classes)`."""
+@TASKS.register("recognition", family="classifier")
+class RecognitionTask(VidynTask):
+    """Cross-entropy training of a classifier `frames (B, T, C, H, W) -> logits (B, num_classes)`.
+
+    The classes are the training data's (`run.class_names`; the model's `num_classes` when the data
+    names none) and are exported with the model so `classify` can name them. label_smoothing: epsilon
+    of the smoothed target; freeze_backbone_until_epoch / unfreeze_layers: progressive fine-tuning
+    (`ProgressiveUnfreezing`; 0 = never frozen; None unfreezes the whole backbone).
+    """
 
     def __init__(
         self,
         model: nn.Module,
+        run: TaskRun,
         *,
-        num_classes: int,
         label_smoothing: float = 0.0,
-        optim: dict[str, Any],
-        total_steps: int,
-        warmup_steps: int = 0,
         freeze_backbone_until_epoch: int = 0,
         unfreeze_layers: Sequence[str] | None = ("layer3", "layer4"),
     ) -> None:
         super().__init__()
+        num_classes = len(run.class_names) or int(getattr(model, "num_classes", 0))
+        self.class_names = list(run.class_names) or [str(i) for i in range(num_classes)]
         if not 0.0 <= label_smoothing < 1.0:
-            raise VidynError(f"task.label_smoothing must be in [0, 1); got {label_smoothing}")
+            raise VidynError(f"task.args.label_smoothing must be in [0, 1); got {label_smoothing}")
         if freeze_backbone_until_epoch < 0:
             raise VidynError(
-                f"task.freeze_backbone_until_epoch must be >= 0 (0 = never frozen); got "
+                f"task.args.freeze_backbone_until_epoch must be >= 0 (0 = never frozen); got "
                 f"{freeze_backbone_until_epoch}"
             )
         model_classes = getattr(model, "num_classes", num_classes)
@@ -105,7 +99,7 @@ class RecognitionTask(L.LightningModule):
         self.model = model
         self.num_classes = num_classes
         self.label_smoothing = float(label_smoothing)
-        self.optim_cfg, self.total_steps, self.warmup_steps = optim, total_steps, warmup_steps
+        self.optim_cfg, self.total_steps, self.warmup_steps = run.optim, run.total_steps, run.warmup_steps
         self.freeze_backbone_until_epoch = freeze_backbone_until_epoch
         self.unfreeze_layers = None if unfreeze_layers is None else list(unfreeze_layers)
 
@@ -138,6 +132,9 @@ class RecognitionTask(L.LightningModule):
         return optim_lib.configure(
             parameter_groups(self.model), self.optim_cfg, self.total_steps, self.warmup_steps
         )
+
+    def export_extra(self) -> dict[str, Any]:
+        return {"class_names": self.class_names}
 
     def extra_callbacks(self) -> list[Callback]:
         """The callbacks this task needs beside the engine's: progressive unfreezing when configured."""
@@ -197,86 +194,3 @@ class ProgressiveUnfreezing(Callback):
         self.frozen = epoch < self.until_epoch
         if not self.frozen:
             model.unfreeze_backbone(self.layers)
-
-
-def class_names_of(dataset: Any, num_classes: int | None = None) -> list[str]:
-    """A dataset's class names (`class_names` or `classes` attribute), else "0", "1", ... ."""
-    names = getattr(dataset, "class_names", None) or getattr(dataset, "classes", None)
-    if names is None and hasattr(dataset, "dataset"):  # torch.utils.data.Subset
-        return class_names_of(dataset.dataset, num_classes)
-    if names is None:
-        if num_classes is None:
-            raise VidynError("the dataset names no classes (class_names/classes); cannot label predictions")
-        return [str(i) for i in range(num_classes)]
-    return [str(n) for n in names]
-
-
-@torch.no_grad()
-def evaluate_classifier(
-    model: nn.Module,
-    dataset: Dataset,
-    class_names: Sequence[str],
-    *,
-    batch_size: int = 8,
-    max_clips: int | None = None,
-    device: torch.device | None = None,
-) -> dict[str, Any]:
-    """Score a classifier on every clip of `dataset` (one clip per item, as the dataset samples it).
-
-    Returns `{"top1", "top5", "per_class_accuracy": {class: recall or None when the class has no clips},
-    "most_confused": [{"true", "predicted", "count"}], "confusion_matrix": [[K ints] x K] (rows = true
-    class), "num_clips", "infer_clip_s"}` (top-k micro-averaged, see `vidyn.metrics.classification`).
-    """
-    device = device or torch.device("cpu")
-    if max_clips is not None:
-        dataset = Subset(dataset, range(min(max_clips, len(dataset))))
-    num_classes = len(class_names)
-    # One process scores the whole split (rank 0 after a DDP fit): never wait for peers.
-    metric = ClassificationMetrics(num_classes, top_k=(1, 5), sync_on_compute=False).to(device)
-    model.to(device).eval()
-    seconds, clips = 0.0, 0
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        frames, labels = batch["frames"].to(device), batch["label"].to(device)
-        t0 = time.perf_counter()
-        logits = model(frames).float()
-        seconds += time.perf_counter() - t0
-        metric.update(logits, labels)
-        clips += labels.shape[0]
-    if clips == 0:
-        raise VidynError("the evaluation split has no clips; check the dataset arguments")
-    res = metric.compute()
-    recall = res["per_class_accuracy"]
-    return {
-        "top1": res["top1"],
-        "top5": res["top5"],
-        "per_class_accuracy": {
-            name: (None if math.isnan(acc) else acc) for name, acc in zip(class_names, recall, strict=True)
-        },
-        "most_confused": most_confused_pairs(torch.tensor(res["confusion_matrix"]), list(class_names)),
-        "confusion_matrix": res["confusion_matrix"],
-        "num_clips": clips,
-        "infer_clip_s": seconds / clips,
-    }
-
-
-def spread_windows(num_available: int, num_frames: int, stride: int, num_clips: int | None) -> np.ndarray:
-    """Frame indices `(K, num_frames)` of K windows of `num_frames` frames `stride` apart, evenly spaced
-    from the start to the end of a video of `num_available` frames (inference over a whole video).
-
-    `num_clips=None` picks enough windows to cover the video (ceil(frames / window span)), at most 10.
-    A video shorter than one window gives one window from frame 0 whose indices run past the end: the
-    caller holds the last frame there (`vidyn.data.store.take_clip`), keeping the training frame rate
-    rather than squeezing the stride.
-    """
-    if num_available < 1 or num_frames < 1 or stride < 1:
-        raise VidynError("a video needs at least one frame, and num_frames and stride must be >= 1")
-    span = (num_frames - 1) * stride + 1  # frames one window covers
-    slack = num_available - span
-    if num_clips is None:
-        num_clips = min(10, max(1, math.ceil(num_available / span)))
-    if num_clips < 1:
-        raise VidynError(f"clips must be >= 1; got {num_clips}")
-    if slack <= 0:
-        num_clips = 1
-    starts = np.round(np.linspace(0, max(0, slack), num_clips)).astype(np.int64)
-    return starts[:, None] + stride * np.arange(num_frames, dtype=np.int64)[None, :]  # (K, T)

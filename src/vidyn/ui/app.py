@@ -60,7 +60,7 @@ def run_interpolate(video: str | None, model_path: str | None, factor: int) -> s
     if not video:
         raise VidynError("upload a video first")
     if not model_path:
-        raise VidynError("select a continuous-time model (vid_ode)")
+        raise VidynError("select a continuous-time model")
     out = _workdir() / "interpolated.mp4"
     return api.interpolate(model_path, video, factor=int(factor), out=out)["out"]
 
@@ -114,7 +114,8 @@ def build_app(models_root: str | Path = ".") -> Any:
                 ivideo = gr.Video(label="input clip", sources=["upload"])
                 with gr.Column():
                     imodel = gr.Dropdown(
-                        [c for c in predictors if "vid_ode" in c[0]], label="continuous-time model"
+                        [(f"{m['name']}  ({m['path']})", m["path"]) for m in models if m["interpolates"]],
+                        label="continuous-time model",
                     )
                     factor = gr.Slider(2, 8, value=2, step=1, label="frame-rate factor")
                     igo = gr.Button("Interpolate", variant="primary")

@@ -22,7 +22,7 @@ Every model is scored on the same clips and times. Discrete-time models (`contin
 convlstm) only predict on their context's grid: they are scored on the integer extrapolation offsets when
 the context is regular, and reported as null with a reason elsewhere; so is any model that refuses the
 times it is asked for. Metrics follow vidyn's conventions (`vidyn.metrics.frame_metrics`: per frame, then
-averaged; DESIGN.md §5). Models that count ODE function evaluations (`last_nfe`) also report them per clip
+averaged; docs/metrics.md). Models that count ODE function evaluations (`last_nfe`) also report them per clip
 and per predicted frame.
 """
 
@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from vidyn.errors import VidynError
 from vidyn.metrics import frame_metrics
-from vidyn.tasks.prediction import solver_stats
+from vidyn.tasks.splits import solver_stats
 
 PROTOCOLS = ("interpolation", "extrapolation", "irregular")
 FRACTIONS = (0.25, 0.5, 0.75)
@@ -180,82 +180,132 @@ def evaluate_continuous(
     if not fractions or not all(0 < f < 1 for f in fractions):
         raise VidynError(f"fractions must lie strictly between 0 and 1; got {fractions}")
     offsets = extrapolation_offsets or tuple(k / 2 for k in range(1, 2 * num_future + 1))
-    grid_offsets = tuple(k for k in offsets if float(k).is_integer() and k > 0)
     dt = float(dataset.frame_interval)
     n = len(dataset) if max_clips is None else min(max_clips, len(dataset))
-    first = dataset[0]
-    num_frames = first["frames"].shape[0]
+    num_frames = dataset[0]["frames"].shape[0] if n else 0
     if n == 0 or num_frames < max(2, num_context):
         raise VidynError(
             f"continuous evaluation needs clips of >= {max(2, num_context)} frames and >= 1 clip"
         )
     pool = min(num_frames, num_context + num_future)  # the span the `irregular` training mode draws from
     device = device or torch.device("cpu")
-    trackers = {p: {name: _Tracker() for name in models} for p in PROTOCOLS}
-    reasons: dict[str, dict[str, str]] = {p: {} for p in PROTOCOLS}
-    kinds: dict[str, str] = {}
+    state = _Run(models, offsets, device)
     for m in models.values():
         m.to(device).eval()
     for start in range(0, n, batch_size):
         idx = list(range(start, min(n, start + batch_size)))
+        plan = _Plan(fractions, offsets, dt, num_context, pool, seed)
+        for job in plan.jobs(dataset, idx, state.kinds):
+            state.score(job, dataset, idx)
+    out = state.results()
+    out["protocol"] = _protocol(n, num_context, dt, dataset, fractions, offsets, pool, seed)
+    return out
+
+
+class _Plan:
+    """The three protocols' (context, target times) for a batch of clips."""
+
+    def __init__(
+        self, fractions: tuple[float, ...], offsets: tuple[float, ...], dt: float, num_context: int,
+        pool: int, seed: int,
+    ) -> None:  # fmt: skip
+        self.fractions, self.offsets, self.dt = fractions, offsets, dt
+        self.num_context, self.pool, self.seed = num_context, pool, seed
+
+    def jobs(self, dataset: Any, idx: list[int], kinds: dict[str, str]) -> list[tuple]:
+        """(protocol, context (B, Tc, C, H, W), its times (B, Tc), target times (B, K), keys, gaps)."""
         clips = [dataset[i] for i in idx]
         frames = torch.stack([c["frames"] for c in clips])  # (B, T, C, H, W)
         times = torch.stack([c["times"] for c in clips]).float()  # (B, T)
-        ctx, ctx_t = frames[:, :num_context], times[:, :num_context]
-        sel = torch.stack([irregular_context(i, pool, num_context, seed) for i in idx])  # (B, Tc)
+        ctx, ctx_t = frames[:, : self.num_context], times[:, : self.num_context]
+        sel = torch.stack([irregular_context(i, self.pool, self.num_context, self.seed) for i in idx])
         irr_ctx = frames.gather(1, sel.view(*sel.shape, 1, 1, 1).expand(-1, -1, *frames.shape[2:]))
-        irr_t = times.gather(1, sel)
-        # (protocol, context (B, Tc, C, H, W), its times (B, Tc), target times (B, K), keys, gaps (B, K))
-        jobs = []
-        for protocol, c, ct in (("interpolation", ctx, ctx_t), ("irregular", irr_ctx, irr_t)):
-            between = [targets_between(row, fractions) for row in ct]
-            tt, keys = torch.stack([b[0] for b in between]), between[0][1]
-            gaps = (ct.diff(dim=1).double() / dt).repeat_interleave(len(fractions), dim=1)  # (B, K)
-            if protocol == "irregular":
-                beyond = [targets_beyond(float(row[-1]), offsets, dt) for row in ct]
-                tt = torch.cat([tt, torch.stack([b[0] for b in beyond])], dim=1)
-                kinds.update({k: "between" for k in keys} | {k: "beyond" for k in beyond[0][1]})
-                keys = keys + beyond[0][1]
-                gaps = torch.cat([gaps, gaps.new_full((gaps.shape[0], len(offsets)), float("nan"))], dim=1)
-            jobs.append((protocol, c, ct, tt, keys, gaps))
-        beyond = [targets_beyond(float(row[-1]), offsets, dt) for row in ctx_t]
-        extrapolation = torch.stack([b[0] for b in beyond])
-        jobs.insert(1, ("extrapolation", ctx, ctx_t, extrapolation, beyond[0][1], None))
-        for protocol, c, ct, tt, keys, gaps in jobs:
-            truth = torch.stack([dataset.render(i, row) for i, row in zip(idx, tt, strict=True)]).to(device)
-            c, ct, tt = c.to(device), ct.to(device), tt.to(device)
-            for name, model in models.items():
-                if name in reasons[protocol]:
+        jobs = [
+            self._between("interpolation", ctx, ctx_t, kinds),
+            ("extrapolation", ctx, ctx_t, *self._beyond(ctx_t), None),
+            self._between("irregular", irr_ctx, times.gather(1, sel), kinds),
+        ]
+        return jobs
+
+    def _beyond(self, ct: Tensor) -> tuple[Tensor, list[str]]:
+        beyond = [targets_beyond(float(row[-1]), self.offsets, self.dt) for row in ct]
+        return torch.stack([b[0] for b in beyond]), beyond[0][1]
+
+    def _between(self, protocol: str, c: Tensor, ct: Tensor, kinds: dict[str, str]) -> tuple:
+        between = [targets_between(row, self.fractions) for row in ct]
+        tt, keys = torch.stack([b[0] for b in between]), between[0][1]
+        gaps = (ct.diff(dim=1).double() / self.dt).repeat_interleave(len(self.fractions), dim=1)  # (B, K)
+        if protocol == "irregular":
+            beyond_t, beyond_keys = self._beyond(ct)
+            tt = torch.cat([tt, beyond_t], dim=1)
+            kinds.update({k: "between" for k in keys} | {k: "beyond" for k in beyond_keys})
+            keys = keys + beyond_keys
+            gaps = torch.cat([gaps, gaps.new_full((gaps.shape[0], len(self.offsets)), float("nan"))], dim=1)
+        return protocol, c, ct, tt, keys, gaps
+
+
+class _Run:
+    """Trackers and reasons per protocol and model, filled batch by batch."""
+
+    def __init__(
+        self, models: dict[str, nn.Module], offsets: tuple[float, ...], device: torch.device
+    ) -> None:
+        self.models, self.device = models, device
+        self.grid_keys = {_key_beyond(k) for k in offsets if float(k).is_integer() and k > 0}
+        self.trackers = {p: {name: _Tracker() for name in models} for p in PROTOCOLS}
+        self.reasons: dict[str, dict[str, str]] = {p: {} for p in PROTOCOLS}
+        self.kinds: dict[str, str] = {}
+
+    def score(self, job: tuple, dataset: Any, idx: list[int]) -> None:
+        protocol, c, ct, tt, keys, gaps = job
+        truth = torch.stack([dataset.render(i, row) for i, row in zip(idx, tt, strict=True)]).to(self.device)
+        c, ct, tt = c.to(self.device), ct.to(self.device), tt.to(self.device)
+        for name, model in self.models.items():
+            if name in self.reasons[protocol]:
+                continue
+            cols = list(range(len(keys)))
+            if not getattr(model, "continuous_time", False):
+                if protocol != "extrapolation" or not self.grid_keys:
+                    self.reasons[protocol][name] = (
+                        "discrete-time model: it predicts only on its context's frame grid, not at "
+                        "in-between or irregular times"
+                    )
                     continue
-                cols = list(range(len(keys)))
-                if not getattr(model, "continuous_time", False):
-                    if protocol != "extrapolation" or not grid_offsets:
-                        reasons[protocol][name] = (
-                            "discrete-time model: it predicts only on its context's frame grid, not at "
-                            "in-between or irregular times"
-                        )
-                        continue
-                    cols = [j for j, k in enumerate(keys) if k in {_key_beyond(g) for g in grid_offsets}]
-                try:
-                    pred = _predict(model, c, ct, tt[:, cols], trackers[protocol][name])
-                except ValueError as exc:  # the model refuses these times (VidynError is a ValueError)
-                    reasons[protocol][name] = f"the model cannot predict these times: {exc}"
-                    continue
-                gap_cols = None if gaps is None else gaps[:, cols]
-                trackers[protocol][name].update(pred, truth[:, cols], [keys[j] for j in cols], gap_cols)
-    out: dict[str, Any] = {}
-    for protocol in PROTOCOLS:
-        out[protocol] = {
-            name: _null(reasons[protocol][name])
-            if name in reasons[protocol]
-            else trackers[protocol][name].result(kinds if protocol == "irregular" else None)
-            for name in models
-        }
-    for name, model in models.items():  # say which offsets a grid-bound model was scored on
-        entry = out["extrapolation"][name]
-        if not getattr(model, "continuous_time", False) and entry["per_offset"] is not None:
-            entry["note"] = "discrete-time: scored on the frame-grid offsets only (integer frame intervals)"
-    out["protocol"] = {
+                cols = [j for j, k in enumerate(keys) if k in self.grid_keys]
+            tracker = self.trackers[protocol][name]
+            try:
+                pred = _predict(model, c, ct, tt[:, cols], tracker)
+            except ValueError as exc:  # the model refuses these times (VidynError is a ValueError)
+                self.reasons[protocol][name] = f"the model cannot predict these times: {exc}"
+                continue
+            tracker.update(
+                pred, truth[:, cols], [keys[j] for j in cols], None if gaps is None else gaps[:, cols]
+            )
+
+    def results(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for protocol in PROTOCOLS:
+            kinds = self.kinds if protocol == "irregular" else None
+            out[protocol] = {
+                name: _null(self.reasons[protocol][name])
+                if name in self.reasons[protocol]
+                else self.trackers[protocol][name].result(kinds)
+                for name in self.models
+            }
+        for name, model in self.models.items():  # say which offsets a grid-bound model was scored on
+            entry = out["extrapolation"][name]
+            if not getattr(model, "continuous_time", False) and entry["per_offset"] is not None:
+                entry["note"] = (
+                    "discrete-time: scored on the frame-grid offsets only (integer frame intervals)"
+                )
+        return out
+
+
+def _protocol(
+    n: int, num_context: int, dt: float, dataset: Any, fractions: tuple[float, ...],
+    offsets: tuple[float, ...], pool: int, seed: int,
+) -> dict[str, Any]:  # fmt: skip
+    return {
         "num_clips": n,
         "num_context": num_context,
         "frame_interval": dt,
@@ -273,4 +323,3 @@ def evaluate_continuous(
         "PSNR capped at 100 dB); per_offset = the mean over frames at that offset; per_gap = the mean over "
         "in-between frames by the length of their gap between observations, in frame intervals",
     }
-    return out

@@ -1,0 +1,71 @@
+"""What every task shares: the run facts the engine hands it, the hooks the engine calls, and the registry.
+
+A task is a LightningModule that owns a model and its loss (Lightning's "the task is the system"). Task
+kinds are registered in `vidyn.registry.TASKS` under the model family they train; a task's builder (its
+class) takes `(model, run)` from the engine and the config's `task.args` as explicit typed keywords, so
+`task: {name: prediction, args: {...}}` is checked against that signature exactly as `model` and `data`
+are checked against theirs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+from torch import nn
+
+from vidyn.errors import VidynError
+from vidyn.registry import TASKS
+
+
+@dataclass(frozen=True)
+class TaskRun:
+    """Facts about the run a task trains in, set by the engine (never by `task.args`).
+
+    optim: the config's `optim` section as a dict (`vidyn.tasks.optim.configure`); total_steps and
+    warmup_steps: optimiser steps of the whole run and of its warm-up; gradient_clip_val: the norm tasks
+    with manual optimisation clip to themselves; class_names: the training data's label vocabulary (empty
+    when it has none), for classifiers and class-conditional generators.
+    """
+
+    optim: dict[str, Any]
+    total_steps: int
+    warmup_steps: int = 0
+    gradient_clip_val: float | None = None
+    accumulate_grad_batches: int = 1
+    class_names: tuple[str, ...] = field(default_factory=tuple)
+
+
+class VidynTask(L.LightningModule):
+    """Base of vidyn's tasks: the hooks `vidyn.api.train` calls beside Lightning's own."""
+
+    model: nn.Module
+
+    def extra_callbacks(self) -> list[Callback]:
+        """Callbacks this task needs beside the engine's (e.g. progressive unfreezing)."""
+        return []
+
+    def export_extra(self) -> dict[str, Any]:
+        """Fields to store in the exported model's model.json beside name/args/config (e.g. class names)."""
+        return {}
+
+
+def resolved_task_args(name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """A task's arguments with its builder's defaults filled in (what a run used)."""
+    TASKS.check_kwargs(name, args)
+    return {**TASKS.get(name).defaults(), **args}
+
+
+def build_task(name: str, args: dict[str, Any], model: nn.Module, run: TaskRun) -> VidynTask:
+    """Build registered task `name` for `model`; refuses a model of another family than the task trains."""
+    entry = TASKS.get(name)
+    family = getattr(model, "vidyn_spec", {}).get("family")
+    if family is not None and family != entry.family:
+        choices = ", ".join(n for n in TASKS.names(family)) or "none"
+        raise VidynError(
+            f"task {name!r} trains {entry.family}s but the model is a {family}; set task.name to one of: "
+            f"{choices}"
+        )
+    return TASKS.build(name, model, run, **args)

@@ -1,0 +1,122 @@
+"""Training features every task relies on: the LR schedule, the step budget, scheduled-sampling
+arguments, the l1_diff loss, exporting the best checkpoint, early stopping, and the task registry."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import safetensors.torch
+import torch
+from tiny_configs import tiny_prediction_config
+
+from vidyn import api
+from vidyn.api.training import _total_steps
+from vidyn.config import build_config
+from vidyn.errors import VidynError
+from vidyn.export import build_model
+from vidyn.registry import TASKS
+from vidyn.tasks import TaskRun, build_task
+from vidyn.tasks.optim import warmup_cosine
+from vidyn.tasks.prediction import PredictionTask, reconstruction_loss
+
+OPTIM = vars(build_config().optim)
+
+
+def test_warmup_then_cosine_down_to_the_floor() -> None:
+    kw = {"warmup_steps": 4, "total_steps": 14, "min_ratio": 0.1}
+    assert [warmup_cosine(s, **kw) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    # cosine over the 10 steps after warm-up: 0.1 + 0.9 * (1 + cos(pi * p)) / 2
+    for step, progress in ((4, 0.0), (9, 0.5), (14, 1.0), (40, 1.0)):
+        expected = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+        assert warmup_cosine(step, **kw) == pytest.approx(expected)
+    assert warmup_cosine(9, **kw, schedule="constant") == 1.0
+    with pytest.raises(VidynError, match="cosine or constant"):
+        warmup_cosine(9, **kw, schedule="step")
+
+
+def test_total_steps_is_the_smaller_budget_in_optimiser_steps() -> None:
+    dm = SimpleNamespace(dataset=lambda split: range(100))  # 100 clips
+    cfg = build_config(None, ["data.batch_size=10", "trainer.max_steps=0", "trainer.max_epochs=3"])
+    assert _total_steps(cfg, dm) == (30, 0)  # 10 batches per epoch
+    cfg = build_config(None, ["data.batch_size=10", "trainer.max_steps=25", "trainer.max_epochs=3"])
+    assert _total_steps(cfg, dm) == (25, 0)
+    cfg = build_config(
+        None, ["data.batch_size=10", "trainer.accumulate_grad_batches=2", "trainer.max_steps=0",
+               "trainer.max_epochs=4", "optim.warmup_epochs=1"],
+    )  # fmt: skip
+    assert _total_steps(cfg, dm) == (20, 5)  # 5 optimiser steps per epoch
+
+
+def test_scheduled_sampling_follows_openstl_rescaled_to_the_run() -> None:
+    model = build_model("convlstm_tiny")
+    task = PredictionTask(model, TaskRun(optim=OPTIM, total_steps=1000), sampling_stop_fraction=0.5)
+    assert task.schedule_kwargs("standard") == {"stop_iter": 500, "changing_rate": None}
+    assert task.schedule_kwargs("reverse") == {"r_step_1": 250, "r_step_2": 500, "r_exp_alpha": 50.0}
+    assert task.schedule_kwargs("none") == {}
+    assert task.schedule_step == 0
+    task.pinned_step = 321  # what compare's profiler uses to time the schedule's end state
+    assert task.schedule_step == 321
+
+
+def test_l1_diff_adds_the_l1_of_frame_differences() -> None:
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.rand(2, 3, 1, 4, 4, generator=g), torch.rand(2, 3, 1, 4, 4, generator=g)
+    by_hand = (pred - target).abs().mean() + (
+        (pred[:, 1:] - pred[:, :-1]) - (target[:, 1:] - target[:, :-1])
+    ).abs().mean()
+    torch.testing.assert_close(reconstruction_loss(pred, target, "l1_diff"), by_hand)
+    torch.testing.assert_close(
+        reconstruction_loss(pred[:, :1], target[:, :1], "l1_diff"), (pred - target)[:, :1].abs().mean()
+    )
+
+
+def _rising_val_loss(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validation loss that grows with the step: the first validation is the best one."""
+
+    def validation_step(self, batch, batch_idx):  # noqa: ANN001, ANN202
+        self.log("val/loss", float(self.global_step), batch_size=batch["frames"].shape[0])
+
+    monkeypatch.setattr(PredictionTask, "validation_step", validation_step)
+
+
+def test_the_best_checkpoint_is_exported_not_the_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _rising_val_loss(monkeypatch)
+    cfg = tiny_prediction_config()
+    cfg["trainer"].update(max_steps=6, val_check_interval=2)
+    run = api.train(cfg, run_dir=tmp_path / "run", evaluate_after=False).run_dir
+    best = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert (best["global_step"], last["global_step"]) == (2, 6)
+    exported = safetensors.torch.load_file(str(run / "model.safetensors"))
+    for key, value in exported.items():
+        assert torch.equal(value, best["state_dict"][f"model.{key}"]), key
+    assert any(not torch.equal(v, last["state_dict"][f"model.{k}"]) for k, v in exported.items())
+
+
+def test_early_stopping_ends_the_run_when_validation_stops_improving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _rising_val_loss(monkeypatch)
+    cfg = tiny_prediction_config()
+    cfg["trainer"].update(max_steps=40, val_check_interval=2, early_stopping_patience=2)
+    result = api.train(cfg, run_dir=tmp_path / "run", evaluate_after=False)
+    assert result.steps == 6  # best at step 2, two worse validations (4, 6), then stop
+
+
+def test_tasks_are_registered_by_the_family_they_train() -> None:
+    assert TASKS.get("prediction").family == "predictor" and TASKS.get("recognition").family == "classifier"
+    assert "model" not in TASKS.get("prediction").defaults()  # provided by the engine, not task.args
+    run = TaskRun(optim=OPTIM, total_steps=10, class_names=("a", "b"))
+    with pytest.raises(VidynError, match="no argument.*num_contxt; valid arguments: num_context"):
+        build_task("prediction", {"num_contxt": 3}, build_model("convlstm_tiny"), run)
+    with pytest.raises(
+        VidynError, match="task 'recognition' trains classifiers but the model is a predictor"
+    ):
+        build_task("recognition", {}, build_model("convlstm_tiny"), run)
+    task = build_task("recognition", {}, build_model("cnn_rnn_tiny", num_classes=2), run)
+    assert task.export_extra() == {"class_names": ["a", "b"]}

@@ -1,0 +1,65 @@
+"""What the API reads from an exported model (its input spec), and `vidyn evaluate` on a split the model
+cannot predict."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tiny_configs import tiny_prediction_config
+
+from vidyn import api
+
+
+@pytest.fixture(scope="module")
+def convlstm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cfg = tiny_prediction_config()
+    cfg["trainer"]["max_steps"] = 2
+    return api.train(cfg, run_dir=tmp_path_factory.mktemp("runs") / "convlstm", evaluate_after=False).run_dir
+
+
+def test_export_stores_the_input_spec_and_old_exports_get_the_same(
+    convlstm_run: Path, tmp_path: Path
+) -> None:
+    meta = json.loads((convlstm_run / "model.json").read_text())
+    assert meta["io"] == {
+        "in_channels": 1, "image_size": 16, "frame_interval": 0.1, "num_context": 4, "num_future": 4,
+        "num_frames": 8, "frame_stride": 1, "continuous_time": False, "interpolates": False,
+    }  # fmt: skip
+    spec = api.describe_model(convlstm_run)
+    assert spec["family"] == "predictor" and spec["in_channels"] == 1 and not spec["interpolates"]
+    # A model exported before model.json carried "io" (and with the old flat task section): derived.
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "model.safetensors").write_bytes((convlstm_run / "model.safetensors").read_bytes())
+    legacy = {k: v for k, v in meta.items() if k != "io"}
+    legacy["config"]["task"] = {"kind": "prediction", "num_context": 4, "num_future": 4, "loss": "mse"}
+    (old / "model.json").write_text(json.dumps(legacy))
+    assert {k: v for k, v in api.describe_model(old).items() if k != "path"} == {
+        k: v for k, v in spec.items() if k != "path"
+    }
+
+
+def test_find_models_follows_links(convlstm_run: Path, tmp_path: Path) -> None:
+    (tmp_path / "linked").symlink_to(convlstm_run.parent, target_is_directory=True)
+    (tmp_path / "loop").symlink_to(tmp_path, target_is_directory=True)  # a cycle is walked once
+    found = api.find_models(tmp_path)
+    assert [m["name"] for m in found] == ["convlstm_tiny"]
+
+
+def test_evaluate_marks_a_discrete_model_not_applicable_on_irregular_clips(convlstm_run: Path) -> None:
+    # This used to end in a KeyError traceback: the protocol read num_clips from the model's own entry.
+    cmd = [sys.executable, "-m", "vidyn", "evaluate", str(convlstm_run), "--set", "data.args.irregular=true"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    row = next(line for line in lines if line.startswith("convlstm_tiny"))
+    assert "n/a" in row and "0." not in row
+    assert any(line.startswith("copy_last") and "0." in line for line in lines)  # baselines still scored
+    assert any("n/a convlstm_tiny: discrete-time model" in line for line in lines)
+    res = api.evaluate(convlstm_run, overrides=["data.args.irregular=true"])
+    assert set(res["models"]["convlstm_tiny"]) == {"reason"}
+    assert res["protocol"]["num_clips"] == res["models"]["copy_last"]["num_clips"] == 6
