@@ -104,16 +104,13 @@ def copy_last() -> CopyLast:
     return CopyLast()
 
 
-
 @MODELS.register("linear", family="predictor")
 def linear() -> LinearExtrapolation:
     """Baseline: per-pixel linear inter/extrapolation in time from the nearest two context frames."""
     return LinearExtrapolation()
 
 
-
 @MODELS.register("context_median", family="predictor")
 def context_median() -> ContextMedian:
     """Sanity baseline: the per-pixel median of the context frames (the static background) at every time."""
     return ContextMedian()
-
