@@ -136,7 +136,7 @@ def test_condition_errors() -> None:
 
 
 def test_elbo_terms_and_kl_weight() -> None:
-    model = _model(num_classes=3)
+    model = _model(num_classes=3).eval()  # eval: BatchNorm running statistics stay fixed between the calls
     clips, labels = _clips(), torch.tensor([0, -1])
     out = model.elbo(clips, TIMES, num_context=2, labels=labels, generator=_gen())
     assert set(out) == {"loss", "nll", "kl_z0", "kl_path", "consistency", "diffusion"}
@@ -164,7 +164,7 @@ def test_path_kl_vanishes_when_posterior_drift_is_the_prior_drift() -> None:
 
 
 def test_dropping_the_condition_is_the_unconditional_objective() -> None:
-    model = _model(num_classes=3)
+    model = _model(num_classes=3).eval()
     clips = _clips()
     dropped = model.elbo(
         clips, TIMES, num_context=3, labels=torch.tensor([1, 2]), drop_condition=1.0, generator=_gen()

@@ -23,9 +23,11 @@ Consistency module (seed 001 leaves it undefined; vidyn's interpretation, off wi
    `mask * last_context + (1 - mask) * image` (zeros stand for the absent frame unconditionally), so
    static background is copied rather than regenerated;
 3. a re-encoding term: each decoded frame, encoded again (the same `FrameEncoder` and a linear head),
-   should land on the latent it was decoded from, 0.5 * |head(enc(x_hat_t)) - sg(z_t)|^2 summed over
-   latent dimensions and frames, weighted by `consistency_weight`; frames that drift away from the
-   latent path are penalised. With `consistency=False` the decoder sees z(t) alone and the term is 0.
+   should land on the latent it was decoded from: 0.5 * mean_d (head(enc(x_hat_t)) - sg(z_t))_d^2 /
+   var_d, var_d the batch variance of sg(z) per dimension (the latent's scale is free), summed over
+   frames, weighted by `consistency_weight`. Frames must show the latent path, so a decoder cannot
+   ignore the stochastic part of z (the "deterministic in disguise" failure) nor drift away from it.
+   With `consistency=False` the decoder sees z(t) alone and the term is 0.
 
 Training (`elbo`). The posterior observes the whole clip; the prior gets exactly what `sample` gets at
 test time: the first `num_context` frames with their times and/or the labels, each dropped per clip with
@@ -60,7 +62,17 @@ from torch.distributions import Normal, kl_divergence
 
 from vidyn.errors import VidynError
 from vidyn.models.interface import Condition
-from vidyn.nn.sde import FrameDecoder, FrameEncoder, LatentSDEFunc, check_solver, mlp, solve
+from vidyn.nn.sde import (
+    FrameDecoder,
+    FrameEncoder,
+    LatentSDEFunc,
+    check_increasing,
+    check_solver,
+    mlp,
+    running_statistics,
+    shared_grid,
+    solve,
+)
 from vidyn.registry import MODELS
 
 
@@ -69,27 +81,6 @@ class _Cond:
     vector: Tensor  # (N, cond_dim) for the prior
     content: Tensor | None  # (N, content_dim) with consistency
     skip: Tensor | None  # (N, C, H, W) last context frame (zeros without one) with consistency
-
-
-def _grid(times: Tensor, batch: int, what: str) -> Tensor:
-    """`(T,)` or `(batch, T)` with identical rows -> `(T,)` float64 (torchsde solves one grid per call)."""
-    if times.dim() == 2 and times.shape[0] in (1, batch):
-        if not bool((times == times[:1]).all()):
-            raise VidynError(
-                f"sde_video solves one time grid per call: the rows of {what} must be identical; "
-                "call once per distinct grid"
-            )
-        times = times[0]
-    if times.dim() != 1 or times.numel() < 1:
-        raise VidynError(f"{what} must have shape (T,) or ({batch}, T); got {tuple(times.shape)}")
-    if not bool(torch.isfinite(times).all()):
-        raise VidynError(f"{what} contains NaN or infinite values; pass finite times in seconds")
-    return times.detach().to("cpu", torch.float64)
-
-
-def _increasing(times: Tensor, what: str) -> None:
-    if not bool((times.diff() > 0).all()):
-        raise VidynError(f"{what} must be strictly increasing; sort the frames by time")
 
 
 class SDEVideo(nn.Module):
@@ -184,8 +175,8 @@ class SDEVideo(nn.Module):
         """
         self._check_frames(frames, "frames")
         b, t = frames.shape[:2]
-        rel = _grid(times, b, "times")
-        _increasing(rel, "times")
+        rel = shared_grid(times, b, "times")
+        check_increasing(rel, "times")
         rel = rel - rel[0]
         if not 0 <= num_context <= t or not 0 <= drop_condition <= 1:
             raise VidynError(f"need 0 <= num_context <= {t} and 0 <= drop_condition <= 1")
@@ -230,9 +221,14 @@ class SDEVideo(nn.Module):
         if not self.consistency:
             return recon.new_zeros(())
         b, t = recon.shape[:2]
-        z_hat = self.reencode(self.encoder(recon.flatten(0, 1)))  # (B*T, d)
+        with running_statistics(self.encoder):  # decoded frames must not shift the real frames' statistics
+            z_hat = self.reencode(self.encoder(recon.flatten(0, 1)))  # (B*T, d)
         target = zs.transpose(0, 1).flatten(0, 1).detach()  # (T, B, d) -> (B*T, d)
-        return 0.5 * (z_hat - target).square().sum(1).unflatten(0, (b, t)).sum(1).mean()
+        # Standardised per dimension: the latent's scale is free (the z0 prior is learned), and an
+        # unnormalised error grew with it to dominate the loss (measured: 2e4 nats within 100 steps).
+        scale = target.var(0, correction=0).clamp_min(1e-4) if target.shape[0] > 1 else target.new_ones(1)
+        err = (z_hat - target).square() / scale  # (B*T, d)
+        return 0.5 * err.mean(1).unflatten(0, (b, t)).sum(1).mean()
 
     # -- generation ---------------------------------------------------------------------------------
     def sample(
@@ -252,7 +248,7 @@ class SDEVideo(nn.Module):
         if not isinstance(num_samples, int) or num_samples < 1:
             raise VidynError(f"num_samples must be a positive integer; got {num_samples!r}")
         n = num_samples
-        out_t = _grid(times, n, "times")
+        out_t = shared_grid(times, n, "times")
         condition = condition or Condition()
         ctx, t_ref = None, float(out_t.min())
         if condition.frames is not None:
@@ -368,10 +364,10 @@ class SDEVideo(nn.Module):
             raise VidynError(f"condition.frames must have batch 1 or num_samples={n}; got {frames.shape[0]}")
         if condition.times is None:
             raise VidynError("condition.times is required with condition.frames (seconds, one per frame)")
-        ctx_t = _grid(condition.times, frames.shape[0], "condition.times")
+        ctx_t = shared_grid(condition.times, frames.shape[0], "condition.times")
         if ctx_t.numel() != frames.shape[1]:
             raise VidynError(f"condition.times has {ctx_t.numel()} times for {frames.shape[1]} frames")
-        _increasing(ctx_t, "condition.times")
+        check_increasing(ctx_t, "condition.times")
         return frames.expand(n, -1, -1, -1, -1).to(self.null_frames), ctx_t
 
 
