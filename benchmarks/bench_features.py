@@ -3,9 +3,10 @@
 Prints InceptionV3 images/s at 299x299 (FID/KID), I3D clips/s at 16x224x224 (FVD), the GFLOP/s each
 achieves (convolution FLOPs counted as 2 x multiply-adds) and, beside them, the GFLOP/s of one large
 convolution (2-D and 3-D, the best of both) as this machine's practical convolution peak. Best of
-`REPEATS` timed calls after a warm-up. Needs `vidyn weights install fid fvd`.
+`--repeats` timed calls after a warm-up (the best is kept: on a shared machine it is the one least
+disturbed by other jobs). Needs `vidyn weights install fid` and `... fvd`.
 
-    .venv/bin/python benchmarks/bench_features.py [--threads N]
+    .venv/bin/python benchmarks/bench_features.py [--threads N] [--repeats R]
 
 Timings depend on the other load on the machine: the 1-minute load average is printed with them.
 """
@@ -26,10 +27,10 @@ from vidyn.metrics import inception as inception_module
 REPEATS = 4
 
 
-def best_seconds(fn: Callable[[], object], repeats: int = REPEATS) -> float:
+def best_seconds(fn: Callable[[], object]) -> float:
     fn()  # warm-up: oneDNN picks and caches its kernels on the first call
     times = []
-    for _ in range(repeats):
+    for _ in range(REPEATS):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
@@ -97,7 +98,10 @@ def bench_i3d(peak: float, batch: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--repeats", type=int, default=4, help="timed calls per figure (best is kept)")
     args = parser.parse_args()
+    global REPEATS
+    REPEATS = args.repeats
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
