@@ -224,6 +224,7 @@ class CNNRNN(_FineTunable, nn.Module):
 
     def __init__(
         self,
+        *,
         num_classes: int = 101,
         in_channels: int = 3,
         backbone: str = "resnet18",
@@ -274,6 +275,7 @@ class SingleFrame(_FineTunable, nn.Module):
 
     def __init__(
         self,
+        *,
         num_classes: int = 101,
         in_channels: int = 3,
         backbone: str = "resnet18",
@@ -349,7 +351,13 @@ def single_frame(
     dropout: float = 0.3,
 ) -> SingleFrame:
     """Single-frame control: the cnn_rnn backbone on the centre frame only, then a linear classifier."""
-    return SingleFrame(num_classes, in_channels, backbone=backbone, pretrained=pretrained, dropout=dropout)
+    return SingleFrame(
+        num_classes=num_classes,
+        in_channels=in_channels,
+        backbone=backbone,
+        pretrained=pretrained,
+        dropout=dropout,
+    )
 
 
 MODELS.variant(

@@ -198,6 +198,7 @@ class ConvLSTM(RecurrentFramePredictor):
 
     def __init__(
         self,
+        *,
         in_channels: int,
         image_size: int,
         hidden_channels: int,
@@ -240,7 +241,14 @@ def convlstm(
 ) -> ConvLSTM:
     """ConvLSTM (Shi et al. 2015) in OpenSTL's form; CPU-sized defaults (OpenSTL MMNIST: 4x128, k5, p4)."""
     return ConvLSTM(
-        in_channels, image_size, hidden_channels, num_layers, kernel_size, patch_size, layer_norm, bias
+        in_channels=in_channels,
+        image_size=image_size,
+        hidden_channels=hidden_channels,
+        num_layers=num_layers,
+        kernel_size=kernel_size,
+        patch_size=patch_size,
+        layer_norm=layer_norm,
+        bias=bias,
     )
 
 

@@ -54,6 +54,7 @@ class PredRNN(RecurrentFramePredictor):
 
     def __init__(
         self,
+        *,
         in_channels: int,
         image_size: int,
         hidden_channels: int,
@@ -103,6 +104,7 @@ class PredRNNV2(PredRNN):
 
     def __init__(
         self,
+        *,
         in_channels: int,
         image_size: int,
         hidden_channels: int,
@@ -114,8 +116,10 @@ class PredRNNV2(PredRNN):
         decouple_beta: float,
     ) -> None:
         super().__init__(
-            in_channels, image_size, hidden_channels, num_layers, kernel_size, patch_size, layer_norm, bias
-        )
+            in_channels=in_channels, image_size=image_size, hidden_channels=hidden_channels,
+            num_layers=num_layers, kernel_size=kernel_size, patch_size=patch_size, layer_norm=layer_norm,
+            bias=bias,
+        )  # fmt: skip
         self.decouple_beta = float(decouple_beta)
         # One adapter shared by every layer, as in the official code.
         self.adapter = nn.Conv2d(hidden_channels, hidden_channels, kernel_size=1, bias=False)
@@ -147,7 +151,14 @@ def predrnn(
 ) -> PredRNN:
     """PredRNN (Wang et al. 2017), ST-LSTM with zigzag memory; CPU-sized defaults (OpenSTL: 4x128, k5, p4)."""
     return PredRNN(
-        in_channels, image_size, hidden_channels, num_layers, kernel_size, patch_size, layer_norm, bias
+        in_channels=in_channels,
+        image_size=image_size,
+        hidden_channels=hidden_channels,
+        num_layers=num_layers,
+        kernel_size=kernel_size,
+        patch_size=patch_size,
+        layer_norm=layer_norm,
+        bias=bias,
     )
 
 
@@ -175,15 +186,15 @@ def predrnn_v2(
     """PredRNN-V2 (Wang et al. 2022): PredRNN + memory-decoupling loss + reverse scheduled sampling."""
     _check_beta(decouple_beta)
     return PredRNNV2(
-        in_channels,
-        image_size,
-        hidden_channels,
-        num_layers,
-        kernel_size,
-        patch_size,
-        layer_norm,
-        bias,
-        decouple_beta,
+        in_channels=in_channels,
+        image_size=image_size,
+        hidden_channels=hidden_channels,
+        num_layers=num_layers,
+        kernel_size=kernel_size,
+        patch_size=patch_size,
+        layer_norm=layer_norm,
+        bias=bias,
+        decouple_beta=decouple_beta,
     )
 
 

@@ -70,6 +70,7 @@ class VideoTransformerPredictor(nn.Module):
 
     def __init__(
         self,
+        *,
         in_channels: int,
         image_size: int,
         patch_size: int,
@@ -273,8 +274,9 @@ def transformer(
 ) -> VideoTransformerPredictor:
     """Causal divided space-time Transformer predictor (TimeSformer blocks, continuous timestamps)."""
     return VideoTransformerPredictor(
-        in_channels, image_size, patch_size, embed_dim, depth, num_heads, mlp_ratio, dropout, max_frames,
-        time_scale, residual,
+        in_channels=in_channels, image_size=image_size, patch_size=patch_size, embed_dim=embed_dim,
+        depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, dropout=dropout, max_frames=max_frames,
+        time_scale=time_scale, residual=residual,
     )  # fmt: skip
 
 

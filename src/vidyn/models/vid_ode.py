@@ -90,6 +90,7 @@ class VidODE(nn.Module):
 
     def __init__(
         self,
+        *,
         in_channels: int,
         image_size: int,
         hidden_channels: int,
@@ -380,11 +381,10 @@ def vid_ode(
     are velocities in pixels per `velocity_unit` seconds and whose learned terms fade into the linear
     blend within about `blend_time` seconds of an observation (0: no fading).
     """
-    ode_hidden = hidden_channels // 2 if ode_hidden_channels is None else ode_hidden_channels
-    sizes = (in_channels, image_size, hidden_channels, downsample, ode_hidden, ode_layers)
-    solver = (encoder_method, decoder_method, rtol, atol, step_size, adjoint)
-    times = {"interpolation": interpolation, "velocity_unit": velocity_unit, "blend_time": blend_time}
-    return VidODE(*sizes, *solver, **times)
+    args = dict(locals())  # every argument passes through by name
+    if ode_hidden_channels is None:
+        args["ode_hidden_channels"] = hidden_channels // 2
+    return VidODE(**args)
 
 
 MODELS.variant(
