@@ -155,6 +155,10 @@ def _verify(spec: WeightFile, path: Path) -> bool:
         return False
 
 
+# path -> (size, mtime_ns) of files verified in this process: loading a network twice hashes it once
+_VERIFIED: dict[Path, tuple[int, int]] = {}
+
+
 def weight_path(name: str) -> Path:
     """Path of a verified weight file; one-line `VidynError` naming the install command otherwise."""
     spec = WEIGHT_FILES[name]
@@ -162,8 +166,13 @@ def weight_path(name: str) -> Path:
     hint = INSTALL_HINT.format(group=spec.group)
     if not path.is_file():
         raise VidynError(f"{spec.name} is not installed in {path.parent}: run `{hint}` (or set VIDYN_HOME)")
-    if not _verify(spec, path):
-        raise VidynError(f"{path} does not match its pinned SHA-256 (corrupt or foreign file): run `{hint}`")
+    stat = path.stat()
+    if _VERIFIED.get(path) != (stat.st_size, stat.st_mtime_ns):
+        if not _verify(spec, path):
+            raise VidynError(
+                f"{path} does not match its pinned SHA-256 (corrupt or foreign file): run `{hint}`"
+            )
+        _VERIFIED[path] = (stat.st_size, stat.st_mtime_ns)
     return path
 
 
