@@ -12,7 +12,7 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from vidyn.errors import VidynError
 from vidyn.metrics.frechet import FrechetFeatureDistance, frechet_distance, protocol_line
-from vidyn.metrics.generation import FrechetVideoDistance, VideoFID, VideoKID, select_frames
+from vidyn.metrics.generation import FrechetVideoDistance, VideoFID, VideoKID, metric_result, select_frames
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -107,6 +107,12 @@ def test_fid_and_kid_equal_torchmetrics_on_the_same_features():
     generic.update(fake, real=False)
     assert generic.compute().item() == pytest.approx(theirs.compute().item(), rel=1e-4)
     assert ours.protocol()["n_real"] == 40 and kid_ours.protocol()["n_fake"] == 30
+    torch.manual_seed(5)
+    kid_result = metric_result(kid_ours)
+    assert kid_result["value"] == mean_theirs.item() and kid_result["std"] == std_theirs.item()
+    fid_result = metric_result(ours)
+    assert fid_result["value"] == theirs.compute().item() and fid_result["protocol"]["n_fake"] == 30
+    assert fid_result["protocol_line"].startswith("fid | InceptionV3 2015-12-05")
     too_big = VideoKID(_Projection(), subset_size=50, subsets=2)
     too_big.update(real, real=True)
     too_big.update(fake, real=False)

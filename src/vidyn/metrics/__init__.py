@@ -30,7 +30,7 @@ from vidyn.metrics.frames import (
     summarize,
 )
 from vidyn.metrics.frechet import FrechetFeatureDistance, frechet_distance, protocol_line
-from vidyn.metrics.generation import FrechetVideoDistance, VideoFID, VideoKID, select_frames
+from vidyn.metrics.generation import FrechetVideoDistance, VideoFID, VideoKID, metric_result, select_frames
 from vidyn.metrics.i3d import I3DFeatures, load_i3d
 from vidyn.metrics.inception import InceptionFeatures, load_inception
 from vidyn.metrics.lpips import LPIPS, load_lpips, try_load_lpips
@@ -56,6 +56,7 @@ __all__ = [
     "load_i3d",
     "load_inception",
     "load_lpips",
+    "metric_result",
     "mae",
     "most_confused_pairs",
     "mse",

@@ -12,8 +12,9 @@
 
 Every metric has `protocol()`: network, SHA-256 (12 digits) of the weight file it came from, N real / N
 fake, clip length / frames per clip, resize, and the real split the caller names. A value should never be
-stored without it (`protocol_line` prints one line). The real-vs-real, still-frame and shuffled-frame
-baselines and `vidyn score` are built on these by the API layer.
+stored without it: `metric_result` returns value and protocol together, `protocol_line` prints one line.
+The real-vs-real, still-frame and shuffled-frame baselines and `vidyn score` are built on these by the API
+layer.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from vidyn.errors import VidynError
-from vidyn.metrics.frechet import FrechetFeatureDistance
+from vidyn.metrics.frechet import FrechetFeatureDistance, protocol_line
 from vidyn.metrics.i3d import FVD_FRAMES, FVD_LONGER, FVD_RESIZE, I3DFeatures
 from vidyn.metrics.inception import FID_RESIZE, FID_SIZE, InceptionFeatures
 from vidyn.metrics.weights import I3D, INCEPTION, short_hash
@@ -158,3 +159,18 @@ class VideoKID(KernelInceptionDistance):
 
 def _as_list(state: Any) -> list[Tensor]:
     return list(state) if isinstance(state, (list, tuple)) else [state]
+
+
+def metric_result(metric: FrechetFeatureDistance | VideoFID | VideoKID) -> dict[str, Any]:
+    """Compute `metric` and return it with its protocol, so no number is stored bare.
+
+    `{"metric", "value", "protocol": {...}, "protocol_line": str}`; KID adds `"std"` (over subsets).
+    """
+    computed = metric.compute()
+    protocol = metric.protocol()
+    out: dict[str, Any] = {"metric": protocol["metric"]}
+    if isinstance(computed, tuple):  # KID: (mean, std)
+        out.update(value=float(computed[0]), std=float(computed[1]))
+    else:
+        out["value"] = float(computed)
+    return {**out, "protocol": protocol, "protocol_line": protocol_line(protocol)}
