@@ -176,6 +176,92 @@ def _profile_predictor(
     return res
 
 
+def _train_each(
+    cfg: Config, run_cfgs: dict[str, Config], out: Path
+) -> tuple[dict[str, nn.Module], dict[str, dict[str, Any]]]:
+    """The baselines and every compared model trained into out/runs/<label>; (models, training facts)."""
+    trained: dict[str, dict[str, Any]] = {}
+    models: dict[str, nn.Module] = {b: build_model(b) for b in cfg.eval.baselines}
+    for label, run_cfg in run_cfgs.items():
+        result = train(run_cfg, run_dir=out / "runs" / label, evaluate_after=False)
+        models[label] = load_model(result.run_dir)
+        trained[label] = {
+            "steps": result.steps,
+            "seconds": round(result.seconds, 1),
+            "run_dir": str(Path("runs") / label),
+        }
+    return models, trained
+
+
+def _report_rows(
+    models: dict[str, nn.Module], results: dict[str, Any], cfg: Config, run_cfgs: dict[str, Config],
+    batch: dict[str, Tensor], device: torch.device,
+) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Quality (from `results`) and profile of every model: the report's rows."""
+    lpips, _ = _lpips_scorer()
+    t = prediction_args(cfg)
+    rows: dict[str, dict[str, Any]] = {}
+    for name, model in models.items():
+        prof = _profile_predictor(model, t, run_cfgs.get(name), batch, cfg.compare.profile_repeats, device)
+        res = results[name]
+        rows[name] = {
+            **{k: res[k] for k in ("ssim", "psnr", "mse", "mae")},
+            "lpips": None if lpips is None else res.get("lpips"),
+            **prof,
+            "per_step": {k: res["per_step"][k] for k in ("ssim", "psnr", "mse", "mae")},
+        }
+    return rows
+
+
+def _protocol(
+    cfg: Config, run_cfg: Config, clips: int, frame_shape: list[int], trained: dict[str, Any],
+    profile_batch: int, device: torch.device,
+) -> dict[str, Any]:  # fmt: skip
+    t = prediction_args(cfg)
+    return {
+        "dataset": cfg.data.name,
+        "dataset_args": cfg.data.args,
+        "split": cfg.eval.split,
+        "clips": clips,
+        "frame_shape": frame_shape,
+        "mode": t["mode"],
+        "num_context": t["num_context"],
+        "num_future": t["num_future"],
+        "budget_steps": run_cfg.trainer.max_steps,
+        "budget_seconds": run_cfg.trainer.max_time,
+        "batch_size": cfg.data.batch_size,
+        "trained": trained,
+        "profile_batch": profile_batch,
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+        "torch": torch.__version__,
+        **_COMPARE_NOTES,
+        "lpips": _lpips_scorer()[1],
+    }
+
+
+def _write_report(out: Path, cfg: Config, report: dict[str, Any]) -> None:
+    t = prediction_args(cfg)
+    _write_json(out / "report.json", report)
+    write_html_report(
+        out / "report.html",
+        title=f"vidyn compare: {cfg.data.name}, {t['num_context']} -> {t['num_future']} frames",
+        columns=COMPARE_COLUMNS,
+        rows=report["models"],
+        figures=[
+            ("Quality per prediction step (same clips for every model)", out / "per_step.png"),
+            (
+                "Context (blue) then truth and each model's prediction (red), one row per clip; columns: "
+                f"truth, {', '.join(report['models'])}",
+                out / "samples.gif",
+            ),
+        ],
+        notes=report["protocol"],
+        intro="Learned models trained under one budget on the same data, scored beside parameter-free "
+        "baselines on the same test clips.",
+    )
+
+
 def compare(
     config: str | Path | dict[str, Any] | Config,
     overrides: list[str] | tuple[str, ...] = (),
@@ -197,20 +283,10 @@ def compare(
     run_cfgs = {e["label"]: _compare_run_config(cfg, e) for e in entries}  # all checked before training
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    trained: dict[str, dict[str, Any]] = {}
-    models: dict[str, nn.Module] = {b: build_model(b) for b in cfg.eval.baselines}
-    for label, run_cfg in run_cfgs.items():
-        result = train(run_cfg, run_dir=out / "runs" / label, evaluate_after=False)
-        models[label] = load_model(result.run_dir)
-        trained[label] = {
-            "steps": result.steps,
-            "seconds": round(result.seconds, 1),
-            "run_dir": str(Path("runs") / label),
-        }
+    models, trained = _train_each(cfg, run_cfgs, out)
     prepare_runtime(cfg.trainer)
     device = default_device()
     dataset = build_dataset(cfg.data.name, cfg.eval.split, cfg.data.args, cfg.data.splits)
-    t = prediction_args(cfg)
     results, visuals = evaluate_predictors_for(
         models,
         dataset,
@@ -222,59 +298,13 @@ def compare(
     profile_batch = cfg.compare.profile_batch or cfg.data.batch_size
     train_set = build_dataset(cfg.data.name, "train", cfg.data.args, cfg.data.splits)
     batch = next(iter(DataLoader(train_set, batch_size=min(profile_batch, len(train_set)), shuffle=False)))
-    lpips, lpips_note = _lpips_scorer()
-    report_models: dict[str, dict[str, Any]] = {}
-    for name, model in models.items():
-        prof = _profile_predictor(model, t, run_cfgs.get(name), batch, cfg.compare.profile_repeats, device)
-        res = results[name]
-        report_models[name] = {
-            **{k: res[k] for k in ("ssim", "psnr", "mse", "mae")},
-            "lpips": None if lpips is None else res.get("lpips"),
-            **prof,
-            "per_step": {k: res["per_step"][k] for k in ("ssim", "psnr", "mse", "mae")},
-        }
-    sample = dataset[0]["frames"]
-    report = {
-        "models": report_models,
-        "protocol": {
-            "dataset": cfg.data.name,
-            "dataset_args": cfg.data.args,
-            "split": cfg.eval.split,
-            "clips": next(iter(results.values()))["num_clips"],
-            "frame_shape": list(sample.shape[1:]),
-            "mode": t["mode"],
-            "num_context": t["num_context"],
-            "num_future": t["num_future"],
-            "budget_steps": run_cfgs[entries[0]["label"]].trainer.max_steps,
-            "budget_seconds": run_cfgs[entries[0]["label"]].trainer.max_time,
-            "batch_size": cfg.data.batch_size,
-            "trained": trained,
-            "profile_batch": int(batch["frames"].shape[0]),
-            "threads": torch.get_num_threads(),
-            "device": str(device),
-            "torch": torch.__version__,
-            **_COMPARE_NOTES,
-            "lpips": lpips_note,
-        },
-    }
+    rows = _report_rows(models, results, cfg, run_cfgs, batch, device)
+    clips = next(iter(results.values()))["num_clips"]
+    shape = list(dataset[0]["frames"].shape[1:])
+    batch_size = int(batch["frames"].shape[0])
+    protocol = _protocol(cfg, run_cfgs[entries[0]["label"]], clips, shape, trained, batch_size, device)
+    report = {"models": rows, "protocol": protocol}
     write_prediction_figures(out, results, visuals)
     report["protocol"]["wall_seconds"] = round(time.perf_counter() - start, 1)
-    _write_json(out / "report.json", report)
-    write_html_report(
-        out / "report.html",
-        title=f"vidyn compare: {cfg.data.name}, {t['num_context']} -> {t['num_future']} frames",
-        columns=COMPARE_COLUMNS,
-        rows=report_models,
-        figures=[
-            ("Quality per prediction step (same clips for every model)", out / "per_step.png"),
-            (
-                "Context (blue) then truth and each model's prediction (red), one row per clip; columns: "
-                f"truth, {', '.join(report_models)}",
-                out / "samples.gif",
-            ),
-        ],
-        notes=report["protocol"],
-        intro="Learned models trained under one budget on the same data, scored beside parameter-free "
-        "baselines on the same test clips.",
-    )
+    _write_report(out, cfg, report)
     return report

@@ -170,6 +170,46 @@ def _interpolation_windows(num_frames: int, length: int) -> list[tuple[int, list
     return windows
 
 
+@torch.no_grad()
+def _fill_gaps(
+    model: nn.Module, frames: Tensor, t64: Tensor, windows: list[tuple[int, list[int]]], length: int,
+    factor: int, scale: float,
+) -> tuple[dict[int, Tensor], dict[str, int]]:  # fmt: skip
+    """The `factor - 1` new frames of every gap `{gap: (K - 1, C, H, W)}`, and the ODE evaluations spent."""
+    device = default_device()
+    model.to(device).eval()
+    fractions = torch.arange(1, factor, dtype=torch.float64) / factor  # (K - 1,)
+    new_frames: dict[int, Tensor] = {}
+    nfe = {"encoder": 0, "decoder": 0}
+    for first, gaps in windows:
+        ctx_t = t64[first : first + length]
+        lo, hi = t64[gaps], t64[[g + 1 for g in gaps]]
+        tgt_t = (lo.unsqueeze(1) + (hi - lo).unsqueeze(1) * fractions).flatten()  # gap-major order
+        # Model time: window-relative, on the training data's frame interval.
+        ctx_m, tgt_m = (((t - ctx_t[0]) * scale).float().to(device) for t in (ctx_t, tgt_t))
+        pred = model(frames[first : first + length].unsqueeze(0).to(device), ctx_m, tgt_m)
+        for i, g in enumerate(gaps):
+            new_frames[g] = pred[0, i * (factor - 1) : (i + 1) * (factor - 1)].clamp(0, 1).cpu()
+        for key in nfe:
+            nfe[key] += int(getattr(model, "last_nfe", {}).get(key, 0))
+    return new_frames, nfe
+
+
+def _interleave(
+    frames: Tensor, t64: Tensor, new_frames: dict[int, Tensor], factor: int
+) -> tuple[Tensor, Tensor]:
+    """Originals and new frames in time order with their timestamps: `(K (N - 1) + 1, C, H, W)`, `(same,)`."""
+    fractions = torch.arange(1, factor, dtype=torch.float64) / factor
+    video, new_times = [], []
+    for g in range(frames.shape[0]):
+        video.append(frames[g : g + 1])
+        new_times.append(t64[g : g + 1])
+        if g < frames.shape[0] - 1:
+            video.append(new_frames[g])
+            new_times.append(t64[g] + (t64[g + 1] - t64[g]) * fractions)
+    return torch.cat(video), torch.cat(new_times)
+
+
 def interpolate(
     model_path: str | Path,
     input_path: str | Path,
@@ -213,35 +253,12 @@ def interpolate(
         raise VidynError(f"{str(input_path)!r} has {n} frame(s); interpolation needs at least 2")
     t64 = times.to(torch.float64)
     scale = io["frame_interval"] / float(t64.diff().median())
-    device = default_device()
-    model.to(device).eval()
-    fractions = torch.arange(1, factor, dtype=torch.float64) / factor  # (K - 1,)
-    new_frames: dict[int, Tensor] = {}  # gap -> (K - 1, C, H, W)
-    nfe = {"encoder": 0, "decoder": 0}
     length = max(2, min(context_frames or io["num_context"] or 2, n))
     windows = _interpolation_windows(n, length)
     start = time.perf_counter()
-    with torch.no_grad():
-        for first, gaps in windows:
-            ctx_t = t64[first : first + length]
-            lo, hi = t64[gaps], t64[[g + 1 for g in gaps]]
-            tgt_t = (lo.unsqueeze(1) + (hi - lo).unsqueeze(1) * fractions).flatten()  # gap-major order
-            # Model time: window-relative, on the training data's frame interval.
-            ctx_m, tgt_m = (((t - ctx_t[0]) * scale).float().to(device) for t in (ctx_t, tgt_t))
-            pred = model(frames[first : first + length].unsqueeze(0).to(device), ctx_m, tgt_m)
-            for i, g in enumerate(gaps):
-                new_frames[g] = pred[0, i * (factor - 1) : (i + 1) * (factor - 1)].clamp(0, 1).cpu()
-            for key in nfe:
-                nfe[key] += int(getattr(model, "last_nfe", {}).get(key, 0))
+    new_frames, nfe = _fill_gaps(model, frames, t64, windows, length, factor, scale)
     seconds = time.perf_counter() - start
-    video, new_times = [], []
-    for g in range(n):
-        video.append(frames[g : g + 1])
-        new_times.append(t64[g : g + 1])
-        if g < n - 1:
-            video.append(new_frames[g])
-            new_times.append(t64[g] + (t64[g + 1] - t64[g]) * fractions)
-    video_t, out_times = torch.cat(video), torch.cat(new_times)  # (K (N - 1) + 1, C, H, W), (same,)
+    video_t, out_times = _interleave(frames, t64, new_frames, factor)
     duration = float(t64[-1] - t64[0])
     fps_in = (n - 1) / duration
     write_video(out, video_t, fps=fps_in * factor, times=out_times.tolist())

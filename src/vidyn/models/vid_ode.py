@@ -14,16 +14,15 @@ recursively, `warped_k = warp(warped_{k-1}, F_k)` from an observed frame, `frame
 are in `vidyn.models.discriminators`.
 
 Times (the official code has two fixed modes and one time vector; here any times are well defined):
-- targets at or before the last context time form, in time order, an interpolation chain started from
-  the FIRST context frame, later targets an extrapolation chain started from the LAST context frame
-  (the official modes); a chain's first target uses the conv embedding of its start frame as previous
-  latent (the official skip connection). Targets before the first context time are an error;
-- the decoder ODE starts at the time the encoder state refers to, the first context time (the official
-  extrapolation solve starts at the first target time, treating z(t_first) as the latent there);
-- batch elements may have different times: the ODE is autonomous, so elements whose times relative to
-  their first context time are equal share one solve and the others are solved in separate groups;
-  each element gets the trajectory it would get alone. `last_nfe` = ODE-function evaluations of the
-  last forward, `{"encoder": n, "decoder": m}`, summed over groups.
+targets at or before the last context time form, in time order, an interpolation chain started from the
+FIRST context frame, later targets an extrapolation chain from the LAST one (the official modes); a
+chain's first target uses the conv embedding of its start frame as previous latent (the official skip
+connection); targets before the first context time are an error. The decoder ODE starts at the first
+context time, where the encoder state refers to (the official extrapolation solve starts at the first
+target time). Batch elements may have different times: the ODE is autonomous, so elements with equal
+times relative to their first context time share one solve, others are solved in groups, each getting
+the trajectory it would get alone. `last_nfe`: ODE-function evaluations of the last forward,
+`{"encoder": n, "decoder": m}`, summed over groups.
 
 Interpolation option (`interpolation="bidirectional"`, not in the paper; the default "chain" is the paper's).
 The paper's chain warps every in-between frame recursively from the FIRST observation, so a frame 3/4 of
@@ -66,9 +65,9 @@ from torch import Tensor, nn
 from vidyn.errors import VidynError
 from vidyn.models import vid_ode_loss
 from vidyn.models.interface import check_predictor_inputs
+from vidyn.models.vid_ode_fusion import two_sided_terms, warp_chains
 from vidyn.nn.ode import ConvODEFunc, ODEConvGRU, check_method, odesolve
 from vidyn.nn.upsample import UpsampleConv
-from vidyn.nn.warp import warp
 from vidyn.registry import MODELS
 
 INTERPOLATION = ("chain", "bidirectional")
@@ -108,33 +107,7 @@ class VidODE(nn.Module):
         blend_time: float = 0.05,
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("in_channels", in_channels),
-            ("image_size", image_size),
-            ("hidden_channels", hidden_channels),
-            ("ode_hidden_channels", ode_hidden_channels),
-        ):
-            if not isinstance(value, int) or value < 1:
-                raise VidynError(f"{name} must be a positive integer; got {value!r}")
-        if downsample < 0 or ode_layers < 0:
-            raise VidynError(f"downsample and ode_layers must be >= 0; got {downsample}, {ode_layers}")
         scale = 2**downsample
-        if hidden_channels % scale or image_size % scale:
-            raise VidynError(
-                f"hidden_channels ({hidden_channels}) and image_size ({image_size}) must be divisible by "
-                f"2**downsample = {scale}; change them or downsample"
-            )
-        if interpolation not in INTERPOLATION:
-            choices = ", ".join(INTERPOLATION)
-            raise VidynError(f"interpolation must be one of {choices}; got {interpolation!r}")
-        if not velocity_unit > 0 or not blend_time >= 0:
-            raise VidynError(
-                f"velocity_unit must be > 0 and blend_time >= 0 seconds; got {velocity_unit}, {blend_time}"
-            )
-        check_method(encoder_method, "encoder_method")
-        check_method(decoder_method, "decoder_method")
-        if step_size is not None and step_size <= 0:
-            raise VidynError(f"step_size must be positive or None; got {step_size}")
         self.in_channels, self.image_size, self.downsample = in_channels, image_size, downsample
         self.decoder_method, self.rtol, self.atol = decoder_method, rtol, atol
         self.step_size, self.adjoint = step_size, adjoint
@@ -241,30 +214,13 @@ class VidODE(nn.Module):
         if self.interpolation == "bidirectional":
             right = (anchor + 1).clamp(max=t_in - 1)
             two_sided = ~from_last & (right > anchor)  # (B, K): t_a <= t < t_b for observations a, b
-            side = self._two_sided(
-                out, c, two_sided, tgt_sorted, ctx_t.gather(1, anchor), ctx_t.gather(1, right)
-            )
+            t_ab = (ctx_t.gather(1, anchor), ctx_t.gather(1, right))
+            side = two_sided_terms(out, c, two_sided, tgt_sorted, *t_ab, self.velocity_unit, self.blend_time)
             flow, mask = side["flow"], torch.where(two_sided.view(b, k, 1, 1, 1), side["mask"], mask)
             end_frame = context[rows, right]  # (B, K, C, H, W)
-        warped, warped_a, warped_b = [], [], []
-        for i in range(k):
-            restart = chain_start[:, i] if two_sided is None else chain_start[:, i] | two_sided[:, i]
-            src = start_frame[:, i]
-            if i > 0:
-                src = torch.where(restart.view(b, 1, 1, 1), src, warped[-1])
-            frame = warp(src, flow[:, i])
-            if side is not None:  # Super SloMo's fusion of both warped neighbours, where there are two
-                warped_a.append(frame)
-                from_b = frame  # where no row has a next observation there is nothing to fuse
-                if bool(two_sided[:, i].any()):
-                    from_b = warp(end_frame[:, i], side["flow_back"][:, i])
-                    w_a = (1 - side["tau"][:, i]).view(b, 1, 1, 1) * side["visible"][:, i]
-                    w_b = side["tau"][:, i].view(b, 1, 1, 1) * (1 - side["visible"][:, i])
-                    fused = (w_a * frame + w_b * from_b) / (w_a + w_b + 1e-6)
-                    frame = torch.where(two_sided[:, i].view(b, 1, 1, 1), fused, frame)
-                warped_b.append(from_b)
-            warped.append(frame)
-        warped_t = torch.stack(warped, dim=1)
+        else:
+            end_frame = start_frame
+        warped_t, warped_a, warped_b = warp_chains(start_frame, flow, chain_start, two_sided, side, end_frame)
         image = difference  # the paper composes D itself
         if two_sided is not None:  # D is trained towards `target - start frame`: its image is start + D
             image = torch.where(two_sided.view(b, k, 1, 1, 1), start_frame + difference, difference)
@@ -279,8 +235,7 @@ class VidODE(nn.Module):
         }
         if side is not None:
             result["flow_back"] = side["flow_back"]
-            result["warped_a"] = torch.stack(warped_a, dim=1)
-            result["warped_b"] = torch.stack(warped_b, dim=1)
+            result["warped_a"], result["warped_b"] = warped_a, warped_b
             result["two_sided"] = two_sided
         if bool((order != ks).any()):  # back to the caller's order
             inverse = order.argsort(dim=1)
@@ -288,30 +243,6 @@ class VidODE(nn.Module):
                 idx = inverse.view(b, k, *([1] * (value.dim() - 2)))
                 result[key] = value.take_along_dim(idx, dim=1)
         return result
-
-    def _two_sided(
-        self, out: Tensor, c: int, two_sided: Tensor, t: Tensor, t_a: Tensor, t_b: Tensor
-    ) -> dict[str, Tensor]:
-        """Bidirectional terms `(B, K, ...)` from the decoder output `out`: flows (to a, to b), mask,
-        visibility and tau, time-scaled and gated as the module docstring says (arbitrary where a target is
-        not `two_sided`)."""
-        b, k = two_sided.shape
-        d_a = torch.where(two_sided, t - t_a, 0.0).view(b, k, 1, 1, 1)  # seconds since a
-        d_b = torch.where(two_sided, t_b - t, 0.0).view(b, k, 1, 1, 1)  # seconds until b
-        if self.blend_time > 0:
-            gate = 1 - torch.exp(-torch.minimum(d_a, d_b) / self.blend_time)
-        else:
-            gate = torch.ones_like(d_a)
-        flow_scale = gate / self.velocity_unit
-        return {
-            "flow": torch.where(
-                two_sided.view(b, k, 1, 1, 1), out[:, :, :2] * d_a * flow_scale, out[:, :, :2]
-            ),
-            "flow_back": out[:, :, 3 + c : 5 + c] * d_b * flow_scale,
-            "mask": 1 - gate * (1 - torch.sigmoid(out[:, :, 2 + c : 3 + c])),
-            "visible": 0.5 + gate * (torch.sigmoid(out[:, :, 5 + c :]) - 0.5),
-            "tau": (d_a / (d_a + d_b).clamp_min(1e-12)).view(b, k),
-        }
 
     def _latents(self, emb: Tensor, ctx_rel: Tensor, tgt_rel: Tensor) -> Tensor:
         """Latents `(B, K, Ch, h, w)` at the (sorted) targets; times relative to each first context time."""
@@ -351,6 +282,35 @@ class VidODE(nn.Module):
         return ctx_t, tgt_t
 
 
+def _check_args(
+    in_channels: int, image_size: int, hidden_channels: int, downsample: int, ode_hidden_channels: int,
+    ode_layers: int, encoder_method: str, decoder_method: str, step_size: float | None, interpolation: str,
+    velocity_unit: float, blend_time: float,
+) -> None:  # fmt: skip
+    sizes = {"in_channels": in_channels, "image_size": image_size, "hidden_channels": hidden_channels}
+    for name, value in (sizes | {"ode_hidden_channels": ode_hidden_channels}).items():
+        if not isinstance(value, int) or value < 1:
+            raise VidynError(f"{name} must be a positive integer; got {value!r}")
+    if downsample < 0 or ode_layers < 0:
+        raise VidynError(f"downsample and ode_layers must be >= 0; got {downsample}, {ode_layers}")
+    scale = 2**downsample
+    if hidden_channels % scale or image_size % scale:
+        raise VidynError(
+            f"hidden_channels ({hidden_channels}) and image_size ({image_size}) must be divisible by "
+            f"2**downsample = {scale}; change them or downsample"
+        )
+    if interpolation not in INTERPOLATION:
+        raise VidynError(f"interpolation must be one of {', '.join(INTERPOLATION)}; got {interpolation!r}")
+    if not velocity_unit > 0 or not blend_time >= 0:
+        raise VidynError(
+            f"velocity_unit must be > 0 and blend_time >= 0 seconds; got {velocity_unit}, {blend_time}"
+        )
+    check_method(encoder_method, "encoder_method")
+    check_method(decoder_method, "decoder_method")
+    if step_size is not None and step_size <= 0:
+        raise VidynError(f"step_size must be positive or None; got {step_size}")
+
+
 @MODELS.register("vid_ode", family="predictor")
 def vid_ode(
     in_channels: int = 3,
@@ -384,6 +344,7 @@ def vid_ode(
     args = dict(locals())  # every argument passes through by name
     if ode_hidden_channels is None:
         args["ode_hidden_channels"] = hidden_channels // 2
+    _check_args(**{k: v for k, v in args.items() if k not in ("rtol", "atol", "adjoint")})
     return VidODE(**args)
 
 
