@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -245,34 +244,12 @@ def cmd_configs(a: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------------------- table
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="vidyn", description="Learn video dynamics: predict, interpolate, generate and recognise video."
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands: list[tuple[str, str, Callable[[argparse.Namespace], None]]] = [
-        ("demo", "train convlstm on shapes, evaluate it against baselines, write a report", cmd_demo),
-        ("train", "train a model from a YAML config", cmd_train),
-        ("evaluate", "evaluate an exported model on its dataset", cmd_evaluate),
-        ("compare", "train several predictors under one budget; compare quality and speed", cmd_compare),
-        ("predict", "continue your own video with a trained predictor", cmd_predict),
-        ("interpolate", "raise a video's frame rate with a continuous-time predictor", cmd_interpolate),
-        ("render", "render a clip of the procedural shapes dataset", cmd_render),
-        ("ui", "start the web UI over your exported models", cmd_ui),
-        ("models", "list registered models", cmd_models),
-        ("configs", "list shipped configs", cmd_configs),
-        ("classify", "name the action in your own video with a trained classifier", cmd_classify),
-        ("prepare", "decode a video dataset once into a fast prepared-clip store", cmd_prepare),
-    ]
-    ps = {}
-    for name, help_text, fn in commands:
-        ps[name] = sub.add_parser(name, help=help_text, description=help_text)
-        ps[name].set_defaults(func=fn)
+def _args_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="vidyn-demo", help="output folder (default: vidyn-demo)")
+    _overrides(p)
 
-    ps["demo"].add_argument("--out", default="vidyn-demo", help="output folder (default: vidyn-demo)")
-    _overrides(ps["demo"])
 
-    p = ps["train"]
+def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-c", "--config", required=True, help="YAML file or shipped config name (see `vidyn configs`)"
     )
@@ -280,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, help="run folder or .ckpt to resume from")
     _overrides(p)
 
-    p = ps["evaluate"]
+
+def _args_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="exported model folder or run folder")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--json", default=None, help="write the metrics to this JSON file")
@@ -291,12 +269,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="MODEL",
-        help="another exported predictor scored on the same clips, e.g. a convlstm beside vid_ode "
-        "(repeatable)",
+        help="another exported predictor scored on the same clips, e.g. a discrete-time "
+        "model beside a continuous-time one (repeatable)",
     )
     _overrides(p)
 
-    p = ps["predict"]
+
+def _args_compare(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-c", "--config", required=True, help="YAML file or shipped config name, e.g. compare/shapes_quick"
+    )
+    p.add_argument("--out", required=True, help="output folder (report.html, report.json, runs/)")
+    _overrides(p)
+
+
+def _args_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="exported model folder or run folder")
     p.add_argument("--input", required=True, help="video file (any format PyAV reads) or .npy array")
     p.add_argument("--steps", type=int, default=None, help="number of frames to predict")
@@ -309,14 +296,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=None, help="output frame rate (default: the input's)")
     p.add_argument("--out", required=True, help="output .mp4, .gif, .avi or .npy")
 
-    p = ps["interpolate"]
+
+def _args_interpolate(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="exported continuous-time predictor (e.g. vid_ode) or its run folder")
     p.add_argument("--input", required=True, help="video file (its real timestamps are kept) or .npy array")
     p.add_argument("--factor", type=int, required=True, help="frame-rate multiplier K >= 2")
     p.add_argument("--out", required=True, help="output .mp4, .avi, .gif or .npy")
     p.add_argument("--context", type=int, default=None, help="frames per window (default: as trained)")
 
-    p = ps["render"]
+
+def _args_render(p: argparse.ArgumentParser) -> None:
     p.add_argument("dataset", choices=["shapes"])
     p.add_argument("--out", required=True, help="output .mp4, .gif or .npy")
     p.add_argument("--frames", type=int, default=20)
@@ -326,27 +315,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", type=int, default=3, choices=[1, 3])
     p.add_argument("--index", type=int, default=0)
 
-    p = ps["compare"]
-    p.add_argument(
-        "-c", "--config", required=True, help="YAML file or shipped config name, e.g. compare/shapes_quick"
-    )
-    p.add_argument("--out", required=True, help="output folder (report.html, report.json, runs/)")
-    _overrides(p)
 
-    p = ps["ui"]
+def _args_ui(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", default=".", help="folder searched for exported models (default: here)")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: localhost only)")
     p.add_argument("--port", type=int, default=7860)
 
-    ps["models"].add_argument("--family", default=None, choices=["predictor", "classifier", "generator"])
 
-    p = ps["classify"]
+def _args_models(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--family", default=None, choices=["predictor", "classifier", "generator"])
+
+
+def _args_classify(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="exported classifier folder or run folder")
     p.add_argument("video", help="video file (any format PyAV reads), any length")
     p.add_argument("--top", type=int, default=5, help="number of classes to show (default: 5)")
     p.add_argument("--clips", type=int, default=None, help="clips to average (default: cover it, <= 10)")
 
-    p = ps["prepare"]
+
+def _args_prepare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, choices=["ucf101", "folder"])
     p.add_argument("--root", required=True, help="dataset folder (UCF101: the one holding UCF-101/)")
     p.add_argument("--out", required=True, help="store folder to create (re-run the same command to resume)")
@@ -358,6 +345,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grayscale", action="store_true", help="store BT.601 luma instead of RGB")
     p.add_argument("--classes", default=None, help="comma-separated subset of classes, e.g. Punch,Typing")
     p.add_argument("--workers", type=int, default=2, help="decoding processes (0 = in this process)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vidyn", description="Learn video dynamics: predict, interpolate, generate and recognise video."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = [
+        (
+            "demo",
+            "train convlstm on shapes, evaluate it against baselines, write a report",
+            cmd_demo,
+            _args_demo,
+        ),
+        ("train", "train a model from a YAML config", cmd_train, _args_train),
+        ("evaluate", "evaluate an exported model on its dataset", cmd_evaluate, _args_evaluate),
+        (
+            "compare",
+            "train several predictors under one budget; compare quality and speed",
+            cmd_compare,
+            _args_compare,
+        ),
+        ("predict", "continue your own video with a trained predictor", cmd_predict, _args_predict),
+        (
+            "interpolate",
+            "raise a video's frame rate with a continuous-time predictor",
+            cmd_interpolate,
+            _args_interpolate,
+        ),
+        ("render", "render a clip of the procedural shapes dataset", cmd_render, _args_render),
+        ("ui", "start the web UI over your exported models", cmd_ui, _args_ui),
+        ("models", "list registered models", cmd_models, _args_models),
+        ("configs", "list shipped configs", cmd_configs, None),
+        (
+            "classify",
+            "name the action in your own video with a trained classifier",
+            cmd_classify,
+            _args_classify,
+        ),
+        (
+            "prepare",
+            "decode a video dataset once into a fast prepared-clip store",
+            cmd_prepare,
+            _args_prepare,
+        ),
+    ]
+    for name, help_text, fn, add_arguments in commands:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=fn)
+        if add_arguments is not None:
+            add_arguments(p)
     return parser
 
 

@@ -244,7 +244,7 @@ def interpolate(
     if not io["interpolates"]:
         raise VidynError(
             f"model {meta['name']!r} is discrete-time and cannot predict between frames; interpolate with a "
-            "continuous-time predictor (`vidyn models` marks them)"
+            "continuous-time predictor (one trained to predict at any timestamp)"
         )
     size, channels = io["image_size"], io["in_channels"]
     frames, times = load_frames(input_path, size=size, channels=channels)  # (N, C, H, W), (N,) seconds
