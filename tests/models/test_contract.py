@@ -15,6 +15,7 @@ from vidyn.registry import MODELS
 TINY = [n for n in MODELS.names() if n.endswith("_tiny")]
 PREDICTORS = [n for n in TINY if MODELS.get(n).family == "predictor"]
 CLASSIFIERS = [n for n in TINY if MODELS.get(n).family == "classifier"]
+GENERATORS = [n for n in TINY if MODELS.get(n).family == "generator"]
 
 
 # Parameter-free baselines have no size to shrink: the contract tests take them as they are.
@@ -76,7 +77,22 @@ def test_classifier_interface(name: str) -> None:
     assert logits.shape == (2, model.num_classes)
 
 
-@pytest.mark.parametrize("name", PREDICTORS + CLASSIFIERS)
+@pytest.mark.parametrize("name", GENERATORS)
+def test_generator_interface(name: str) -> None:
+    model = vidyn.build_model(name).eval()
+    times = torch.tensor([0.0, 0.1, 0.25, 0.3])  # irregular: generators answer at any timestamp
+    with torch.no_grad():
+        a = model.sample(3, times, generator=torch.Generator().manual_seed(0))
+        b = model.sample(3, times, generator=torch.Generator().manual_seed(0))
+        c = model.sample(3, times, generator=torch.Generator().manual_seed(1))
+    c_in, size = model.in_channels, model.image_size
+    assert a.shape == (3, 4, c_in, size, size) and a.dtype == torch.float32
+    assert 0 <= a.min() and a.max() <= 1
+    assert torch.equal(a, b) and not torch.equal(a, c)  # reproducible from the generator, and random
+    assert isinstance(model.num_classes, int)
+
+
+@pytest.mark.parametrize("name", PREDICTORS + CLASSIFIERS + GENERATORS)
 def test_export_load_round_trip(name: str, tmp_path: Path) -> None:
     model = vidyn.build_model(name).eval()
     vidyn.export_model(model, tmp_path, metrics={"x": 1.0})

@@ -1,3 +1,12 @@
 """Model families. Importing this package registers every builder in `vidyn.registry.MODELS`."""
 
-from vidyn.models import baselines, cnn_rnn, convlstm, predrnn, transformer, vid_ode  # noqa: F401
+from vidyn.models import (  # noqa: F401
+    baselines,
+    cnn_rnn,
+    convlstm,
+    ode_gan,
+    predrnn,
+    sde_video,
+    transformer,
+    vid_ode,
+)
