@@ -17,6 +17,7 @@ Spawned workers re-import the caller's main module: call `prepare_store` from a 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import multiprocessing
 import os
@@ -128,6 +129,45 @@ def _video_list(
     return sorted(entries, key=lambda e: e.source), index.classes
 
 
+@contextlib.contextmanager
+def _decoded(jobs: Iterable[_Job], workers: int) -> Iterator[Iterator[_Result]]:
+    """Decode results in job order: in this process (`workers=0`) or in a pool of spawned processes."""
+    if workers == 0:
+        yield map(_decode, jobs)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    executor = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker)
+    try:
+        yield _in_order(executor, _decode, jobs, ahead=4 * workers)
+        executor.shutdown()
+    except BrokenProcessPool as e:
+        raise VidynError(
+            "a prepare worker process died (out of memory, a decoder crash, or prepare_store called from a "
+            "script without `if __name__ == '__main__':`); re-run to resume, or use workers=0 to decode "
+            "in this process"
+        ) from e
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _write_shard(
+    writer: StoreWriter, k: int, results: Iterator[_Result], entries: list, clip_shape: tuple, tick: Any
+) -> None:
+    """Decode results of shard k's videos (in video order) into the shard, its records and skips."""
+    clips, records, skipped = [], [], []
+    for i in writer.shard_videos(k):
+        result, entry = next(results), entries[i]
+        assert result.video == i, "results must arrive in video order"
+        if result.clips is None:
+            skipped.append({"file": entry.source, "reason": result.reason, "video": i})
+        else:
+            clips.append(result.clips)
+            records += [_record(i, w, entry, clip_times) for w, clip_times in enumerate(result.times)]
+        tick()
+    data = np.concatenate(clips) if clips else np.zeros((0, *clip_shape), np.uint8)  # (N, T, H, W, C)
+    writer.write_shard(k, data, records, skipped)
+
+
 def prepare_store(
     dataset: str,
     root: str | os.PathLike,
@@ -163,8 +203,7 @@ def prepare_store(
     entries, class_names = _video_list(dataset, root, fold, classes, val_fraction, test_fraction)
     if not entries:
         raise VidynError(f"no videos found under {root} for the chosen classes; check root and classes")
-    listing = "\n".join(f"{e.source}\t{e.label}\t{e.split}" for e in entries)
-    params: dict[str, Any] = {
+    params = {
         "dataset": dataset,
         "classes": list(classes) if classes is not None else None,
         "size": size,
@@ -173,11 +212,10 @@ def prepare_store(
         "clips_per_video": clips_per_video,
         "grayscale": grayscale,
         "shard_size": shard_size,
-    }
-    if dataset == "ucf101":
-        params["fold"] = fold
-    else:
+    } | ({"fold": fold} if dataset == "ucf101" else {})
+    if dataset != "ucf101":
         params.update(val_fraction=val_fraction, test_fraction=test_fraction, pt_fps=pt_fps)
+    listing = "\n".join(f"{e.source}\t{e.label}\t{e.split}" for e in entries)
     params["video_list_sha1"] = hashlib.sha1(listing.encode("utf-8")).hexdigest()
     clip_shape = (frames, size, size, 1 if grayscale else 3)
     writer = StoreWriter(
@@ -203,41 +241,14 @@ def prepare_store(
         disable=not progress,
         smoothing=0.05,
     )
-    executor = None
     try:
-        if workers == 0:
-            results: Iterator[_Result] = map(_decode, jobs)
-        else:
-            ctx = multiprocessing.get_context("spawn")
-            executor = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker)
-            results = _in_order(executor, _decode, jobs, ahead=4 * workers)
-        for k in pending:
-            clips, records, skipped = [], [], []
-            for i in writer.shard_videos(k):
-                result, entry = next(results), entries[i]
-                assert result.video == i, "results must arrive in video order"
-                if result.clips is None:
-                    skipped.append({"file": entry.source, "reason": result.reason, "video": i})
-                else:
-                    clips.append(result.clips)
-                    records += [_record(i, w, entry, clip_times) for w, clip_times in enumerate(result.times)]
-                bar.update(clips_per_video)
-            data = np.concatenate(clips) if clips else np.zeros((0, *clip_shape), np.uint8)  # (N, T, H, W, C)
-            writer.write_shard(k, data, records, skipped)
-        manifest = writer.finish()
-        if executor is not None:
-            executor.shutdown()
-    except BrokenProcessPool as e:
-        raise VidynError(
-            "a prepare worker process died (out of memory, a decoder crash, or prepare_store called from a "
-            "script without `if __name__ == '__main__':`); re-run to resume, or use workers=0 to decode "
-            "in this process"
-        ) from e
+        with _decoded(jobs, workers) as results:
+            for k in pending:
+                _write_shard(writer, k, results, entries, clip_shape, lambda: bar.update(clips_per_video))
+            manifest = writer.finish()
     finally:
         bar.close()
         writer.close()
-        if executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)
     return {
         "videos": len(entries),
         "clips": len(manifest["clips"]),
