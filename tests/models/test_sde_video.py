@@ -142,7 +142,7 @@ def test_elbo_terms_and_kl_weight() -> None:
     assert set(out) == {"loss", "nll", "kl_z0", "kl_path", "consistency", "diffusion"}
     assert all(v.dim() == 0 and torch.isfinite(v) for v in out.values())
     assert out["kl_z0"] >= 0 and out["kl_path"] >= 0 and out["consistency"] > 0
-    assert 0.01 <= out["diffusion"] <= 1.0  # inside [min_diffusion, max_diffusion]
+    assert 0.01 <= out["diffusion"] <= 0.2  # inside [min_diffusion, max_diffusion]
     # loss = nll + kl_weight * (kl_z0 + kl_path) + consistency_weight * consistency
     halves = [
         model.elbo(clips, TIMES, num_context=2, labels=labels, kl_weight=w, generator=_gen())
@@ -150,7 +150,7 @@ def test_elbo_terms_and_kl_weight() -> None:
     ]
     kl = halves[0]["kl_z0"] + halves[0]["kl_path"]
     torch.testing.assert_close(halves[1]["loss"] - halves[0]["loss"], 1.5 * kl, rtol=1e-4, atol=1e-3)
-    expected = out["nll"] + out["kl_z0"] + out["kl_path"] + out["consistency"]
+    expected = out["nll"] + out["kl_z0"] + out["kl_path"] + model.consistency_weight * out["consistency"]
     torch.testing.assert_close(out["loss"], expected)
 
 

@@ -83,6 +83,19 @@ class _Cond:
     skip: Tensor | None  # (N, C, H, W) last context frame (zeros without one) with consistency
 
 
+def _check_args(
+    sizes: dict[str, int], num_classes: int, dt: float, obs_std: float, consistency_weight: float
+) -> None:
+    for name, value in sizes.items():
+        if not isinstance(value, int) or value < 1:
+            raise VidynError(f"{name} must be a positive integer; got {value!r}")
+    if not isinstance(num_classes, int) or num_classes < 0:
+        raise VidynError(f"num_classes must be an integer >= 0 (0 = no classes); got {num_classes!r}")
+    if not dt > 0 or not obs_std > 0 or not consistency_weight >= 0:
+        got = f"{dt}, {obs_std}, {consistency_weight}"
+        raise VidynError(f"need dt > 0, obs_std > 0 and consistency_weight >= 0; got {got}")
+
+
 class SDEVideo(nn.Module):
     """Latent-SDE video generator; see the module docstring. `sample` is the Generator interface and
     `elbo` the training objective. `last_nfe`: drift and diffusion evaluations and solver steps of the
@@ -114,15 +127,8 @@ class SDEVideo(nn.Module):
         super().__init__()
         sizes = dict(in_channels=in_channels, image_size=image_size, latent_dim=latent_dim)
         sizes |= dict(content_dim=content_dim, context_dim=context_dim, hidden_dim=hidden_dim)
-        for name, value in (sizes | {"base_channels": base_channels}).items():
-            if not isinstance(value, int) or value < 1:
-                raise VidynError(f"{name} must be a positive integer; got {value!r}")
-        if not isinstance(num_classes, int) or num_classes < 0:
-            raise VidynError(f"num_classes must be an integer >= 0 (0 = no classes); got {num_classes!r}")
+        _check_args(sizes | {"base_channels": base_channels}, num_classes, dt, obs_std, consistency_weight)
         check_solver(sde_type, method)
-        if not dt > 0 or not obs_std > 0 or not consistency_weight >= 0:
-            got = f"{dt}, {obs_std}, {consistency_weight}"
-            raise VidynError(f"need dt > 0, obs_std > 0 and consistency_weight >= 0; got {got}")
         self.in_channels, self.image_size, self.num_classes = in_channels, image_size, num_classes
         self.latent_dim, self.sde_type, self.method = latent_dim, sde_type, method
         self.dt, self.adjoint, self.obs_std = float(dt), bool(adjoint), float(obs_std)
@@ -386,10 +392,10 @@ def sde_video(
     dt: float = 0.025,
     adjoint: bool = False,
     consistency: bool = True,
-    consistency_weight: float = 1.0,
-    obs_std: float = 0.1,
+    consistency_weight: float = 100.0,
+    obs_std: float = 0.05,
     min_diffusion: float = 0.01,
-    max_diffusion: float = 1.0,
+    max_diffusion: float = 0.2,
 ) -> SDEVideo:
     """Latent-SDE video generator (Li et al. 2020) conditioned on initial frames and/or a class.
 
@@ -398,6 +404,13 @@ def sde_video(
     `num_classes` 0 = no class prompt. `consistency` switches vidyn's consistency module (content code,
     last-frame skip, re-encoding term weighted by `consistency_weight`); `obs_std` is the fixed pixel
     std of the Gaussian likelihood; the diagonal diffusion lies in [min_diffusion, max_diffusion].
+
+    Defaults obs_std 0.05, max_diffusion 0.2, consistency_weight 100 come from short runs on `shapes`
+    (32 px, 10 frames, 1 object, B 16, 600 steps, 1-3 context frames, widths 16/64/16): with obs_std 0.1
+    and max_diffusion 1.0 the posterior collapsed (both KLs -> 0, samples nearly identical: pixel std
+    0.0009 over 20 samples); with 0.05 / 0.2 both KL terms were used (28 / 167 nats) and samples
+    differed (std 0.0064; best-of-20 MSE 0.0041 against mean-of-20 0.0050 from one frame). The
+    diffusion sat at its upper bound in every run, so `max_diffusion` is in effect the noise scale.
     """
     return SDEVideo(
         in_channels=in_channels,
