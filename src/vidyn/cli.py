@@ -244,6 +244,27 @@ def cmd_configs(a: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------------------- table
 
 
+def cmd_weights(a: argparse.Namespace) -> None:
+    from vidyn import api
+
+    if a.action == "install":
+        report = api.install_weights(a.which)
+        for row in report["files"]:
+            print(f"{row['status']:>17}  {row['path']}  ({row['seconds']} s)")
+        print(f"weights folder: {report['dir']}")
+        return
+    for row in api.list_weights():
+        state = "verified" if row["verified"] else ("CORRUPT" if row["installed"] else "missing")
+        print(f"{state:>8}  {row['group']:<5}  {row['path']}  <- {row['source']}")
+
+
+def _args_weights(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["install", "list"], help="install (fetch + verify) or list")
+    p.add_argument(
+        "which", nargs="?", default="all", choices=["fid", "fvd", "lpips", "all"], help="install only these"
+    )
+
+
 def _args_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="vidyn-demo", help="output folder (default: vidyn-demo)")
     _overrides(p)
@@ -390,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
             cmd_prepare,
             _args_prepare,
         ),
+        ("weights", "install or list the verified FID/FVD/LPIPS networks", cmd_weights, _args_weights),
     ]
     for name, help_text, fn, add_arguments in commands:
         p = sub.add_parser(name, help=help_text, description=help_text)

@@ -13,6 +13,7 @@ the module that defines it, e.g. `vidyn.api.comparison.train`):
 - `data`: `prepare`, `render`.
 - `comparison`: `compare`, `COMPARE_KEYS`, `COMPARE_COLUMNS`.
 - `quickstart`: `demo`, `DEMO_CONFIG`.
+- `weights`: `install_weights`, `list_weights` (the verified FID/FVD/LPIPS networks).
 - `_common`: `default_device` and the atomic JSON writer the verbs share.
 """
 
@@ -29,6 +30,7 @@ from vidyn.api.inference import classify, interpolate, predict, predict_many
 from vidyn.api.models import describe_model, find_models
 from vidyn.api.quickstart import DEMO_CONFIG, demo
 from vidyn.api.training import TrainResult, train
+from vidyn.api.weights import install_weights, list_weights
 
 __all__ = [
     "COMPARE_COLUMNS",
@@ -43,7 +45,9 @@ __all__ = [
     "evaluate",
     "evaluate_predictors",
     "find_models",
+    "install_weights",
     "interpolate",
+    "list_weights",
     "predict",
     "predict_many",
     "prepare",
