@@ -1,0 +1,305 @@
+"""Generation tasks: `gan` (adversarial training of noise-driven generators such as `ode_gan`) and
+`latent_sde` (the ELBO of latent-SDE generators such as `sde_video`, in `vidyn.tasks.latent_sde`).
+
+`gan` follows seed 000 and MoCoGAN (Tulyakov et al., CVPR 2018): a 3D-CNN video discriminator and,
+optionally, MoCoGAN's frame discriminator judge real and generated clips; BCE with one-sided label
+smoothing (real target 0.9, Salimans et al. 2016) for the discriminators, the non-saturating BCE loss for
+the generator; Adam(0.5, 0.999) in the shipped configs. Stabilisers (all optional): spectral norm on the
+discriminators (Miyato et al. 2018), the R1 penalty (Mescheder et al. 2018), annealed instance noise
+(Sønderby et al. 2017), label dropping to the null label so one class-conditional model also samples
+unconditionally, and an exponential moving average of the generator (Karras et al.).
+
+Continuous time (issue 12): with `frame_intervals: [1, 2, ...]` each batch sub-samples the data's
+frames at one of these strides (and a random start), so the generator and the time-gap-aware video
+discriminator see several frame rates; clip times are relative to the clip's first frame.
+
+Optimisation is manual, one discriminator step then one generator step per batch, as in
+`PredictionTask._adversarial_step`: the discriminator's step goes through the strategy but is not a
+Lightning optimiser step, so `global_step` and `trainer.max_steps` count batches; gradients are clipped
+here to `run.gradient_clip_val`. The discriminators (and the EMA copy) belong to the task, never to the
+exported model. With `ema_decay > 0` the averaged generator lives in the submodule `ema` (so it is in
+the checkpoints) and `export_extra()`, which `vidyn.api.train` calls right before exporting, copies its
+weights into `self.model`: the exported generator is the EMA one.
+
+Checkpoints: GAN losses do not rank generators, so the shipped configs set `trainer.monitor: step`
+(best = last). `val/loss` is still logged as a cheap moment gap between generated and real validation
+clips (|mean| + |std| + |mean absolute frame difference|), so a default monitor also works.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from vidyn.errors import VidynError
+from vidyn.models.video_discriminators import (
+    FrameDiscriminator,
+    VideoDiscriminator,
+    add_instance_noise,
+    bce_d_loss,
+    bce_g_loss,
+    drop_labels,
+    ema_model,
+    instance_noise_std,
+    r1_penalty,
+    sample_frames,
+)
+from vidyn.registry import TASKS
+from vidyn.tasks import optim as optim_lib
+from vidyn.tasks.base import TaskRun, VidynTask
+
+
+def class_names_for(model: nn.Module, run: TaskRun) -> list[str]:
+    """The class vocabulary a class-conditional generator is exported with ([] for an unconditional one)."""
+    num_classes = int(getattr(model, "num_classes", 0) or 0)
+    if not num_classes:
+        return []
+    if run.class_names and len(run.class_names) != num_classes:
+        raise VidynError(
+            f"the model has num_classes={num_classes} but the training data names {len(run.class_names)} "
+            f"classes; set model.args.num_classes={len(run.class_names)}"
+        )
+    return list(run.class_names) or [str(i) for i in range(num_classes)]
+
+
+def grad_norm(params: list[nn.Parameter]) -> Tensor:
+    """The total L2 norm of the parameters' gradients (0 when none has one)."""
+    norms = [p.grad.detach().norm() for p in params if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+
+
+def moment_gap(fake: Tensor, real: Tensor) -> Tensor:
+    """|mean| + |std| + |mean absolute frame difference| gaps between two sets of clips `(B, T, C, H, W)`."""
+    gap = (fake.mean() - real.mean()).abs() + (fake.std() - real.std()).abs()
+    if fake.shape[1] > 1 and real.shape[1] > 1:
+        gap = gap + (fake.diff(dim=1).abs().mean() - real.diff(dim=1).abs().mean()).abs()
+    return gap
+
+
+def sample_grid(clips: Tensor, max_frames: int = 8) -> Tensor:
+    """One image `(C, B*H, k*W)` of clips `(B, T, C, H, W)`: a row per clip, k <= max_frames columns."""
+    b, t, c, h, w = clips.shape
+    cols = torch.linspace(0, t - 1, min(t, max_frames)).round().long()
+    x = clips[:, cols].clamp(0, 1)  # (B, k, C, H, W)
+    return x.permute(2, 0, 3, 1, 4).reshape(c, b * h, len(cols) * w)  # -> (C, B, H, k, W) -> (C, B*H, k*W)
+
+
+@TASKS.register("gan", family="generator")
+class GanTask(VidynTask):
+    """Adversarial training of a generator with `noise(B)` and `forward(z, times, labels)`; see module doc.
+
+    num_frames: frames per training clip; frame_intervals: frame strides of the data to train on (None =
+    [1]); frame_discriminator: add MoCoGAN's image discriminator; d_base_channels / d_max_channels: the
+    discriminators' widths; spectral_norm; r1_gamma (0 = off); instance_noise: the std at step 0, annealed
+    linearly to 0 over instance_noise_steps (0 = the whole run); real_target: the smoothed BCE target of
+    real clips; label_drop: probability of the null label per clip (class-conditional models); ema_decay
+    (0 = off); d_lr: the discriminators' learning rate (None = optim.lr; otherwise optim's settings);
+    sample_every_n_steps: a TensorBoard grid of samples every that many steps (0 = never).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        run: TaskRun,
+        *,
+        num_frames: int = 16,
+        frame_intervals: list[int] | None = None,
+        frame_discriminator: bool = True,
+        d_base_channels: int = 32,
+        d_max_channels: int = 256,
+        spectral_norm: bool = True,
+        r1_gamma: float = 0.0,
+        instance_noise: float = 0.0,
+        instance_noise_steps: int = 0,
+        real_target: float = 0.9,
+        label_drop: float = 0.1,
+        ema_decay: float = 0.0,
+        d_lr: float | None = None,
+        sample_every_n_steps: int = 500,
+    ) -> None:
+        super().__init__()
+        if not (
+            callable(getattr(model, "noise", None)) and isinstance(getattr(model, "in_channels", None), int)
+        ):
+            raise VidynError(
+                f"task gan trains generators with noise(B) and forward(z, times, labels) (e.g. ode_gan); "
+                f"{type(model).__name__} has none: use task.name=latent_sde for sde_video"
+            )
+        intervals = list(frame_intervals or [1])
+        checks = [
+            (num_frames >= 2, f"num_frames must be >= 2; got {num_frames}"),
+            (
+                all(isinstance(k, int) and k >= 1 for k in intervals),
+                f"frame_intervals must be ints >= 1: {intervals}",
+            ),
+            (r1_gamma >= 0 and instance_noise >= 0, "r1_gamma and instance_noise must be >= 0"),
+            (0 < real_target <= 1, f"real_target must be in (0, 1]; got {real_target}"),
+            (0 <= label_drop <= 1, f"label_drop must be in [0, 1]; got {label_drop}"),
+            (0 <= ema_decay < 1, f"ema_decay must be in [0, 1) (0 = off); got {ema_decay}"),
+            (run.accumulate_grad_batches == 1, "task gan does not support trainer.accumulate_grad_batches"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise VidynError(f"task.args: {message}")
+        self.automatic_optimization = False
+        self.model = model
+        self.class_names = class_names_for(model, run)
+        self.num_classes = len(self.class_names)
+        self.num_frames, self.frame_intervals = num_frames, intervals
+        self.r1_gamma, self.real_target, self.label_drop = (
+            float(r1_gamma),
+            float(real_target),
+            float(label_drop),
+        )
+        self.instance_noise = float(instance_noise)
+        self.noise_steps = instance_noise_steps or run.total_steps
+        self.optim_cfg, self.total_steps, self.warmup_steps = run.optim, run.total_steps, run.warmup_steps
+        self.d_lr, self.gradient_clip_val = d_lr, run.gradient_clip_val
+        self.sample_every_n_steps = sample_every_n_steps
+        self.seed = int(torch.initial_seed()) % 2**31  # the run's seed: stride/start draws repeat on resume
+        d_args = dict(
+            in_channels=model.in_channels,
+            image_size=model.image_size,
+            base_channels=d_base_channels,
+            max_channels=d_max_channels,
+            num_classes=self.num_classes,
+            spectral_norm=spectral_norm,
+        )
+        self.video_discriminator = VideoDiscriminator(**d_args)
+        self.frame_discriminator = FrameDiscriminator(**d_args) if frame_discriminator else None
+        self.ema: nn.Module | None = None
+        if ema_decay > 0:
+            self.ema = ema_model(model, ema_decay)
+            self.ema.requires_grad_(False)
+
+    # -- data ---------------------------------------------------------------------------------------
+    def clip_of(self, batch: dict[str, Tensor], step: int) -> tuple[Tensor, Tensor]:
+        """(clips `(B, num_frames, C, H, W)`, times `(B, num_frames)` from 0) at a drawn stride and start."""
+        frames, times = batch["frames"], batch["times"]
+        rng = random.Random(self.seed * 1_000_003 + step)
+        stride = rng.choice(self.frame_intervals)
+        span = (self.num_frames - 1) * stride + 1
+        if frames.shape[1] < span:
+            need = (self.num_frames - 1) * max(self.frame_intervals) + 1
+            raise VidynError(
+                f"task gan needs clips of {need} frames for num_frames={self.num_frames} at strides "
+                f"{self.frame_intervals}; set data.args.num_frames={need} (the data has {frames.shape[1]})"
+            )
+        start = rng.randrange(frames.shape[1] - span + 1)
+        index = torch.arange(start, start + span, stride, device=frames.device)
+        t = times[:, index]
+        return frames[:, index], t - t[:, :1]
+
+    def labels_of(self, batch: dict[str, Tensor], drop: float) -> Tensor | None:
+        if not self.num_classes:
+            return None
+        return drop_labels(batch["label"].long(), drop)
+
+    # -- training -----------------------------------------------------------------------------------
+    def _d_scores(self, clips: Tensor, times: Tensor, labels: Tensor | None) -> list[Tensor]:
+        scores = [self.video_discriminator(clips, times, labels)]
+        if self.frame_discriminator is not None:
+            frames, frame_labels = sample_frames(clips, labels)
+            scores.append(self.frame_discriminator(frames, frame_labels))
+        return scores
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        opt_g, opt_d = self.optimizers()  # type: ignore[misc]
+        real, times = self.clip_of(batch, self.global_step)
+        labels = self.labels_of(batch, self.label_drop)
+        fake = self.model(self.model.noise(real.shape[0]).to(real), times, labels)
+        nfe = float(getattr(self.model, "nfe", 0))
+        std = instance_noise_std(self.global_step, start=self.instance_noise, anneal_steps=self.noise_steps)
+
+        real_in = add_instance_noise(real, std).requires_grad_(self.r1_gamma > 0)
+        d_real = self._d_scores(real_in, times, labels)
+        d_fake = self._d_scores(add_instance_noise(fake.detach(), std), times, labels)
+        d_loss = sum(
+            bce_d_loss(r, f, real_target=self.real_target) for r, f in zip(d_real, d_fake, strict=True)
+        )
+        r1 = sum(r1_penalty(r, real_in, gamma=self.r1_gamma) for r in d_real) if self.r1_gamma > 0 else None
+        opt_d.zero_grad()
+        self.manual_backward(d_loss + r1 if r1 is not None else d_loss)
+        d_norm = grad_norm(self._d_params())
+        self.clip_gradients(opt_d, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
+        # Not `opt_d.step()`: Lightning counts every LightningOptimizer step, which would halve max_steps.
+        self.trainer.strategy.optimizer_step(opt_d.optimizer, lambda: None)
+
+        self.toggle_optimizer(opt_g)  # the discriminators need no gradients in the generator's backward
+        g_loss = sum(bce_g_loss(s) for s in self._d_scores(add_instance_noise(fake, std), times, labels))
+        opt_g.zero_grad()
+        self.manual_backward(g_loss)
+        g_norm = grad_norm(list(self.model.parameters()))
+        self.clip_gradients(opt_g, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
+        opt_g.step()
+        self.untoggle_optimizer(opt_g)
+        for scheduler in self.lr_schedulers():  # type: ignore[union-attr]
+            scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        logs = {"d_loss": d_loss, "g_loss": g_loss, "d_real": torch.sigmoid(d_real[0]).mean()}
+        logs |= {"d_fake": torch.sigmoid(d_fake[0]).mean(), "grad_norm_d": d_norm, "grad_norm_g": g_norm}
+        logs |= {"nfe": torch.tensor(nfe), "instance_noise": torch.tensor(std)}
+        if r1 is not None:
+            logs["r1"] = r1
+        self.log_dict({f"train/{k}": v.detach().float() for k, v in logs.items()}, batch_size=real.shape[0])
+        self.log("train/loss", g_loss.detach(), prog_bar=True, batch_size=real.shape[0])
+        self._maybe_log_samples(times[0], real.device)
+        return g_loss.detach()
+
+    def _d_params(self) -> list[nn.Parameter]:
+        extra = list(self.frame_discriminator.parameters()) if self.frame_discriminator is not None else []
+        return [*self.video_discriminator.parameters(), *extra]
+
+    @property
+    def sampler(self) -> nn.Module:
+        """The generator samples are drawn from: the EMA copy when on, else the trained model."""
+        return self.ema.module if self.ema is not None else self.model
+
+    @torch.no_grad()
+    def _maybe_log_samples(self, times: Tensor, device: torch.device) -> None:
+        every = self.sample_every_n_steps
+        experiment = getattr(self.logger, "experiment", None)
+        if not every or self.global_step % every or not hasattr(experiment, "add_image"):
+            return
+        if not self.trainer.is_global_zero:
+            return
+        n = self.num_classes or 4
+        labels = torch.arange(n, device=device) if self.num_classes else None
+        gen = torch.Generator().manual_seed(0)  # the same noise every time: the grid shows training progress
+        z = self.sampler.noise(n, gen).to(device)
+        clips = self.sampler(z, times, labels)
+        experiment.add_image("samples", sample_grid(clips.float().cpu()), self.global_step)
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        real, times = batch["frames"][:, : self.num_frames], batch["times"][:, : self.num_frames]
+        times = times - times[:, :1]
+        gen = torch.Generator().manual_seed(batch_idx)
+        with torch.no_grad():
+            fake = self.sampler(
+                self.sampler.noise(real.shape[0], gen).to(real), times, self.labels_of(batch, 0.0)
+            )
+        bs = real.shape[0]
+        self.log("val/loss", moment_gap(fake, real), prog_bar=True, sync_dist=True, batch_size=bs)
+        self.log("val/frame_change", fake.diff(dim=1).abs().mean(), sync_dist=True, batch_size=bs)
+
+    def configure_optimizers(self) -> tuple[dict, dict]:
+        generator = optim_lib.configure(
+            self.model.parameters(), self.optim_cfg, self.total_steps, self.warmup_steps
+        )
+        d_cfg = {**self.optim_cfg, **({"lr": self.d_lr} if self.d_lr is not None else {})}
+        return generator, optim_lib.configure(self._d_params(), d_cfg, self.total_steps, self.warmup_steps)
+
+    # -- export -------------------------------------------------------------------------------------
+    def use_ema_weights(self) -> None:
+        """Copy the EMA generator's weights into `self.model` (no-op without EMA)."""
+        if self.ema is not None:
+            self.model.load_state_dict(self.ema.module.state_dict())
+
+    def export_extra(self) -> dict[str, Any]:
+        """The class vocabulary; with EMA, first puts the averaged weights into the model to be exported."""
+        self.use_ema_weights()
+        return {"class_names": self.class_names}

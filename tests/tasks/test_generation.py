@@ -1,0 +1,174 @@
+"""Generation tasks: `gan` (manual D/G steps, EMA export, frame strides) and `latent_sde` (KL annealing)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import safetensors.torch
+import torch
+from torch.utils.data import DataLoader
+
+from vidyn import api
+from vidyn.data.datamodule import build_dataset
+from vidyn.errors import VidynError
+from vidyn.export import build_model
+from vidyn.tasks import TaskRun
+from vidyn.tasks.generation import GanTask, sample_grid
+from vidyn.tasks.latent_sde import LatentSdeTask, kl_weight_at
+
+OPTIM = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "betas": [0.5, 0.999], "min_lr_ratio": 1.0,
+         "schedule": "constant"}  # fmt: skip
+CLASSES = ("bounce", "orbit", "pendulum", "spring", "spin", "pulse", "gravity")
+
+
+def generation_config(model: str, task: str, task_args: dict, *, frames: int = 8, **model_args) -> dict:
+    """A tiny generation run (16x16 grayscale shapes, 3 steps) with the best checkpoint = the last."""
+    return {
+        "name": "tiny-gen",
+        "model": {"name": model, "args": {"in_channels": 1, "image_size": 16, **model_args}},
+        "data": {
+            "name": "shapes",
+            "args": {
+                "size": 16,
+                "channels": 1,
+                "num_frames": frames,
+                "frame_interval": 0.1,
+                "max_objects": 1,
+            },
+            "splits": {"train": {"num_samples": 8}, "val": {"num_samples": 4}, "test": {"num_samples": 8}},
+            "batch_size": 4,
+        },
+        "task": {"name": task, "args": task_args},
+        "optim": {"optimizer": "adam", "lr": 1e-3, "betas": [0.5, 0.999], "schedule": "constant"},
+        "trainer": {
+            "max_steps": 3,
+            "val_check_interval": 3,
+            "log_every_n_steps": 1,
+            "progress_bar": False,
+            "monitor": "step",
+            "num_threads": 1,
+        },  # fmt: skip
+        "eval": {"max_clips": 4},
+    }
+
+
+def _loader(frames: int = 8, n: int = 4) -> DataLoader:
+    args = {"size": 16, "channels": 1, "num_frames": frames, "max_objects": 1, "num_samples": n}
+    return DataLoader(build_dataset("shapes", "train", args), batch_size=n)
+
+
+def _fit(task: L.LightningModule, steps: int) -> L.Trainer:
+    trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu", limit_val_batches=0)  # fmt: skip
+    trainer.fit(task, train_dataloaders=_loader())
+    return trainer
+
+
+def _gan(**kw) -> GanTask:
+    torch.manual_seed(0)
+    model = build_model("ode_gan_tiny", in_channels=1, num_classes=7)
+    run = TaskRun(optim=OPTIM, total_steps=10, gradient_clip_val=1.0, class_names=CLASSES)
+    return GanTask(model, run, **{"num_frames": 4, "sample_every_n_steps": 0, "d_base_channels": 8, **kw})
+
+
+def _params(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def _changed(before: list[torch.Tensor], module: torch.nn.Module) -> bool:
+    return any(not torch.equal(a, b) for a, b in zip(before, module.parameters(), strict=True))
+
+
+def test_gan_steps_both_optimisers_and_counts_batches() -> None:
+    task = _gan(frame_intervals=[1, 2], r1_gamma=1.0, instance_noise=0.1)
+    g0, d0, f0 = _params(task.model), _params(task.video_discriminator), _params(task.frame_discriminator)
+    trainer = _fit(task, steps=3)
+    assert trainer.global_step == 3  # the discriminator's steps are not Lightning steps
+    assert _changed(g0, task.model) and _changed(d0, task.video_discriminator)
+    assert _changed(f0, task.frame_discriminator)
+    logged = trainer.callback_metrics
+    for key in ("d_loss", "g_loss", "d_real", "d_fake", "grad_norm_d", "grad_norm_g", "nfe", "r1"):
+        assert torch.isfinite(logged[f"train/{key}"]), key
+    assert 0 < float(logged["train/d_real"]) < 1 and float(logged["train/nfe"]) > 0
+
+
+def test_gan_sub_samples_frames_at_the_configured_strides() -> None:
+    task = _gan(frame_intervals=[1, 3])
+    batch = next(iter(_loader(frames=10)))
+    gaps = set()
+    for step in range(20):
+        clips, times = task.clip_of(batch, step)
+        assert clips.shape == (4, 4, 1, 16, 16) and torch.all(times[:, 0] == 0)
+        gaps.add(round(float(times[0, 1]), 3))
+    assert gaps == {0.1, 0.3}
+    with pytest.raises(VidynError, match="data.args.num_frames=10"):
+        task.clip_of(next(iter(_loader(frames=6))), 0)
+
+
+def test_gan_exports_the_ema_generator() -> None:
+    task = _gan(ema_decay=0.5)
+    _fit(task, steps=2)
+    raw = {k: v.clone() for k, v in task.model.state_dict().items()}
+    assert task.export_extra() == {"class_names": list(CLASSES)}
+    ema = task.ema.module.state_dict()
+    assert all(torch.equal(v, ema[k]) for k, v in task.model.state_dict().items())
+    assert any(not torch.equal(v, raw[k]) for k, v in ema.items())
+
+
+def test_gan_refuses_models_it_cannot_train() -> None:
+    run = TaskRun(optim=OPTIM, total_steps=10, class_names=CLASSES)
+    with pytest.raises(VidynError, match="latent_sde"):
+        GanTask(build_model("sde_video_tiny"), run)
+    with pytest.raises(VidynError, match="num_classes=7"):
+        GanTask(build_model("ode_gan_tiny", num_classes=3), run)
+
+
+def test_sample_grid_lays_clips_out_in_rows() -> None:
+    clips = torch.arange(2 * 3, dtype=torch.float32).view(2, 3, 1, 1, 1) / 10  # (B, T, C, H, W)
+    grid = sample_grid(clips)
+    assert grid.shape == (1, 2, 3) and torch.allclose(grid[0], torch.tensor([[0, 0.1, 0.2], [0.3, 0.4, 0.5]]))
+
+
+def test_gan_trains_through_api_and_exports_only_the_generator(tmp_path: Path) -> None:
+    cfg = generation_config("ode_gan_tiny", "gan", {"num_frames": 4, "frame_intervals": [1, 2],
+                            "ema_decay": 0.9, "d_base_channels": 8}, num_classes=7)  # fmt: skip
+    result = api.train(cfg, run_dir=tmp_path / "run", evaluate_after=False)
+    assert result.steps == 3
+    keys = set(safetensors.torch.load_file(tmp_path / "run" / "model.safetensors"))
+    assert keys == set(build_model("ode_gan_tiny", in_channels=1, num_classes=7).state_dict())
+    meta = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert meta["family"] == "generator" and meta["class_names"] == list(CLASSES)
+
+
+def test_kl_weight_is_annealed_linearly() -> None:
+    assert [kl_weight_at(s, anneal_steps=4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert kl_weight_at(0, anneal_steps=0, kl_max=0.5) == 0.5
+    assert kl_weight_at(1, anneal_steps=4, kl_max=2.0) == 1.0
+
+
+def test_latent_sde_trains_with_annealed_kl_and_logs_its_terms() -> None:
+    torch.manual_seed(0)
+    run = TaskRun(optim=OPTIM, total_steps=10)
+    task = LatentSdeTask(build_model("sde_video_tiny"), run, num_context=2, kl_anneal_steps=10)
+    trainer = _fit(task, steps=3)
+    logged = trainer.callback_metrics
+    assert float(logged["train/kl_weight"]) == pytest.approx(0.3)  # logged at step 2: (2 + 1) / 10
+    for key in ("nll", "kl_z0", "kl_path", "consistency", "diffusion", "nfe_drift"):
+        assert torch.isfinite(logged[f"train/{key}"]), key
+    assert float(logged["train/diffusion"]) > 0
+    with pytest.raises(VidynError, match="task.name=gan"):
+        LatentSdeTask(build_model("ode_gan_tiny"), run)
+
+
+def test_latent_sde_trains_through_api(tmp_path: Path) -> None:
+    cfg = generation_config("sde_video_tiny", "latent_sde", {"num_context": 2, "kl_anneal_steps": 5},
+                            frames=6, num_classes=7)  # fmt: skip
+    cfg["trainer"]["monitor"] = "val/loss"
+    result = api.train(cfg, run_dir=tmp_path / "run", evaluate_after=False)
+    assert result.steps == 3
+    keys = set(safetensors.torch.load_file(tmp_path / "run" / "model.safetensors"))
+    assert keys == set(build_model("sde_video_tiny", num_classes=7).state_dict())
+    assert json.loads((tmp_path / "run" / "model.json").read_text())["class_names"] == list(CLASSES)
