@@ -280,3 +280,15 @@ def test_tiny_overfit() -> None:
         opt.step()
         losses.append(out["nll"].item())
     assert sum(losses[-5:]) / 5 < 0.7 * losses[0], losses
+
+
+def test_reencoding_leaves_batchnorm_statistics_to_real_frames() -> None:
+    import copy
+
+    model = _model()
+    twin = copy.deepcopy(model)
+    clips = _clips()
+    model.elbo(clips, TIMES, num_context=2, generator=_gen())
+    twin.encoder(clips.flatten(0, 1))  # (B*T, C, H, W): the real frames alone
+    for (name, a), (_, b) in zip(model.encoder.named_buffers(), twin.encoder.named_buffers(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
