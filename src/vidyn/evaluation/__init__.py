@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from vidyn.config import Config
 from vidyn.errors import VidynError
-from vidyn.evaluation import classification, prediction  # noqa: F401  (registers the evaluators)
+from vidyn.evaluation import classification, generation, prediction  # noqa: F401  (registers the evaluators)
 from vidyn.evaluation.classification import evaluate_classifier, spread_windows
 from vidyn.evaluation.continuous import evaluate_continuous
 from vidyn.evaluation.prediction import (

@@ -5,8 +5,7 @@
 prediction modes, `sampling` scheduled sampling.
 """
 
-from vidyn.tasks import prediction, recognition  # noqa: F401  (registers the tasks)
-from vidyn.tasks import generation, latent_sde  # noqa: F401  (registers gan, latent_sde)
+from vidyn.tasks import generation, latent_sde, prediction, recognition  # noqa: F401  (registers the tasks)
 from vidyn.tasks.base import TaskRun, VidynTask, build_task, resolved_task_args
 
 __all__ = ["TaskRun", "VidynTask", "build_task", "resolved_task_args"]
