@@ -154,7 +154,9 @@ def cmd_prepare(a: argparse.Namespace) -> None:
         size=a.size,
         frames=a.frames,
         stride=a.stride,
-        clips_per_video=a.clips_per_video,
+        clips_per_video=0 if a.clips_per_video == "all" else int(a.clips_per_video),
+        window_stride=a.window_stride,
+        labels=False if a.no_labels else None,
         grayscale=a.grayscale,
         classes=classes,
         workers=a.workers,
@@ -265,6 +267,12 @@ def _args_weights(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _clips_per_video(text: str) -> str:
+    if text == "all" or (text.isdigit() and int(text) >= 1):
+        return text
+    raise argparse.ArgumentTypeError(f"must be a number >= 1 or `all`, not {text!r}")
+
+
 def _args_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="vidyn-demo", help="output folder (default: vidyn-demo)")
     _overrides(p)
@@ -362,7 +370,16 @@ def _args_prepare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=64, help="frame size in pixels, square (default: 64)")
     p.add_argument("--frames", type=int, default=16, help="frames per clip (default: 16)")
     p.add_argument("--stride", type=int, default=2, help="frames between clip frames (default: 2)")
-    p.add_argument("--clips-per-video", type=int, default=1, help="evenly spaced clips per video")
+    p.add_argument(
+        "--clips-per-video",
+        default="1",
+        type=_clips_per_video,
+        help="evenly spaced clips per video, or `all`: every window, --window-stride frames apart",
+    )
+    p.add_argument(
+        "--window-stride", type=int, default=None, help="frames between windows (default: half one)"
+    )
+    p.add_argument("--no-labels", action="store_true", help="folders are not classes: an unlabelled set")
     p.add_argument("--grayscale", action="store_true", help="store BT.601 luma instead of RGB")
     p.add_argument("--classes", default=None, help="comma-separated subset of classes, e.g. Punch,Typing")
     p.add_argument("--workers", type=int, default=2, help="decoding processes (0 = in this process)")

@@ -35,6 +35,9 @@ class DataConfig:
     batch_size: int = 8
     eval_batch_size: int | None = None
     num_workers: int = 0
+    # A raw `folder` of videos is decoded once into a prepared store (every window) before training,
+    # reused by later runs with the same decoding settings: <out_dir>/.stores/<hash>. False: decode live.
+    prepare: bool = True
 
 
 @dataclass

@@ -134,9 +134,9 @@ def test_pt_files_that_are_not_plain_clip_tensors_are_refused(tmp_path: Path) ->
 def test_folder_layout_errors(tmp_path: Path) -> None:
     with pytest.raises(VidynError, match="is not a folder"):
         FolderIndex(tmp_path / "nowhere")
-    (tmp_path / "loose.avi").write_bytes(b"")
-    with pytest.raises(VidynError, match="holds no class folders"):
-        FolderIndex(tmp_path)
+    (tmp_path / "notes.txt").write_text("not a clip")
+    with pytest.raises(VidynError, match="holds no clip files"):
+        FolderIndex(tmp_path)  # neither clip files nor class folders
     (tmp_path / "empty_class").mkdir()
     with pytest.raises(VidynError, match="'empty_class' .* holds no clip files"):
         FolderIndex(tmp_path)

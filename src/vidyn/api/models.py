@@ -29,13 +29,14 @@ def _defaults(entry_defaults: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in entry_defaults.items() if v is not inspect.Parameter.empty}
 
 
-def io_spec(cfg: Config, model: nn.Module) -> dict[str, Any]:
+def io_spec(cfg: Config, model: nn.Module, frame_interval: float | None = None) -> dict[str, Any]:
     """`{"io": {...}}` for model.json: frame size, channels, timing and capabilities of `model`.
 
     in_channels / image_size: what the model is fed (image_size None: any size); frame_interval: seconds
     between training frames (inputs are rescaled to it); num_context / num_future: the training split
     (predictors); num_frames / frame_stride: the training clip (classifiers); continuous_time: predicts
-    at any timestamp; interpolates: can fill in frames between observations.
+    at any timestamp; interpolates: can fill in frames between observations. `frame_interval` measured on
+    the training clips is used where the dataset states none (real videos).
     """
     spec = getattr(model, "vidyn_spec", {})
     margs = {**_defaults(MODELS.get(spec["name"]).defaults()), **spec.get("args", {})} if spec else {}
@@ -49,7 +50,7 @@ def io_spec(cfg: Config, model: nn.Module) -> dict[str, Any]:
         "io": {
             "in_channels": int(channels),
             "image_size": None if size is None else int(size),
-            "frame_interval": float(data.get("frame_interval") or DEFAULT_FRAME_INTERVAL),
+            "frame_interval": float(data.get("frame_interval") or frame_interval or DEFAULT_FRAME_INTERVAL),
             "num_context": task.get("num_context"),
             "num_future": task.get("num_future"),
             "num_frames": data.get("num_frames"),

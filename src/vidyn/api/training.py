@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import inspect
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +18,10 @@ from vidyn.api.evaluation import evaluate
 from vidyn.api.models import io_spec
 from vidyn.config import Config, build_config, save_config
 from vidyn.data.datamodule import VideoDataModule, class_names_of
+from vidyn.data.prepare import prepare_store
 from vidyn.errors import VidynError
 from vidyn.export import build_model, export_model
+from vidyn.registry import DATASETS
 from vidyn.tasks import TaskRun, VidynTask, build_task
 from vidyn.tasks.engine import build_trainer, prepare_runtime
 
@@ -49,6 +54,36 @@ def _total_steps(cfg: Config, dm: VideoDataModule) -> tuple[int, int]:
     return total, warmup
 
 
+def _prepared(cfg: Config) -> Config:
+    """For a raw `folder` of videos, the config reading a store of every window, decoded once.
+
+    The store lives in `<out_dir>/.stores/<hash of the decoding settings>`, so runs with the same settings
+    share it; `prepare_store` resumes or reuses it. Other datasets are returned unchanged.
+    """
+    args = cfg.data.args
+    if not cfg.data.prepare or cfg.data.name != "folder" or not args.get("root") or args.get("store"):
+        return cfg
+    defaults = {
+        k: v for k, v in DATASETS.get("folder").defaults().items() if v is not inspect.Parameter.empty
+    }
+    a = {**defaults, **args}
+    settings = {k: a[k] for k in ("root", "classes", "num_frames", "frame_stride", "size", "grayscale",
+                                  "val_fraction", "test_fraction", "pt_fps", "labels")}  # fmt: skip
+    settings["root"] = str(Path(settings["root"]).expanduser().resolve())
+    key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    store = Path(cfg.out_dir) / ".stores" / f"folder-{key}"
+    store.parent.mkdir(parents=True, exist_ok=True)
+    decoding = {"size": a["size"], "frames": a["num_frames"], "stride": a["frame_stride"]}
+    decoding |= {
+        k: a[k] for k in ("grayscale", "classes", "val_fraction", "test_fraction", "pt_fps", "labels")
+    }
+    prepare_store("folder", settings["root"], store, clips_per_video=0, workers=0, **decoding)
+    new = copy.deepcopy(cfg)
+    new.data.args = {k: v for k, v in args.items() if k != "root"} | {"store": str(store)}
+    new.data.args.pop("clip_sampling", None)
+    return new
+
+
 def _check_data_source(cfg: Config) -> None:
     """Datasets read from disk (ucf101, folder) need a root or a prepared store: say how to give one."""
     args = cfg.data.args
@@ -72,6 +107,12 @@ def task_for(
         class_names=tuple(class_names),
     )
     return build_task(cfg.task.name, cfg.task.args, model, run)
+
+
+def _frame_interval(dm: VideoDataModule) -> float | None:
+    """Seconds between the frames of a training clip (median), as the model saw them."""
+    times = dm.dataset("train")[0]["times"].double()
+    return round(float(times.diff().median()), 6) if times.numel() > 1 else None
 
 
 def _class_names(dataset: Any) -> tuple[str, ...]:
@@ -108,6 +149,7 @@ def train(
         resume = ckpt
     out = Path(run_dir) if run_dir is not None else _new_run_dir(cfg)
     _check_data_source(cfg)
+    cfg = _prepared(cfg)
     prepare_runtime(cfg.trainer)
     model = build_model(cfg.model.name, **cfg.model.args)
     if not getattr(model, "trainable", True):
@@ -121,6 +163,7 @@ def train(
         num_workers=cfg.data.num_workers,
         seed=cfg.trainer.seed,
     )
+    dm.check_splits(("train", "val", cfg.eval.split))  # before anything is trained or written
     total, warmup = _total_steps(cfg, dm)
     task = task_for(cfg, model, total, warmup, _class_names(dm.dataset("train")))
     out.mkdir(parents=True, exist_ok=True)
@@ -139,7 +182,12 @@ def train(
     model.eval()
     metrics: dict[str, Any] = {}
     if trainer.is_global_zero:
-        export_model(model, out, config=cfg.to_dict(), extra=task.export_extra() | io_spec(cfg, model))
+        export_model(
+            model,
+            out,
+            config=cfg.to_dict(),
+            extra=task.export_extra() | io_spec(cfg, model, _frame_interval(dm)),
+        )
         if evaluate_after:
             metrics = evaluate(out, split=cfg.eval.split, json_path=out / "metrics.json", report_dir=out)
     return TrainResult(out, metrics, time.perf_counter() - start, steps=int(trainer.global_step))

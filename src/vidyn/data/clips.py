@@ -77,6 +77,14 @@ def window_indices(num_available: int, num_frames: int, stride: int, num_windows
     return [s + step * np.arange(num_frames, dtype=np.int64) for s in starts]
 
 
+def sliding_windows(num_available: int, num_frames: int, stride: int, window_stride: int) -> list[np.ndarray]:
+    """Every window of `num_frames` frames `stride` apart whose starts are `window_stride` frames apart
+    (from frame 0; at least one window, shortened in stride as `fit_stride` says for a short video)."""
+    step = fit_stride(num_available, num_frames, stride)
+    last_start = max(0, num_available - ((num_frames - 1) * step + 1))
+    return [s + step * np.arange(num_frames, dtype=np.int64) for s in range(0, last_start + 1, window_stride)]
+
+
 def take_clip(
     frames: np.ndarray | torch.Tensor, times: np.ndarray, indices: np.ndarray, fps: float
 ) -> tuple[Any, np.ndarray]:

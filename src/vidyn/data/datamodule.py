@@ -64,6 +64,26 @@ class VideoDataModule(L.LightningDataModule):
             self._datasets[split] = build_dataset(self.name, split, self.args, self.split_args)
         return self._datasets[split]
 
+    def check_splits(self, splits: tuple[str, ...] = SPLITS) -> dict[str, int]:
+        """Clips per split; refuses, in one line before any training, a split that is empty or unreadable."""
+        counts: dict[str, int | str] = {}
+        for split in dict.fromkeys(splits):
+            try:
+                counts[split] = len(self.dataset(split))
+            except VidynError as exc:
+                counts[split] = f"error: {exc}"
+        bad = [s for s, n in counts.items() if not isinstance(n, int) or n == 0]
+        if bad:
+            listed = "; ".join(
+                f"{s}: {n} clips" if isinstance(n, int) else f"{s}: {n}" for s, n in counts.items()
+            )
+            raise VidynError(
+                f"dataset {self.name!r} has no usable {'/'.join(bad)} split ({listed}); every run needs "
+                "train, val and test clips: add data or change the split settings (e.g. "
+                "data.args.val_fraction / test_fraction, or train/ val/ test/ folders)"
+            )
+        return counts  # type: ignore[return-value]
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         gen = torch.Generator().manual_seed(self.seed)
         return DataLoader(

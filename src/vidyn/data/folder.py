@@ -1,14 +1,20 @@
-"""A user's own videos: one folder per class, of video files or of `.pt` clip tensors.
+"""A user's own videos, as folders of video files or of `.pt` clip tensors, labelled or not.
 
-    ROOT/<class>/<any name>.<avi|mp4|mkv|mov|webm|...>   decoded with PyAV
-    ROOT/<class>/<any name>.pt                           a (T, C, H, W) tensor, e.g. [16, 3, 64, 64]
-                                                         float in [0, 1] or uint8 (seed 000's format)
+    ROOT/<class>/<any name>.<avi|mp4|mkv|mov|webm|...>   class folders: labelled (recognition, conditional
+    ROOT/<class>/<any name>.pt                           generation); a (T, C, H, W) tensor, e.g.
+                                                         [16, 3, 64, 64] float in [0, 1] or uint8
+    ROOT/<any name>.mp4, ROOT/<any folders>/<name>.mp4   a flat folder: unlabelled (label -1; prediction,
+                                                         interpolation, unconditional generation)
 
-Labels are the class folder names sorted (for a user's folder that is the only information there is);
+A root that holds clip files itself is flat (its subfolders are searched too); one that holds only folders
+has class folders, unless `labels=False` says its folders are just how the user keeps the videos. Labels
+are the class folder names sorted (for a user's folder that is the only information there is);
 `classes=[...]` overrides the order and/or keeps a subset. Splits: if ROOT holds only `train/`, `val/`
-and `test/` folders, each holds its own class folders (`ROOT/train/<class>/...`); otherwise every file
-goes to train / val / test by a hash of its path relative to ROOT (stable across machines and runs, and a
-file never moves when others are added), with `val_fraction` and `test_fraction` of the files on average.
+and `test/` folders, each is laid out as above (`ROOT/train/<class>/...` or `ROOT/train/<name>.mp4`);
+otherwise every file goes to train / val / test by a hash of its path relative to ROOT (stable across
+machines and runs, and a file never moves when others are added), with `val_fraction` and
+`test_fraction` of the files on average. Splits are by file: windows of one video never land on both
+sides.
 
 `.pt` files are read with `torch.load(weights_only=True)` and must hold a plain tensor: a pickled dict or
 object is refused. They carry no timestamps, so their frame k is at k / `pt_fps` seconds. Every clip goes
@@ -119,6 +125,14 @@ def _visible_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def _clip_files_here(folder: Path) -> bool:
+    """Whether `folder` itself (not its subfolders) holds clip files: then it is a flat folder."""
+    return any(
+        p.suffix.lower() in CLIP_EXTENSIONS and p.is_file() and not p.name.startswith(".")
+        for p in folder.iterdir()
+    )
+
+
 class FolderIndex:
     """The files of a class-folder tree with their labels and splits (see the module docstring)."""
 
@@ -129,43 +143,58 @@ class FolderIndex:
         classes: Sequence[str] | None = None,
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
+        labels: bool | None = None,
     ) -> None:
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
-            raise VidynError(f"{self.root} is not a folder; point root at a folder with one folder per class")
+            raise VidynError(f"{self.root} is not a folder; point root at the folder holding your videos")
         if min(val_fraction, test_fraction) < 0 or val_fraction + test_fraction >= 1:
             raise VidynError("val_fraction and test_fraction must be >= 0 and sum to less than 1")
-        top = _visible_dirs(self.root)
-        names = {p.name for p in top}
+        names = {p.name for p in _visible_dirs(self.root)}
         self.layout = "split folders" if "train" in names and names <= set(SPLITS) else "hashed"
         bases = (
             [self.root / s for s in SPLITS if s in names] if self.layout == "split folders" else [self.root]
         )
+        flat = any(_clip_files_here(base) for base in bases) or not any(_visible_dirs(b) for b in bases)
+        self.labelled = not flat if labels is None else labels
+        self._splits: dict[str, list[VideoEntry]] = {s: [] for s in SPLITS}
+        if not self.labelled:
+            if classes:
+                raise VidynError(f"{self.root} has no class folders, so classes={list(classes)} cannot apply")
+            self.classes = []
+            self._add(bases, None, -1, "", val_fraction, test_fraction)
+            if not any(self._splits.values()):
+                raise VidynError(f"{self.root} holds no clip files ({', '.join(CLIP_EXTENSIONS)})")
+            return
         found = sorted({d.name for base in bases for d in _visible_dirs(base)})
-        if not found:
-            raise VidynError(f"{self.root} holds no class folders; put each class's videos in ROOT/<class>/")
         if classes is not None:
             missing = sorted(set(classes) - set(found))
             if missing or not classes:
                 raise VidynError(f"classes {missing or '[]'} not found in {self.root}; it holds {found}")
         self.classes = list(dict.fromkeys(classes)) if classes is not None else found
-        self._splits: dict[str, list[VideoEntry]] = {s: [] for s in SPLITS}
         for label, name in enumerate(self.classes):
-            count = 0
-            for base in bases:
-                for path in self._files(base / name):
-                    source = path.relative_to(self.root).as_posix()
-                    if self.layout == "split folders":
-                        split = base.name
-                    else:
-                        split = hash_split(source, val_fraction, test_fraction)
-                    self._splits[split].append(VideoEntry(path, source, label, name, split))
-                    count += 1
-            if count == 0:
+            if self._add(bases, name, label, name, val_fraction, test_fraction) == 0:
                 raise VidynError(
                     f"class folder {name!r} in {self.root} holds no clip files "
                     f"({', '.join(CLIP_EXTENSIONS)}); add some, remove it, or pass classes=[...]"
                 )
+
+    def _add(
+        self, bases: list[Path], folder: str | None, label: int, name: str, val_fraction: float,
+        test_fraction: float,
+    ) -> int:  # fmt: skip
+        """Add the clip files under each base (or its `folder`) with their splits; returns how many."""
+        count = 0
+        for base in bases:
+            for path in self._files(base if folder is None else base / folder):
+                source = path.relative_to(self.root).as_posix()
+                if self.layout == "split folders":
+                    split = base.name
+                else:
+                    split = hash_split(source, val_fraction, test_fraction)
+                self._splits[split].append(VideoEntry(path, source, label, name, split))
+                count += 1
+        return count
 
     @staticmethod
     def _files(folder: Path) -> list[Path]:
@@ -208,6 +237,7 @@ class FolderDataset(Dataset):
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         pt_fps: float = 25.0,
+        labels: bool | None = None,
     ) -> None:
         if clip_sampling not in CLIP_SAMPLING:
             raise VidynError(
@@ -215,14 +245,15 @@ class FolderDataset(Dataset):
             )
         if num_frames < 1 or frame_stride < 1 or (size is not None and size < 1) or pt_fps <= 0:
             raise VidynError("num_frames, frame_stride, size and pt_fps must be positive")
-        self.index = FolderIndex(
-            root, classes=classes, val_fraction=val_fraction, test_fraction=test_fraction
-        )
+        fractions = {"val_fraction": val_fraction, "test_fraction": test_fraction}
+        self.index = FolderIndex(root, classes=classes, labels=labels, **fractions)
         self.entries = self.index.entries(split)
         if not self.entries:
+            counts = ", ".join(f"{s} {len(self.index.entries(s))}" for s in SPLITS)
             raise VidynError(
-                f"split {split!r} of {self.index.root} is empty ({self.index.layout} layout); add files, "
-                f"change val_fraction/test_fraction, or add a ROOT/{split}/ folder"
+                f"split {split!r} of {self.index.root} is empty (videos per split: {counts}; "
+                f"{self.index.layout} layout); add videos, change val_fraction/test_fraction, or add a "
+                f"ROOT/{split}/ folder"
             )
         self.classes, self.split = self.index.classes, split
         self.num_frames, self.frame_stride, self.size = num_frames, frame_stride, size
@@ -259,11 +290,12 @@ def folder(
     test_fraction: float = 0.1,
     pt_fps: float = 25.0,
     store: str | None = None,
+    labels: bool | None = None,
 ) -> Dataset:
-    """Your own videos (or .pt clips) in one folder per class; labels = sorted folder names.
+    """Your own videos (or .pt clips): a flat folder (unlabelled) or one folder per class (labelled).
 
     With `store` (made by `vidyn prepare folder`) clips are read from the store; its size, frames, stride,
-    split fractions and pt_fps must match these arguments.
+    split fractions and pt_fps must match these arguments. `labels=False`: folders are not classes.
     """
     if store is not None:
         expected = {
@@ -278,7 +310,7 @@ def folder(
         check_store(store, expected)
         return StoreDataset(store, split, classes=classes, grayscale=grayscale)
     if root is None:
-        raise VidynError("folder needs root= (a folder with one folder per class) or store=")
+        raise VidynError("folder needs root= (the folder holding your videos) or store= (from vidyn prepare)")
     return FolderDataset(
         root,
         split,
@@ -291,4 +323,5 @@ def folder(
         val_fraction=val_fraction,
         test_fraction=test_fraction,
         pt_fps=pt_fps,
+        labels=labels,
     )

@@ -35,11 +35,12 @@ import torch
 from tqdm.auto import tqdm
 
 from vidyn.data.folder import FolderIndex, read_clip_file
-from vidyn.data.store import StoreWriter, VideoEntry, take_clip, window_indices
+from vidyn.data.store import StoreWriter, VideoEntry, sliding_windows, take_clip, window_indices
 from vidyn.data.ucf101 import UCF101Index
 from vidyn.errors import VidynError
 
 DATASETS = ("ucf101", "folder")
+ALL_WINDOWS_ESTIMATE = 64  # clips per video assumed when sizing shards for clips_per_video=0 (all windows)
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,9 @@ class _Job:
     grayscale: bool
     frames: int
     stride: int
-    clips_per_video: int
+    clips_per_video: int  # 0: every window, `window_stride` frames apart
     pt_fps: float
+    window_stride: int = 1
 
 
 @dataclass
@@ -68,7 +70,10 @@ def _decode(job: _Job) -> _Result:
         frames, times, fps = read_clip_file(
             job.path, size=job.size, grayscale=job.grayscale, pt_fps=job.pt_fps
         )
-        windows = window_indices(len(times), job.frames, job.stride, job.clips_per_video)
+        if job.clips_per_video == 0:
+            windows = sliding_windows(len(times), job.frames, job.stride, job.window_stride)
+        else:
+            windows = window_indices(len(times), job.frames, job.stride, job.clips_per_video)
         cut = [take_clip(frames, times, idx, fps) for idx in windows]
         return _Result(job.video, np.stack([c for c, _ in cut]), np.stack([t for _, t in cut]))
     except VidynError as e:  # VideoReadError and refused .pt files: the message names the problem
@@ -119,12 +124,14 @@ def _video_list(
     classes: Sequence[str] | None,
     val_fraction: float,
     test_fraction: float,
+    labels: bool | None = None,
 ) -> tuple[list[VideoEntry], list[str]]:
     if dataset == "ucf101":  # official train/test of the fold; validation is carved when the store is read
         index = UCF101Index(root, fold=fold, classes=classes, val_groups=0.0)
         entries = index.train + index.test
     else:
-        index = FolderIndex(root, classes=classes, val_fraction=val_fraction, test_fraction=test_fraction)
+        fractions = {"val_fraction": val_fraction, "test_fraction": test_fraction}
+        index = FolderIndex(root, classes=classes, labels=labels, **fractions)
         entries = [e for split in ("train", "val", "test") for e in index.entries(split)]
     return sorted(entries, key=lambda e: e.source), index.classes
 
@@ -186,21 +193,32 @@ def prepare_store(
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     pt_fps: float = 25.0,
+    window_stride: int | None = None,
+    labels: bool | None = None,
 ) -> dict[str, Any]:
     """Decode `dataset` ("ucf101" or "folder") under `root` into a store at `out`; resumes an interrupted run.
 
-    `shard_size` is the target number of clips per shard (shards hold whole videos); `workers=0` decodes
-    in this process. `val_fraction`, `test_fraction` and `pt_fps` apply to "folder" only (UCF101 keeps its
-    official train/test lists; its validation groups are chosen when the store is read).
+    `clips_per_video`: evenly spaced windows per video, or 0 for every window, `window_stride` frames
+    apart (default: half a window's span, so windows overlap by half). `shard_size` is the target number
+    of clips per shard (shards hold whole videos); `workers=0` decodes in this process. `val_fraction`,
+    `test_fraction`, `pt_fps` and `labels` (None: class folders when the root holds only folders; False:
+    unlabelled) apply to "folder" only (UCF101 keeps its official train/test lists; its validation groups
+    are chosen when the store is read).
     Returns `{"videos", "clips", "skipped": [{"file", "reason"}], "seconds", "store", "resumed_videos"}`.
     """
     start = time.perf_counter()
     if dataset not in DATASETS:
         raise VidynError(f"prepare supports datasets {', '.join(DATASETS)}; got {dataset!r}")
-    if min(size, frames, stride, clips_per_video, shard_size) < 1 or workers < 0:
-        raise VidynError("size, frames, stride, clips_per_video and shard_size must be >= 1 and workers >= 0")
+    if min(size, frames, stride, shard_size) < 1 or clips_per_video < 0 or workers < 0:
+        raise VidynError(
+            "size, frames, stride and shard_size must be >= 1, clips_per_video >= 0 (0 = all windows) and "
+            "workers >= 0"
+        )
+    window_stride = window_stride or max(1, ((frames - 1) * stride + 1) // 2)
+    if window_stride < 1:
+        raise VidynError(f"window_stride must be >= 1 frame; got {window_stride}")
     root, out = Path(root).expanduser(), Path(out).expanduser()
-    entries, class_names = _video_list(dataset, root, fold, classes, val_fraction, test_fraction)
+    entries, class_names = _video_list(dataset, root, fold, classes, val_fraction, test_fraction, labels)
     if not entries:
         raise VidynError(f"no videos found under {root} for the chosen classes; check root and classes")
     params = {
@@ -215,6 +233,9 @@ def prepare_store(
     } | ({"fold": fold} if dataset == "ucf101" else {})
     if dataset != "ucf101":
         params.update(val_fraction=val_fraction, test_fraction=test_fraction, pt_fps=pt_fps)
+        params |= {"labels": labels} if labels is not None else {}
+    if clips_per_video == 0:  # older stores without the key keep their identity
+        params["window_stride"] = window_stride
     listing = "\n".join(f"{e.source}\t{e.label}\t{e.split}" for e in entries)
     params["video_list_sha1"] = hashlib.sha1(listing.encode("utf-8")).hexdigest()
     clip_shape = (frames, size, size, 1 if grayscale else 3)
@@ -223,20 +244,20 @@ def prepare_store(
         params,
         class_names,
         len(entries),
-        max(1, shard_size // clips_per_video),
+        max(1, shard_size // (clips_per_video or ALL_WINDOWS_ESTIMATE)),
         clip_shape,
         str(root.resolve()),
     )
     pending = writer.pending_shards()
     todo = [i for k in pending for i in writer.shard_videos(k)]
-    jobs = (
-        _Job(i, str(entries[i].path), size, grayscale, frames, stride, clips_per_video, pt_fps) for i in todo
-    )
+    decode = (size, grayscale, frames, stride, clips_per_video, pt_fps, window_stride)
+    jobs = (_Job(i, str(entries[i].path), *decode) for i in todo)
     done = len(entries) - len(todo)
+    per_video = clips_per_video or 1  # every window: the bar counts videos
     bar = tqdm(
-        total=len(entries) * clips_per_video,
-        initial=done * clips_per_video,
-        unit="clip",
+        total=len(entries) * per_video,
+        initial=done * per_video,
+        unit="clip" if clips_per_video else "video",
         desc=f"prepare {out.name}",
         disable=not progress,
         smoothing=0.05,
@@ -244,7 +265,7 @@ def prepare_store(
     try:
         with _decoded(jobs, workers) as results:
             for k in pending:
-                _write_shard(writer, k, results, entries, clip_shape, lambda: bar.update(clips_per_video))
+                _write_shard(writer, k, results, entries, clip_shape, lambda: bar.update(per_video))
             manifest = writer.finish()
     finally:
         bar.close()

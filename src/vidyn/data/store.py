@@ -40,6 +40,7 @@ from vidyn.data.clips import (  # noqa: F401  (re-exported: the datasets import 
     clip_indices,
     clip_sample,
     fit_stride,
+    sliding_windows,
     take_clip,
     window_indices,
 )
@@ -295,7 +296,10 @@ class StoreDataset(Dataset):
             ucf = self.params["dataset"] == "ucf101"
             self.classes = [c for c in store_classes if c in keep] if ucf else list(dict.fromkeys(classes))
         new_label = {name: i for i, name in enumerate(self.classes)}
-        self.records = [r for r in records if r["class"] in new_label]
+        if store_classes:
+            self.records = [r for r in records if r["class"] in new_label]
+        else:  # an unlabelled folder (prediction, interpolation, generation): every clip, label -1
+            self.records, new_label = records, {r["class"]: -1 for r in records}
         if self.params["grayscale"] and grayscale is False:
             raise VidynError(f"store {self.store_dir} is grayscale; prepare an RGB store for grayscale=False")
         self.to_gray = bool(grayscale) and not self.params["grayscale"]
