@@ -148,7 +148,7 @@ class InceptionFeatures(nn.Module):
 
     num_features = 2048
 
-    def __init__(self, network: nn.Module | None = None, chunk: int = 16) -> None:
+    def __init__(self, network: nn.Module | None = None, chunk: int = 8) -> None:
         super().__init__()
         self.network = network if network is not None else load_inception()
         self.chunk = chunk
