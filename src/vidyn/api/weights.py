@@ -4,8 +4,8 @@ Thin verbs over `vidyn.metrics.weights` (what is fetched, from where, and how it
 there). Nothing else in vidyn downloads: the metrics raise a one-line `VidynError` naming
 `vidyn weights install fid|fvd|lpips` when their file is missing or does not verify.
 
-Until the CLI is wired, the same is available as `python -m vidyn.api.weights install [fid|fvd|lpips|all]`
-and `python -m vidyn.api.weights list`.
+The CLI (`vidyn weights install|list`) calls these; `python -m vidyn.api.weights install|list` does the same
+without the CLI.
 """
 
 from __future__ import annotations
