@@ -377,7 +377,7 @@ def _args_prepare(p: argparse.ArgumentParser) -> None:
         help="evenly spaced clips per video, or `all`: every window, --window-stride frames apart",
     )
     p.add_argument(
-        "--window-stride", type=int, default=None, help="frames between windows (default: half one)"
+        "--window-stride", type=int, default=None, help="frames between windows (default: 2 x --stride)"
     )
     p.add_argument("--no-labels", action="store_true", help="folders are not classes: an unlabelled set")
     p.add_argument("--grayscale", action="store_true", help="store BT.601 luma instead of RGB")

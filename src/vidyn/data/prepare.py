@@ -199,11 +199,11 @@ def prepare_store(
     """Decode `dataset` ("ucf101" or "folder") under `root` into a store at `out`; resumes an interrupted run.
 
     `clips_per_video`: evenly spaced windows per video, or 0 for every window, `window_stride` frames
-    apart (default: half a window's span, so windows overlap by half). `shard_size` is the target number
-    of clips per shard (shards hold whole videos); `workers=0` decodes in this process. `val_fraction`,
-    `test_fraction`, `pt_fps` and `labels` (None: class folders when the root holds only folders; False:
-    unlabelled) apply to "folder" only (UCF101 keeps its official train/test lists; its validation groups
-    are chosen when the store is read).
+    apart (default: two clip strides). `shard_size` is the target number of clips per shard (shards hold
+    whole videos); `workers=0` decodes in this process. `val_fraction`, `test_fraction`, `pt_fps` and
+    `labels` (None: class folders when the root holds only folders; False: unlabelled) apply to "folder"
+    only (UCF101 keeps its official train/test lists; its validation groups are chosen when the store is
+    read).
     Returns `{"videos", "clips", "skipped": [{"file", "reason"}], "seconds", "store", "resumed_videos"}`.
     """
     start = time.perf_counter()
@@ -214,7 +214,7 @@ def prepare_store(
             "size, frames, stride and shard_size must be >= 1, clips_per_video >= 0 (0 = all windows) and "
             "workers >= 0"
         )
-    window_stride = window_stride or max(1, ((frames - 1) * stride + 1) // 2)
+    window_stride = window_stride or 2 * stride
     if window_stride < 1:
         raise VidynError(f"window_stride must be >= 1 frame; got {window_stride}")
     root, out = Path(root).expanduser(), Path(out).expanduser()
