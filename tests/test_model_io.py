@@ -63,3 +63,32 @@ def test_evaluate_marks_a_discrete_model_not_applicable_on_irregular_clips(convl
     res = api.evaluate(convlstm_run, overrides=["data.args.irregular=true"])
     assert set(res["models"]["convlstm_tiny"]) == {"reason"}
     assert res["protocol"]["num_clips"] == res["models"]["copy_last"]["num_clips"] == 6
+
+
+def test_the_cli_says_up_front_what_a_large_colour_clip_loses(convlstm_run: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    from vidyn.data.video_io import write_video
+
+    clip = tmp_path / "wide.mp4"
+    write_video(clip, np.zeros((12, 72, 128, 3), np.uint8), fps=25.0)
+    note = api.input_note(convlstm_run, clip)
+    assert note is not None and "16x16 grayscale" in note and "128x72" in note and "grayscale" in note
+    out = tmp_path / "out.mp4"
+    cmd = [
+        sys.executable,
+        "-m",
+        "vidyn",
+        "predict",
+        str(convlstm_run),
+        "--input",
+        str(clip),
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr.splitlines()[0] == note  # the first thing said, before the prediction runs
+    small = tmp_path / "small.mp4"
+    write_video(small, np.zeros((12, 16, 16, 3), np.uint8), fps=25.0)
+    assert "resized" not in api.input_note(convlstm_run, small)  # right size: only the colour goes

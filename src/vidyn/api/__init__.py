@@ -9,7 +9,8 @@ the module that defines it, e.g. `vidyn.api.comparison.train`):
 - `evaluation`: `evaluate` (an exported model with its family's evaluator from `vidyn.evaluation`),
   `evaluate_predictors` (several predictors scored on the same clips).
 - `inference`: `predict`, `predict_many`, `interpolate`, `classify`.
-- `models`: `describe_model` (an exported model's input spec and capabilities), `find_models`.
+- `models`: `describe_model` (an exported model's input spec and capabilities), `find_models`,
+  `input_note` (what a user's clip loses on the way into a model, said before running it).
 - `data`: `prepare`, `render`.
 - `comparison`: `compare`, `COMPARE_KEYS`, `COMPARE_COLUMNS`.
 - `quickstart`: `demo`, `DEMO_CONFIG`.
@@ -27,7 +28,7 @@ from vidyn.api.inference import (
     _interpolation_windows as _interpolation_windows,  # tests check the window plan directly
 )
 from vidyn.api.inference import classify, interpolate, predict, predict_many
-from vidyn.api.models import describe_model, find_models
+from vidyn.api.models import describe_model, find_models, input_note
 from vidyn.api.quickstart import DEMO_CONFIG, demo
 from vidyn.api.training import TrainResult, train
 from vidyn.api.weights import install_weights, list_weights
@@ -45,6 +46,7 @@ __all__ = [
     "evaluate",
     "evaluate_predictors",
     "find_models",
+    "input_note",
     "install_weights",
     "interpolate",
     "list_weights",

@@ -107,3 +107,32 @@ def _model_files(root: Path) -> list[Path]:
         if "model.json" in files:
             out.append(Path(folder) / "model.json")
     return out
+
+
+def input_note(model_path: str | Path, input_path: str | Path) -> str | None:
+    """What happens to a user's clip before `model_path` sees it, when that loses something (said up front).
+
+    None when the clip already matches the model (or cannot be probed: the verb itself then reports the
+    problem). The model runs at its training frame size and channels: a larger or colour clip is
+    centre-cropped to a square, resized and, for a grayscale model, converted to luma (BT.601).
+    """
+    from vidyn.data.video_io import probe_video
+
+    spec = describe_model(model_path)
+    size, gray = spec.get("image_size"), spec.get("in_channels") == 1
+    if size is None or Path(input_path).suffix.lower() == ".npy":
+        return None
+    try:
+        info = probe_video(input_path)
+    except VidynError:
+        return None
+    w, h = info["width"], info["height"]
+    changes = [f"centre-cropped to a square and resized to {size}x{size}"] if (w, h) != (size, size) else []
+    changes += ["converted to grayscale"] if gray else []  # decoded video is colour (YUV) before this
+    if not changes:
+        return None
+    return (
+        f"note: {spec['name']} works on {size}x{size} {'grayscale' if gray else 'colour'} frames; your "
+        f"{w}x{h} clip is {' and '.join(changes)} (train on your own videos for a larger or colour model: "
+        "vidyn train -c predict/own_videos)"
+    )
