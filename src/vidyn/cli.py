@@ -88,10 +88,10 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         print(f"\nmetrics written to {a.json}")
 
 
-def _note_input(model: str, video: str) -> None:
+def _note_input(model: str, video: str, verb: str) -> None:
     from vidyn import api
 
-    note = api.input_note(model, video)
+    note = api.input_note(model, video, verb)
     if note:
         print(note, file=sys.stderr, flush=True)
 
@@ -99,7 +99,7 @@ def _note_input(model: str, video: str) -> None:
 def cmd_predict(a: argparse.Namespace) -> None:
     from vidyn import api
 
-    _note_input(a.model, a.input)
+    _note_input(a.model, a.input, "predict")
     times = [float(t) for t in a.times.split(",")] if a.times else None
     res = api.predict(
         a.model, a.input, steps=a.steps, times=times, out=a.out, context_frames=a.context, fps=a.fps
@@ -113,7 +113,7 @@ def cmd_predict(a: argparse.Namespace) -> None:
 def cmd_interpolate(a: argparse.Namespace) -> None:
     from vidyn import api
 
-    _note_input(a.model, a.input)
+    _note_input(a.model, a.input, "interpolate")
     res = api.interpolate(a.model, a.input, factor=a.factor, out=a.out, context_frames=a.context)
     print(
         f"wrote {res['out']}: {res['input_frames']} -> {res['output_frames']} frames ({res['factor']}x), "
@@ -144,7 +144,7 @@ def cmd_render(a: argparse.Namespace) -> None:
 def cmd_classify(a: argparse.Namespace) -> None:
     from vidyn import api
 
-    _note_input(a.model, a.video)
+    _note_input(a.model, a.video, "classify")
     res = api.classify(a.model, a.video, top=a.top, clips=a.clips)
     width = max([5] + [len(p["class"]) for p in res["predictions"]])
     print(f"{res['video']}: {res['num_clips']} clip(s), probabilities averaged")

@@ -109,16 +109,20 @@ def _model_files(root: Path) -> list[Path]:
     return out
 
 
-def input_note(model_path: str | Path, input_path: str | Path) -> str | None:
+def input_note(model_path: str | Path, input_path: str | Path, verb: str = "predict") -> str | None:
     """What happens to a user's clip before `model_path` sees it, when that loses something (said up front).
 
-    None when the clip already matches the model (or cannot be probed: the verb itself then reports the
-    problem). The model runs at its training frame size and channels: a larger or colour clip is
-    centre-cropped to a square, resized and, for a grayscale model, converted to luma (BT.601).
+    None when the clip already matches the model, or when the model cannot do `verb` ("predict",
+    "interpolate", "classify") or the clip cannot be probed: the verb itself then reports the problem.
+    The model runs at its training frame size and channels: a larger or colour clip is centre-cropped to
+    a square, resized and, for a grayscale model, converted to luma (BT.601).
     """
     from vidyn.data.video_io import probe_video
 
     spec = describe_model(model_path)
+    family = {"predict": "predictor", "interpolate": "predictor", "classify": "classifier"}.get(verb)
+    if spec["family"] != family or (verb == "interpolate" and not spec["interpolates"]):
+        return None
     size, gray = spec.get("image_size"), spec.get("in_channels") == 1
     if size is None or Path(input_path).suffix.lower() == ".npy":
         return None

@@ -85,18 +85,21 @@ def batch_times(times: Tensor, batch_size: int) -> Tensor:
 
 
 def regular_continuation(
-    context_times: Tensor, target_times: Tensor, rtol: float = 1e-3
+    context_times: Tensor, target_times: Tensor, rtol: float = 0.25
 ) -> tuple[float, int]:
     """Check that target times continue the context on its regular grid; return (step, num_future).
 
     Discrete-time predictors call this: they can only produce the next frames on the context's own
-    grid. A context of one frame has no grid; its step is taken from the targets.
+    grid. A context of one frame has no grid; its step is taken from the targets. The step is the median
+    interval, and every interval may differ from it by `rtol`: real videos' presentation timestamps jitter
+    (variable frame rate, rounding to the container's time base) while still being one frame apart, but
+    a target half a frame off the grid is refused.
     """
     ctx = context_times if context_times.dim() == 2 else context_times.unsqueeze(0)
     tgt = target_times if target_times.dim() == 2 else target_times.unsqueeze(0)
     both = torch.cat([ctx.to(torch.float64), tgt.to(torch.float64).expand(ctx.shape[0], -1)], dim=1)
     diffs = both.diff(dim=1)
-    step = float(diffs[0, 0]) if diffs.numel() else 1.0
+    step = float(diffs.median()) if diffs.numel() else 1.0
     if step <= 0 or not torch.allclose(diffs, torch.full_like(diffs, step), rtol=rtol, atol=1e-6 * abs(step)):
         raise ValueError(
             "this model is discrete-time: target_times must continue context_times on the same regular "
