@@ -10,6 +10,8 @@ from torch import nn
 import vidyn.models.cnn_rnn  # noqa: F401  (registers the builders)
 from vidyn.errors import VidynError
 from vidyn.models.cnn_rnn import TemporalAttention, cnn_rnn, single_frame
+from vidyn.models.interface import Classifier
+from vidyn.nn.resnet import BasicBlock, ResNet
 from vidyn.registry import MODELS
 
 
@@ -19,9 +21,6 @@ def cnn_rnn_tiny(**kwargs):
 
 def single_frame_tiny(**kwargs):
     return MODELS.build("single_frame_tiny", **kwargs)
-from vidyn.models.interface import Classifier
-from vidyn.nn.resnet import BasicBlock, ResNet
-from vidyn.registry import MODELS
 
 
 def _clip(batch: int = 2, frames: int = 4, channels: int = 3, size: int = 32, seed: int = 0) -> torch.Tensor:
