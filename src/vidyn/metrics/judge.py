@@ -255,7 +255,9 @@ def motion_law_accuracy(judge: JudgeFeatures, clips: Tensor, labels: Tensor) -> 
     return float((logits.argmax(dim=1) == labels.to(logits.device)).double().mean())
 
 
-def motion_law_protocol(judge: JudgeFeatures, n_real: int, n_fake: int) -> dict[str, Any]:
+def motion_law_protocol(
+    judge: JudgeFeatures, n_real: int, n_fake: int, real_split: str | None = None
+) -> dict[str, Any]:
     """Protocol of the judge's accuracy / histogram scores (same fields as the Fréchet metrics')."""
     return {
         "metric": "motion_law",
@@ -266,6 +268,7 @@ def motion_law_protocol(judge: JudgeFeatures, n_real: int, n_fake: int) -> dict[
         "clip_length": JUDGE_FRAMES,
         "longer_clips": "first 16 frames",
         "preprocess": judge_preprocess(judge.frame_stride),
+        "real_split": real_split,
         "classes": judge.class_names,
         "kl": "KL(fake || real) of argmax histograms, +0.5 count per class; KL(real || fake) beside it",
         "chance": 1.0 / judge.num_classes if judge.num_classes else math.nan,
