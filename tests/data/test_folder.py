@@ -8,7 +8,7 @@ import pytest
 import torch
 from ucf_tree import tiny_frames
 
-from vidyn.data.folder import FolderDataset, FolderIndex, hash_split, load_pt_clip
+from vidyn.data.folder import FolderDataset, FolderIndex, hash_split, load_pt_clip, ranked_splits
 from vidyn.data.video_io import read_video, write_video
 from vidyn.errors import VidynError
 from vidyn.registry import DATASETS
@@ -61,9 +61,23 @@ def test_hash_split_is_deterministic_and_follows_the_fractions(video_root: Path)
     a, b = FolderIndex(video_root), FolderIndex(video_root)
     for split in ("train", "val", "test"):
         assert [e.source for e in a.entries(split)] == [e.source for e in b.entries(split)]
-        assert all(hash_split(e.source, 0.1, 0.1) == split for e in a.entries(split))
     with pytest.raises(VidynError, match="sum to less than 1"):
         FolderIndex(video_root, val_fraction=0.5, test_fraction=0.5)
+
+
+def test_ranked_splits_give_exact_proportions_even_for_a_few_files() -> None:
+    many = ranked_splits([f"v{i:04d}.mp4" for i in range(1000)], 0.1, 0.2)
+    assert Counter(many.values()) == {"train": 700, "val": 100, "test": 200}
+    five = ranked_splits([f"clip{i}.mp4" for i in range(5)], 0.15, 0.15)
+    assert Counter(five.values()) == {"train": 3, "val": 1, "test": 1}  # 0.75 rounds to 1
+    assert Counter(ranked_splits(["a.mp4", "b.mp4"], 0.15, 0.15).values()) == {"train": 2}  # too few
+    assert ranked_splits(["x.mp4", "y.mp4", "z.mp4"], 0.0, 0.2) == ranked_splits(
+        ["z.mp4", "y.mp4", "x.mp4"], 0.0, 0.2
+    )
+    # a file's rank depends only on its own path: adding files moves at most the rank boundaries
+    grown = ranked_splits([f"v{i:04d}.mp4" for i in range(1010)], 0.1, 0.2)
+    moved = sum(many[s] != grown[s] for s in many)
+    assert moved <= 30
 
 
 def test_explicit_split_folders(tmp_path: Path) -> None:

@@ -120,3 +120,22 @@ def test_tasks_are_registered_by_the_family_they_train() -> None:
         build_task("recognition", {}, build_model("convlstm_tiny"), run)
     task = build_task("recognition", {}, build_model("cnn_rnn_tiny", num_classes=2), run)
     assert task.export_extra() == {"class_names": ["a", "b"]}
+
+
+def test_discrete_models_get_the_frame_grid_of_jittery_real_timestamps() -> None:
+    from vidyn.tasks.splits import frame_grid, times_for
+
+    jitter = torch.tensor([[0.0, 0.8, 1.9, 2.6, 3.2, 4.0]])  # a time-lapse video's frames: median 0.8 s
+    torch.testing.assert_close(frame_grid(jitter), torch.tensor([[0.0, 0.8, 1.6, 2.4, 3.2, 4.0]]))
+    regular = torch.arange(6.0).unsqueeze(0) * 0.1
+    torch.testing.assert_close(frame_grid(regular), regular)
+    convlstm, vid_ode = build_model("convlstm_tiny"), build_model("vid_ode_tiny")
+    assert torch.equal(times_for(vid_ode, jitter), jitter)  # continuous-time models get the real times
+    with torch.no_grad():  # the grid passes the discrete model's check where the raw times fail
+        convlstm(
+            torch.rand(1, 3, 1, 16, 16),
+            times_for(convlstm, jitter)[:, :3],
+            times_for(convlstm, jitter)[:, 3:],
+        )
+        with pytest.raises(ValueError, match="discrete-time"):
+            convlstm(torch.rand(1, 3, 1, 16, 16), jitter[:, :3], jitter[:, 3:])

@@ -11,10 +11,10 @@ has class folders, unless `labels=False` says its folders are just how the user 
 are the class folder names sorted (for a user's folder that is the only information there is);
 `classes=[...]` overrides the order and/or keeps a subset. Splits: if ROOT holds only `train/`, `val/`
 and `test/` folders, each is laid out as above (`ROOT/train/<class>/...` or `ROOT/train/<name>.mp4`);
-otherwise every file goes to train / val / test by a hash of its path relative to ROOT (stable across
-machines and runs, and a file never moves when others are added), with `val_fraction` and
-`test_fraction` of the files on average. Splits are by file: windows of one video never land on both
-sides.
+otherwise the files (of each class) are ranked by a hash of their paths relative to ROOT and the first
+`test_fraction` of them go to test, the next `val_fraction` to val (`ranked_splits`: stable across
+machines and runs, exact proportions, at least one file each from 3 files up). Splits are by file:
+windows of one video never land on both sides.
 
 `.pt` files are read with `torch.load(weights_only=True)` and must hold a plain tensor: a pickled dict or
 object is refused. They carry no timestamps, so their frame k is at k / `pt_fps` seconds. Every clip goes
@@ -51,10 +51,37 @@ CLIP_EXTENSIONS = (*VIDEO_EXTENSIONS, ".pt")
 SPLITS = ("train", "val", "test")
 
 
+def _hash_unit(source: str) -> float:
+    return int.from_bytes(hashlib.sha1(source.encode("utf-8")).digest()[:8], "big") / 2.0**64  # in [0, 1)
+
+
 def hash_split(source: str, val_fraction: float, test_fraction: float) -> str:
-    """train / val / test for a file, from the SHA-1 of its root-relative POSIX path."""
-    u = int.from_bytes(hashlib.sha1(source.encode("utf-8")).digest()[:8], "big") / 2.0**64  # uniform [0, 1)
+    """train / val / test for one file on its own, from the SHA-1 of its root-relative POSIX path."""
+    u = _hash_unit(source)
     return "test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"
+
+
+def ranked_splits(sources: list[str], val_fraction: float, test_fraction: float) -> dict[str, str]:
+    """train / val / test for a set of files: ranked by the hash of their paths, the first
+    `round(n * test_fraction)` go to test and the next `round(n * val_fraction)` to val (at least one each
+    when its fraction is > 0 and there are 3 files or more), the rest to train.
+
+    Exact proportions even for the five videos of a small folder, where per-file hashing often leaves a
+    split empty or takes most files for test; the order depends only on each path, so adding files moves
+    at most the files at the boundaries of the ranks.
+    """
+    ranked = sorted(sources, key=_hash_unit)
+    n = len(ranked)
+
+    def count(fraction: float) -> int:
+        k = round(n * fraction)
+        return max(k, 1) if fraction > 0 and n >= 3 else k
+
+    n_test = count(test_fraction)
+    n_val = min(count(val_fraction), max(0, n - n_test - 1))
+    return {
+        s: "test" if i < n_test else "val" if i < n_test + n_val else "train" for i, s in enumerate(ranked)
+    }
 
 
 def load_pt_clip(path: str | os.PathLike) -> np.ndarray:
@@ -184,17 +211,13 @@ class FolderIndex:
         test_fraction: float,
     ) -> int:  # fmt: skip
         """Add the clip files under each base (or its `folder`) with their splits; returns how many."""
-        count = 0
-        for base in bases:
-            for path in self._files(base if folder is None else base / folder):
-                source = path.relative_to(self.root).as_posix()
-                if self.layout == "split folders":
-                    split = base.name
-                else:
-                    split = hash_split(source, val_fraction, test_fraction)
-                self._splits[split].append(VideoEntry(path, source, label, name, split))
-                count += 1
-        return count
+        files = [(base, p) for base in bases for p in self._files(base if folder is None else base / folder)]
+        sources = [p.relative_to(self.root).as_posix() for _, p in files]
+        ranked = ranked_splits(sources, val_fraction, test_fraction)  # per class: stratified
+        for (base, path), source in zip(files, sources, strict=True):
+            split = base.name if self.layout == "split folders" else ranked[source]
+            self._splits[split].append(VideoEntry(path, source, label, name, split))
+        return len(files)
 
     @staticmethod
     def _files(folder: Path) -> list[Path]:

@@ -27,7 +27,7 @@ from vidyn.registry import EVALUATORS, MODELS
 from vidyn.report.media import write_comparison
 from vidyn.report.plots import plot_per_step
 from vidyn.tasks.base import resolved_task_args
-from vidyn.tasks.splits import split_clip
+from vidyn.tasks.splits import split_clip, times_for
 
 CONVENTIONS = (
     "ssim/psnr/mse/mae per frame then averaged (Wang 2004 SSIM, 11x11 Gaussian, valid); openstl_* = "
@@ -66,10 +66,11 @@ def evaluate_predictors(
     for batch in loader:
         frames = batch["frames"].to(device)
         times = batch["times"].to(device)
-        ctx, ctx_t, tgt, tgt_t = split_clip(frames, times, num_context, num_future, mode)
+        ctx, _, tgt, _ = split_clip(frames, times, num_context, num_future, mode)
         clips += frames.shape[0]
         preds = {}
         for name, model in models.items():
+            _, ctx_t, _, tgt_t = split_clip(frames, times_for(model, times), num_context, num_future, mode)
             t0 = time.perf_counter()
             pred = model(ctx, ctx_t, tgt_t).clamp(0, 1)
             seconds[name] += time.perf_counter() - t0

@@ -43,7 +43,7 @@ from vidyn.registry import TASKS
 from vidyn.tasks import optim as optim_lib
 from vidyn.tasks.base import TaskRun, VidynTask
 from vidyn.tasks.sampling import sample_truth_mask
-from vidyn.tasks.splits import CONTINUOUS_MODES, MODES, solver_stats, split_indices
+from vidyn.tasks.splits import CONTINUOUS_MODES, MODES, solver_stats, split_indices, times_for
 
 LOSSES = ("mse", "l1", "l1_diff", "model")
 
@@ -185,7 +185,7 @@ class PredictionTask(VidynTask):
         Training draws a fresh `irregular` split per batch (seeded by run seed, step and batch index, so a
         resumed run repeats it); validation always uses the fixed one.
         """
-        frames, times = batch["frames"], batch["times"]
+        frames, times = batch["frames"], times_for(self.model, batch["times"])
         gen = None
         if train and self.mode == "irregular":
             gen = torch.Generator().manual_seed(self.split_seed + 1_000_003 * self.schedule_step + batch_idx)

@@ -118,3 +118,22 @@ def solver_stats(model: nn.Module, context_times: Tensor, target_times: Tensor) 
         "nfe_per_frame": (enc + dec) / max(1, tgt.shape[1]),
         "solves": float(solves),
     }
+
+
+def frame_grid(times: Tensor) -> Tensor:
+    """A clip's frames on a regular grid `(B, T)`: `t_0 + k * median interval`, row by row.
+
+    What a discrete-time model is given: it predicts frame steps, not seconds, and the presentation
+    timestamps of real videos jitter (variable frame rate, dropped frames) although the frames are
+    consecutive. Regularly sampled clips (shapes, Moving MNIST) are returned unchanged up to rounding.
+    """
+    if times.shape[1] < 2:
+        return times
+    step = times.diff(dim=1).median(dim=1, keepdim=True).values  # (B, 1)
+    k = torch.arange(times.shape[1], device=times.device, dtype=times.dtype)
+    return times[:, :1] + step * k  # (B, T)
+
+
+def times_for(model: nn.Module, times: Tensor) -> Tensor:
+    """The clip times `model` is given: as they are for a continuous-time model, else `frame_grid`."""
+    return times if getattr(model, "continuous_time", False) else frame_grid(times)
