@@ -93,6 +93,9 @@ def test_gan_evaluation_has_the_documented_keys(gan_run: tuple[Path, dict]) -> N
     assert set(metrics["per_class"]) == set(CLASSES) and "futures" not in metrics
     assert metrics["judge"]["value"] is None and metrics["fvd"]["value"] is None
     assert metrics["protocol"]["num_scored"] == 4 and metrics["protocol"]["num_frames"] == 4
+    double = metrics["double_rate"]  # shapes renders any time: 7 frames 0.05 s apart over the same 0.3 s
+    assert double["times"] == [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]
+    assert double["models"]["generated"]["num_clips"] == 4 and "real_vs_real" in double["models"]
 
 
 def test_sde_evaluation_scores_futures_beside_copy_last(sde_run: tuple[Path, dict]) -> None:
@@ -104,6 +107,8 @@ def test_sde_evaluation_scores_futures_beside_copy_last(sde_run: tuple[Path, dic
         assert fut[metric]["best"] >= fut[metric]["mean"] >= fut[metric]["worst"]
     assert 0 <= fut["coverage_5_95"] <= 1 and fut["diversity_std"] >= 0
     assert len(fut["copy_last"]["ssim_per_step"]) == 4
+    long = metrics["futures_context_4"]  # from 4 frames, where the law is visible: 2 frames left
+    assert long["num_context"] == 4 and long["target_times"] == [0.4, 0.5]
     assert (run / "generated_vs_real.png").is_file()
 
 

@@ -19,7 +19,11 @@ first `num_context` frames (the task's) is continued `num_samples` (10) times at
 times; per horizon step, best-/mean-/worst-of-N SSIM and PSNR against the truth (SVG/SRVP: the best sample
 is chosen per clip and per metric by its mean over the predicted frames), diversity (per-pixel std across
 the N samples, and mean pairwise SSIM between them), coverage (the fraction of true pixels inside the
-samples' per-pixel 5-95% band) and the `copy_last` baseline.
+samples' per-pixel 5-95% band) and the `copy_last` baseline; `futures_context_4` repeats it from 4
+frames, where the shapes' motion law is visible (mean-of-N should approach best-of-N there).
+
+For datasets that render any timestamp (shapes), `double_rate` scores samples at twice the frame rate
+over the same span beside real clips rendered at that rate (the continuous-time check of issue 12).
 
 FVD (`vidyn.metrics.FrechetVideoDistance`, with its protocol) is computed only when `eval.baselines`
 lists "fvd" and the I3D weights are installed; the motion-law judge is a hook (`motion_law_accuracy`)
@@ -45,6 +49,7 @@ from vidyn.registry import EVALUATORS, MODELS
 
 DEFAULT_CLIPS = 16
 FUTURE_SAMPLES = 10
+LONG_CONTEXT = 4
 
 
 # -- metrics ------------------------------------------------------------------------------------------
@@ -217,6 +222,25 @@ def _futures(model: nn.Module, clips: Tensor, times: Tensor, num_context: int, k
     }  # fmt: skip
 
 
+def _double_rate(model: nn.Module, dataset: Any, half: int, times: Tensor, cond: Condition | None) -> dict:
+    """Samples at twice the frame rate over the same span against real clips rendered at that rate.
+
+    For datasets that render any timestamp (`render(index, times)`, shapes): the scored clips are items
+    0..half-1 rendered at the doubled rate, the reference items half..2*half-1. Compare the rows with the
+    1x rows of "models": a generator that is right off its training spacing keeps its gap to real clips.
+    """
+    dense = torch.linspace(float(times[0]), float(times[-1]), 2 * times.numel() - 1)  # (2T-1,)
+    real = torch.stack([dataset.render(i, dense) for i in range(2 * half)]).float()  # (2*half, 2T-1, C, H, W)
+    fake = _sample(model, half, dense, cond, seed=0)
+    return {
+        "times": [round(float(t), 6) for t in dense],
+        "models": {
+            "generated": clip_scores(fake, real[half:]),
+            "real_vs_real": clip_scores(real[:half], real[half:]),
+        },
+    }
+
+
 def _fvd(enabled: bool, fake: Tensor, real: Tensor, real_split: str) -> dict[str, Any]:
     """FVD of the samples against the reference clips with its protocol, or why it was not computed."""
     if not enabled:
@@ -263,6 +287,15 @@ def _reference(cfg: Config, dataset: Dataset, n: int) -> tuple[Tensor, Tensor, T
     return clips, labels, items[0]["times"][:length].float()
 
 
+def _untrained(meta: dict[str, Any], device: torch.device) -> nn.Module | None:
+    """The exported architecture at its initial weights (seed 0; the global RNG is left as it was)."""
+    if meta.get("name") not in MODELS:
+        return None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return MODELS.build(meta["name"], **meta.get("args", {})).to(device).eval()
+
+
 @EVALUATORS.register("generator", family="generator")
 def generator_report(
     model: nn.Module,
@@ -287,10 +320,7 @@ def generator_report(
     conditional = bool(getattr(model, "num_classes", 0)) and bool(names)
     cond = Condition(labels=labels[:half]) if conditional else None
     fake = _sample(model, half, times, cond, seed=0)
-    untrained = MODELS.build(meta["name"], **meta.get("args", {})) if meta.get("name") in MODELS else None
-    if untrained is not None:
-        torch.manual_seed(0)
-        untrained = MODELS.build(meta["name"], **meta.get("args", {})).to(next(model.parameters()).device)
+    untrained = _untrained(meta, next(model.parameters()).device)
     rows = {
         meta["name"]: clip_scores(fake, ref),
         "real_vs_real": clip_scores(scored, ref),
@@ -298,7 +328,7 @@ def generator_report(
         "shuffled_frames": clip_scores(shuffled_frames(scored), ref),
     }
     if untrained is not None:
-        rows["untrained"] = clip_scores(_sample(untrained.eval(), half, times, cond, seed=0), ref)
+        rows["untrained"] = clip_scores(_sample(untrained, half, times, cond, seed=0), ref)
     out: dict[str, Any] = {"models": rows}
     if conditional:
         out["per_class"] = _per_class(model, times, ref, ref_labels, names, max(2, half // len(names)))
@@ -306,6 +336,12 @@ def generator_report(
     num_context = int(cfg.task.args.get("num_context", 1))
     if takes_initial_frames(model) and 1 <= num_context < clips.shape[1]:
         out["futures"] = _futures(model, scored, times, num_context, FUTURE_SAMPLES)
+        if num_context < LONG_CONTEXT < clips.shape[1]:  # where the law is visible in the context
+            out[f"futures_context_{LONG_CONTEXT}"] = _futures(
+                model, scored, times, LONG_CONTEXT, FUTURE_SAMPLES
+            )
+    if hasattr(dataset, "render"):
+        out["double_rate"] = _double_rate(model, dataset, half, times, cond)
     out["fvd"] = _fvd("fvd" in cfg.eval.baselines, fake, ref, f"{cfg.data.name}/{split}")
     out["protocol"] = {
         "dataset": cfg.data.name,
