@@ -235,9 +235,41 @@ def format_score_table(result: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-if __name__ == "__main__":  # pragma: no cover  (until `vidyn score` is wired)
+def _main(argv: list[str]) -> int:
+    """`python -m vidyn.api.scoring REAL FAKE [...]`: the `vidyn score` command until the CLI wires it."""
+    import argparse
     import sys
 
-    _args = sys.argv[1:]
-    _metrics = _args[2] if len(_args) > 2 else ",".join(DEFAULT_METRICS)
-    print(format_score_table(score(_args[0], _args[1], metrics=_metrics)))
+    parser = argparse.ArgumentParser(prog="python -m vidyn.api.scoring", description="generation metrics")
+    parser.add_argument("real")
+    parser.add_argument("fake")
+    parser.add_argument("--metrics", default=",".join(DEFAULT_METRICS))
+    parser.add_argument("--num", type=int, default=None)
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--fid-frames-per-clip", type=int, default=None)
+    parser.add_argument("--judge-frame-stride", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    a = parser.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    try:
+        result = score(
+            a.real,
+            a.fake,
+            metrics=a.metrics,
+            num=a.num,
+            json_path=a.json,
+            fid_frames_per_clip=a.fid_frames_per_clip,
+            judge_frame_stride=a.judge_frame_stride,
+        )
+    except VidynError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(format_score_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(_main(sys.argv[1:]))
