@@ -109,3 +109,26 @@ def test_still_and_shuffled_baselines():
     with pytest.raises(VidynError):
         still_frame(clips[:, :1])
     assert not math.isnan(float(shuffled.sum()))
+
+
+def test_motion_law_judge_and_fd_judge_on_tensors_for_evaluators(test_clips, one_thread):
+    from vidyn.metrics.judge import fd_judge, motion_law_judge
+
+    clips, labels = test_clips
+    out = motion_law_judge(clips, labels, SHAPES_CLASSES)
+    assert out["value"] >= 0.95 and out["protocol"]["n_fake"] == N_TEST
+    assert out["protocol_line"].startswith("motion_law")
+    # a generator whose classes are ["bounce", "spin"]: its labels 0 / 1 are the judge's laws 0 / 4
+    picked = torch.cat([clips[labels == 4][:10], clips[labels == 0][:10]])
+    remapped = motion_law_judge(picked, torch.tensor([1] * 10 + [0] * 10), ["bounce", "spin"])
+    assert remapped["value"] >= 0.9
+    assert motion_law_judge(clips, labels, ["walk"])["value"] is None
+    assert motion_law_judge(clips[:, :15], labels, SHAPES_CLASSES)["value"] is None
+    # twice the frame rate over the same span (31 frames at 0.05 s) is judged on frames 0, 2, ..., 30
+    dense = shapes(split="test", num_samples=14, size=32, num_frames=31, frame_interval=0.05)
+    doubled = torch.stack([dense[i]["frames"] for i in range(14)])
+    strided = motion_law_judge(doubled, labels[:14], SHAPES_CLASSES, frame_stride=2)
+    assert strided["value"] == motion_law_judge(clips[:14], labels[:14], SHAPES_CLASSES)["value"]
+    with pytest.warns(UserWarning, match="below the feature dimension"):
+        self_fd = fd_judge(clips[:20], clips[:20], real_split="shapes/test")
+    assert abs(self_fd["value"]) < 1e-4 and self_fd["protocol"]["real_split"] == "shapes/test"

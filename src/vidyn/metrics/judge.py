@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from vidyn.errors import VidynError
-from vidyn.metrics.frechet import FrechetFeatureDistance
+from vidyn.metrics.frechet import FrechetFeatureDistance, protocol_line
 
 JUDGE_DIR = Path(__file__).resolve().parent.parent / "weights" / "shapes_judge"
 JUDGE_SIZE = 32
@@ -273,6 +274,46 @@ def motion_law_protocol(
         "kl": "KL(fake || real) of argmax histograms, +0.5 count per class; KL(real || fake) beside it",
         "chance": 1.0 / judge.num_classes if judge.num_classes else math.nan,
     }
+
+
+@cache
+def _shipped_judge(frame_stride: int) -> JudgeFeatures:
+    return load_judge(frame_stride=frame_stride)
+
+
+def motion_law_judge(
+    samples: Tensor, labels: Tensor, class_names: Sequence[str], *, frame_stride: int = 1
+) -> dict[str, Any]:
+    """Motion-law accuracy of tensors with the shipped judge, for evaluators: `labels` index `class_names`
+    (the generator's classes, mapped to the judge's laws by name). `{"value", "protocol", "protocol_line",
+    "histogram_fake"}`, or `{"value": None, "reason"}` when the judge cannot score these clips."""
+    judge = _shipped_judge(frame_stride)
+    unknown = [c for c in class_names if c not in judge.class_names]
+    if unknown:
+        return {"value": None, "reason": f"the shapes judge knows no law {', '.join(map(str, unknown))}"}
+    if samples.dim() != 5 or samples.shape[1] < JUDGE_FRAMES * frame_stride - (frame_stride - 1):
+        return {
+            "value": None,
+            "reason": f"the judge needs {JUDGE_FRAMES} frames after frame_stride {frame_stride}",
+        }
+    to_judge = torch.tensor([judge.class_names.index(c) for c in class_names])
+    scores = MotionLawScores(judge.num_classes, judge.class_names)
+    scores.update(judge.features_and_logits(samples)[1], real=False, labels=to_judge[labels.cpu()])
+    out = scores.compute()
+    protocol = motion_law_protocol(judge, 0, out["n_fake"])
+    line = protocol_line(protocol) + " | value: fraction judged to follow the law asked for"
+    return {"value": out["accuracy"], "protocol": protocol, "protocol_line": line,
+            "histogram_fake": out["histogram_fake"]}  # fmt: skip
+
+
+def fd_judge(fake: Tensor, real: Tensor, *, real_split: str | None = None, frame_stride: int = 1) -> dict:
+    """FD-judge of two clip tensors with the shipped judge, as `metric_result` gives it (value + protocol)."""
+    from vidyn.metrics.generation import metric_result
+
+    metric = FrechetJudgeDistance(_shipped_judge(frame_stride), real_split=real_split)
+    metric.update(real, real=True)
+    metric.update(fake, real=False)
+    return metric_result(metric)
 
 
 if __name__ == "__main__":  # python -m vidyn.metrics.judge RUN_DIR: ship a retrained judge
