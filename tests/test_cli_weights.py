@@ -25,3 +25,36 @@ def test_install_refuses_an_unknown_group_without_touching_the_cache(tmp_path: P
     proc = _vidyn("weights", "install", "fdi", home=tmp_path / "cache")
     assert proc.returncode == 2 and "invalid choice: 'fdi'" in proc.stderr
     assert not (tmp_path / "cache").exists()
+
+
+def _clips(folder: Path, seed: int) -> Path:
+    import numpy as np
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for k in range(4):
+        np.save(folder / f"clip{k}.npy", (rng.random((16, 32, 32, 1)) * 255).astype(np.uint8))
+    return folder
+
+
+def test_score_names_the_install_command_when_the_cache_is_empty(tmp_path: Path) -> None:
+    real = _clips(tmp_path / "real", 0)
+    proc = _vidyn("score", str(real), str(real), "--metrics", "fvd", home=tmp_path / "empty")
+    assert proc.returncode == 2
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("vidyn: error:") and "vidyn weights install fvd" in err[0]
+
+
+def test_score_of_a_set_against_itself_is_zero(tmp_path: Path) -> None:
+    real = _clips(tmp_path / "real", 0)
+    out = tmp_path / "s.json"
+    proc = _vidyn(
+        "score", str(real), str(real), "--metrics", "fd_judge,psnr", "--json", str(out), home=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    import json
+
+    result = json.loads(out.read_text())
+    assert abs(result["metrics"]["fd_judge"]["value"]) < 1e-3
+    assert result["metrics"]["fd_judge"]["protocol"]  # never a bare number
+    assert "fd_judge" in proc.stdout

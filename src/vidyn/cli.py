@@ -271,6 +271,35 @@ def cmd_weights(a: argparse.Namespace) -> None:
         print(f"{state:>8}  {row['group']:<5}  {row['path']}  <- {row['source']}")
 
 
+def cmd_score(a: argparse.Namespace) -> None:
+    from vidyn import api
+
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
+    kwargs = {"fid_frames_per_clip": a.fid_frames_per_clip, "judge_frame_stride": a.judge_frame_stride}
+    result = api.score(a.real, a.fake, metrics=a.metrics, num=a.num, json_path=a.json, **kwargs)
+    print(api.format_score_table(result))
+    if a.json:
+        print(f"\nscores written to {a.json}")
+
+
+def _args_score(p: argparse.ArgumentParser) -> None:
+    p.add_argument("real", help="real clips: a folder of videos / .npy / .pt, one tensor file, or a store")
+    p.add_argument("fake", help="generated clips, in any of the same forms")
+    p.add_argument(
+        "--metrics",
+        default="fvd,fid,kid,fd_judge,ssim,psnr",
+        help="comma-separated: fvd, fid, kid, fd_judge, motion_law, ssim, psnr (default: all but motion_law)",
+    )
+    p.add_argument("--num", type=int, default=None, help="clips per side (default: all)")
+    p.add_argument("--json", default=None, help="write every value with its protocol to this JSON file")
+    p.add_argument("--fid-frames-per-clip", type=int, default=None, help="frames per clip for FID/KID")
+    p.add_argument("--judge-frame-stride", type=int, default=1, help="judge every k-th frame (2 for 2x fps)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
 def _args_weights(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["install", "list"], help="install (fetch + verify) or list")
     p.add_argument(
@@ -440,6 +469,12 @@ def build_parser() -> argparse.ArgumentParser:
             _args_prepare,
         ),
         ("weights", "install or list the verified FID/FVD/LPIPS networks", cmd_weights, _args_weights),
+        (
+            "score",
+            "FVD, FID, KID, FD-judge, SSIM, PSNR between real and generated clips",
+            cmd_score,
+            _args_score,
+        ),
     ]
     for name, help_text, fn, add_arguments in commands:
         p = sub.add_parser(name, help=help_text, description=help_text)

@@ -15,6 +15,7 @@ the module that defines it, e.g. `vidyn.api.comparison.train`):
 - `comparison`: `compare`, `COMPARE_KEYS`, `COMPARE_COLUMNS`.
 - `quickstart`: `demo`, `DEMO_CONFIG`.
 - `weights`: `install_weights`, `list_weights` (the verified FID/FVD/LPIPS networks).
+- `scoring`: `score`, `format_score_table` (generation metrics between two clip sets, with protocols).
 - `_common`: `default_device` and the atomic JSON writer the verbs share.
 """
 
@@ -30,6 +31,7 @@ from vidyn.api.inference import (
 from vidyn.api.inference import classify, interpolate, predict, predict_many
 from vidyn.api.models import describe_model, find_models, input_note
 from vidyn.api.quickstart import DEMO_CONFIG, demo
+from vidyn.api.scoring import format_score_table, score
 from vidyn.api.training import TrainResult, train
 from vidyn.api.weights import install_weights, list_weights
 
@@ -46,6 +48,7 @@ __all__ = [
     "evaluate",
     "evaluate_predictors",
     "find_models",
+    "format_score_table",
     "input_note",
     "install_weights",
     "interpolate",
@@ -54,5 +57,6 @@ __all__ = [
     "predict_many",
     "prepare",
     "render",
+    "score",
     "train",
 ]

