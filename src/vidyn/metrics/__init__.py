@@ -33,6 +33,13 @@ from vidyn.metrics.frechet import FrechetFeatureDistance, frechet_distance, prot
 from vidyn.metrics.generation import FrechetVideoDistance, VideoFID, VideoKID, metric_result, select_frames
 from vidyn.metrics.i3d import I3DFeatures, load_i3d
 from vidyn.metrics.inception import InceptionFeatures, load_inception
+from vidyn.metrics.judge import (
+    FrechetJudgeDistance,
+    MotionLawScores,
+    fd_judge,
+    load_judge,
+    motion_law_judge,
+)
 from vidyn.metrics.lpips import LPIPS, load_lpips, try_load_lpips
 from vidyn.metrics.streaming import FrameMetrics
 from vidyn.metrics.weights import install_weights, list_weights
@@ -42,23 +49,28 @@ __all__ = [
     "ClassificationMetrics",
     "FrameMetrics",
     "FrechetFeatureDistance",
+    "FrechetJudgeDistance",
     "FrechetVideoDistance",
     "I3DFeatures",
     "InceptionFeatures",
     "LPIPS",
+    "MotionLawScores",
     "VideoFID",
     "VideoKID",
     "confusion_matrix",
+    "fd_judge",
     "frame_metrics",
     "frechet_distance",
     "install_weights",
     "list_weights",
     "load_i3d",
     "load_inception",
+    "load_judge",
     "load_lpips",
     "metric_result",
     "mae",
     "most_confused_pairs",
+    "motion_law_judge",
     "mse",
     "openstl_mae",
     "openstl_mse",
