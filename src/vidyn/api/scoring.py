@@ -11,7 +11,7 @@ clips as its protocol says:
 - `fd_judge` and `motion_law`: the shipped motion judge (`vidyn.metrics.judge`; first 16 frames at 32x32
   gray). `motion_law`'s value is KL(fake || real) of the judge's class histograms; where every FAKE clip
   sits under a folder named after a `shapes` law, its `accuracy` is the fraction judged to be that law;
-- `ssim` / `psnr`: DESIGN.md §5 conventions (SSIM Gaussian 11 / 1.5, valid; PSNR per frame), clips
+- `ssim` / `psnr`: vidyn's conventions (docs/metrics.md: SSIM Gaussian 11 / 1.5, valid; PSNR per frame), clips
   **paired by order** (sorted paths, or store order), the first min(N real, N fake) pairs and the first
   min(T real, T fake) frames of each; paired clips must share C, H and W.
 

@@ -1,6 +1,6 @@
 """vidyn.metrics: frame metrics (MSE, MAE, PSNR, SSIM and the published conventions) and classification.
 
-Every number is published under a named convention (DESIGN.md §5): ours are per-frame means (`mse`,
+Every number is published under a named convention (docs/metrics.md): ours are per-frame means (`mse`,
 `mae`, `psnr`, `ssim`); OpenSTL's sums, Vid-ODE's pooled-MSE PSNR and PredRNN's uint8 PSNR keep their own
 names (`openstl_mse`, `openstl_mae`, `vidode_psnr`, `predrnn_psnr`).
 
