@@ -92,3 +92,26 @@ def test_the_cli_says_up_front_what_a_large_colour_clip_loses(convlstm_run: Path
     small = tmp_path / "small.mp4"
     write_video(small, np.zeros((12, 16, 16, 3), np.uint8), fps=25.0)
     assert "resized" not in api.input_note(convlstm_run, small)  # right size: only the colour goes
+
+
+def test_evaluate_fills_the_lpips_column_when_a_backbone_is_given(
+    convlstm_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("VIDYN_ALEXNET", raising=False)
+    small = api.evaluate(convlstm_run, max_clips=2)  # 16x16 frames: below AlexNet's minimum
+    assert small["models"]["convlstm_tiny"]["lpips"] is None and "minimum" in small["protocol"]["lpips"]
+    cfg = tiny_prediction_config(image_size=32)
+    cfg["data"]["args"]["size"] = 32
+    cfg["trainer"]["max_steps"] = 1
+    run = api.train(cfg, run_dir=tmp_path / "run32", evaluate_after=False).run_dir
+    res = api.evaluate(run, max_clips=2)
+    assert res["models"]["convlstm_tiny"]["lpips"] is None and "VIDYN_ALEXNET" in res["protocol"]["lpips"]
+    sys.path.insert(0, str(Path(__file__).parent / "metrics"))
+    from test_lpips import _fake_alexnet  # a random backbone in torchvision's names
+
+    _fake_alexnet(tmp_path / "alexnet.pth")
+    monkeypatch.setenv("VIDYN_ALEXNET", str(tmp_path / "alexnet.pth"))
+    res = api.evaluate(run, max_clips=2)
+    values = {k: m["lpips"] for k, m in res["models"].items()}
+    assert all(isinstance(v, float) and v >= 0 for v in values.values()) and len(set(values.values())) > 1
+    assert res["protocol"]["lpips"].startswith("LPIPS v0.1")

@@ -19,6 +19,7 @@ from vidyn.config import Config, build_config
 from vidyn.data.datamodule import build_dataset
 from vidyn.errors import VidynError
 from vidyn.evaluation import evaluate_predictors_for, prediction_args, write_prediction_figures
+from vidyn.evaluation.prediction import lpips_for
 from vidyn.export import build_model, load_model
 from vidyn.models.profile import (
     count_parameters,
@@ -66,16 +67,6 @@ COMPARE_COLUMNS = (
     Column("infer_clip_s", "latency/clip", "seconds", "min"),
     Column("peak_mem_mb", "peak mem", "mb", "min"),
 )
-
-
-def _lpips_scorer() -> tuple[Any, str]:
-    """Hook for LPIPS in comparisons: returns (scorer or None, the protocol's note).
-
-    vidyn has no LPIPS metric yet: its AlexNet backbone weights cannot be downloaded here and need a local
-    file (docs/metrics.md). When `vidyn.metrics` gains one, return it here and score it on the same clips in
-    `evaluate_predictors`; until then every model reports `"lpips": null` and the protocol says why.
-    """
-    return None, "LPIPS weights not installed (vidyn has no local AlexNet LPIPS weights): lpips is null"
 
 
 def _compare_entries(cfg: Config) -> list[dict[str, Any]]:
@@ -198,7 +189,6 @@ def _report_rows(
     batch: dict[str, Tensor], device: torch.device,
 ) -> dict[str, dict[str, Any]]:  # fmt: skip
     """Quality (from `results`) and profile of every model: the report's rows."""
-    lpips, _ = _lpips_scorer()
     t = prediction_args(cfg)
     rows: dict[str, dict[str, Any]] = {}
     for name, model in models.items():
@@ -206,7 +196,7 @@ def _report_rows(
         res = results[name]
         rows[name] = {
             **{k: res[k] for k in ("ssim", "psnr", "mse", "mae")},
-            "lpips": None if lpips is None else res.get("lpips"),
+            "lpips": res.get("lpips"),
             **prof,
             "per_step": {k: res["per_step"][k] for k in ("ssim", "psnr", "mse", "mae")},
         }
@@ -236,7 +226,6 @@ def _protocol(
         "device": str(device),
         "torch": torch.__version__,
         **_COMPARE_NOTES,
-        "lpips": _lpips_scorer()[1],
     }
 
 
@@ -287,6 +276,7 @@ def compare(
     prepare_runtime(cfg.trainer)
     device = default_device()
     dataset = build_dataset(cfg.data.name, cfg.eval.split, cfg.data.args, cfg.data.splits)
+    lpips, lpips_line = lpips_for(dataset)
     results, visuals = evaluate_predictors_for(
         models,
         dataset,
@@ -294,6 +284,7 @@ def compare(
         max_clips=cfg.eval.max_clips,
         num_visual_clips=max(1, cfg.eval.num_visual_clips),
         device=device,
+        lpips=lpips,
     )
     profile_batch = cfg.compare.profile_batch or cfg.data.batch_size
     train_set = build_dataset(cfg.data.name, "train", cfg.data.args, cfg.data.splits)
@@ -303,6 +294,7 @@ def compare(
     shape = list(dataset[0]["frames"].shape[1:])
     batch_size = int(batch["frames"].shape[0])
     protocol = _protocol(cfg, run_cfgs[entries[0]["label"]], clips, shape, trained, batch_size, device)
+    protocol["lpips"] = lpips_line
     report = {"models": rows, "protocol": protocol}
     write_prediction_figures(out, results, visuals)
     report["protocol"]["wall_seconds"] = round(time.perf_counter() - start, 1)

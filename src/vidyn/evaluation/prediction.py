@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from vidyn.config import Config
 from vidyn.errors import VidynError
 from vidyn.evaluation.continuous import evaluate_continuous
-from vidyn.metrics import FrameMetrics
+from vidyn.metrics import FrameMetrics, try_load_lpips
 from vidyn.registry import EVALUATORS, MODELS
 from vidyn.report.media import write_comparison
 from vidyn.report.plots import plot_per_step
@@ -47,11 +47,14 @@ def evaluate_predictors(
     max_clips: int | None = None,
     num_visual_clips: int = 0,
     device: torch.device | None = None,
+    lpips: nn.Module | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Tensor]]:
     """Score predictors on the same clips. Returns (metrics per model, tensors for visuals).
 
     Metrics follow vidyn's conventions (per-frame SSIM/PSNR, then averaged; docs/metrics.md) plus the
-    published conventions under their own names; `infer_clip_s` is the mean wall time per clip.
+    published conventions under their own names; `infer_clip_s` is the mean wall time per clip. With an
+    `lpips` network (`vidyn.metrics.try_load_lpips`) each result also holds `lpips`, the mean per-frame
+    LPIPS; without one `lpips` is None.
     """
     device = device or torch.device("cpu")
     if max_clips is not None:
@@ -59,6 +62,9 @@ def evaluate_predictors(
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     trackers: dict[str, FrameMetrics] = {}
     seconds = dict.fromkeys(models, 0.0)
+    lpips_sums = dict.fromkeys(models, 0.0)
+    if lpips is not None:
+        lpips.to(device)
     clips = 0
     visuals: dict[str, Tensor] = {}
     for m in models.values():
@@ -66,18 +72,20 @@ def evaluate_predictors(
     for batch in loader:
         frames = batch["frames"].to(device)
         times = batch["times"].to(device)
-        ctx, _, tgt, _ = split_clip(frames, times, num_context, num_future, mode)
+        ctx, _, tgt, tgt_t = split_clip(frames, times, num_context, num_future, mode)
         clips += frames.shape[0]
         preds = {}
         for name, model in models.items():
-            _, ctx_t, _, tgt_t = split_clip(frames, times_for(model, times), num_context, num_future, mode)
+            _, ctx_m, _, tgt_m = split_clip(frames, times_for(model, times), num_context, num_future, mode)
             t0 = time.perf_counter()
-            pred = model(ctx, ctx_t, tgt_t).clamp(0, 1)
+            pred = model(ctx, ctx_m, tgt_m).clamp(0, 1)
             seconds[name] += time.perf_counter() - t0
             if name not in trackers:
                 # One process scores the whole split (rank 0 after a DDP fit): never wait for peers.
                 trackers[name] = FrameMetrics(num_steps=tgt.shape[1], sync_on_compute=False).to(device)
             trackers[name].update(pred, tgt)
+            if lpips is not None:
+                lpips_sums[name] += float(lpips.clips(pred, tgt).double().sum())
             preds[name] = pred
         have = visuals["context"].shape[0] if visuals else 0
         if have < num_visual_clips:
@@ -98,6 +106,7 @@ def evaluate_predictors(
         res = tracker.compute()
         res["infer_clip_s"] = seconds[name] / clips
         res["num_clips"] = clips
+        res["lpips"] = None if lpips is None else lpips_sums[name] / (clips * tracker.num_steps)
         results[name] = res
     return results, visuals
 
@@ -119,6 +128,7 @@ def evaluate_predictors_for(
     max_clips: int | None,
     num_visual_clips: int,
     device: torch.device | None = None,
+    lpips: nn.Module | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Tensor]]:
     """`evaluate_predictors` with the context/future split, mode and evaluation batch size of `cfg`."""
     t = prediction_args(cfg)
@@ -132,6 +142,7 @@ def evaluate_predictors_for(
         max_clips=max_clips,
         num_visual_clips=num_visual_clips,
         device=device,
+        lpips=lpips,
     )
 
 
@@ -186,6 +197,7 @@ def predictor_report(
     t = prediction_args(cfg)
     max_clips = max_clips if max_clips is not None else cfg.eval.max_clips
     on_split = {k: m for k, m in models.items() if runs_on_split(m, cfg)}
+    lpips, lpips_line = lpips_for(dataset)
     results, visuals = evaluate_predictors_for(
         on_split,
         dataset,
@@ -193,6 +205,7 @@ def predictor_report(
         max_clips=max_clips,
         num_visual_clips=cfg.eval.num_visual_clips if report_dir else 0,
         device=device,
+        lpips=lpips,
     )
     reason = (
         "discrete-time model: it predicts extrapolate splits of regularly sampled clips only (here "
@@ -200,6 +213,7 @@ def predictor_report(
     )
     results = {k: results.get(k, {"reason": reason}) for k in models}  # in the models' order
     out: dict[str, Any] = {"models": results, "protocol": _protocol(cfg, split, t, results)}
+    out["protocol"]["lpips"] = lpips_line
     if getattr(model, "continuous_time", False) and hasattr(dataset, "render"):
         # shapes renders ground truth at any time: score in-between, beyond and irregular timestamps too
         out["continuous"] = evaluate_continuous(
@@ -215,6 +229,27 @@ def predictor_report(
     if report_dir is not None:
         write_prediction_figures(Path(report_dir), results, visuals)
     return out
+
+
+LPIPS_MIN_SIZE = 31  # AlexNet's two stride-2 max-pools leave nothing of a smaller frame
+
+
+def lpips_for(dataset: Dataset) -> tuple[nn.Module | None, str]:
+    """(LPIPS network or None, the protocol line of the LPIPS column) for the frames of `dataset`."""
+    h, w = dataset[0]["frames"].shape[-2:]
+    if min(h, w) < LPIPS_MIN_SIZE:
+        return None, lpips_note(
+            f"{h}x{w} frames are smaller than AlexNet LPIPS's {LPIPS_MIN_SIZE}-pixel minimum"
+        )
+    lpips, reason = try_load_lpips()
+    return lpips, lpips_note(reason)
+
+
+def lpips_note(reason: str | None) -> str:
+    """The protocol line of the LPIPS column: what was run, or why it is null."""
+    if reason is None:
+        return "LPIPS v0.1 (AlexNet, heads from the lpips wheel), inputs in [-1, 1], gray -> 3 channels"
+    return f"null: {reason}"
 
 
 def _protocol(cfg: Config, split: str, t: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
