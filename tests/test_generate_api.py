@@ -91,7 +91,8 @@ def test_gan_evaluation_has_the_documented_keys(gan_run: tuple[Path, dict]) -> N
         and rows["still_frame"]["frame_change"] == 0
     )
     assert set(metrics["per_class"]) == set(CLASSES) and "futures" not in metrics
-    assert metrics["judge"]["value"] is None and metrics["fvd"]["value"] is None
+    assert metrics["judge"]["value"] is None and "16 frames" in metrics["judge"]["reason"]  # 4-frame clips
+    assert set(metrics["fd_judge"]) == set(rows) and metrics["fvd"]["value"] is None
     assert metrics["protocol"]["num_scored"] == 4 and metrics["protocol"]["num_frames"] == 4
     double = metrics["double_rate"]  # shapes renders any time: 7 frames 0.05 s apart over the same 0.3 s
     assert double["times"] == [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]

@@ -25,9 +25,12 @@ frames, where the shapes' motion law is visible (mean-of-N should approach best-
 For datasets that render any timestamp (shapes), `double_rate` scores samples at twice the frame rate
 over the same span beside real clips rendered at that rate (the continuous-time check of issue 12).
 
-FVD (`vidyn.metrics.FrechetVideoDistance`, with its protocol) is computed only when `eval.baselines`
-lists "fvd" and the I3D weights are installed; the motion-law judge is a hook (`motion_law_accuracy`)
-that says why it gives no number until `vidyn.metrics` ships one.
+FD-judge (`vidyn.metrics.fd_judge`, the Fréchet distance of the shapes motion judge's features, with its
+protocol) is given for every row against the reference (`fd_judge`), and the judge's motion-law accuracy
+and class histogram for the per-class samples of a class-conditional model (`judge`); both need clips of
+16 frames at the judge's 0.1 s (otherwise they carry the judge's reason). FVD
+(`vidyn.metrics.FrechetVideoDistance`, with its protocol) is computed only when `eval.baselines` lists
+"fvd" and the I3D weights are installed.
 """
 
 from __future__ import annotations
@@ -128,19 +131,37 @@ def best_mean_worst(per_clip: list[Tensor]) -> dict[str, list[float]]:
     }
 
 
-def motion_law_accuracy(samples: Tensor, labels: Tensor | None, class_names: Sequence[str]) -> dict[str, Any]:
-    """Hook for the FD-judge / motion-law classifier: the fraction of samples judged to follow their law.
-
-    Returns `{"value": None, "reason": ...}` until `vidyn.metrics` exposes a judge (`motion_law_judge`).
-    """
+def motion_law_accuracy(
+    samples: Tensor, labels: Tensor | None, class_names: Sequence[str], *, frame_stride: int = 1
+) -> dict[str, Any]:
+    """Motion-law accuracy: the fraction of samples the shapes judge assigns to the law asked for, with the
+    judge's class histogram (`vidyn.metrics.motion_law_judge`); `{"value": None, "reason"}` where it cannot
+    score (no judge, no classes, clips too short, laws the judge does not know)."""
     import vidyn.metrics as metrics
 
     judge = getattr(metrics, "motion_law_judge", None)
     if judge is None:
-        return {"value": None, "reason": "vidyn.metrics has no motion-law judge yet (FD-judge pending)"}
+        return {"value": None, "reason": "vidyn.metrics has no motion-law judge"}
     if labels is None or not class_names:
         return {"value": None, "reason": "the model takes no class, so there is no asked law to check"}
-    return judge(samples, labels, list(class_names))
+    try:
+        return judge(samples, labels, list(class_names), frame_stride=frame_stride)
+    except VidynError as err:
+        return {"value": None, "reason": str(err)}
+
+
+def fd_judge(fake: Tensor, real: Tensor, *, real_split: str, frame_stride: int = 1) -> dict[str, Any]:
+    """FD-judge (`vidyn.metrics.fd_judge`: Fréchet distance of the shapes judge's features) with its
+    protocol, or `{"value": None, "reason"}` where the judge cannot score these clips."""
+    import vidyn.metrics as metrics
+
+    score = getattr(metrics, "fd_judge", None)
+    if score is None:
+        return {"value": None, "reason": "vidyn.metrics has no FD-judge"}
+    try:
+        return score(fake, real, real_split=real_split, frame_stride=frame_stride)
+    except VidynError as err:
+        return {"value": None, "reason": str(err)}
 
 
 # -- the pieces of the evaluation -----------------------------------------------------------------------
@@ -173,16 +194,18 @@ def _sample(model: nn.Module, n: int, times: Tensor, condition: Condition | None
 
 def _per_class(
     model: nn.Module, times: Tensor, ref: Tensor, ref_labels: Tensor, names: list[str], n: int
-) -> dict:
-    out = {}
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """n samples per class scored against the same class of the reference, and the motion-law accuracy of
+    all of them together (with the judge's histogram)."""
+    rows, clips, labels = {}, [], []
     for c, name in enumerate(names):
-        clips = _sample(model, n, times, Condition(labels=torch.tensor([c])), seed=100 + c)
+        samples = _sample(model, n, times, Condition(labels=torch.tensor([c])), seed=100 + c)
         same = ref[ref_labels == c]
-        row = clip_scores(clips, same if same.shape[0] else ref)
-        row["reference"] = "same class" if same.shape[0] else "all classes (none of this class in R)"
-        row["motion_law_accuracy"] = motion_law_accuracy(clips, torch.full((n,), c), names)
-        out[name] = row
-    return out
+        rows[name] = clip_scores(samples, same if same.shape[0] else ref)
+        rows[name]["reference"] = "same class" if same.shape[0] else "all classes (none of this class in R)"
+        clips.append(samples)
+        labels.append(torch.full((n,), c))
+    return rows, motion_law_accuracy(torch.cat(clips), torch.cat(labels), names)
 
 
 def _futures(model: nn.Module, clips: Tensor, times: Tensor, num_context: int, k: int) -> dict[str, Any]:
@@ -222,21 +245,25 @@ def _futures(model: nn.Module, clips: Tensor, times: Tensor, num_context: int, k
     }  # fmt: skip
 
 
-def _double_rate(model: nn.Module, dataset: Any, half: int, times: Tensor, cond: Condition | None) -> dict:
+def _double_rate(
+    model: nn.Module, dataset: Any, half: int, times: Tensor, cond: Condition | None, real_split: str
+) -> dict[str, Any]:
     """Samples at twice the frame rate over the same span against real clips rendered at that rate.
 
     For datasets that render any timestamp (`render(index, times)`, shapes): the scored clips are items
     0..half-1 rendered at the doubled rate, the reference items half..2*half-1. Compare the rows with the
     1x rows of "models": a generator that is right off its training spacing keeps its gap to real clips.
+    FD-judge reads every 2nd frame (the judge's own rate).
     """
     dense = torch.linspace(float(times[0]), float(times[-1]), 2 * times.numel() - 1)  # (2T-1,)
     real = torch.stack([dataset.render(i, dense) for i in range(2 * half)]).float()  # (2*half, 2T-1, C, H, W)
     fake = _sample(model, half, dense, cond, seed=0)
+    sets = {"generated": fake, "real_vs_real": real[:half]}
     return {
         "times": [round(float(t), 6) for t in dense],
-        "models": {
-            "generated": clip_scores(fake, real[half:]),
-            "real_vs_real": clip_scores(real[:half], real[half:]),
+        "models": {k: clip_scores(v, real[half:]) for k, v in sets.items()},
+        "fd_judge": {
+            k: fd_judge(v, real[half:], real_split=real_split, frame_stride=2) for k, v in sets.items()
         },
     }
 
@@ -309,7 +336,8 @@ def generator_report(
     others: Sequence[nn.Module] = (),
     device: torch.device | None = None,
 ) -> dict[str, Any]:
-    """The module docstring's evaluation: {"models", "protocol", "per_class"?, "futures"?, "fvd", "judge"}."""
+    """The module docstring's evaluation: {"models", "fd_judge", "judge", "per_class"?, "futures"?,
+    "futures_context_4"?, "double_rate"?, "fvd", "protocol"}."""
     if others:
         raise VidynError(f"{meta['name']!r} is a generator; only frame predictors take other models")
     model.to(device or torch.device("cpu")).eval()
@@ -321,18 +349,19 @@ def generator_report(
     cond = Condition(labels=labels[:half]) if conditional else None
     fake = _sample(model, half, times, cond, seed=0)
     untrained = _untrained(meta, next(model.parameters()).device)
-    rows = {
-        meta["name"]: clip_scores(fake, ref),
-        "real_vs_real": clip_scores(scored, ref),
-        "still_frame": clip_scores(still_frame(scored), ref),
-        "shuffled_frames": clip_scores(shuffled_frames(scored), ref),
-    }
+    sets = {meta["name"]: fake, "real_vs_real": scored, "still_frame": still_frame(scored)}
+    sets["shuffled_frames"] = shuffled_frames(scored)
     if untrained is not None:
-        rows["untrained"] = clip_scores(_sample(untrained, half, times, cond, seed=0), ref)
-    out: dict[str, Any] = {"models": rows}
+        sets["untrained"] = _sample(untrained, half, times, cond, seed=0)
+    real_split = f"{cfg.data.name}/{split}"
+    out: dict[str, Any] = {"models": {k: clip_scores(v, ref) for k, v in sets.items()}}
+    out["fd_judge"] = {k: fd_judge(v, ref, real_split=real_split) for k, v in sets.items()}
     if conditional:
-        out["per_class"] = _per_class(model, times, ref, ref_labels, names, max(2, half // len(names)))
-    out["judge"] = motion_law_accuracy(fake, labels[:half] if conditional else None, names)
+        out["per_class"], out["judge"] = _per_class(
+            model, times, ref, ref_labels, names, max(4, half // len(names))
+        )
+    else:
+        out["judge"] = motion_law_accuracy(fake, None, names)
     num_context = int(cfg.task.args.get("num_context", 1))
     if takes_initial_frames(model) and 1 <= num_context < clips.shape[1]:
         out["futures"] = _futures(model, scored, times, num_context, FUTURE_SAMPLES)
@@ -341,8 +370,8 @@ def generator_report(
                 model, scored, times, LONG_CONTEXT, FUTURE_SAMPLES
             )
     if hasattr(dataset, "render"):
-        out["double_rate"] = _double_rate(model, dataset, half, times, cond)
-    out["fvd"] = _fvd("fvd" in cfg.eval.baselines, fake, ref, f"{cfg.data.name}/{split}")
+        out["double_rate"] = _double_rate(model, dataset, half, times, cond, real_split)
+    out["fvd"] = _fvd("fvd" in cfg.eval.baselines, fake, ref, real_split)
     out["protocol"] = {
         "dataset": cfg.data.name,
         "split": split,
