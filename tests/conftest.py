@@ -9,6 +9,10 @@ import torch
 from tiny_configs import tiny_prediction_config
 
 torch.set_flush_denormal(True)
+# Tests check behaviour on tiny models, where a second intra-op thread buys nothing and, when another
+# process holds the other core, OpenMP's barrier waits made one PredRNN overfit test take 230-415 s
+# instead of seconds (measured on 2 cores beside a training run).
+torch.set_num_threads(1)
 
 
 @pytest.fixture
