@@ -136,6 +136,24 @@ def _video_list(
     return sorted(entries, key=lambda e: e.source), index.classes
 
 
+def _store_params(
+    dataset: str, classes: Sequence[str] | None, decoding: dict[str, Any], fold: int, folder: dict[str, Any],
+    window_stride: int, entries: list[VideoEntry],
+) -> dict[str, Any]:  # fmt: skip
+    """A store's identity: its decoding parameters and a hash of its video list (a resumed or re-run
+    `prepare` must match it). Keys that older stores lack are only added when they differ from then."""
+    params = {"dataset": dataset, "classes": list(classes) if classes is not None else None, **decoding}
+    if dataset == "ucf101":
+        params["fold"] = fold
+    else:
+        params |= {k: v for k, v in folder.items() if k != "labels" or v is not None}
+    if decoding["clips_per_video"] == 0:
+        params["window_stride"] = window_stride
+    listing = "\n".join(f"{e.source}\t{e.label}\t{e.split}" for e in entries)
+    params["video_list_sha1"] = hashlib.sha1(listing.encode("utf-8")).hexdigest()
+    return params
+
+
 @contextlib.contextmanager
 def _decoded(jobs: Iterable[_Job], workers: int) -> Iterator[Iterator[_Result]]:
     """Decode results in job order: in this process (`workers=0`) or in a pool of spawned processes."""
@@ -221,23 +239,15 @@ def prepare_store(
     entries, class_names = _video_list(dataset, root, fold, classes, val_fraction, test_fraction, labels)
     if not entries:
         raise VidynError(f"no videos found under {root} for the chosen classes; check root and classes")
-    params = {
-        "dataset": dataset,
-        "classes": list(classes) if classes is not None else None,
-        "size": size,
-        "frames": frames,
-        "stride": stride,
-        "clips_per_video": clips_per_video,
-        "grayscale": grayscale,
-        "shard_size": shard_size,
-    } | ({"fold": fold} if dataset == "ucf101" else {})
-    if dataset != "ucf101":
-        params.update(val_fraction=val_fraction, test_fraction=test_fraction, pt_fps=pt_fps)
-        params |= {"labels": labels} if labels is not None else {}
-    if clips_per_video == 0:  # older stores without the key keep their identity
-        params["window_stride"] = window_stride
-    listing = "\n".join(f"{e.source}\t{e.label}\t{e.split}" for e in entries)
-    params["video_list_sha1"] = hashlib.sha1(listing.encode("utf-8")).hexdigest()
+    decoding = {"size": size, "frames": frames, "stride": stride, "clips_per_video": clips_per_video}
+    decoding |= {"grayscale": grayscale, "shard_size": shard_size}
+    folder = {
+        "val_fraction": val_fraction,
+        "test_fraction": test_fraction,
+        "pt_fps": pt_fps,
+        "labels": labels,
+    }
+    params = _store_params(dataset, classes, decoding, fold, folder, window_stride, entries)
     clip_shape = (frames, size, size, 1 if grayscale else 3)
     writer = StoreWriter(
         out,
