@@ -247,6 +247,23 @@ def cmd_configs(a: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------------------- table
 
 
+def cmd_generate(a: argparse.Namespace) -> None:
+    from vidyn import api
+
+    times = [float(t) for t in a.times.split(",")] if a.times else None
+    res = api.generate(
+        a.model, num_samples=a.num_samples, out=a.out, prompt=a.prompt, frames=a.frames, fps=a.fps,
+        times=times, initial_frames=a.initial_frames, seed=a.seed,
+    )  # fmt: skip
+    out = Path(a.out)
+    print(
+        f"wrote {len(res['videos'])} sample(s) to {out}/: "
+        + ", ".join(res["videos"][:4])
+        + ("..." if len(res["videos"]) > 4 else "")
+    )
+    print(f"  {out / res['grid']}  (all samples)\n  {out / 'generate.json'}  (what was asked)")
+
+
 def cmd_weights(a: argparse.Namespace) -> None:
     from vidyn import api
 
@@ -324,6 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
             "FVD, FID, KID, FD-judge, SSIM, PSNR between real and generated clips",
             cmd_score,
             cli_args.score,
+        ),
+        (
+            "generate",
+            "sample clips from a trained generator (any timestamps, prompts)",
+            cmd_generate,
+            cli_args.generate,
         ),
     ]
     for name, help_text, fn, add_arguments in commands:

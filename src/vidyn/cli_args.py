@@ -154,3 +154,19 @@ def prepare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grayscale", action="store_true", help="store BT.601 luma instead of RGB")
     p.add_argument("--classes", default=None, help="comma-separated subset of classes, e.g. Punch,Typing")
     p.add_argument("--workers", type=int, default=2, help="decoding processes (0 = in this process)")
+
+
+def generate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="exported generator folder or run folder")
+    p.add_argument("--num-samples", type=int, default=4, help="clips to sample (default: 4)")
+    p.add_argument("--prompt", default=None, help="a class name of the training data, e.g. bounce")
+    p.add_argument("--frames", type=int, default=None, help="frames per clip (default: as trained)")
+    p.add_argument("--fps", type=float, default=None, help="frame rate (default: as trained)")
+    p.add_argument(
+        "--times", default=None, help="comma-separated timestamps in seconds, instead of frames/fps"
+    )
+    p.add_argument(
+        "--initial-frames", default=None, help="video or image folder to continue (frame-conditioned)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same clips")
+    p.add_argument("--out", required=True, help="output folder (MP4 per sample, grid.png, generate.json)")

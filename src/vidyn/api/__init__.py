@@ -15,6 +15,7 @@ the module that defines it, e.g. `vidyn.api.comparison.train`):
 - `comparison`: `compare`, `COMPARE_KEYS`, `COMPARE_COLUMNS`.
 - `quickstart`: `demo`, `DEMO_CONFIG`.
 - `weights`: `install_weights`, `list_weights` (the verified FID/FVD/LPIPS networks).
+- `generation`: `generate` (sample clips from an exported generator).
 - `scoring`: `score`, `format_score_table` (generation metrics between two clip sets, with protocols).
 - `_common`: `default_device` and the atomic JSON writer the verbs share.
 """
@@ -25,6 +26,7 @@ from vidyn.api._common import default_device
 from vidyn.api.comparison import COMPARE_COLUMNS, COMPARE_KEYS, compare
 from vidyn.api.data import prepare, render
 from vidyn.api.evaluation import evaluate, evaluate_predictors
+from vidyn.api.generation import generate
 from vidyn.api.inference import (
     _interpolation_windows as _interpolation_windows,  # tests check the window plan directly
 )
@@ -49,6 +51,7 @@ __all__ = [
     "evaluate_predictors",
     "find_models",
     "format_score_table",
+    "generate",
     "input_note",
     "install_weights",
     "interpolate",

@@ -1,4 +1,5 @@
-"""`vidyn weights list|install` from the command line (the verification itself: tests/metrics)."""
+"""`vidyn weights`, `vidyn score` and `vidyn generate` from the command line (the metrics and the
+generators themselves are tested under tests/metrics and tests/models)."""
 
 from __future__ import annotations
 
@@ -58,3 +59,24 @@ def test_score_of_a_set_against_itself_is_zero(tmp_path: Path) -> None:
     assert abs(result["metrics"]["fd_judge"]["value"]) < 1e-3
     assert result["metrics"]["fd_judge"]["protocol"]  # never a bare number
     assert "fd_judge" in proc.stdout
+
+
+def test_generate_from_the_command_line_and_its_one_line_errors(tmp_path: Path) -> None:
+    import vidyn
+
+    gen = tmp_path / "gen"
+    vidyn.export_model(vidyn.build_model("ode_gan_tiny"), gen)
+    out = tmp_path / "samples"
+    args = ["--num-samples", "2", "--frames", "4", "--fps", "10", "--out", str(out)]
+    proc = _vidyn("generate", str(gen), *args, home=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert (out / "grid.png").is_file() and (out / "generate.json").is_file()
+    assert len(list(out.glob("*.mp4")) + list(out.glob("*.gif"))) == 2
+    bad = _vidyn("generate", str(gen), "--prompt", "bounce", "--out", str(tmp_path / "x"), home=tmp_path)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    predictor = tmp_path / "pred"
+    vidyn.export_model(vidyn.build_model("convlstm_tiny"), predictor)
+    wrong = _vidyn("generate", str(predictor), "--out", str(tmp_path / "y"), home=tmp_path)
+    assert (
+        wrong.returncode == 2 and "generator" in wrong.stderr and len(wrong.stderr.strip().splitlines()) == 1
+    )
