@@ -135,3 +135,15 @@ def test_ode_conv_gru_adaptive_and_rk4_agree_closely() -> None:
     outs = [ODEConvGRU(3, 4, func, method=m, rtol=1e-6, atol=1e-8) for m in ("rk4", "dopri5")]
     outs[1].cell.load_state_dict(outs[0].cell.state_dict())
     torch.testing.assert_close(outs[0](x, times), outs[1](x, times), atol=1e-5, rtol=1e-4)
+
+
+def test_odesolve_keeps_times_and_state_in_fp32_under_bf16_autocast() -> None:
+    # bf16 has 8 bits of mantissa: 1.0 and 1.004 are the same number, which made torchdiffeq refuse
+    # the times of a bf16-mixed Vid-ODE run ("t must be strictly increasing").
+    func = ConvODEFunc(4, 4, 1)
+    times = torch.tensor([0.0, 1.0, 1.004, 1.3])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y0 = torch.nn.functional.conv2d(torch.rand(1, 4, 4, 4), torch.rand(4, 4, 1, 1))  # bf16, as in a model
+        assert y0.dtype == torch.bfloat16
+        out = odesolve(func, y0, times, method="euler", rtol=1e-3, atol=1e-4)
+    assert out.shape == (4, 1, 4, 4, 4) and out.dtype == torch.float32 and bool(torch.isfinite(out).all())

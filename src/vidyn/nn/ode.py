@@ -83,6 +83,10 @@ def odesolve(
     if times.numel() == 1:  # nothing to integrate
         return y0.unsqueeze(0)
     options = {"step_size": step_size} if step_size is not None and method in FIXED_STEP_METHODS else None
+    if y0.dtype in (torch.float16, torch.bfloat16):
+        # Under autocast (bf16-mixed) the state and the times stay fp32: in bf16, timestamps 1/128 s apart
+        # collide (torchdiffeq refuses them) and the solver's sums lose all but 3 digits.
+        y0 = y0.float()
     times = times.to(y0.dtype)
     if adjoint:
         return odeint_adjoint(
