@@ -13,22 +13,28 @@ from typing import Any
 from vidyn import cli_args
 from vidyn.errors import VidynError
 
-METRIC_COLUMNS = ("ssim", "psnr", "mse", "mae", "top1", "top5")
+METRIC_COLUMNS = ("ssim", "psnr", "mse", "mae", "lpips", "top1", "top5")
+GENERATION_COLUMNS = ("temporal_ssim", "nearest_real_ssim", "frame_change", "fd_judge")
 
 
 def format_table(models: dict[str, dict[str, Any]], columns: tuple[str, ...] = METRIC_COLUMNS) -> str:
     """A fixed-width table of `models`' metrics; a model scored nowhere (only a `reason`) reads n/a, with
     its reason below the table."""
-    cols = [c for c in columns if any(c in m for m in models.values())]
+    cols = [c for c in columns if any(isinstance(m.get(c), (int, float)) for m in models.values())]
+    if not cols and columns == METRIC_COLUMNS:  # generators: their own columns
+        cols = [
+            c for c in GENERATION_COLUMNS if any(isinstance(m.get(c), (int, float)) for m in models.values())
+        ]
     width = max([5] + [len(n) for n in models])
-    lines = [f"{'model':<{width}}  " + "  ".join(f"{c:>9}" for c in cols)]
+    w = {c: max(9, len(c)) for c in cols}
+    lines = [f"{'model':<{width}}  " + "  ".join(f"{c:>{w[c]}}" for c in cols)]
     notes = []
     for name, res in models.items():
         cells = []
         for c in cols:
             v = res.get(c)
             blank = "n/a" if res.get("reason") else "-"
-            cells.append(f"{v:>9.4f}" if isinstance(v, (int, float)) else f"{blank:>9}")
+            cells.append(f"{v:>{w[c]}.4f}" if isinstance(v, (int, float)) else f"{blank:>{w[c]}}")
         lines.append(f"{name:<{width}}  " + "  ".join(cells))
         if res.get("reason"):
             notes.append(f"  n/a {name}: {res['reason']}")
