@@ -67,8 +67,11 @@ from vidyn.nn.sde import (
     FrameEncoder,
     LatentSDEFunc,
     check_increasing,
+    check_sde_video_args,
     check_solver,
     mlp,
+    rand_n,
+    randn_like,
     running_statistics,
     shared_grid,
     solve,
@@ -81,19 +84,6 @@ class _Cond:
     vector: Tensor  # (N, cond_dim) for the prior
     content: Tensor | None  # (N, content_dim) with consistency
     skip: Tensor | None  # (N, C, H, W) last context frame (zeros without one) with consistency
-
-
-def _check_args(
-    sizes: dict[str, int], num_classes: int, dt: float, obs_std: float, consistency_weight: float
-) -> None:
-    for name, value in sizes.items():
-        if not isinstance(value, int) or value < 1:
-            raise VidynError(f"{name} must be a positive integer; got {value!r}")
-    if not isinstance(num_classes, int) or num_classes < 0:
-        raise VidynError(f"num_classes must be an integer >= 0 (0 = no classes); got {num_classes!r}")
-    if not dt > 0 or not obs_std > 0 or not consistency_weight >= 0:
-        got = f"{dt}, {obs_std}, {consistency_weight}"
-        raise VidynError(f"need dt > 0, obs_std > 0 and consistency_weight >= 0; got {got}")
 
 
 class SDEVideo(nn.Module):
@@ -127,7 +117,9 @@ class SDEVideo(nn.Module):
         super().__init__()
         sizes = dict(in_channels=in_channels, image_size=image_size, latent_dim=latent_dim)
         sizes |= dict(content_dim=content_dim, context_dim=context_dim, hidden_dim=hidden_dim)
-        _check_args(sizes | {"base_channels": base_channels}, num_classes, dt, obs_std, consistency_weight)
+        check_sde_video_args(
+            sizes | {"base_channels": base_channels}, num_classes, dt, obs_std, consistency_weight
+        )
         check_solver(sde_type, method)
         self.in_channels, self.image_size, self.num_classes = in_channels, image_size, num_classes
         self.latent_dim, self.sde_type, self.method = latent_dim, sde_type, method
@@ -196,9 +188,9 @@ class SDEVideo(nn.Module):
         contexts = self.to_context(out).transpose(0, 1)  # (T, B, context_dim)
         mean, log_std = self.to_posterior_z0(out[:, 0]).chunk(2, dim=1)
         q_z0 = Normal(mean, log_std.exp())
-        z0 = mean + log_std.exp() * self._randn(mean, generator)
+        z0 = mean + log_std.exp() * randn_like(mean, generator)
 
-        keep = [self._rand(b, emb, generator) >= drop_condition for _ in range(2)]  # frames, labels
+        keep = [rand_n(b, emb, generator) >= drop_condition for _ in range(2)]  # frames, labels
         if labels is not None:
             labels = torch.where(keep[1], labels, torch.full_like(labels, -1))
         ctx = (frames[:, :num_context], emb[:, :num_context], rel[:num_context]) if num_context else None
@@ -267,7 +259,7 @@ class SDEVideo(nn.Module):
         labels = self._check_labels(condition.labels, n)
         cond = self._encode_condition(ctx, labels, n)
         prior = self._prior_z0(cond)
-        z0 = prior.loc + prior.scale * self._randn(prior.loc, generator)
+        z0 = prior.loc + prior.scale * randn_like(prior.loc, generator)
         grid, where = torch.unique(torch.cat([out_t.new_tensor([t_ref]), out_t]), return_inverse=True)
         self.sde.set_inputs(cond.vector)
         zs, _ = self._solve(z0, (grid - t_ref).tolist(), generator)  # (K, N, d) on the sorted grid
@@ -330,16 +322,6 @@ class SDEVideo(nn.Module):
             return image
         mask = torch.sigmoid(out[:, :, self.in_channels :])  # (N, K, 1, H, W)
         return mask * cond.skip.unsqueeze(1) + (1 - mask) * image
-
-    @staticmethod
-    def _randn(like: Tensor, generator: torch.Generator | None) -> Tensor:
-        device = generator.device if generator is not None else like.device
-        return torch.randn(like.shape, generator=generator, device=device, dtype=like.dtype).to(like.device)
-
-    @staticmethod
-    def _rand(n: int, like: Tensor, generator: torch.Generator | None) -> Tensor:
-        device = generator.device if generator is not None else like.device
-        return torch.rand(n, generator=generator, device=device).to(like.device)
 
     # -- input checks -------------------------------------------------------------------------------
     def _check_frames(self, frames: Tensor, what: str) -> None:

@@ -304,3 +304,29 @@ class FrameDecoder(nn.Module):
 
     def forward(self, v: Tensor) -> Tensor:
         return self.net(self.inp(v).unflatten(1, (self.top_channels, 4, 4)))  # (N, ch * 16) -> (N, ch, 4, 4)
+
+
+def check_sde_video_args(
+    sizes: dict[str, int], num_classes: int, dt: float, obs_std: float, consistency_weight: float
+) -> None:
+    """Refuse impossible `sde_video` arguments with a one-line error."""
+    for name, value in sizes.items():
+        if not isinstance(value, int) or value < 1:
+            raise VidynError(f"{name} must be a positive integer; got {value!r}")
+    if not isinstance(num_classes, int) or num_classes < 0:
+        raise VidynError(f"num_classes must be an integer >= 0 (0 = no classes); got {num_classes!r}")
+    if not dt > 0 or not obs_std > 0 or not consistency_weight >= 0:
+        got = f"{dt}, {obs_std}, {consistency_weight}"
+        raise VidynError(f"need dt > 0, obs_std > 0 and consistency_weight >= 0; got {got}")
+
+
+def randn_like(like: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Standard normal noise shaped like `like`, drawn from `generator` (on its own device) so runs repeat."""
+    device = generator.device if generator is not None else like.device
+    return torch.randn(like.shape, generator=generator, device=device, dtype=like.dtype).to(like.device)
+
+
+def rand_n(n: int, like: Tensor, generator: torch.Generator | None) -> Tensor:
+    """`n` uniform numbers from `generator`, on `like`'s device."""
+    device = generator.device if generator is not None else like.device
+    return torch.rand(n, generator=generator, device=device).to(like.device)
