@@ -15,6 +15,7 @@ from vidyn.registry import MODELS
 def vid_ode_tiny(**kwargs):
     return MODELS.build("vid_ode_tiny", **kwargs)
 
+
 CTX_T = torch.tensor([0.0, 0.2, 0.5])
 TGT_T = torch.tensor([0.05, 0.2, 0.3, 0.45, 0.6])  # between, on an observation, between, between, beyond
 
