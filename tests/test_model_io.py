@@ -28,6 +28,7 @@ def test_export_stores_the_input_spec_and_old_exports_get_the_same(
     assert meta["io"] == {
         "in_channels": 1, "image_size": 16, "frame_interval": 0.1, "num_context": 4, "num_future": 4,
         "num_frames": 8, "frame_stride": 1, "continuous_time": False, "interpolates": False,
+        "size_multiple": 4,
     }  # fmt: skip
     spec = api.describe_model(convlstm_run)
     assert spec["family"] == "predictor" and spec["in_channels"] == 1 and not spec["interpolates"]
@@ -115,3 +116,23 @@ def test_evaluate_fills_the_lpips_column_when_a_backbone_is_given(
     values = {k: m["lpips"] for k, m in res["models"].items()}
     assert all(isinstance(v, float) and v >= 0 for v in values.values()) and len(set(values.values())) > 1
     assert res["protocol"]["lpips"].startswith("LPIPS v0.1")
+
+
+def test_fully_convolutional_models_run_at_the_size_asked_for(convlstm_run: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    from vidyn.data.video_io import read_video, write_video
+    from vidyn.errors import VidynError
+
+    clip = tmp_path / "wide.mp4"
+    write_video(clip, (np.random.default_rng(0).random((12, 72, 128, 3)) * 255).astype(np.uint8), fps=25.0)
+    assert api.describe_model(convlstm_run)["size_multiple"] == 4  # patch 4: any multiple of 4 pixels
+    res = api.predict(convlstm_run, clip, steps=3, out=tmp_path / "big.mp4", size=35)  # rounds to 36
+    assert res["size"] == 36 and read_video(tmp_path / "big.mp4").frames.shape[1:3] == (36, 36)
+    assert "36x36" in api.input_note(convlstm_run, clip, "predict", 35)
+    import vidyn
+
+    fixed = tmp_path / "transformer"
+    vidyn.export_model(vidyn.build_model("transformer_tiny"), fixed)
+    with pytest.raises(VidynError, match="training size 16 only"):
+        api.predict(fixed, clip, steps=2, out=tmp_path / "t.mp4", size=32)

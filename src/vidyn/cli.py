@@ -84,10 +84,10 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         print(f"\nmetrics written to {a.json}")
 
 
-def _note_input(model: str, video: str, verb: str) -> None:
+def _note_input(model: str, video: str, verb: str, size: int | None = None) -> None:
     from vidyn import api
 
-    note = api.input_note(model, video, verb)
+    note = api.input_note(model, video, verb, size)
     if note:
         print(note, file=sys.stderr, flush=True)
 
@@ -95,10 +95,17 @@ def _note_input(model: str, video: str, verb: str) -> None:
 def cmd_predict(a: argparse.Namespace) -> None:
     from vidyn import api
 
-    _note_input(a.model, a.input, "predict")
+    _note_input(a.model, a.input, "predict", a.size)
     times = [float(t) for t in a.times.split(",")] if a.times else None
     res = api.predict(
-        a.model, a.input, steps=a.steps, times=times, out=a.out, context_frames=a.context, fps=a.fps
+        a.model,
+        a.input,
+        steps=a.steps,
+        times=times,
+        out=a.out,
+        context_frames=a.context,
+        fps=a.fps,
+        size=a.size,
     )
     print(
         f"wrote {res['out']}: {res['context_frames']} context + {res['predicted_frames']} predicted frames "
@@ -109,8 +116,8 @@ def cmd_predict(a: argparse.Namespace) -> None:
 def cmd_interpolate(a: argparse.Namespace) -> None:
     from vidyn import api
 
-    _note_input(a.model, a.input, "interpolate")
-    res = api.interpolate(a.model, a.input, factor=a.factor, out=a.out, context_frames=a.context)
+    _note_input(a.model, a.input, "interpolate", a.size)
+    res = api.interpolate(a.model, a.input, factor=a.factor, out=a.out, context_frames=a.context, size=a.size)
     print(
         f"wrote {res['out']}: {res['input_frames']} -> {res['output_frames']} frames ({res['factor']}x), "
         f"{res['fps_in']:.2f} -> {res['fps_out']:.2f} fps over {res['duration']:.2f} s, "

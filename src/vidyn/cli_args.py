@@ -95,6 +95,7 @@ def predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--context", type=int, default=None, help="context frames to use (default: as trained)")
     p.add_argument("--fps", type=float, default=None, help="output frame rate (default: the input's)")
     p.add_argument("--out", required=True, help="output .mp4, .gif, .avi or .npy")
+    p.add_argument("--size", type=int, default=None, help="frame size to run a fully convolutional model at")
 
 
 def interpolate(p: argparse.ArgumentParser) -> None:
@@ -103,6 +104,7 @@ def interpolate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--factor", type=int, required=True, help="frame-rate multiplier K >= 2")
     p.add_argument("--out", required=True, help="output .mp4, .avi, .gif or .npy")
     p.add_argument("--context", type=int, default=None, help="frames per window (default: as trained)")
+    p.add_argument("--size", type=int, default=None, help="frame size to run a fully convolutional model at")
 
 
 def render(p: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from vidyn.api._common import default_device
-from vidyn.api.models import describe_model
+from vidyn.api.models import describe_model, run_size
 from vidyn.data.store import take_clip
 from vidyn.data.video_io import frames_to_tensor, load_frames, read_video, write_video
 from vidyn.errors import VidynError
@@ -31,8 +31,12 @@ def predict(
     out: str | Path,
     context_frames: int | None = None,
     fps: float | None = None,
+    size: int | None = None,
 ) -> dict[str, Any]:
     """Continue a user's own video (or .npy array) with an exported predictor.
+
+    `size`: run a fully convolutional model (convlstm, predrnn, vid_ode) on frames of this size (rounded to
+    what it accepts) instead of its training size.
 
     The input is resized to the model's frame size and converted to its channel count; the last
     `context_frames` frames (default: the model's training context length) are the context. Targets
@@ -45,7 +49,7 @@ def predict(
     meta = read_model_meta(model_path)
     model = load_model(model_path)
     context, ctx_t, tgt_t, dt_in = _predict_inputs(
-        model_path, model, meta, input_path, steps, times, context_frames
+        model_path, model, meta, input_path, steps, times, context_frames, size
     )
     pred, seconds = _run_predictor(model, context, ctx_t, tgt_t)
     size, channels = context.shape[-1], context.shape[2]
@@ -71,6 +75,7 @@ def _predict_inputs(
     steps: int | None,
     times: list[float] | None,
     context_frames: int | None,
+    size: int | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, float]:
     """Load a user's clip for a predictor: (context (1,Tc,C,H,W), context times, target times, input dt).
 
@@ -81,7 +86,7 @@ def _predict_inputs(
         raise VidynError(f"model {meta['name']!r} is a {meta.get('family')}, not a frame predictor")
     io = describe_model(model_path, model)
     n_ctx = context_frames or io["num_context"]
-    frames, frame_times = load_frames(input_path, size=io["image_size"], channels=io["in_channels"])
+    frames, frame_times = load_frames(input_path, size=run_size(io, size), channels=io["in_channels"])
     if frames.shape[0] < 2 and not getattr(model, "continuous_time", False):
         raise VidynError(f"{str(input_path)!r} has {frames.shape[0]} frame(s); give at least 2")
     context = frames[-n_ctx:].unsqueeze(0)  # (1, Tc, C, H, W)
@@ -217,6 +222,7 @@ def interpolate(
     factor: int,
     out: str | Path,
     context_frames: int | None = None,
+    size: int | None = None,
 ) -> dict[str, Any]:
     """Raise a video's frame rate `factor`-fold with a continuous-time predictor.
 
@@ -246,7 +252,7 @@ def interpolate(
             f"model {meta['name']!r} is discrete-time and cannot predict between frames; interpolate with a "
             "continuous-time predictor (one trained to predict at any timestamp)"
         )
-    size, channels = io["image_size"], io["in_channels"]
+    size, channels = run_size(io, size), io["in_channels"]
     frames, times = load_frames(input_path, size=size, channels=channels)  # (N, C, H, W), (N,) seconds
     n = frames.shape[0]
     if n < 2:

@@ -35,7 +35,8 @@ def io_spec(cfg: Config, model: nn.Module, frame_interval: float | None = None) 
     in_channels / image_size: what the model is fed (image_size None: any size); frame_interval: seconds
     between training frames (inputs are rescaled to it); num_context / num_future: the training split
     (predictors); num_frames / frame_stride: the training clip (classifiers); continuous_time: predicts
-    at any timestamp; interpolates: can fill in frames between observations. `frame_interval` measured on
+    at any timestamp; interpolates: can fill in frames between observations; size_multiple: the model
+    runs on any frame size divisible by it (None: its training size only). `frame_interval` measured on
     the training clips is used where the dataset states none (real videos).
     """
     spec = getattr(model, "vidyn_spec", {})
@@ -57,6 +58,7 @@ def io_spec(cfg: Config, model: nn.Module, frame_interval: float | None = None) 
             "frame_stride": int(data.get("frame_stride", 1)),
             "continuous_time": continuous,
             "interpolates": continuous and spec.get("family") == "predictor",
+            "size_multiple": getattr(model, "frame_size_multiple", None),
         }
     }
 
@@ -64,9 +66,10 @@ def io_spec(cfg: Config, model: nn.Module, frame_interval: float | None = None) 
 def describe_model(path: str | Path, model: nn.Module | None = None) -> dict[str, Any]:
     """An exported model's name, family, path, class names and input spec (`io_spec`'s fields, flat)."""
     meta = read_model_meta(path)
-    io = meta.get("io")
-    if io is None:  # exported before model.json carried it: derive it from the model and its config
-        io = io_spec(config_of(meta), model if model is not None else load_model(path))["io"]
+    io = meta.get("io") or {}
+    if "size_multiple" not in io:  # exported before model.json carried (all of) it: derive the rest
+        derived = io_spec(config_of(meta), model if model is not None else load_model(path))["io"]
+        io = {**derived, **io}
     return {
         "name": meta["name"],
         "family": meta.get("family"),
@@ -109,7 +112,9 @@ def _model_files(root: Path) -> list[Path]:
     return out
 
 
-def input_note(model_path: str | Path, input_path: str | Path, verb: str = "predict") -> str | None:
+def input_note(
+    model_path: str | Path, input_path: str | Path, verb: str = "predict", size: int | None = None
+) -> str | None:
     """What happens to a user's clip before `model_path` sees it, when that loses something (said up front).
 
     None when the clip already matches the model, or when the model cannot do `verb` ("predict",
@@ -123,7 +128,7 @@ def input_note(model_path: str | Path, input_path: str | Path, verb: str = "pred
     family = {"predict": "predictor", "interpolate": "predictor", "classify": "classifier"}.get(verb)
     if spec["family"] != family or (verb == "interpolate" and not spec["interpolates"]):
         return None
-    size, gray = spec.get("image_size"), spec.get("in_channels") == 1
+    size, gray = run_size(spec, size), spec.get("in_channels") == 1
     if size is None or Path(input_path).suffix.lower() == ".npy":
         return None
     try:
@@ -140,3 +145,21 @@ def input_note(model_path: str | Path, input_path: str | Path, verb: str = "pred
         f"{w}x{h} clip is {' and '.join(changes)} (train on your own videos for a larger or colour model: "
         "vidyn train -c predict/own_videos)"
     )
+
+
+def run_size(spec: dict[str, Any], size: int | None) -> int | None:
+    """The frame size to feed a model asked to run at `size` (None: its training size), or a one-line error.
+
+    Fully convolutional models run at any multiple of `size_multiple`; `size` is rounded to the nearest.
+    """
+    if size is None or size == spec.get("image_size"):
+        return spec.get("image_size")
+    multiple = spec.get("size_multiple")
+    if multiple is None:
+        raise VidynError(
+            f"{spec['name']} works at its training size {spec.get('image_size')} only; drop --size or use a "
+            "fully convolutional model (convlstm, predrnn, vid_ode)"
+        )
+    if size < 1:
+        raise VidynError(f"--size must be a positive number of pixels; got {size}")
+    return max(multiple, round(size / multiple) * multiple)

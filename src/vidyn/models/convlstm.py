@@ -79,6 +79,9 @@ class RecurrentFramePredictor(nn.Module):
         self.layer_norm = layer_norm
         self.frame_channels = patch_size * patch_size * in_channels
         self.grid_size = image_size // patch_size
+        # Convolutions run on any grid: any frame size divisible by the patch (not with layer norm, whose
+        # weights have the training grid's shape). None: the training size only.
+        self.frame_size_multiple: int | None = None if layer_norm else patch_size
 
     def _build_stack(
         self, cell: type[nn.Module], hidden_channels: int, num_layers: int, kernel_size: int, bias: bool

@@ -109,6 +109,7 @@ class VidODE(nn.Module):
         super().__init__()
         scale = 2**downsample
         self.in_channels, self.image_size, self.downsample = in_channels, image_size, downsample
+        self.frame_size_multiple = 2**downsample  # fully convolutional: any size divisible by this
         self.decoder_method, self.rtol, self.atol = decoder_method, rtol, atol
         self.step_size, self.adjoint = step_size, adjoint
         self.interpolation = interpolation
