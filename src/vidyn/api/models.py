@@ -142,8 +142,8 @@ def input_note(
         return None
     return (
         f"note: {spec['name']} works on {size}x{size} {'grayscale' if gray else 'colour'} frames; your "
-        f"{w}x{h} clip is {' and '.join(changes)} (train on your own videos for a larger or colour model: "
-        "vidyn train -c predict/own_videos)"
+        f"{w}x{h} clip is {' and '.join(changes)}"
+        + (" (for colour, train on your own videos: vidyn train -c predict/own_videos)" if gray else "")
     )
 
 

@@ -136,6 +136,21 @@ def _video_list(
     return sorted(entries, key=lambda e: e.source), index.classes
 
 
+def _check_args(
+    dataset: str, size: int, frames: int, stride: int, shard_size: int, clips_per_video: int, workers: int,
+    window_stride: int | None,
+) -> None:  # fmt: skip
+    if dataset not in DATASETS:
+        raise VidynError(f"prepare supports datasets {', '.join(DATASETS)}; got {dataset!r}")
+    if min(size, frames, stride, shard_size) < 1 or clips_per_video < 0 or workers < 0:
+        raise VidynError(
+            "size, frames, stride and shard_size must be >= 1, clips_per_video >= 0 (0 = all windows) and "
+            "workers >= 0"
+        )
+    if window_stride is not None and window_stride < 1:
+        raise VidynError(f"window_stride must be >= 1 frame; got {window_stride}")
+
+
 def _store_params(
     dataset: str, classes: Sequence[str] | None, decoding: dict[str, Any], fold: int, folder: dict[str, Any],
     window_stride: int, entries: list[VideoEntry],
@@ -225,16 +240,8 @@ def prepare_store(
     Returns `{"videos", "clips", "skipped": [{"file", "reason"}], "seconds", "store", "resumed_videos"}`.
     """
     start = time.perf_counter()
-    if dataset not in DATASETS:
-        raise VidynError(f"prepare supports datasets {', '.join(DATASETS)}; got {dataset!r}")
-    if min(size, frames, stride, shard_size) < 1 or clips_per_video < 0 or workers < 0:
-        raise VidynError(
-            "size, frames, stride and shard_size must be >= 1, clips_per_video >= 0 (0 = all windows) and "
-            "workers >= 0"
-        )
+    _check_args(dataset, size, frames, stride, shard_size, clips_per_video, workers, window_stride)
     window_stride = window_stride or 2 * stride
-    if window_stride < 1:
-        raise VidynError(f"window_stride must be >= 1 frame; got {window_stride}")
     root, out = Path(root).expanduser(), Path(out).expanduser()
     entries, class_names = _video_list(dataset, root, fold, classes, val_fraction, test_fraction, labels)
     if not entries:
