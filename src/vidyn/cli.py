@@ -182,7 +182,11 @@ def cmd_prepare(a: argparse.Namespace) -> None:
     )
     for s in res["skipped"]:
         print(f"  skipped {s['file']}: {s['reason']}")
-    print(f"train from it with --set data.args.store={res['store']}")
+    if a.dataset == "kinetics":
+        listed = res["videos"] + res["missing"]
+        print(f"{res['missing']} of {listed} listed clips are missing on disk: {res['store']}/missing.csv")
+    name = f"--set data.name={a.dataset} " if a.dataset == "kinetics" else ""
+    print(f"train from it with {name}--set data.args.store={res['store']}")
 
 
 COMPARE_COLUMNS = (  # (report key, header, unit): quality first, then cost

@@ -136,8 +136,12 @@ def classify(p: argparse.ArgumentParser) -> None:
 
 
 def prepare(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", required=True, choices=["ucf101", "folder"])
-    p.add_argument("--root", required=True, help="dataset folder (UCF101: the one holding UCF-101/)")
+    p.add_argument("--dataset", required=True, choices=["ucf101", "kinetics", "folder"])
+    p.add_argument(
+        "--root",
+        required=True,
+        help="dataset folder (UCF101: the one holding UCF-101/; Kinetics: the CSVs and <split>/ folders)",
+    )
     p.add_argument("--out", required=True, help="store folder to create (re-run the same command to resume)")
     p.add_argument("--fold", type=int, default=1, choices=[1, 2, 3], help="UCF101 split (default: 1)")
     p.add_argument("--size", type=int, default=64, help="frame size in pixels, square (default: 64)")

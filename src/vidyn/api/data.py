@@ -31,14 +31,15 @@ def prepare(
     window_stride: int | None = None,
     labels: bool | None = None,
 ) -> dict[str, Any]:
-    """Decode a video dataset ("ucf101" or "folder") once into a prepared-clip store at `out`.
+    """Decode a video dataset ("ucf101", "kinetics" or "folder") once into a prepared-clip store at `out`.
 
     Train from it with `--set data.args.store=OUT` (and the same size/frames/stride). Re-running the same
     command resumes an interrupted run. `clips_per_video=0` takes every window, `window_stride` frames
     apart; `labels=False` reads a folder of folders as unlabelled (a flat folder always is). Worker
     processes are spawned: from a script, call this under `if __name__ == "__main__":` (the CLI does), or
     pass workers=0. Returns prepare_store's summary (`videos`, `clips`, `skipped` [{file, reason}],
-    `seconds`, `store`, `resumed_videos`) plus `clips_per_second` over the videos decoded in this run.
+    `seconds`, `store`, `resumed_videos`, `missing`: Kinetics clips listed but not on disk, listed in
+    `out/missing.csv`) plus `clips_per_second` over the videos decoded in this run.
     """
     summary = prepare_store(
         dataset,

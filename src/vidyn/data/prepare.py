@@ -35,11 +35,14 @@ import torch
 from tqdm.auto import tqdm
 
 from vidyn.data.folder import FolderIndex, read_clip_file
+from vidyn.data.kinetics import KineticsClip, KineticsIndex, missing_csv
 from vidyn.data.store import StoreWriter, VideoEntry, sliding_windows, take_clip, window_indices
 from vidyn.data.ucf101 import UCF101Index
 from vidyn.errors import VidynError
+from vidyn.fileio import atomic_path
 
-DATASETS = ("ucf101", "folder")
+DATASETS = ("ucf101", "kinetics", "folder")
+MISSING = "missing.csv"  # Kinetics: clips the CSVs list that are not on disk, in the CSVs' own format
 ALL_WINDOWS_ESTIMATE = 64  # clips per video assumed when sizing shards for clips_per_video=0 (all windows)
 
 
@@ -125,15 +128,20 @@ def _video_list(
     val_fraction: float,
     test_fraction: float,
     labels: bool | None = None,
-) -> tuple[list[VideoEntry], list[str]]:
+) -> tuple[list[VideoEntry], list[str], list[KineticsClip]]:
+    """The videos to decode (sorted by path), the class names, and the listed clips missing on disk."""
+    missing: list[KineticsClip] = []
     if dataset == "ucf101":  # official train/test of the fold; validation is carved when the store is read
         index = UCF101Index(root, fold=fold, classes=classes, val_groups=0.0)
         entries = index.train + index.test
+    elif dataset == "kinetics":  # the CSVs' own train / val / test
+        index = KineticsIndex(root, classes=classes)
+        entries, missing = index.entries(), index.missing
     else:
         fractions = {"val_fraction": val_fraction, "test_fraction": test_fraction}
         index = FolderIndex(root, classes=classes, labels=labels, **fractions)
         entries = [e for split in ("train", "val", "test") for e in index.entries(split)]
-    return sorted(entries, key=lambda e: e.source), index.classes
+    return sorted(entries, key=lambda e: e.source), index.classes, missing
 
 
 def _check_args(
@@ -160,7 +168,7 @@ def _store_params(
     params = {"dataset": dataset, "classes": list(classes) if classes is not None else None, **decoding}
     if dataset == "ucf101":
         params["fold"] = fold
-    else:
+    elif dataset == "folder":
         params |= {k: v for k, v in folder.items() if k != "labels" or v is not None}
     if decoding["clips_per_video"] == 0:
         params["window_stride"] = window_stride
@@ -229,7 +237,7 @@ def prepare_store(
     window_stride: int | None = None,
     labels: bool | None = None,
 ) -> dict[str, Any]:
-    """Decode `dataset` ("ucf101" or "folder") under `root` into a store at `out`; resumes an interrupted run.
+    """Decode `dataset` ("ucf101", "kinetics" or "folder") under `root` into a store at `out`; resumes.
 
     `clips_per_video`: evenly spaced windows per video, or 0 for every window, `window_stride` frames
     apart (default: two clip strides). `shard_size` is the target number of clips per shard (shards hold
@@ -237,13 +245,18 @@ def prepare_store(
     `labels` (None: class folders when the root holds only folders; False: unlabelled) apply to "folder"
     only (UCF101 keeps its official train/test lists; its validation groups are chosen when the store is
     read).
-    Returns `{"videos", "clips", "skipped": [{"file", "reason"}], "seconds", "store", "resumed_videos"}`.
+    Kinetics (`root` holds the official CSVs and the clips, see `vidyn.data.kinetics`): clips the CSVs
+    list but the disk lacks are counted in `missing` and listed in `out/missing.csv` (the CSVs' format).
+    Returns `{"videos", "clips", "skipped": [{"file", "reason"}], "seconds", "store", "resumed_videos",
+    "missing"}`.
     """
     start = time.perf_counter()
     _check_args(dataset, size, frames, stride, shard_size, clips_per_video, workers, window_stride)
     window_stride = window_stride or 2 * stride
     root, out = Path(root).expanduser(), Path(out).expanduser()
-    entries, class_names = _video_list(dataset, root, fold, classes, val_fraction, test_fraction, labels)
+    entries, class_names, missing = _video_list(
+        dataset, root, fold, classes, val_fraction, test_fraction, labels
+    )
     if not entries:
         raise VidynError(f"no videos found under {root} for the chosen classes; check root and classes")
     decoding = {"size": size, "frames": frames, "stride": stride, "clips_per_video": clips_per_video}
@@ -265,6 +278,9 @@ def prepare_store(
         clip_shape,
         str(root.resolve()),
     )
+    if dataset == "kinetics":  # after the writer's checks, so a refused --out is left as it was
+        with atomic_path(out / MISSING) as tmp:
+            tmp.write_text(missing_csv(missing), encoding="utf-8")
     pending = writer.pending_shards()
     todo = [i for k in pending for i in writer.shard_videos(k)]
     decode = (size, grayscale, frames, stride, clips_per_video, pt_fps, window_stride)
@@ -294,4 +310,5 @@ def prepare_store(
         "seconds": time.perf_counter() - start,
         "store": str(out),
         "resumed_videos": done,
+        "missing": len(missing),
     }

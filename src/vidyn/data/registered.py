@@ -1,3 +1,3 @@
 """Importing this module registers every dataset builder in `vidyn.registry.DATASETS`."""
 
-from vidyn.data import folder, moving_mnist, synthetic, ucf101  # noqa: F401
+from vidyn.data import folder, kinetics, moving_mnist, synthetic, ucf101  # noqa: F401

@@ -241,13 +241,14 @@ class StoreWriter:
 class StoreDataset(Dataset):
     """Clips of a prepared store, by memory map: one `np.array(shard[offset])` copy per item.
 
-    `split` selects the clips of a split: for a folder store the split fixed at prepare time; for a UCF101
-    store the official train/test list of the store's fold, with validation carved from the train list by
-    group (`val_groups`, `seed`: see `carve_val_groups`), so one store serves any validation choice.
-    `classes` keeps a subset, re-indexed 0..K-1: in classInd order for UCF101 (its labels are fixed by
-    classInd), in the given order for a folder store. `grayscale=True` on an RGB store converts to BT.601
-    luma on read; `None` keeps the store's channels. Each stored clip is one item (no clip sampling: the
-    windows were chosen at prepare time); times are the clip's real presentation timestamps.
+    `split` selects the clips of a split: for a folder or Kinetics store the split fixed at prepare time;
+    for a UCF101 store the official train/test list of the store's fold, with validation carved from the
+    train list by group (`val_groups`, `seed`: see `carve_val_groups`), so one store serves any validation
+    choice. `classes` keeps a subset, re-indexed 0..K-1: in classInd order for UCF101 and in the CSVs'
+    (sorted) vocabulary order for Kinetics (labels fixed by an official list), in the given order for a
+    folder store. `grayscale=True` on an RGB store converts to BT.601 luma on read; `None` keeps the
+    store's channels. Each stored clip is one item (no clip sampling: the windows were chosen at prepare
+    time); times are the clip's real presentation timestamps.
     """
 
     def __init__(
@@ -293,8 +294,8 @@ class StoreDataset(Dataset):
                     f"classes {unknown} are not in store {self.store_dir}; it holds {store_classes}"
                 )
             keep = set(classes)
-            ucf = self.params["dataset"] == "ucf101"
-            self.classes = [c for c in store_classes if c in keep] if ucf else list(dict.fromkeys(classes))
+            fixed = self.params["dataset"] in ("ucf101", "kinetics")  # labels fixed by an official list
+            self.classes = [c for c in store_classes if c in keep] if fixed else list(dict.fromkeys(classes))
         new_label = {name: i for i, name in enumerate(self.classes)}
         if store_classes:
             self.records = [r for r in records if r["class"] in new_label]
