@@ -4,29 +4,33 @@ video, conditioned on initial frames and/or a class as in the conditional video 
 Fergus, ICML 2018) and SRVP (Franceschi et al., ICML 2020). Seed 001 names the parts; this is vidyn's
 reading of them.
 
-Model. A conv `FrameEncoder` embeds every frame; a GRU run BACKWARDS in time over the embeddings (plus
-the gap to the next frame) gives, at each observation i, a summary of frames i..T-1: its first output
-parametrises the Gaussian posterior q(z0 | x), and a linear map of output i+1 is the context of the
-posterior drift on (t_i, t_{i+1}] (the reference's context). The latent follows
+Model. The latent z(t) is a feature map `(latent_channels, S, S)` (S = `latent_size`, e.g. 8 for 32 px
+frames), as the ODE-ConvGRU latents of Vid-ODE, so the drifts are small conv nets and motion is local
+transport in the map (`vidyn.nn.sde_nets`). A conv `MapEncoder` embeds every frame as an `(E, S, S)` map;
+a ConvGRU run BACKWARDS in time over the embeddings (plus the gap to the next frame as a constant
+channel) gives, at each observation i, a summary of frames i..T-1: its first output parametrises the
+Gaussian posterior q(z0 | x) (a 1x1 conv), and output i+1 is the context of the posterior drift on
+(t_i, t_{i+1}] (the reference's context). The latent follows
     posterior  dz = [h(z, c) + u(z, ctx_t)] dt + g(z) dW,      prior  dz = h(z, c) dt + g(z) dW,
 with one bounded diagonal diffusion g shared by both (`vidyn.nn.sde`), integrated by torchsde with the
 chosen `sde_type` / `method` (Kidger et al., "Efficient and Accurate Gradients for Neural SDEs", 2021,
-for reversible Heun and the Stratonovich adjoint) to exactly the frame times. The condition c is
-[GRU over the context frames' embeddings (forward in time, a learned null vector without frames),
-label embedding (index `num_classes` = the learned null label, written -1)]; it sets the prior p(z0 | c)
-(Gaussian, from an MLP) and the prior drift. z(t) is decoded by a `FrameDecoder` into each frame.
+for reversible Heun and the Stratonovich adjoint) to exactly the frame times. The condition c is a map:
+[a forward ConvGRU over the context frames' embeddings (a learned null map without frames), the label
+embedding broadcast over the map (index `num_classes` = the learned null label, written -1), the x/y
+coordinates]; it sets the prior p(z0 | c) (Gaussian, from a conv net) and the prior drift. z(t) is
+decoded by a `MapDecoder` into each frame.
 
 Consistency module (seed 001 leaves it undefined; vidyn's interpretation, off with `consistency=False`):
-1. a time-invariant content code, a linear map of the mean context-frame embedding (a learned null code
+1. a time-invariant content map, a 1x1 conv of the mean context-frame embedding (a learned null map
    without frames), is decoded with every z(t), so appearance need not be carried by the SDE;
 2. a skip from the last context frame: the decoder outputs an image and a mask and the frame is
    `mask * last_context + (1 - mask) * image` (zeros stand for the absent frame unconditionally), so
    static background is copied rather than regenerated;
-3. a re-encoding term: each decoded frame, encoded again (the same `FrameEncoder` and a linear head),
-   should land on the latent it was decoded from: 0.5 * mean_d (head(enc(x_hat_t)) - sg(z_t))_d^2 /
-   var_d, var_d the batch variance of sg(z) per dimension (the latent's scale is free), summed over
-   frames, weighted by `consistency_weight`. Frames must show the latent path, so a decoder cannot
-   ignore the stochastic part of z (the "deterministic in disguise" failure) nor drift away from it.
+3. a re-encoding term: each decoded frame, encoded again (the same `MapEncoder` and a 1x1 conv head),
+   should land on the latent it was decoded from: 0.5 * mean (head(enc(x_hat_t)) - sg(z_t))^2 / var_c,
+   var_c the batch variance of sg(z) per channel (the latent's scale is free), summed over frames,
+   weighted by `consistency_weight`. Frames must show the latent path, so a decoder cannot ignore the
+   stochastic part of z (the "deterministic in disguise" failure) nor drift away from it.
    With `consistency=False` the decoder sees z(t) alone and the term is 0.
 
 Training (`elbo`). The posterior observes the whole clip; the prior gets exactly what `sample` gets at
@@ -46,10 +50,12 @@ t_ref (the first context frame, else the first requested time), and the drifts a
 clip's law does not depend on its start time. torchsde integrates one time grid for the whole batch:
 `(B, T)` times must have identical rows (else a VidynError says to call once per distinct grid).
 
-Deviations from the reference example: images instead of vectors (conv encoder/decoder); GRU inputs
-carry time gaps (irregular sampling); the posterior drift is h + u (same function class, see
-`vidyn.nn.sde`); the diffusion has a floor `min_diffusion`; the prior over z0 and the prior drift are
-conditional; the solve lands on each output time instead of interpolating between steps.
+Deviations from the reference example: images instead of vectors, and a latent map instead of a latent
+vector (conv drifts; a first version with a 16-d vector latent and MLP drifts reconstructed no motion
+within a CPU budget, see docs/generation.md); GRU inputs carry time gaps (irregular sampling); the
+posterior drift is h + u (same function class, see `vidyn.nn.sde`); the diffusion has a floor
+`min_diffusion`; the prior over z0 and the prior drift are conditional; the solve lands on each output
+time instead of interpolating between steps.
 """
 
 from __future__ import annotations
@@ -62,28 +68,41 @@ from torch.distributions import Normal, kl_divergence
 
 from vidyn.errors import VidynError
 from vidyn.models.interface import Condition
+from vidyn.nn.ode import ConvGRUCell
 from vidyn.nn.sde import (
-    FrameDecoder,
-    FrameEncoder,
     LatentSDEFunc,
     check_increasing,
     check_sde_video_args,
     check_solver,
-    mlp,
     rand_n,
     randn_like,
     running_statistics,
     shared_grid,
     solve,
 )
+from vidyn.nn.sde_nets import MapDecoder, MapEncoder, conv_net, coordinates, latent_levels
 from vidyn.registry import MODELS
 
 
 @dataclass
 class _Cond:
-    vector: Tensor  # (N, cond_dim) for the prior
-    content: Tensor | None  # (N, content_dim) with consistency
+    map: Tensor  # (N, cond_channels, S, S) for the prior
+    content: Tensor | None  # (N, E, S, S) with consistency
     skip: Tensor | None  # (N, C, H, W) last context frame (zeros without one) with consistency
+
+
+def _gru(cell: ConvGRUCell, emb: Tensor, gaps: Tensor, *, backwards: bool) -> Tensor:
+    """Run `cell` over embeddings `(N, T, E, S, S)` with the time gaps `(T,)` as a constant channel;
+    returns every state `(N, T, E, S, S)` (in the input's order)."""
+    n, t, _, s, _ = emb.shape
+    gap_maps = gaps.to(emb).view(1, t, 1, 1, 1).expand(n, t, 1, s, s)
+    projected = cell.input_projection(torch.cat([emb, gap_maps], dim=2).flatten(0, 1)).unflatten(0, (n, t))
+    order = range(t - 1, -1, -1) if backwards else range(t)
+    h, states = None, [emb.new_zeros(0)] * t
+    for i in order:
+        h = cell.step(projected[:, i], h)
+        states[i] = h
+    return torch.stack(states, dim=1)
 
 
 class SDEVideo(nn.Module):
@@ -98,10 +117,10 @@ class SDEVideo(nn.Module):
         *,
         in_channels: int,
         image_size: int,
-        latent_dim: int,
-        content_dim: int,
-        context_dim: int,
-        hidden_dim: int,
+        latent_size: int,
+        latent_channels: int,
+        hidden_channels: int,
+        drift_channels: int,
         num_classes: int,
         base_channels: int,
         sde_type: str,
@@ -115,42 +134,43 @@ class SDEVideo(nn.Module):
         max_diffusion: float,
     ) -> None:
         super().__init__()
-        sizes = dict(in_channels=in_channels, image_size=image_size, latent_dim=latent_dim)
-        sizes |= dict(content_dim=content_dim, context_dim=context_dim, hidden_dim=hidden_dim)
-        check_sde_video_args(
-            sizes | {"base_channels": base_channels}, num_classes, dt, obs_std, consistency_weight
-        )
+        sizes = dict(in_channels=in_channels, image_size=image_size, latent_size=latent_size)
+        sizes |= dict(latent_channels=latent_channels, hidden_channels=hidden_channels)
+        sizes |= dict(drift_channels=drift_channels, base_channels=base_channels)
+        check_sde_video_args(sizes, num_classes, dt, obs_std, consistency_weight)
+        latent_levels(image_size, latent_size)
         check_solver(sde_type, method)
         self.in_channels, self.image_size, self.num_classes = in_channels, image_size, num_classes
-        self.latent_dim, self.sde_type, self.method = latent_dim, sde_type, method
+        self.latent_size, self.sde_type, self.method = latent_size, sde_type, method
         self.dt, self.adjoint, self.obs_std = float(dt), bool(adjoint), float(obs_std)
         self.consistency, self.consistency_weight = bool(consistency), float(consistency_weight)
+        e, zc = hidden_channels, latent_channels
 
-        self.encoder = FrameEncoder(in_channels, image_size, base_channels, hidden_dim)
-        self.posterior_rnn = nn.GRU(hidden_dim + 1, hidden_dim, batch_first=True)
-        self.to_context = nn.Linear(hidden_dim, context_dim)
-        self.to_posterior_z0 = nn.Linear(hidden_dim, 2 * latent_dim)
-        self.condition_rnn = nn.GRU(hidden_dim + 1, hidden_dim, batch_first=True)
-        self.null_frames = nn.Parameter(torch.zeros(hidden_dim))
-        self.label_embedding = nn.Embedding(num_classes + 1, hidden_dim) if num_classes else None
-        cond_dim = hidden_dim * (2 if num_classes else 1)
-        self.to_prior_z0 = mlp(cond_dim, hidden_dim, 2 * latent_dim)
+        self.encoder = MapEncoder(in_channels, image_size, latent_size, base_channels, e)
+        self.posterior_rnn = ConvGRUCell(e + 1, e)
+        self.to_posterior_z0 = nn.Conv2d(e, 2 * zc, 1)
+        self.condition_rnn = ConvGRUCell(e + 1, e)
+        self.null_frames = nn.Parameter(torch.zeros(e, latent_size, latent_size))
+        self.label_embedding = nn.Embedding(num_classes + 1, e) if num_classes else None
+        cond_channels = e * (2 if num_classes else 1) + 2  # frames, label, x/y
+        self.to_prior_z0 = conv_net(cond_channels, e, 2 * zc, layers=1)
         self.sde = LatentSDEFunc(
-            latent_dim=latent_dim,
-            cond_dim=cond_dim,
-            context_dim=context_dim,
-            hidden_dim=hidden_dim,
+            latent_channels=zc,
+            latent_size=latent_size,
+            cond_channels=cond_channels,
+            context_channels=e,
+            hidden_channels=drift_channels,
             sde_type=sde_type,
             min_diffusion=min_diffusion,
             max_diffusion=max_diffusion,
         )
         if consistency:
-            self.to_content = nn.Linear(hidden_dim, content_dim)
-            self.null_content = nn.Parameter(torch.zeros(content_dim))
-            self.reencode = nn.Linear(hidden_dim, latent_dim)
-        decoder_in = latent_dim + (content_dim if consistency else 0)
+            self.to_content = nn.Conv2d(e, e, 1)
+            self.null_content = nn.Parameter(torch.zeros(e, latent_size, latent_size))
+            self.reencode = nn.Conv2d(e, zc, 1)
+        decoder_in = zc + (e if consistency else 0)
         decoder_out = in_channels + (1 if consistency else 0)  # image (+ skip mask)
-        self.decoder = FrameDecoder(decoder_in, decoder_out, image_size, base_channels)
+        self.decoder = MapDecoder(decoder_in, decoder_out, image_size, latent_size, base_channels)
         self.last_nfe = {"drift": 0, "diffusion": 0, "steps": 0}
 
     # -- training -----------------------------------------------------------------------------------
@@ -179,14 +199,12 @@ class SDEVideo(nn.Module):
         if not 0 <= num_context <= t or not 0 <= drop_condition <= 1:
             raise VidynError(f"need 0 <= num_context <= {t} and 0 <= drop_condition <= 1")
         labels = self._check_labels(labels, b)
-        emb = self.encoder(frames.flatten(0, 1)).unflatten(0, (b, t))  # (B*T, E) -> (B, T, E)
+        emb = self.encoder(frames.flatten(0, 1)).unflatten(0, (b, t))  # (B*T, E, S, S) -> (B, T, E, S, S)
 
-        # Posterior: GRU backwards in time; out[:, i] summarises frames i..T-1.
-        gaps = torch.cat([rel.diff(), rel.new_zeros(1)]).to(emb)  # (T,) gap to the next frame
-        inp = torch.cat([emb, gaps.view(1, t, 1).expand(b, t, 1)], dim=2)  # (B, T, E + 1)
-        out = self.posterior_rnn(inp.flip(1))[0].flip(1)  # (B, T, E)
-        contexts = self.to_context(out).transpose(0, 1)  # (T, B, context_dim)
-        mean, log_std = self.to_posterior_z0(out[:, 0]).chunk(2, dim=1)
+        # Posterior: ConvGRU backwards in time; out[:, i] summarises frames i..T-1.
+        gaps = torch.cat([rel.diff(), rel.new_zeros(1)])  # (T,) gap to the next frame
+        out = _gru(self.posterior_rnn, emb, gaps, backwards=True)  # (B, T, E, S, S)
+        mean, log_std = self.to_posterior_z0(out[:, 0]).chunk(2, dim=1)  # (B, C_z, S, S) each
         q_z0 = Normal(mean, log_std.exp())
         z0 = mean + log_std.exp() * randn_like(mean, generator)
 
@@ -195,17 +213,17 @@ class SDEVideo(nn.Module):
             labels = torch.where(keep[1], labels, torch.full_like(labels, -1))
         ctx = (frames[:, :num_context], emb[:, :num_context], rel[:num_context]) if num_context else None
         cond = self._encode_condition(ctx, labels, b, keep_frames=keep[0])
-        kl_z0 = kl_divergence(q_z0, self._prior_z0(cond)).sum(1).mean()
+        kl_z0 = kl_divergence(q_z0, self._prior_z0(cond)).sum((1, 2, 3)).mean()
 
-        self.sde.set_inputs(cond.vector)
-        zs, kl_path = self._solve(z0, rel.tolist(), generator, contexts)  # (T, B, d), (B,)
+        self.sde.set_inputs(cond.map)
+        zs, kl_path = self._solve(z0.flatten(1), rel.tolist(), generator, out.transpose(0, 1))
         assert kl_path is not None
         recon = self._decode(zs, cond)  # (B, T, C, H, W)
         nll = -Normal(recon, self.obs_std).log_prob(frames).sum((1, 2, 3, 4)).mean()
         consistency = self._consistency(recon, zs)
         kl = kl_z0 + kl_path.mean()
         loss = nll + kl_weight * kl + self.consistency_weight * consistency
-        diffusion = self.sde.diffusion(zs.flatten(0, 1)).mean().detach()  # (T*B, d) -> scalar
+        diffusion = self.sde.diffusion(self._maps(zs).flatten(0, 1)).mean().detach()  # mean g on the path
         return dict(
             loss=loss,
             nll=nll,
@@ -220,13 +238,13 @@ class SDEVideo(nn.Module):
             return recon.new_zeros(())
         b, t = recon.shape[:2]
         with running_statistics(self.encoder):  # decoded frames must not shift the real frames' statistics
-            z_hat = self.reencode(self.encoder(recon.flatten(0, 1)))  # (B*T, d)
-        target = zs.transpose(0, 1).flatten(0, 1).detach()  # (T, B, d) -> (B*T, d)
-        # Standardised per dimension: the latent's scale is free (the z0 prior is learned), and an
+            z_hat = self.reencode(self.encoder(recon.flatten(0, 1)))  # (B*T, C_z, S, S)
+        target = self._maps(zs).transpose(0, 1).flatten(0, 1).detach()  # (T, B, ...) -> (B*T, C_z, S, S)
+        # Standardised per channel: the latent's scale is free (the z0 prior is learned), and an
         # unnormalised error grew with it to dominate the loss (measured: 2e4 nats within 100 steps).
-        scale = target.var(0, correction=0).clamp_min(1e-4) if target.shape[0] > 1 else target.new_ones(1)
-        err = (z_hat - target).square() / scale  # (B*T, d)
-        return 0.5 * err.mean(1).unflatten(0, (b, t)).sum(1).mean()
+        scale = target.var((0, 2, 3), correction=0, keepdim=True).clamp_min(1e-4)  # (1, C_z, 1, 1)
+        err = (z_hat - target).square() / scale
+        return 0.5 * err.mean((1, 2, 3)).unflatten(0, (b, t)).sum(1).mean()
 
     # -- generation ---------------------------------------------------------------------------------
     def sample(
@@ -254,15 +272,15 @@ class SDEVideo(nn.Module):
             t_ref = float(ctx_t[0])
             if bool((out_t < t_ref).any()):
                 raise VidynError("times must not precede the first condition frame; drop earlier times")
-            emb = self.encoder(frames.flatten(0, 1)).unflatten(0, frames.shape[:2])  # (N, T_c, E)
+            emb = self.encoder(frames.flatten(0, 1)).unflatten(0, frames.shape[:2])  # (N, T_c, E, S, S)
             ctx = (frames, emb, ctx_t - t_ref)
         labels = self._check_labels(condition.labels, n)
         cond = self._encode_condition(ctx, labels, n)
         prior = self._prior_z0(cond)
         z0 = prior.loc + prior.scale * randn_like(prior.loc, generator)
         grid, where = torch.unique(torch.cat([out_t.new_tensor([t_ref]), out_t]), return_inverse=True)
-        self.sde.set_inputs(cond.vector)
-        zs, _ = self._solve(z0, (grid - t_ref).tolist(), generator)  # (K, N, d) on the sorted grid
+        self.sde.set_inputs(cond.map)
+        zs, _ = self._solve(z0.flatten(1), (grid - t_ref).tolist(), generator)  # (K, N, d) sorted grid
         return self._decode(zs[where[1:].to(zs.device)], cond)  # (N, T, C, H, W)
 
     # -- shared pieces ------------------------------------------------------------------------------
@@ -273,32 +291,33 @@ class SDEVideo(nn.Module):
         n: int,
         keep_frames: Tensor | None = None,
     ) -> _Cond:
-        """ctx = (frames `(N, T_c, C, H, W)`, their embeddings `(N, T_c, E)`, times from t_ref `(T_c,)`)."""
-        null = self.null_frames.expand(n, -1)  # (N, E)
-        content = self.null_content.expand(n, -1) if self.consistency else None
+        """ctx = (frames `(N, T_c, C, H, W)`, embeddings `(N, T_c, E, S, S)`, times from t_ref `(T_c,)`)."""
+        frames_map = self.null_frames.expand(n, -1, -1, -1)  # (N, E, S, S)
+        content = self.null_content.expand(n, -1, -1, -1) if self.consistency else None
         skip = None
         if self.consistency:
-            skip = self.null_frames.new_zeros(n, self.in_channels, self.image_size, self.image_size)
-        vector = null
+            skip = frames_map.new_zeros(n, self.in_channels, self.image_size, self.image_size)
         if ctx is not None:
             frames, emb, rel = ctx
-            tc = emb.shape[1]
-            gaps = torch.cat([rel.new_zeros(1), rel.diff()]).to(emb)  # (T_c,) gap from the previous frame
-            inp = torch.cat([emb, gaps.view(1, tc, 1).expand(n, tc, 1)], dim=2)  # (N, T_c, E + 1)
+            gaps = torch.cat([rel.new_zeros(1), rel.diff()])  # (T_c,) gap from the previous frame
             keep = torch.ones(n, dtype=torch.bool, device=emb.device) if keep_frames is None else keep_frames
-            keep = keep.view(n, 1)  # (N,) -> (N, 1)
-            vector = torch.where(keep, self.condition_rnn(inp)[1][-1], null)  # final hidden (N, E)
+            keep = keep.view(n, 1, 1, 1)  # (N,) -> (N, 1, 1, 1)
+            final = _gru(self.condition_rnn, emb, gaps, backwards=False)[:, -1]  # (N, E, S, S)
+            frames_map = torch.where(keep, final, frames_map)
             if self.consistency:
                 content = torch.where(keep, self.to_content(emb.mean(1)), content)
-                skip = torch.where(keep.view(n, 1, 1, 1), frames[:, -1], skip)
+                skip = torch.where(keep, frames[:, -1], skip)
+        parts = [frames_map]
         if self.label_embedding is not None:
-            idx = torch.full((n,), -1, device=vector.device) if labels is None else labels
+            idx = torch.full((n,), -1, device=frames_map.device) if labels is None else labels
             idx = torch.where(idx < 0, self.num_classes, idx)  # -1 -> the learned null label
-            vector = torch.cat([vector, self.label_embedding(idx)], dim=1)
-        return _Cond(vector, content, skip)
+            s = self.latent_size
+            parts.append(self.label_embedding(idx)[:, :, None, None].expand(-1, -1, s, s))  # (N, E, S, S)
+        parts.append(coordinates(self.latent_size, frames_map).expand(n, -1, -1, -1))
+        return _Cond(torch.cat(parts, dim=1), content, skip)
 
     def _prior_z0(self, cond: _Cond) -> Normal:
-        mean, log_std = self.to_prior_z0(cond.vector).chunk(2, dim=1)
+        mean, log_std = self.to_prior_z0(cond.map).chunk(2, dim=1)
         return Normal(mean, log_std.exp())
 
     def _solve(
@@ -310,12 +329,15 @@ class SDEVideo(nn.Module):
         self.last_nfe = dict(self.sde.nfe)
         return result
 
+    def _maps(self, zs: Tensor) -> Tensor:
+        return zs.view(*zs.shape[:2], *self.sde.shape)  # (K, N, d) -> (K, N, C_z, S, S)
+
     def _decode(self, zs: Tensor, cond: _Cond) -> Tensor:
-        """Latents `(K, N, d)` -> frames `(N, K, C, H, W)` in [0, 1]."""
+        """Flat latents `(K, N, d)` -> frames `(N, K, C, H, W)` in [0, 1]."""
         k, n = zs.shape[:2]
-        inp = zs
+        inp = self._maps(zs)
         if cond.content is not None:
-            inp = torch.cat([zs, cond.content.expand(k, n, -1)], dim=2)  # (K, N, d + content_dim)
+            inp = torch.cat([inp, cond.content.expand(k, -1, -1, -1, -1)], dim=2)  # (K, N, C_z + E, S, S)
         out = self.decoder(inp.flatten(0, 1)).unflatten(0, (k, n)).transpose(0, 1)  # (N, K, C', H, W)
         image = torch.sigmoid(out[:, :, : self.in_channels])
         if cond.skip is None:
@@ -363,10 +385,10 @@ class SDEVideo(nn.Module):
 def sde_video(
     in_channels: int = 3,
     image_size: int = 64,
-    latent_dim: int = 32,
-    content_dim: int = 64,
-    context_dim: int = 64,
-    hidden_dim: int = 128,
+    latent_size: int = 8,
+    latent_channels: int = 16,
+    hidden_channels: int = 64,
+    drift_channels: int = 64,
     num_classes: int = 0,
     base_channels: int = 32,
     sde_type: str = "ito",
@@ -381,18 +403,14 @@ def sde_video(
 ) -> SDEVideo:
     """Latent-SDE video generator (Li et al. 2020) conditioned on initial frames and/or a class.
 
-    `sde_type` "ito" (methods euler, milstein, srk) or "stratonovich" (midpoint, heun, milstein,
-    reversible_heun); steps of at most `dt` seconds; `adjoint` backpropagates with torchsde's adjoint.
-    `num_classes` 0 = no class prompt. `consistency` switches vidyn's consistency module (content code,
-    last-frame skip, re-encoding term weighted by `consistency_weight`); `obs_std` is the fixed pixel
-    std of the Gaussian likelihood; the diagonal diffusion lies in [min_diffusion, max_diffusion].
-
-    Defaults obs_std 0.05, max_diffusion 0.2, consistency_weight 100 come from short runs on `shapes`
-    (32 px, 10 frames, 1 object, B 16, 600 steps, 0-3 context frames, widths 16/64/16): with obs_std 0.1
-    and max_diffusion 1.0 the posterior collapsed (both KLs -> 0, samples nearly identical: pixel std
-    0.0009 over 20 samples); with 0.05 / 0.2 both KL terms were used (28 / 167 nats) and samples
-    differed (std 0.0064; best-of-20 MSE 0.0041 against mean-of-20 0.0050 from one frame). The
-    diffusion sat at its upper bound in every run, so `max_diffusion` is in effect the noise scale.
+    The latent is a `latent_channels` x `latent_size`^2 map (`image_size / latent_size` a power of two);
+    `hidden_channels` is the width of the frame embeddings, GRUs and condition, `drift_channels` of the
+    drift nets. `sde_type` "ito" (methods euler, milstein, srk) or "stratonovich" (midpoint, heun,
+    milstein, reversible_heun); steps of at most `dt` seconds; `adjoint` backpropagates with torchsde's
+    adjoint. `num_classes` 0 = no class prompt. `consistency` switches vidyn's consistency module
+    (content map, last-frame skip, re-encoding term weighted by `consistency_weight`); `obs_std` is the
+    fixed pixel std of the Gaussian likelihood; the diagonal diffusion lies in [min_diffusion,
+    max_diffusion].
     """
     return SDEVideo(**locals())  # the builder's arguments are the constructor's, by name
 
@@ -400,13 +418,13 @@ def sde_video(
 MODELS.variant(
     "sde_video_tiny",
     of="sde_video",
-    description="Tiny sde_video for tests: 16x16 grayscale, 4-d latent, 16 hidden units, dt 0.05.",
+    description="Tiny sde_video for tests: 16x16 grayscale, a 2x4x4 latent map, 8 channels, dt 0.05.",
     in_channels=1,
     image_size=16,
-    latent_dim=4,
-    content_dim=8,
-    context_dim=8,
-    hidden_dim=16,
+    latent_size=4,
+    latent_channels=2,
+    hidden_channels=8,
+    drift_channels=8,
     base_channels=4,
     dt=0.05,
 )

@@ -1,19 +1,15 @@
 """Latent-SDE blocks (Li et al., "Scalable Gradients for Stochastic Differential Equations", AISTATS 2020)
-for `vidyn.models.sde_video`: the SDE function object torchsde integrates, a bounded diagonal diffusion,
-solver checking, seeded Brownian motion, a solve that lands exactly on the requested times, time-grid
-checks and the conv frame encoder/decoder.
+for `vidyn.models.sde_video`: the SDE function object torchsde integrates, solver checking, seeded
+Brownian motion, a solve that lands exactly on the requested times and time-grid checks (the conv
+networks are in `vidyn.nn.sde_nets`).
 
-- `DiagonalDiffusion`: g_i(z) = lo + (hi - lo) * sigmoid(MLP_i(z_i)), one small MLP per latent dimension
-  (the reference example's `g_nets`, vectorised over dimensions), so the noise is truly diagonal: g_i
-  depends on z_i only, which Milstein's and SRK's diagonal-noise formulas assume. The floor `lo` is a
-  deviation from the reference (which has none): it keeps sampling stochastic if training drives the
-  sigmoid towards zero, the known collapse (torchsde issues #2, #113).
-- `LatentSDEFunc`: prior drift h(z, cond), posterior drift f(z, ctx_t) = h(z, cond) + u(z, ctx_t) and one
-  diffusion g(z) shared by both (required for a finite path KL). The reference's f is a free MLP of
-  [z, ctx]; writing it as h plus a correction is the same function class (u can cancel h) and makes the
-  KL integrand (f - h) / g = u / g independent of the prior's scale at initialisation.
-  Both drifts are autonomous (no time input): the dynamics of a clip do not depend on the clock, so
-  samples beyond the trained length use the same law. The posterior sees time only through ctx_t.
+- `LatentSDEFunc`: on latent maps, prior drift h(z, cond), posterior drift f(z, ctx_t) = h(z, cond) +
+  u(z, ctx_t) (small conv nets) and one diagonal diffusion g(z) shared by both (required for a finite
+  path KL). The reference's f is a free MLP of [z, ctx]; writing it as h plus a correction is the same
+  function class (u can cancel h) and makes the KL integrand (f - h) / g = u / g independent of the
+  prior's scale at initialisation. Both drifts are autonomous (no time input): the dynamics of a clip do
+  not depend on the clock, so samples beyond the trained length use the same law. The posterior sees
+  time only through ctx_t.
 - `solve`: one `torchsde.sdeint` (or `sdeint_adjoint`) call per interval between consecutive output
   times, each split into equal steps of at most `dt`, so every output is a solver state at exactly that
   time (torchsde alone steps on a grid from the first time and interpolates linearly to the outputs).
@@ -35,6 +31,7 @@ import torchsde
 from torch import Tensor, nn
 
 from vidyn.errors import VidynError
+from vidyn.nn.sde_nets import ChannelDiffusion, conv_net
 
 # Methods torchsde implements for diagonal noise, by SDE type (Euler-Maruyama and SRK are Ito-only;
 # midpoint, Heun and reversible Heun are Stratonovich-only; Milstein has one variant for each).
@@ -57,45 +54,15 @@ def check_solver(sde_type: str, method: str) -> None:
         )
 
 
-def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
-    """Two hidden Softplus layers, as the reference's drift networks."""
-    return nn.Sequential(
-        nn.Linear(in_dim, hidden_dim),
-        nn.Softplus(),
-        nn.Linear(hidden_dim, hidden_dim),
-        nn.Softplus(),
-        nn.Linear(hidden_dim, out_dim),
-    )
-
-
-class DiagonalDiffusion(nn.Module):
-    """Bounded diagonal diffusion `(N, d) -> (N, d)` in [min_value, max_value]; see the module docstring."""
-
-    def __init__(self, dim: int, hidden_dim: int, min_value: float, max_value: float) -> None:
-        super().__init__()
-        if not 0 <= min_value < max_value:
-            raise VidynError(f"need 0 <= min_diffusion < max_diffusion; got {min_value}, {max_value}")
-        self.min_value, self.max_value = float(min_value), float(max_value)
-        # Per-dimension 1 -> hidden -> 1 MLPs with the default nn.Linear(1, hidden) initialisation bounds.
-        bound2 = 1 / math.sqrt(hidden_dim)
-        self.w1 = nn.Parameter(torch.empty(dim, hidden_dim).uniform_(-1, 1))
-        self.b1 = nn.Parameter(torch.empty(dim, hidden_dim).uniform_(-1, 1))
-        self.w2 = nn.Parameter(torch.empty(dim, hidden_dim).uniform_(-bound2, bound2))
-        self.b2 = nn.Parameter(torch.empty(dim).uniform_(-bound2, bound2))
-
-    def forward(self, z: Tensor) -> Tensor:
-        hidden = nn.functional.softplus(z.unsqueeze(-1) * self.w1 + self.b1)  # (N, d, hidden)
-        logits = (hidden * self.w2).sum(-1) + self.b2  # (N, d)
-        return self.min_value + (self.max_value - self.min_value) * torch.sigmoid(logits)
-
-
 class LatentSDEFunc(nn.Module):
-    """The SDE torchsde integrates: `f` (posterior drift), `h` (prior drift), `g` (shared diffusion).
+    """The SDE torchsde integrates on flat states `(N, C * S * S)` of latent maps `(N, C, S, S)`: `f`
+    (posterior drift), `h` (prior drift), `g` (shared diffusion).
 
-    Per-solve inputs are set with `set_inputs(cond, context)`: cond `(N, cond_dim)` for the prior drift,
-    context `(N, context_dim)` for the posterior drift on the current interval (None when only the prior
-    is integrated). `nfe` counts calls of f or h ("drift") and of g ("diffusion"), including torchsde's
-    own shape checks and the extra f, g, h calls of `logqp`; `solve` adds "steps".
+    Per-solve inputs are set with `set_inputs(cond, context)`: cond `(N, cond_channels, S, S)` for the
+    prior drift, context `(N, context_channels, S, S)` for the posterior drift on the current interval
+    (None when only the prior is integrated). `nfe` counts calls of f or h ("drift") and of g
+    ("diffusion"), including torchsde's own shape checks and the extra f, g, h calls of `logqp`; `solve`
+    adds "steps".
     """
 
     noise_type = "diagonal"
@@ -103,19 +70,23 @@ class LatentSDEFunc(nn.Module):
     def __init__(
         self,
         *,
-        latent_dim: int,
-        cond_dim: int,
-        context_dim: int,
-        hidden_dim: int,
+        latent_channels: int,
+        latent_size: int,
+        cond_channels: int,
+        context_channels: int,
+        hidden_channels: int,
         sde_type: str,
         min_diffusion: float,
         max_diffusion: float,
     ) -> None:
         super().__init__()
         self.sde_type = sde_type  # read by torchsde
-        self.prior_drift = mlp(latent_dim + cond_dim, hidden_dim, latent_dim)
-        self.posterior_correction = mlp(latent_dim + context_dim, hidden_dim, latent_dim)
-        self.diffusion = DiagonalDiffusion(latent_dim, hidden_dim, min_diffusion, max_diffusion)
+        self.shape = (latent_channels, latent_size, latent_size)
+        self.prior_drift = conv_net(latent_channels + cond_channels, hidden_channels, latent_channels)
+        self.posterior_correction = conv_net(
+            latent_channels + context_channels, hidden_channels, latent_channels, last_scale=0.01
+        )
+        self.diffusion = ChannelDiffusion(latent_channels, hidden_channels, min_diffusion, max_diffusion)
         self._cond: Tensor | None = None
         self._context: Tensor | None = None
         self.nfe = {"drift": 0, "diffusion": 0, "steps": 0}
@@ -123,22 +94,27 @@ class LatentSDEFunc(nn.Module):
     def set_inputs(self, cond: Tensor, context: Tensor | None = None) -> None:
         self._cond, self._context = cond, context
 
+    def _map(self, y: Tensor) -> Tensor:
+        return y.view(y.shape[0], *self.shape)  # (N, C * S * S) -> (N, C, S, S)
+
     def h(self, t: Tensor, y: Tensor) -> Tensor:
         self.nfe["drift"] += 1
-        return self._prior(y)
+        return self._prior(self._map(y)).flatten(1)
 
     def f(self, t: Tensor, y: Tensor) -> Tensor:
         assert self._context is not None, "the posterior drift needs a context: call set_inputs"
         self.nfe["drift"] += 1
-        return self._prior(y) + self.posterior_correction(torch.cat([y, self._context], dim=1))
+        z = self._map(y)
+        u = self.posterior_correction(torch.cat([z, self._context], dim=1))
+        return (self._prior(z) + u).flatten(1)
 
-    def _prior(self, y: Tensor) -> Tensor:
+    def _prior(self, z: Tensor) -> Tensor:
         assert self._cond is not None, "call set_inputs before solving"
-        return self.prior_drift(torch.cat([y, self._cond], dim=1))
+        return self.prior_drift(torch.cat([z, self._cond], dim=1))
 
     def g(self, t: Tensor, y: Tensor) -> Tensor:
         self.nfe["diffusion"] += 1
-        return self.diffusion(y)
+        return self.diffusion(self._map(y)).flatten(1)
 
 
 def shared_grid(times: Tensor, batch: int, what: str) -> Tensor:
@@ -208,7 +184,7 @@ def solve(
 ) -> tuple[Tensor, Tensor | None]:
     """Integrate from `z0` at `times[0]`; return (states `(K, N, d)` at `times`, path KL `(N,)` or None).
 
-    `times` strictly increasing (seconds). With `contexts` `(K, N, context_dim)` the posterior (drift f)
+    `times` strictly increasing (seconds). With `contexts` `(K, N, E, S, S)` the posterior (drift f)
     is integrated with `logqp=True` and the summed log-ratio, the path KL to the prior, is returned;
     without, the prior (drift h). Set the condition with `sde.set_inputs(cond)` first. Adds the solver
     steps taken to `sde.nfe["steps"]`.
@@ -248,62 +224,6 @@ def solve(
             ys = out
         states.append(ys[-1])
     return torch.stack(states), (kl if logqp else None)
-
-
-def _levels(image_size: int) -> int:
-    """Stride-2 levels between `image_size` and the 4x4 bottleneck; image_size must be 4 * 2**k, k >= 1."""
-    levels = int(round(math.log2(image_size / 4))) if image_size >= 8 else 0
-    if levels < 1 or 4 * 2**levels != image_size:
-        raise VidynError(f"image_size must be a power of two >= 8 (8, 16, 32, 64, ...); got {image_size}")
-    return levels
-
-
-def _norm(channels: int) -> nn.BatchNorm2d:
-    # BatchNorm, as the DCGAN-style encoders and decoders of SVG: measured on `shapes` (32 px, one small
-    # object), a frame autoencoder of these blocks left the blank mean image within 300 steps with
-    # BatchNorm (MSE 0.0057 -> 0.0016) and not at all with GroupNorm or without normalisation.
-    return nn.BatchNorm2d(channels)
-
-
-class FrameEncoder(nn.Module):
-    """DCGAN-style conv encoder `(N, C, H, W) -> (N, out_dim)`: 3x3 conv, then stride-2 4x4 convs down to
-    4x4 doubling the channels (at most 8x `base_channels`), BatchNorm and SiLU, then a linear layer."""
-
-    def __init__(self, in_channels: int, image_size: int, base_channels: int, out_dim: int) -> None:
-        super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, base_channels, 3, 1, 1), nn.SiLU()]
-        ch = base_channels
-        for i in range(_levels(image_size)):
-            nxt = base_channels * 2 ** min(i + 1, 3)
-            layers += [nn.Conv2d(ch, nxt, 4, 2, 1), _norm(nxt), nn.SiLU()]
-            ch = nxt
-        self.net = nn.Sequential(*layers)
-        self.out = nn.Linear(ch * 16, out_dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.out(self.net(x).flatten(1))  # (N, ch, 4, 4) -> (N, ch * 16) -> (N, out_dim)
-
-
-class FrameDecoder(nn.Module):
-    """Mirror of `FrameEncoder`: `(N, in_dim) -> (N, out_channels, H, W)` logits (linear to 4x4, then
-    stride-2 4x4 transposed convs halving the channels, BatchNorm and SiLU, then a 3x3 conv)."""
-
-    def __init__(self, in_dim: int, out_channels: int, image_size: int, base_channels: int) -> None:
-        super().__init__()
-        levels = _levels(image_size)
-        ch = base_channels * 2 ** min(levels, 3)
-        self.top_channels = ch
-        self.inp = nn.Linear(in_dim, ch * 16)
-        layers: list[nn.Module] = [_norm(ch), nn.SiLU()]
-        for i in range(levels, 0, -1):
-            nxt = base_channels * 2 ** min(i - 1, 3)
-            layers += [nn.ConvTranspose2d(ch, nxt, 4, 2, 1), _norm(nxt), nn.SiLU()]
-            ch = nxt
-        layers.append(nn.Conv2d(ch, out_channels, 3, 1, 1))
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, v: Tensor) -> Tensor:
-        return self.net(self.inp(v).unflatten(1, (self.top_channels, 4, 4)))  # (N, ch * 16) -> (N, ch, 4, 4)
 
 
 def check_sde_video_args(
