@@ -102,7 +102,7 @@ def test_gan_evaluation_has_the_documented_keys(gan_run: tuple[Path, dict]) -> N
 def test_sde_evaluation_scores_futures_beside_copy_last(sde_run: tuple[Path, dict]) -> None:
     run, metrics = sde_run
     fut = metrics["futures"]
-    assert fut["num_clips"] == 4 and fut["num_samples"] == 10 and fut["num_context"] == 2
+    assert fut["num_clips"] == 4 and fut["num_samples"] == 20 and fut["num_context"] == 2
     for metric in ("ssim", "psnr"):  # the best sample is chosen per clip by its mean over the steps
         assert all(len(fut[f"{metric}_per_step"][k]) == 4 for k in ("best", "mean", "worst"))
         assert fut[metric]["best"] >= fut[metric]["mean"] >= fut[metric]["worst"]
@@ -111,6 +111,23 @@ def test_sde_evaluation_scores_futures_beside_copy_last(sde_run: tuple[Path, dic
     long = metrics["futures_context_4"]  # from 4 frames, where the law is visible: 2 frames left
     assert long["num_context"] == 4 and long["target_times"] == [0.4, 0.5]
     assert (run / "generated_vs_real.png").is_file()
+
+
+def test_predictors_given_with_a_generator_predict_the_same_futures(
+    sde_run: tuple[Path, dict], tmp_path: Path
+) -> None:
+    run, metrics = sde_run
+    plain = generation_config("sde_video_tiny", "latent_sde", {"num_context": 2}, frames=6)
+    copy_last = _export(tmp_path, "copy_last", plain)
+    out = api.evaluate(run, others=[copy_last])
+    (scored,) = out["futures"]["predictors"].values()
+    # the exported copy_last predictor and the evaluator's own copy_last row are separate code paths
+    assert scored["ssim_per_step"] == pytest.approx(out["futures"]["copy_last"]["ssim_per_step"], abs=1e-6)
+    assert scored["psnr"] == pytest.approx(out["futures"]["copy_last"]["psnr"], abs=1e-4)
+    assert out["futures"]["ssim"] == pytest.approx(metrics["futures"]["ssim"], abs=1e-6)  # same samples
+    gan = _export(tmp_path, "ode_gan_tiny", plain)
+    with pytest.raises(VidynError, match="does not continue initial frames"):
+        api.evaluate(gan, others=[copy_last])
 
 
 # -- generate ---------------------------------------------------------------------------------------------

@@ -44,16 +44,18 @@ def evaluate(
     evaluator also writes its figures there. A predictor is scored beside the configured baselines and,
     for a continuous-time one on a dataset that renders any time (shapes), on in-between, beyond and
     irregular timestamps (`"continuous"`). `others`: more exported predictors (e.g. a trained convlstm
-    beside a continuous-time one) scored on the same clips; a model that cannot predict the split (a
-    discrete-time one on irregular clips) is reported with a reason instead of numbers.
+    beside a continuous-time one, or beside a generator's futures) scored on the same clips; a model that
+    cannot predict the split (a discrete-time one on irregular clips) is reported with a reason instead of
+    numbers.
     """
     meta = read_model_meta(model_path)
     cfg = config_of(meta, overrides)
     model = load_model(model_path)
     dataset = build_dataset(cfg.data.name, split, cfg.data.args, cfg.data.splits)
-    if others and meta.get("family") != "predictor":
+    if others and meta.get("family") not in ("predictor", "generator"):
         raise VidynError(
-            f"{meta['name']!r} is a {meta.get('family')}; only frame predictors take other models"
+            f"{meta['name']!r} is a {meta.get('family')}; only frame predictors and generators that "
+            "continue initial frames take other models"
         )
     extra = _other_predictors(others, taken={meta["name"], *cfg.eval.baselines}) if others else None
     out = evaluate_model(

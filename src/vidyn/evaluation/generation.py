@@ -20,7 +20,9 @@ times; per horizon step, best-/mean-/worst-of-N SSIM and PSNR against the truth 
 is chosen per clip and per metric by its mean over the predicted frames), diversity (per-pixel std across
 the N samples, and mean pairwise SSIM between them), coverage (the fraction of true pixels inside the
 samples' per-pixel 5-95% band) and the `copy_last` baseline; `futures_context_4` repeats it from 4
-frames, where the shapes' motion law is visible (mean-of-N should approach best-of-N there).
+frames, where the shapes' motion law is visible (mean-of-N should approach best-of-N there). Exported
+predictors given as `others` (`vidyn evaluate RUN --with PREDICTOR`) predict the same futures from the
+same context frames (`futures.predictors`).
 
 For datasets that render any timestamp (shapes), `double_rate` scores samples at twice the frame rate
 over the same span beside real clips rendered at that rate (the continuous-time check of issue 12).
@@ -51,7 +53,7 @@ from vidyn.models.interface import Condition
 from vidyn.registry import EVALUATORS, MODELS
 
 DEFAULT_CLIPS = 16
-FUTURE_SAMPLES = 10
+FUTURE_SAMPLES = 20
 LONG_CONTEXT = 4
 
 
@@ -245,6 +247,38 @@ def _futures(model: nn.Module, clips: Tensor, times: Tensor, num_context: int, k
     }  # fmt: skip
 
 
+def _predictor_futures(
+    others: dict[str, nn.Module], clips: Tensor, times: Tensor, num_context: int
+) -> dict[str, Any]:
+    """Deterministic predictors (`--with`) on the same futures: `forward(context, times, target times)`,
+    scored per step as the samples are (their one prediction is best, mean and worst alike)."""
+    ctx_t, tgt_t = times[:num_context], times[num_context:]
+    out: dict[str, Any] = {}
+    for name, predictor in others.items():
+        device = next(predictor.parameters(), torch.empty(0)).device
+        predictor.eval()
+        preds = []
+        with torch.no_grad():
+            for chunk in clips.split(8):
+                b = chunk.shape[0]
+                pred = predictor(
+                    chunk[:, :num_context].to(device),
+                    ctx_t.expand(b, -1).to(device),
+                    tgt_t.expand(b, -1).to(device),
+                )
+                preds.append(pred.float().clamp(0, 1).cpu())
+        scores = frame_metrics(torch.cat(preds), clips[:, num_context:].contiguous(), names=("ssim", "psnr"))
+        ssim_steps = scores["ssim"].float().mean(0).tolist()
+        psnr_steps = scores["psnr"].float().clamp(max=100.0).mean(0).tolist()
+        out[name] = {
+            "ssim_per_step": ssim_steps,
+            "psnr_per_step": psnr_steps,
+            "ssim": sum(ssim_steps) / len(ssim_steps),
+            "psnr": sum(psnr_steps) / len(psnr_steps),
+        }
+    return out
+
+
 def _double_rate(
     model: nn.Module, dataset: Any, half: int, times: Tensor, cond: Condition | None, real_split: str
 ) -> dict[str, Any]:
@@ -333,13 +367,15 @@ def generator_report(
     split: str = "test",
     report_dir: str | Path | None = None,
     max_clips: int | None = None,
-    others: Sequence[nn.Module] = (),
+    others: dict[str, nn.Module] | None = None,
     device: torch.device | None = None,
 ) -> dict[str, Any]:
     """The module docstring's evaluation: {"models", "fd_judge", "judge", "per_class"?, "futures"?,
     "futures_context_4"?, "double_rate"?, "fvd", "protocol"}."""
-    if others:
-        raise VidynError(f"{meta['name']!r} is a generator; only frame predictors take other models")
+    if others and not takes_initial_frames(model):
+        raise VidynError(
+            f"{meta['name']!r} does not continue initial frames, so no predictor can be scored beside it"
+        )
     model.to(device or torch.device("cpu")).eval()
     clips, labels, times = _reference(cfg, dataset, max_clips or cfg.eval.max_clips or DEFAULT_CLIPS)
     half = clips.shape[0] // 2
@@ -365,6 +401,8 @@ def generator_report(
     num_context = int(cfg.task.args.get("num_context", 1))
     if takes_initial_frames(model) and 1 <= num_context < clips.shape[1]:
         out["futures"] = _futures(model, scored, times, num_context, FUTURE_SAMPLES)
+        if others:
+            out["futures"]["predictors"] = _predictor_futures(others, scored, times, num_context)
         if num_context < LONG_CONTEXT < clips.shape[1]:  # where the law is visible in the context
             out[f"futures_context_{LONG_CONTEXT}"] = _futures(
                 model, scored, times, LONG_CONTEXT, FUTURE_SAMPLES
