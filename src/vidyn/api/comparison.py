@@ -4,6 +4,7 @@ and write report.json / report.html."""
 from __future__ import annotations
 
 import copy
+import json
 import time
 import warnings
 from pathlib import Path
@@ -31,10 +32,11 @@ from vidyn.models.profile import (
     train_step,
 )
 from vidyn.registry import MODELS
-from vidyn.report.html import Column, write_html_report
+from vidyn.report.html import Column, format_value, write_html_report
 from vidyn.tasks.engine import prepare_runtime
 from vidyn.tasks.splits import split_clip
 
+COMPARE_FIGURES = ("per_step.png", "samples.gif")
 COMPARE_KEYS = (
     "ssim", "psnr", "mse", "mae", "lpips", "params", "flops_per_clip", "train_step_s", "infer_clip_s",
     "peak_mem_mb", "per_step",
@@ -240,8 +242,8 @@ def _write_report(out: Path, cfg: Config, report: dict[str, Any]) -> None:
         figures=[
             ("Quality per prediction step (same clips for every model)", out / "per_step.png"),
             (
-                "Context (blue) then truth and each model's prediction (red), one row per clip; columns: "
-                f"truth, {', '.join(report['models'])}",
+                "Labelled columns, one row per clip: the context (blue, then holding its last frame), the "
+                f"truth (green) and each model's prediction (red): {', '.join(report['models'])}",
                 out / "samples.gif",
             ),
         ],
@@ -300,3 +302,28 @@ def compare(
     report["protocol"]["wall_seconds"] = round(time.perf_counter() - start, 1)
     _write_report(out, cfg, report)
     return report
+
+
+def read_compare_report(folder: str | Path) -> dict[str, Any]:
+    """A `vidyn compare` report folder, ready to show: `{"headers", "rows"` (formatted table cells, one
+    row per model), `"figures"` ({file name: path} of per_step.png and samples.gif where present),
+    `"protocol"`}; a one-line error when the folder holds no compare report."""
+    folder = Path(folder).expanduser()
+    report_file = folder / "report.json"
+    if not report_file.is_file():
+        raise VidynError(f"{str(folder)!r} holds no report.json; give a folder `vidyn compare --out` wrote")
+    try:
+        report = json.loads(report_file.read_text())
+        models = report["models"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise VidynError(f"{report_file} is not a vidyn compare report ({type(e).__name__})") from None
+    rows = [
+        [name] + [format_value(row.get(c.key), c.kind) for c in COMPARE_COLUMNS]
+        for name, row in models.items()
+    ]
+    return {
+        "headers": ["model"] + [c.header for c in COMPARE_COLUMNS],
+        "rows": rows,
+        "figures": {f: str(folder / f) for f in COMPARE_FIGURES if (folder / f).is_file()},
+        "protocol": report.get("protocol", {}),
+    }

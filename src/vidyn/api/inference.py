@@ -1,5 +1,5 @@
-"""Exported models on a user's own video: `predict`, `predict_many`, `interpolate`, `classify`, and
-`find_models` (the exported models under a folder, for the UI)."""
+"""Exported models on a user's own video: `predict`, `interpolate`, `classify` (`predict_many`, several
+predictors side by side, lives in `vidyn.api.side_by_side`)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from vidyn.data.video_io import frames_to_tensor, load_frames, read_video, write
 from vidyn.errors import VidynError
 from vidyn.evaluation import spread_windows
 from vidyn.export import load_model, read_model_meta
-from vidyn.report.media import write_comparison
 
 # ------------------------------------------------------------------------------------------- predict
 
@@ -85,10 +84,25 @@ def _predict_inputs(
     if meta.get("family") != "predictor":
         raise VidynError(f"model {meta['name']!r} is a {meta.get('family')}, not a frame predictor")
     io = describe_model(model_path, model)
-    n_ctx = context_frames or io["num_context"]
     frames, frame_times = load_frames(input_path, size=run_size(io, size), channels=io["in_channels"])
+    return context_and_targets(io, model, frames, frame_times, steps, times, context_frames, str(input_path))
+
+
+def context_and_targets(
+    io: dict[str, Any],
+    model: nn.Module,
+    frames: Tensor,
+    frame_times: Tensor,
+    steps: int | None,
+    times: list[float] | None,
+    context_frames: int | None,
+    input_name: str,
+) -> tuple[Tensor, Tensor, Tensor, float]:
+    """A predictor's inputs from decoded frames `(T, C, H, W)` at its size and their times `(T,)` seconds:
+    (context (1,Tc,C,H,W), context times, target times, input dt) on the model's training time grid."""
+    n_ctx = context_frames or io["num_context"]
     if frames.shape[0] < 2 and not getattr(model, "continuous_time", False):
-        raise VidynError(f"{str(input_path)!r} has {frames.shape[0]} frame(s); give at least 2")
+        raise VidynError(f"{input_name!r} has {frames.shape[0]} frame(s); give at least 2")
     context = frames[-n_ctx:].unsqueeze(0)  # (1, Tc, C, H, W)
     ctx_t = frame_times[-n_ctx:]
     train_dt = io["frame_interval"]
@@ -97,7 +111,7 @@ def _predict_inputs(
     ctx_model_t = (ctx_t - ctx_t[-1]) * scale
     if times is not None:
         if not getattr(model, "continuous_time", False):
-            raise VidynError(f"model {meta['name']!r} is discrete-time: use --steps instead of --times")
+            raise VidynError(f"model {io['name']!r} is discrete-time: use --steps instead of --times")
         tgt_model_t = torch.tensor(times, dtype=torch.float32) * scale
     else:
         n = steps or io["num_future"]
@@ -115,44 +129,6 @@ def _run_predictor(model: nn.Module, context: Tensor, ctx_t: Tensor, tgt_t: Tens
         start = time.perf_counter()
         pred = model(context.to(device), ctx_t.to(device), tgt_t.to(device)).clamp(0, 1).cpu()
     return pred, time.perf_counter() - start
-
-
-def predict_many(
-    model_paths: list[str | Path],
-    input_path: str | Path,
-    *,
-    steps: int | None = None,
-    out: str | Path,
-    context_frames: int | None = None,
-    fps: float = 4.0,
-) -> dict[str, Any]:
-    """Continue one clip with several predictors and write an animated grid: context | each model.
-
-    All models must share a frame size and channel count (they see the same context). Returns
-    `{"out", "models": {name: {"predicted_frames", "infer_s"}}}`; infer_s is the wall time of the
-    model's forward pass alone.
-    """
-    if not model_paths:
-        raise VidynError("give at least one exported predictor")
-    preds: dict[str, Tensor] = {}
-    results: dict[str, dict[str, Any]] = {}
-    context: Tensor | None = None
-    for path in model_paths:
-        meta = read_model_meta(path)
-        model = load_model(path)
-        ctx, ctx_t, tgt_t, _ = _predict_inputs(path, model, meta, input_path, steps, None, context_frames)
-        if context is not None and ctx.shape[2:] != context.shape[2:]:
-            raise VidynError("models to compare must share frame size and channels; train them alike")
-        context = ctx if context is None or ctx.shape[1] > context.shape[1] else context
-        name = meta["name"] if meta["name"] not in preds else f"{meta['name']} ({path})"
-        pred, seconds = _run_predictor(model, ctx, ctx_t, tgt_t)
-        preds[name] = pred
-        results[name] = {"predicted_frames": int(pred.shape[1]), "infer_s": seconds, "path": str(path)}
-    if len({p.shape[1] for p in preds.values()}) > 1:
-        raise VidynError("the models predicted different numbers of frames; pass --steps")
-    assert context is not None
-    write_comparison(out, context, None, preds, fps=fps)
-    return {"out": str(out), "models": results}
 
 
 # --------------------------------------------------------------------------------------- interpolate
@@ -298,7 +274,11 @@ def classify(
     (`num_frames` frames `frame_stride` apart in the file's frames) are spread evenly from its start to its
     end (`clips=None`: enough to cover it, at most 10; a video shorter than one window holds its last
     frame), and their softmax probabilities are averaged. Returns `{"video", "predictions": [{"class",
-    "probability"}] (the `top` most probable classes, most probable first), "num_clips"}`.
+    "probability"}] (the `top` most probable classes, most probable first), "num_clips", "attention"}`;
+    `attention` is None unless the model has temporal attention (`forward_with_attention` returning
+    weights), else `{"received": [T floats], "matrix": [T][T]}`: the `(T, T)` weights (row i: what frame
+    i of the window attends to) averaged over the windows, and each frame's column mean (the attention it
+    receives; sums to 1).
     """
     if top < 1:
         raise VidynError(f"top must be >= 1; got {top}")
@@ -316,12 +296,7 @@ def classify(
     batch = torch.stack(
         [frames_to_tensor(take_clip(decoded.frames, decoded.times, idx, decoded.fps)[0]) for idx in windows]
     )  # (K, T, C, H, W)
-    device = default_device()
-    model.to(device)
-    with torch.no_grad():
-        probs = torch.cat(
-            [model(batch[i : i + 8].to(device)).float().softmax(-1).cpu() for i in range(0, len(batch), 8)]
-        )
+    probs, attention = _window_probabilities(model, batch)
     mean = probs.mean(dim=0)  # (K, classes) -> (classes,)
     names = meta.get("class_names") or [str(i) for i in range(mean.numel())]
     values, indices = mean.topk(min(top, mean.numel()))
@@ -332,4 +307,26 @@ def classify(
             for p, i in zip(values.tolist(), indices.tolist(), strict=True)
         ],
         "num_clips": int(len(windows)),
+        "attention": attention,
     }
+
+
+@torch.no_grad()
+def _window_probabilities(model: nn.Module, batch: Tensor) -> tuple[Tensor, dict[str, Any] | None]:
+    """Softmax over classes for each window `(K, classes)`, and the temporal attention where the model has
+    it (see `classify`)."""
+    device = default_device()
+    model.to(device).eval()
+    with_attention = callable(getattr(model, "forward_with_attention", None))
+    probs, weights = [], []
+    for i in range(0, len(batch), 8):
+        chunk = batch[i : i + 8].to(device)
+        logits, w = model.forward_with_attention(chunk) if with_attention else (model(chunk), None)
+        probs.append(logits.float().softmax(-1).cpu())
+        if w is not None:
+            weights.append(w.float().cpu())  # (k, T, T)
+    if not weights:
+        return torch.cat(probs), None
+    matrix = torch.cat(weights).mean(dim=0)  # (K, T, T) -> (T, T)
+    received = matrix.mean(dim=0)  # (T, T) -> (T,): column mean, the attention each frame receives
+    return torch.cat(probs), {"received": received.tolist(), "matrix": matrix.tolist()}
