@@ -242,8 +242,10 @@ def cmd_compare(a: argparse.Namespace) -> None:
 
 def cmd_ui(a: argparse.Namespace) -> None:
     from vidyn.ui.app import launch
+    from vidyn.ui.limits import Limits
 
-    launch(a.models, host=a.host, port=a.port)
+    limits = Limits(max_mb=a.max_upload_mb, max_seconds=a.max_seconds, max_side=a.max_side)
+    launch(a.models, host=a.host, port=a.port, samples_dir=a.samples, limits=limits)
 
 
 def cmd_models(a: argparse.Namespace) -> None:

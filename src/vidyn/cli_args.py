@@ -120,8 +120,16 @@ def render(p: argparse.ArgumentParser) -> None:
 
 def ui(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", default=".", help="folder searched for exported models (default: here)")
-    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: localhost only)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to serve on (default: this machine only; 0.0.0.0 opens it)",
+    )
     p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--samples", default=None, help="folder of sample videos offered in every tab")
+    p.add_argument("--max-upload-mb", type=float, default=200.0, help="largest upload in MiB (default: 200)")
+    p.add_argument("--max-seconds", type=float, default=600.0, help="longest clip in seconds (default: 600)")
+    p.add_argument("--max-side", type=int, default=3840, help="largest frame side in pixels (default: 3840)")
 
 
 def models(p: argparse.ArgumentParser) -> None:

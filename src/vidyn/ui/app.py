@@ -1,23 +1,33 @@
 """The vidyn web UI (Gradio): run exported models on your own clips, side by side, with their runtimes.
 
-Every handler is a thin call into `vidyn.api`; the UI adds no logic of its own, so whatever works
-here works identically from the CLI and from Python. Start it with `vidyn ui --models DIR`.
+Every button is a thin call into `vidyn.api` (`vidyn.ui.handlers`); the page is laid out here
+(`vidyn.ui.tabs`). It serves 127.0.0.1 unless `--host` says otherwise, never makes share links, sends no
+analytics and loads nothing from outside the server (fonts, scripts and styles ship with Gradio). Start
+it with `vidyn ui --models DIR [--samples DIR]`.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import logging
 import os
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from vidyn import api
 from vidyn.errors import VidynError
+from vidyn.ui import handlers
+from vidyn.ui.limits import DEFAULT_LIMITS, Limits, scrub
+
+log = logging.getLogger("vidyn.ui")
+OK, WARN = "", "⚠️ "
 
 
-def _require_gradio() -> Any:
-    # No telemetry: the UI must work offline and send nothing anywhere.
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+def require_gradio() -> Any:
+    # No telemetry and no version check: set before Gradio is imported, which reads it at import.
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     try:
         import gradio as gr
     except ImportError:
@@ -25,119 +35,92 @@ def _require_gradio() -> Any:
     return gr
 
 
-def _choices(models: list[dict[str, Any]], family: str) -> list[tuple[str, str]]:
-    return [(f"{m['name']}  ({m['path']})", m["path"]) for m in models if m["family"] == family]
+def guard(fn: Callable[..., Any], outputs: int) -> Callable[..., Any]:
+    """`fn` for a Gradio event whose last output is the tab's status line.
 
+    A user error (VidynError) clears the other outputs and shows its message in the status line, with
+    the user's file names instead of server paths, and is logged as one line, never a traceback. Anything
+    else is a bug: logged with its traceback and reported in the page as an internal error.
+    """
+    gr = require_gradio()
+    wants_progress = "progress" in inspect.signature(fn).parameters
+    tracker = gr.Progress()  # Gradio finds it as a parameter default and drives the page's progress bar
 
-def _workdir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="vidyn-ui-"))
-
-
-# -------------------------------------------------------------------------------- handlers (tested)
-
-
-def run_predict(video: str | None, model_paths: list[str], steps: int) -> tuple[str, list[list[Any]]]:
-    """Continue the clip with every selected predictor; returns (comparison GIF, runtime table rows)."""
-    if not video:
-        raise VidynError("upload a video (or render a sample clip) first")
-    if not model_paths:
-        raise VidynError("select at least one predictor")
-    res = api.predict_many(model_paths, video, steps=int(steps), out=_workdir() / "comparison.gif")
-    rows = [[name, r["predicted_frames"], round(r["infer_s"] * 1000, 1)] for name, r in res["models"].items()]
-    return res["out"], rows
-
-
-def run_classify(video: str | None, model_path: str | None, top: int) -> dict[str, float]:
-    if not video:
-        raise VidynError("upload a video first")
-    if not model_path:
-        raise VidynError("select a classifier")
-    res = api.classify(model_path, video, top=int(top))
-    return {p["class"]: p["probability"] for p in res["predictions"]}
-
-
-def run_interpolate(video: str | None, model_path: str | None, factor: int) -> str:
-    if not video:
-        raise VidynError("upload a video first")
-    if not model_path:
-        raise VidynError("select a continuous-time model")
-    out = _workdir() / "interpolated.mp4"
-    return api.interpolate(model_path, video, factor=int(factor), out=out)["out"]
-
-
-def run_render(seed: int, frames: int) -> str:
-    out = _workdir() / "shapes.mp4"
-    return api.render("shapes", out=out, frames=int(frames), size=128, seed=int(seed), channels=3)["out"]
-
-
-# ---------------------------------------------------------------------------------------------- app
-
-
-def _guard(fn: Any) -> Any:
-    """Show user errors in the page instead of a stack trace."""
-    gr = _require_gradio()
-
-    def wrapped(*args: Any) -> Any:
+    def wrapped(*args: Any, progress: Any = tracker) -> Any:
+        kwargs = {"progress": lambda f, what: progress(f, desc=what)} if wants_progress else {}
         try:
-            return fn(*args)
+            result = fn(*args, **kwargs)
         except VidynError as exc:
-            raise gr.Error(str(exc)) from None
+            message = scrub(str(exc), args)
+            log.info("user error: %s", message)
+            return (*([None] * (outputs - 1)), f"{WARN}{message}")
+        except Exception as exc:  # a bug, not the user's doing: keep the trace for whoever fixes it
+            log.exception("internal error in %s", getattr(fn, "__name__", fn))
+            message = scrub(f"{type(exc).__name__}: {exc}", args)
+            return (*([None] * (outputs - 1)), f"{WARN}internal error (see the server log): {message}")
+        return result if isinstance(result, tuple) else (result, OK)
 
-    wrapped.__name__ = fn.__name__
+    functools.update_wrapper(wrapped, fn, assigned=("__name__", "__doc__"))
     return wrapped
 
 
-def build_app(models_root: str | Path = ".") -> Any:
-    """The Gradio Blocks app over the exported models found under `models_root`."""
-    gr = _require_gradio()
+def _summary(models: list[dict[str, Any]], root: str | Path) -> str:
+    count = {f: sum(m["family"] == f for m in models) for f in ("predictor", "classifier", "generator")}
+    interp = sum(bool(m.get("interpolates")) for m in models)
+    return (
+        f"# vidyn\nFound **{len(models)} exported model(s)** under `{root}`: {count['predictor']} "
+        f"predictor(s) ({interp} continuous-time), {count['classifier']} classifier(s), "
+        f"{count['generator']} generator(s). Everything runs on this machine; the page loads nothing from "
+        "elsewhere and sends nothing anywhere."
+    )
+
+
+def build_app(
+    models_root: str | Path = ".", *, samples_dir: str | Path | None = None, limits: Limits = DEFAULT_LIMITS
+) -> Any:
+    """The Gradio Blocks app over the exported models found under `models_root` (symbolic links
+    followed), with sample clips rendered or read from `samples_dir`."""
+    gr = require_gradio()
+    from vidyn.ui import tabs
+
     models = api.find_models(models_root)
-    predictors = _choices(models, "predictor")
-    with gr.Blocks(title="vidyn") as app:
-        gr.Markdown(
-            "# vidyn\nRun exported models on your own clips. "
-            f"Found {len(models)} model(s) under `{models_root}`."
-        )
-        with gr.Tab("Predict"):
-            with gr.Row():
-                video = gr.Video(label="input clip", sources=["upload"])
-                with gr.Column():
-                    chosen = gr.CheckboxGroup(
-                        predictors, value=[p[1] for p in predictors], label="predictors"
-                    )
-                    steps = gr.Slider(1, 60, value=10, step=1, label="frames to predict")
-                    go = gr.Button("Predict", variant="primary")
-            grid = gr.Image(label="context | each model (animated)", type="filepath")
-            table = gr.Dataframe(headers=["model", "frames", "inference ms"], label="runtime")
-            go.click(_guard(run_predict), [video, chosen, steps], [grid, table])
-        with gr.Tab("Interpolate"):
-            with gr.Row():
-                ivideo = gr.Video(label="input clip", sources=["upload"])
-                with gr.Column():
-                    imodel = gr.Dropdown(
-                        [(f"{m['name']}  ({m['path']})", m["path"]) for m in models if m["interpolates"]],
-                        label="continuous-time model",
-                    )
-                    factor = gr.Slider(2, 8, value=2, step=1, label="frame-rate factor")
-                    igo = gr.Button("Interpolate", variant="primary")
-            iout = gr.Video(label="output")
-            igo.click(_guard(run_interpolate), [ivideo, imodel, factor], iout)
-        with gr.Tab("Classify"):
-            with gr.Row():
-                cvideo = gr.Video(label="input clip", sources=["upload"])
-                with gr.Column():
-                    cmodel = gr.Dropdown(_choices(models, "classifier"), label="classifier")
-                    top = gr.Slider(1, 10, value=5, step=1, label="top classes")
-                    cgo = gr.Button("Classify", variant="primary")
-            label = gr.Label(label="action")
-            cgo.click(_guard(run_classify), [cvideo, cmodel, top], label)
-        with gr.Tab("Sample clip"):
-            seed = gr.Number(0, precision=0, label="seed")
-            nframes = gr.Slider(8, 60, value=30, step=1, label="frames")
-            rgo = gr.Button("Render a shapes clip")
-            rout = gr.Video(label="clip (download it, then use it in the other tabs)")
-            rgo.click(_guard(run_render), [seed, nframes], rout)
+    samples = handlers.sample_choices(samples_dir)
+    with gr.Blocks(title="vidyn", analytics_enabled=False) as app:
+        gr.Markdown(_summary(models, models_root), elem_id="summary")
+        with gr.Tabs():
+            tabs.predict_tab(models, samples, limits)
+            tabs.interpolate_tab(models, samples, limits, models_root)
+            tabs.classify_tab(models, samples, limits, models_root)
+            tabs.generate_tab(models, limits, models_root)
+            tabs.compare_tab(models_root)
     return app
 
 
-def launch(models_root: str | Path = ".", *, host: str = "127.0.0.1", port: int = 7860) -> None:
-    build_app(models_root).launch(server_name=host, server_port=port)
+def launch(
+    models_root: str | Path = ".",
+    *,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    samples_dir: str | Path | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> None:
+    """Serve the app on `host:port` until interrupted (no share link, no analytics, no outside assets)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up probes of the server
+    app = build_app(models_root, samples_dir=samples_dir, limits=limits)
+    app.queue(default_concurrency_limit=1)  # one model run at a time: they share the CPU
+    where = "this machine only" if host in ("127.0.0.1", "localhost") else f"open on {host}"
+    print(f"vidyn ui: http://{host}:{port}  ({where}; Ctrl+C stops it)", flush=True)
+    app.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        max_file_size=f"{limits.max_mb:g}mb",
+        allowed_paths=[str(Path(samples_dir).resolve())] if samples_dir else None,
+        footer_links=[],
+        ssr_mode=False,
+        mcp_server=False,
+        pwa=False,
+        show_error=False,
+        quiet=True,
+    )
