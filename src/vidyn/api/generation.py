@@ -6,8 +6,8 @@ Timestamps: `frames` at `fps` (default: the training frame rate) or explicit `ti
 frames (`sde_video`): they are resized to the model's frame size and channels, put on the training
 frame grid (the last `num_context` frames the model was trained with), and the clip continues them at
 `frames` further steps (or at `times` seconds after the last initial frame). Writes one MP4 per sample
-(GIF where MP4 cannot be written), `grid.png` (a row per sample) and `generate.json` recording what was
-asked and what was written.
+(GIF where MP4 cannot be written), `grid.png` (a row per sample, columns labelled with their times) and
+`generate.json` recording what was asked and what was written.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ from vidyn.api.models import describe_model
 from vidyn.data.video_io import load_frames
 from vidyn.data.video_write import write_video
 from vidyn.errors import VidynError
-from vidyn.evaluation.generation import takes_initial_frames, write_grid
+from vidyn.evaluation.generation import takes_initial_frames
 from vidyn.export import load_model, read_model_meta
 from vidyn.models.interface import Condition
+from vidyn.report.media import write_labelled_grid
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 DEFAULT_FRAMES = 16
@@ -181,7 +182,7 @@ def generate(
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     videos = [_write_clip(folder, i, clip, clip_t) for i, clip in enumerate(clips)]
-    write_grid(clips, folder / "grid.png")
+    write_labelled_grid(clips, clip_t, folder / "grid.png")
     record = {
         "model": str(model_path),
         "model_name": meta["name"],

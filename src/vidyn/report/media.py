@@ -1,4 +1,5 @@
-"""Animated comparison grids: context | truth | each model, one row per clip, labelled columns."""
+"""Grids with labelled columns: animated comparisons (context | truth | each model, one row per clip) and
+still grids of sampled clips (one row per clip, columns labelled with their times)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 
 from vidyn.data.video_io import write_video
+from vidyn.fileio import atomic_path
 from vidyn.report.labels import with_column_labels
 
 CONTEXT_BORDER = (0.2, 0.5, 1.0)  # blue frame: observed input
@@ -101,4 +104,24 @@ def write_comparison(
     (at least MIN_CELL pixels) unless `cell` is given."""
     cell = cell or max(MIN_CELL, context.shape[-1] * scale)
     write_video(path, comparison_frames(context, truth, preds, labels=labels, cell=cell), fps=fps)
+    return Path(path)
+
+
+def write_labelled_grid(
+    clips: Tensor, times: Tensor, path: str | Path, max_frames: int = 16, min_cell: int = 64
+) -> Path:
+    """A PNG of clips `(N, T, C, H, W)`: one row per clip, at most `max_frames` evenly spaced frames as
+    columns, each labelled with its time (`times (T,)`, seconds); frames smaller than `min_cell` pixels are
+    enlarged so the labels stay readable."""
+    t, h = clips.shape[1], clips.shape[3]
+    cols = torch.linspace(0, t - 1, min(t, max_frames)).round().long()
+    cell = max(min_cell, h)
+    rows = [torch.cat([to_display(clip[cols], cell)[k] for k in range(len(cols))], dim=2) for clip in clips]
+    image = torch.cat(rows, dim=1).unsqueeze(0)  # (1, 3, N cell, k cell)
+    labels = [f"t={float(times[int(c)]):.2f} s" for c in cols]
+    image = with_column_labels(image, labels, [cell] * len(cols))[0]
+    pixels = image.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()  # (H, W, 3)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        Image.fromarray(pixels, mode="RGB").save(tmp, format="PNG")
     return Path(path)
