@@ -141,6 +141,13 @@ def test_gan_trains_through_api_and_exports_only_the_generator(tmp_path: Path) -
     assert keys == set(build_model("ode_gan_tiny", in_channels=1, num_classes=7).state_dict())
     meta = json.loads((tmp_path / "run" / "model.json").read_text())
     assert meta["family"] == "generator" and meta["class_names"] == list(CLASSES)
+    # quality through training: one row per validation round (one here, at step 3) and its plot
+    progress = json.loads((tmp_path / "run" / "metrics_by_step.json").read_text())
+    (row,) = progress["rows"]
+    assert row["step"] == 3 and row["num_clips"] == progress["num_clips"] == 4
+    assert 0 <= row["frame_change"] <= 1 and 0 <= row["nearest_real_ssim"] <= 1
+    assert row["fd_judge"] is None and row["motion_law_accuracy"] is None  # 4 frames at 16 px: unjudgeable
+    assert (tmp_path / "run" / "metrics_by_step.png").stat().st_size > 1000
 
 
 def test_kl_weight_is_annealed_linearly() -> None:

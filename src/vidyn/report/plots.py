@@ -59,3 +59,18 @@ def plot_confusion(cm: list[list[int]], class_names: list[str], path: str | Path
     ax.set_ylabel("true")
     ax.set_title("Confusion matrix")
     return _save(fig, Path(path))
+
+
+def plot_progress(rows: list[dict[str, Any]], path: str | Path, metrics: tuple[str, ...]) -> Path:
+    """One panel per metric against the training step (`rows[i]["step"]`, `rows[i][metric]`; None = not
+    scored): a generator's quality through training (`vidyn.tasks.generator_progress`)."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        points = [(r["step"], r[metric]) for r in rows if r.get(metric) is not None]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", ms=3)
+        ax.set_xlabel("training step")
+        ax.set_title(metric.replace("_", " "), fontsize=9)
+        ax.grid(alpha=0.3)
+    fig.suptitle("Generator quality through training (validation clips)")
+    return _save(fig, Path(path))

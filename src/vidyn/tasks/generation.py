@@ -50,6 +50,7 @@ from vidyn.models.video_discriminators import (
 from vidyn.registry import TASKS
 from vidyn.tasks import optim as optim_lib
 from vidyn.tasks.base import TaskRun, VidynTask
+from vidyn.tasks.generator_progress import GeneratorProgress
 
 
 def class_names_for(model: nn.Module, run: TaskRun) -> list[str]:
@@ -258,6 +259,11 @@ class GanTask(VidynTask):
     def sampler(self) -> nn.Module:
         """The generator samples are drawn from: the EMA copy when on, else the trained model."""
         return self.ema.module if self.ema is not None else self.model
+
+    progress_sampler = sampler  # what `GeneratorProgress` scores after each validation round
+
+    def extra_callbacks(self) -> list[Any]:
+        return [GeneratorProgress(num_frames=self.num_frames, class_names=list(self.class_names))]
 
     @torch.no_grad()
     def _maybe_log_samples(self, times: Tensor, device: torch.device) -> None:

@@ -26,6 +26,7 @@ from vidyn.registry import TASKS
 from vidyn.tasks import optim as optim_lib
 from vidyn.tasks.base import TaskRun, VidynTask
 from vidyn.tasks.generation import class_names_for
+from vidyn.tasks.generator_progress import GeneratorProgress
 
 TERMS = ("nll", "kl_z0", "kl_path", "consistency", "diffusion")
 
@@ -79,6 +80,14 @@ class LatentSdeTask(VidynTask):
             drop_condition,
         )
         self.optim_cfg, self.total_steps, self.warmup_steps = run.optim, run.total_steps, run.warmup_steps
+
+    @property
+    def progress_sampler(self) -> nn.Module:
+        """What `GeneratorProgress` scores after each validation round: the model (no EMA here)."""
+        return self.model
+
+    def extra_callbacks(self) -> list[Any]:
+        return [GeneratorProgress(num_frames=self.num_frames, class_names=list(self.class_names))]
 
     def kl_weight(self) -> float:
         return kl_weight_at(self.global_step, anneal_steps=self.kl_anneal_steps, kl_max=self.kl_max)
