@@ -196,15 +196,48 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
     return value
 
 
+MAX_YAML_VALUES = 100_000  # values after expanding aliases; a real config holds a few hundred
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """How many values `node` becomes once its aliases are expanded (capped; a cycle counts as too many)."""
+    if id(node) in memo:
+        return memo[id(node)]
+    memo[id(node)] = MAX_YAML_VALUES + 1  # reached again while being counted: a recursive alias
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(child, memo) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    else:
+        size = 1
+    memo[id(node)] = min(size, MAX_YAML_VALUES + 1)
+    return memo[id(node)]
+
+
+def load_yaml_text(text: str, what: str) -> Any:
+    """`yaml.safe_load`, refusing in one line what it cannot or should not build: Python tags
+    (`!!python/object/apply:...` is never constructed, let alone run), alias bombs ("billion laughs"),
+    recursive aliases and nesting deeper than the parser's recursion limit."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None and _expanded_size(node, {}) > MAX_YAML_VALUES:
+            raise VidynError(
+                f"{what} expands to more than {MAX_YAML_VALUES} values through YAML aliases (or refers to "
+                "itself); write the values out"
+            )
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise VidynError(f"{what} is not valid YAML: {' '.join(str(exc).split())}") from None
+    except RecursionError:
+        raise VidynError(f"{what} is nested too deeply to be a config") from None
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`a.b.c=value` -> (["a", "b", "c"], value parsed as YAML so numbers, bools and lists work)."""
     if "=" not in text:
         raise VidynError(f"override {text!r} must look like key.sub=value, e.g. trainer.max_steps=100")
     key, raw = text.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError as exc:
-        raise VidynError(f"cannot parse the value in override {text!r}: {exc}") from None
+    value = load_yaml_text(raw, f"the value in override {text!r}") if raw != "" else ""
     return key.strip().split("."), value
 
 
@@ -250,9 +283,12 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
                 f"({', '.join(list_shipped_configs())})"
             ) from None
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise VidynError(f"config file {str(path)!r} is not valid YAML: {exc}".replace("\n", " ")) from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise VidynError(
+            f"config file {str(path)!r} is not UTF-8 text ({exc.reason}); save it as UTF-8"
+        ) from None
+    data = load_yaml_text(text, f"config file {str(path)!r}") or {}
     if not isinstance(data, dict):
         raise VidynError(f"config file {str(path)!r} must hold a mapping at the top level")
     return data

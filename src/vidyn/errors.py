@@ -8,6 +8,9 @@ exceptions so they keep their tracebacks.
 
 from __future__ import annotations
 
+import pickle
+import re
+
 
 class VidynError(ValueError):
     """Bad user input. The message must say what was wrong and how to fix it, in one line."""
@@ -15,3 +18,13 @@ class VidynError(ValueError):
 
 class VideoReadError(VidynError):
     """A file could not be decoded as video (missing, truncated, corrupt or not a video)."""
+
+
+def unpickling_refusal(exc: BaseException) -> str | None:
+    """torch.load(weights_only=True)'s refusal in a few words (its own message goes on to suggest
+    weights_only=False, the one thing not to do with a stranger's file); None for other errors."""
+    if not isinstance(exc, pickle.UnpicklingError):
+        return None
+    found = re.search(r"unsupported (?:global: )?GLOBAL (\S+)|unsupported operand \d+", str(exc), re.I)
+    what = f" ({found.group(1) or found.group(0)})" if found else ""
+    return f"it pickles Python objects{what}, which vidyn never unpickles"

@@ -42,7 +42,7 @@ from vidyn.data.store import (
     take_clip,
 )
 from vidyn.data.video_io import _crop_resize, _to_luma, read_video
-from vidyn.errors import VidynError
+from vidyn.errors import VidynError, unpickling_refusal
 from vidyn.registry import DATASETS
 
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv",
@@ -89,8 +89,9 @@ def load_pt_clip(path: str | os.PathLike) -> np.ndarray:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # weights_only refuses arbitrary objects; truncated files fail in many ways
+        why = unpickling_refusal(e) or type(e).__name__
         raise VidynError(
-            f"{path}: not a tensor file torch.load(weights_only=True) can read ({type(e).__name__}); "
+            f"{path}: not a tensor file torch.load(weights_only=True) can read ({why}); "
             "save each clip with torch.save(clip_tensor, path)"
         ) from e
     if not isinstance(obj, torch.Tensor):

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from vidyn.errors import VidynError
+from vidyn.errors import VidynError, unpickling_refusal
 from vidyn.metrics.weights import LPIPS_ALEX, weight_path
 
 ALEXNET_ENV = "VIDYN_ALEXNET"
@@ -90,10 +90,24 @@ class LPIPS(nn.Module):
 
 
 def _read_state(path: Path) -> dict[str, Tensor]:
-    if path.suffix == ".safetensors":
-        return load_file(str(path))
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
-    return state.get("state_dict", state) if isinstance(state, dict) else state
+    """A state dict from .safetensors or a torch file (weights_only: never unpickles objects)."""
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # forged or damaged files fail in many ways; none may end the caller's run
+        reason = unpickling_refusal(exc) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise VidynError(
+            f"cannot read AlexNet weights {path} ({reason}); point {ALEXNET_ENV} at torchvision's "
+            "alexnet .pth"
+        ) from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise VidynError(
+            f"{path} holds a {type(state).__name__}, not a state dict of tensors; point {ALEXNET_ENV} at "
+            "torchvision's alexnet .pth"
+        )
+    return state
 
 
 def load_alexnet(path: str | Path) -> AlexNetFeatures:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from vidyn.errors import VidynError
+from vidyn.errors import VidynError, unpickling_refusal
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "resnet", "load_pretrained", "RESNET_DEPTHS"]
 
@@ -184,7 +184,7 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
     except VidynError:
         raise
     except Exception as exc:  # corrupt file, pickle with objects weights_only refuses, ...
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first_line = unpickling_refusal(exc) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise VidynError(
             f"could not read weights from {str(path)!r} ({first_line}); save a plain state dict "
             "(torch.save(model.state_dict(), path)) or a .safetensors file"
