@@ -71,7 +71,10 @@ from vidyn.models.interface import Condition
 from vidyn.nn.ode import ConvGRUCell
 from vidyn.nn.sde import (
     LatentSDEFunc,
+    check_condition_frames,
+    check_frames,
     check_increasing,
+    check_labels,
     check_sde_video_args,
     check_solver,
     rand_n,
@@ -191,14 +194,14 @@ class SDEVideo(nn.Module):
         dropped per clip with probability `drop_condition`. Returns scalars: loss (minimise), nll,
         kl_z0, kl_path, consistency (unweighted; 0 without the module), diffusion (mean g, detached).
         """
-        self._check_frames(frames, "frames")
+        check_frames(frames, self.in_channels, self.image_size, "frames")
         b, t = frames.shape[:2]
         rel = shared_grid(times, b, "times")
         check_increasing(rel, "times")
         rel = rel - rel[0]
         if not 0 <= num_context <= t or not 0 <= drop_condition <= 1:
             raise VidynError(f"need 0 <= num_context <= {t} and 0 <= drop_condition <= 1")
-        labels = self._check_labels(labels, b)
+        labels = check_labels(labels, b, self.num_classes, frames.device)
         emb = self.encoder(frames.flatten(0, 1)).unflatten(0, (b, t))  # (B*T, E, S, S) -> (B, T, E, S, S)
 
         # Posterior: ConvGRU backwards in time; out[:, i] summarises frames i..T-1.
@@ -268,13 +271,16 @@ class SDEVideo(nn.Module):
         condition = condition or Condition()
         ctx, t_ref = None, float(out_t.min())
         if condition.frames is not None:
-            frames, ctx_t = self._check_condition_frames(condition, n)
+            frames, ctx_t = check_condition_frames(
+                condition.frames, condition.times, n, self.in_channels, self.image_size
+            )
+            frames = frames.to(self.null_frames)
             t_ref = float(ctx_t[0])
             if bool((out_t < t_ref).any()):
                 raise VidynError("times must not precede the first condition frame; drop earlier times")
             emb = self.encoder(frames.flatten(0, 1)).unflatten(0, frames.shape[:2])  # (N, T_c, E, S, S)
             ctx = (frames, emb, ctx_t - t_ref)
-        labels = self._check_labels(condition.labels, n)
+        labels = check_labels(condition.labels, n, self.num_classes, self.null_frames.device)
         cond = self._encode_condition(ctx, labels, n)
         prior = self._prior_z0(cond)
         z0 = prior.loc + prior.scale * randn_like(prior.loc, generator)
@@ -344,41 +350,6 @@ class SDEVideo(nn.Module):
             return image
         mask = torch.sigmoid(out[:, :, self.in_channels :])  # (N, K, 1, H, W)
         return mask * cond.skip.unsqueeze(1) + (1 - mask) * image
-
-    # -- input checks -------------------------------------------------------------------------------
-    def _check_frames(self, frames: Tensor, what: str) -> None:
-        c, s = self.in_channels, self.image_size
-        if frames.dim() != 5 or frames.shape[1] < 1 or tuple(frames.shape[2:]) != (c, s, s):
-            raise VidynError(
-                f"{what} must be (B, T, {c}, {s}, {s}) frames in [0, 1]; got {tuple(frames.shape)} "
-                f"(resize to {s}x{s}{', grayscale' if c == 1 else ''})"
-            )
-
-    def _check_labels(self, labels: Tensor | None, n: int) -> Tensor | None:
-        if labels is None:
-            return None
-        labels = labels.reshape(-1).long()
-        if labels.numel() not in (1, n):
-            raise VidynError(f"labels must have 1 or {n} entries; got {labels.numel()}")
-        bad = labels[(labels < -1) | (labels >= self.num_classes)]
-        if bad.numel():
-            valid = f"0..{self.num_classes - 1} or -1 (none)" if self.num_classes else "-1 (none)"
-            raise VidynError(f"unknown class id {int(bad[0])}; this model takes {valid}")
-        return labels.expand(n).to(self.null_frames.device)
-
-    def _check_condition_frames(self, condition: Condition, n: int) -> tuple[Tensor, Tensor]:
-        frames = condition.frames
-        assert frames is not None
-        self._check_frames(frames, "condition.frames")
-        if frames.shape[0] not in (1, n):
-            raise VidynError(f"condition.frames must have batch 1 or num_samples={n}; got {frames.shape[0]}")
-        if condition.times is None:
-            raise VidynError("condition.times is required with condition.frames (seconds, one per frame)")
-        ctx_t = shared_grid(condition.times, frames.shape[0], "condition.times")
-        if ctx_t.numel() != frames.shape[1]:
-            raise VidynError(f"condition.times has {ctx_t.numel()} times for {frames.shape[1]} frames")
-        check_increasing(ctx_t, "condition.times")
-        return frames.expand(n, -1, -1, -1, -1).to(self.null_frames), ctx_t
 
 
 @MODELS.register("sde_video", family="generator")

@@ -240,6 +240,45 @@ def check_sde_video_args(
         raise VidynError(f"need dt > 0, obs_std > 0 and consistency_weight >= 0; got {got}")
 
 
+def check_frames(frames: Tensor, channels: int, size: int, what: str) -> None:
+    """Refuse anything but `(B, T, channels, size, size)` frames, with a one-line error saying the fix."""
+    if frames.dim() != 5 or frames.shape[1] < 1 or tuple(frames.shape[2:]) != (channels, size, size):
+        raise VidynError(
+            f"{what} must be (B, T, {channels}, {size}, {size}) frames in [0, 1]; got {tuple(frames.shape)} "
+            f"(resize to {size}x{size}{', grayscale' if channels == 1 else ''})"
+        )
+
+
+def check_labels(labels: Tensor | None, n: int, num_classes: int, device: torch.device) -> Tensor | None:
+    """Class ids (1 or `n` of them; -1 = none) as `(n,)` int64 on `device`, or None."""
+    if labels is None:
+        return None
+    labels = labels.reshape(-1).long()
+    if labels.numel() not in (1, n):
+        raise VidynError(f"labels must have 1 or {n} entries; got {labels.numel()}")
+    bad = labels[(labels < -1) | (labels >= num_classes)]
+    if bad.numel():
+        valid = f"0..{num_classes - 1} or -1 (none)" if num_classes else "-1 (none)"
+        raise VidynError(f"unknown class id {int(bad[0])}; this model takes {valid}")
+    return labels.expand(n).to(device)
+
+
+def check_condition_frames(
+    frames: Tensor, times: Tensor | None, n: int, channels: int, size: int
+) -> tuple[Tensor, Tensor]:
+    """Condition frames `(1 or n, T_c, C, H, W)` and times -> (frames `(n, T_c, ...)`, times `(T_c,)`)."""
+    check_frames(frames, channels, size, "condition.frames")
+    if frames.shape[0] not in (1, n):
+        raise VidynError(f"condition.frames must have batch 1 or num_samples={n}; got {frames.shape[0]}")
+    if times is None:
+        raise VidynError("condition.times is required with condition.frames (seconds, one per frame)")
+    ctx_t = shared_grid(times, frames.shape[0], "condition.times")
+    if ctx_t.numel() != frames.shape[1]:
+        raise VidynError(f"condition.times has {ctx_t.numel()} times for {frames.shape[1]} frames")
+    check_increasing(ctx_t, "condition.times")
+    return frames.expand(n, -1, -1, -1, -1), ctx_t
+
+
 def randn_like(like: Tensor, generator: torch.Generator | None) -> Tensor:
     """Standard normal noise shaped like `like`, drawn from `generator` (on its own device) so runs repeat."""
     device = generator.device if generator is not None else like.device
