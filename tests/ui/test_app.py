@@ -171,3 +171,16 @@ def test_app_offers_each_model_where_its_capabilities_fit(exported: Path) -> Non
     assert choices["classifier"] == [str(exported / "classifier")]
     texts = " ".join(str(c.get("props", {}).get("value")) for c in app.config["components"])
     assert "No generator found" in texts and "No classifier found" not in texts
+
+
+def test_a_model_folder_that_fails_to_load_gets_a_row_and_the_others_run(
+    exported: Path, clip: str, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(exported / "convlstm", broken)
+    (broken / "model.safetensors").write_bytes(b"\x00" * 64)
+    gif, rows, _ = handlers.run_predict(clip, [str(exported / "convlstm"), str(broken)], 3, True, 1)
+    by_name = {r[0]: r for r in rows}
+    assert by_name["convlstm_tiny"][3] > 0
+    assert "safetensors" in by_name["broken (not loaded)"][-1]
+    assert read_video(gif).frames.shape[2] == 3 * (handlers.DISPLAY_CELL + 4)  # context | truth | one model

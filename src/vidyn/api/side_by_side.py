@@ -102,17 +102,23 @@ def timed_forward(
     return pred.clamp(0, 1).cpu(), runs
 
 
-def _load_all(model_paths: list[str | Path]) -> list[tuple[dict[str, Any], nn.Module]]:
-    """Each model with its spec; `key` names it in the results (its folder added where names repeat),
-    `label` is its column label (name, folder where names repeat, size)."""
-    loaded = []
+def _load_all(
+    model_paths: list[str | Path],
+) -> tuple[list[tuple[dict[str, Any], nn.Module]], dict[str, dict]]:
+    """The models that load, each with its spec (`key` names it in the results, its folder added where
+    names repeat; `label` is its column label), and a row with the error for each folder that does not."""
+    loaded, failed = [], {}
     for path in model_paths:
-        meta = read_model_meta(path)
-        if meta.get("family") != "predictor":
-            family = meta.get("family")
-            raise VidynError(f"model {meta['name']!r} ({path}) is a {family}, not a frame predictor")
-        model = load_model(path)
-        loaded.append((describe_model(path, model), model))
+        try:
+            meta = read_model_meta(path)
+            if meta.get("family") != "predictor":
+                family = meta.get("family")
+                raise VidynError(f"model {meta['name']!r} ({path}) is a {family}, not a frame predictor")
+            model = load_model(path)
+            loaded.append((describe_model(path, model), model))
+        except VidynError as exc:  # say which folder failed; the others still run
+            failed[f"{Path(path).name} (not loaded)"] = {"path": str(path), "label": "-", "params": None,
+                                                         "error": str(exc)}  # fmt: skip
     names = [io["name"] for io, _ in loaded]
     for io, _ in loaded:
         folder = Path(io["path"]).name
@@ -121,7 +127,9 @@ def _load_all(model_paths: list[str | Path]) -> list[tuple[dict[str, Any], nn.Mo
         io["label"] = f"{io['name']}\n" + (f"{folder}\n" if repeated else "") + size_label(io)
     if len({io["key"] for io, _ in loaded}) < len(loaded):
         raise VidynError("the same model folder was given twice")
-    return loaded
+    if not loaded:
+        raise VidynError("; ".join(r["error"] for r in failed.values()))
+    return loaded, failed
 
 
 def _plan(loaded: list, steps: int | None, context_frames: int | None) -> tuple[int, int]:
@@ -193,14 +201,15 @@ def predict_many(
 
     Returns `{"out", "truth", "decode_s", "wall_s", "models": {name: {"path", "size", "channels", "label",
     "params", "context_frames", "predicted_frames", "infer_s", "infer_runs_s", "fps"} or {..., "error"}}}`.
-    A model that fails on the clip gets an "error" and no column; all failing is an error.
+    A model folder that does not load, or a model that fails on the clip, gets a row with an "error" and
+    no column; all failing is an error.
     """
     if not model_paths:
         raise VidynError("give at least one exported predictor")
     start = time.perf_counter()
     say = progress or _quiet
     say(0.0, "loading models")
-    loaded = _load_all(model_paths)
+    loaded, failed = _load_all(model_paths)
     n_ctx, steps = _plan(loaded, steps, context_frames)
     display = max([cell] + [io["image_size"] or 0 for io, _ in loaded])
     say(0.1, "decoding the clip")
@@ -226,7 +235,7 @@ def predict_many(
         "truth": truth is not None,
         "decode_s": decode_s,
         "wall_s": time.perf_counter() - start,
-        "models": rows,
+        "models": rows | failed,
     }
 
 
