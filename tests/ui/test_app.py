@@ -44,6 +44,11 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ode = tiny_prediction_config("vid_ode_tiny")
     ode["task"]["args"]["loss"] = "model"
     _train(ode, root / "vid_ode")
+    gan = tiny_prediction_config("ode_gan_tiny", num_classes=7)
+    gan["task"] = {"name": "gan", "args": {"num_frames": 4, "d_base_channels": 8}}
+    gan["optim"] = {"optimizer": "adam", "lr": 1e-3, "betas": [0.5, 0.999], "schedule": "constant"}
+    gan["trainer"]["monitor"] = "step"
+    _train(gan, root / "generator")
     return root
 
 
@@ -169,8 +174,18 @@ def test_app_offers_each_model_where_its_capabilities_fit(exported: Path) -> Non
     assert sorted(choices["predictors (name · size it runs at · folder)"]) == predictors
     assert choices["continuous-time model"] == [str(exported / "vid_ode")]
     assert choices["classifier"] == [str(exported / "classifier")]
+    assert choices["generator"] == [str(exported / "generator")]
     texts = " ".join(str(c.get("props", {}).get("value")) for c in app.config["components"])
-    assert "No generator found" in texts and "No classifier found" not in texts
+    assert "No generator found" not in texts and "No classifier found" not in texts
+    alone = ui.build_app(exported / "convlstm").config["components"]
+    assert "No generator found" in " ".join(str(c.get("props", {}).get("value")) for c in alone)
+
+
+def test_generate_draws_a_grid_labelled_with_times(exported: Path) -> None:
+    grid, note = handlers.run_generate(str(exported / "generator"), "orbit", None, 2, 5)
+    image = Image.open(grid)
+    assert image.size[0] == 4 * 64 and image.size[1] > 2 * 64  # 4 frames of 16 px shown at 64, a label band
+    assert "prompt **orbit**" in note and "seed 5" in note
 
 
 def test_a_model_folder_that_fails_to_load_gets_a_row_and_the_others_run(
