@@ -39,6 +39,9 @@ _TEXT_ART_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})
 _LUMA = (0.299, 0.587, 0.114)
 _DEFAULT_FPS = 10.0
 _REORDER_WINDOW = 16  # frames; more than any B-frame reorder depth in practice
+# Frames above 8192x8192 are refused before they are converted: a 4 KB GIF can claim 16000x16000 frames
+# (768 MB each in RGB; measured: 8 frames took 74 s and 15 GB to read whole), and 8K video is 7680x4320.
+MAX_FRAME_PIXELS = 8192 * 8192
 
 
 @dataclass
@@ -98,7 +101,9 @@ def _process(rgb: np.ndarray, hw: tuple[int, int], grayscale: bool) -> np.ndarra
     return np.array(x[0].permute(1, 2, 0).numpy(), order="C", copy=True)  # (h, w, C)
 
 
-def _open_video(path: str | os.PathLike) -> tuple[av.container.InputContainer, av.VideoStream]:
+def _open_video(
+    path: str | os.PathLike, *, check_size: bool = True
+) -> tuple[av.container.InputContainer, av.VideoStream]:
     p = Path(path)
     if not p.exists():
         raise _fail(path, "file not found (check the path)")
@@ -115,10 +120,24 @@ def _open_video(path: str | os.PathLike) -> tuple[av.container.InputContainer, a
     except (OSError, ValueError) as e:
         raise _fail(path, f"{type(e).__name__}: {e}") from e
     streams = container.streams.video
-    if not streams or streams[0].codec_context.name in _TEXT_ART_CODECS:
+    codec = streams[0].codec_context if streams else None  # None: a stream whose codec FFmpeg cannot open
+    if codec is None or codec.name in _TEXT_ART_CODECS:
         container.close()
+        if streams and codec is None:
+            raise _fail(path, "its video stream has no codec FFmpeg can open (file truncated or damaged?)")
         raise _fail(path, "no video stream (is it a video file?)")
+    if check_size and codec.width * codec.height > MAX_FRAME_PIXELS:
+        container.close()
+        raise _too_large(path, codec.width, codec.height)
     return container, streams[0]
+
+
+def _too_large(path: str | os.PathLike, width: int, height: int) -> VideoReadError:
+    return _fail(
+        path,
+        f"its frames are {width}x{height} pixels, above vidyn's limit of 8192x8192; scale it down first "
+        "(e.g. ffmpeg -i IN -vf scale=1920:-2 OUT)",
+    )
 
 
 def _stream_fps(stream: av.VideoStream) -> float | None:
@@ -195,6 +214,8 @@ def _frames(
         for frame, t in _reordered(_decoded(container, stream, stats), fps):
             if t < start_time - 1e-9:
                 continue
+            if frame.width * frame.height > MAX_FRAME_PIXELS:  # the header may have claimed less
+                raise _too_large(path, frame.width, frame.height)
             rgb = frame.to_ndarray(format="rgb24")  # (H, W, 3)
             hw = hw or rgb.shape[:2]  # should the stream change size, keep that of the first frame
             count += 1
@@ -262,7 +283,7 @@ def probe_video(path: str | os.PathLike) -> dict:
     `header_frames` is what the header claims (None if absent) and is often wrong; `read_video` and
     `iter_video` never rely on it. `fps` and `duration` are None when the container does not state them.
     """
-    container, stream = _open_video(path)
+    container, stream = _open_video(path, check_size=False)  # facts only: nothing is decoded
     try:
         duration = None
         if stream.duration is not None and stream.time_base is not None:
