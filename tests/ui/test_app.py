@@ -94,8 +94,12 @@ def test_interpolate_shows_the_input_beside_the_output_and_names_the_resolution(
     beside, raw, note = handlers.run_interpolate(clip, model, 2)
     both, alone = read_video(beside).frames, read_video(raw).frames
     assert both.shape[0] == alone.shape[0] == 2 * 19 + 1
-    assert alone.shape[1:3] == (16, 16) and both.shape[2] == 2 * 256
+    assert alone.shape[1:3] == (16, 16) and both.shape[2] == 2 * 192
     assert "16x16 grayscale" in note
+    with pytest.raises(
+        VidynError, match=r"clip.mp4 has about 20 frames: x8 would make 160, more than the 100"
+    ):
+        handlers.run_interpolate(clip, model, 8, limits=Limits(max_interpolated_frames=100))
 
 
 def test_classify_draws_top_k_and_attention(exported: Path, clip: str) -> None:

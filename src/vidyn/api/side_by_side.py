@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -21,10 +22,17 @@ from torch import Tensor, nn
 from vidyn.api._common import default_device
 from vidyn.api.inference import context_and_targets, interpolate
 from vidyn.api.models import describe_model
-from vidyn.data.video_io import frames_to_tensor, load_frames, probe_video, read_video, write_video
+from vidyn.data.video_io import (
+    frames_to_tensor,
+    load_frames,
+    probe_video,
+    read_video,
+    tensor_to_frames,
+    write_video,
+)
 from vidyn.errors import VidynError
 from vidyn.export import load_model, read_model_meta
-from vidyn.report.labels import with_column_labels
+from vidyn.report.labels import label_band
 from vidyn.report.media import to_display, write_comparison
 
 _LUMA = (0.299, 0.587, 0.114)  # BT.601, as vidyn.data.video_io converts to grayscale
@@ -240,24 +248,31 @@ def predict_many(
 
 
 def interpolate_side_by_side(
-    model_path: str | Path, input_path: str | Path, *, factor: int, out: str | Path, cell: int = 256
+    model_path: str | Path, input_path: str | Path, *, factor: int, out: str | Path, cell: int = 192
 ) -> dict[str, Any]:
     """`interpolate`, then a labelled video of the input beside the result, both shown at `cell` pixels.
 
     The input column holds each original frame for the `factor` output frames that share its interval, so
     both columns play in step at the output rate. The model's own output (at its resolution) is kept as
     `<out stem>_model.mp4`. Returns interpolate's dict with `"out"` (the side-by-side) and `"model_out"`.
+    Frames are composed in chunks and kept as uint8, so memory grows by `6 cell^2` bytes per output frame.
     """
     out = Path(out)
     res = interpolate(model_path, input_path, factor=factor, out=out.with_name(f"{out.stem}_model.mp4"))
-    shown, _ = load_frames(input_path, size=cell, channels=3)  # (N, 3, cell, cell)
+    shown = read_video(input_path, size=cell).frames  # uint8 (N, cell, cell, 3)
     made, _ = load_frames(res["out"])  # (K (N - 1) + 1, C, s, s): originals at every factor-th frame
-    held = shown.repeat_interleave(factor, dim=0)[: made.shape[0]]
-    grid = torch.cat([held, to_display(made, cell)], dim=3)  # side by side: (T, 3, cell, 2 cell)
     io = describe_model(model_path)
     labels = [
         f"your clip\n{res['fps_in']:.1f} fps, {res['input_frames']} frames",
         f"{io['name']} x{factor}: {res['fps_out']:.1f} fps\nmodel resolution {size_label(io)}",
     ]
-    write_video(out, with_column_labels(grid, labels), fps=res["fps_out"])
+    band = label_band(labels, [cell, cell])  # (3, h, 2 cell)
+    chunks = []
+    for start in range(0, made.shape[0], 64):
+        idx = torch.arange(start, min(start + 64, made.shape[0]))
+        held = frames_to_tensor(shown[(idx // factor).numpy()])  # (k, 3, cell, cell): input frame j // K
+        grid = torch.cat([held, to_display(made[idx], cell)], dim=3)  # side by side: (k, 3, cell, 2 cell)
+        grid = torch.cat([band.expand(len(idx), -1, -1, -1), grid], dim=2)  # labels on top
+        chunks.append(tensor_to_frames(grid))  # uint8 (k, h + cell, 2 cell, 3)
+    write_video(out, np.concatenate(chunks), fps=res["fps_out"])
     return {**res, "out": str(out), "model_out": res["out"]}

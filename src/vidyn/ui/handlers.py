@@ -16,7 +16,7 @@ from vidyn import api
 from vidyn.data.folder import VIDEO_EXTENSIONS
 from vidyn.errors import VidynError
 from vidyn.ui.charts import attention_chart, top_k_chart
-from vidyn.ui.limits import DEFAULT_LIMITS, Limits, check_clip
+from vidyn.ui.limits import DEFAULT_LIMITS, Limits, check_clip, check_interpolation
 
 SHAPES = "shapes"  # the sample choice that renders a clip instead of reading a file
 PREDICT_HEADERS = ["model", "runs at", "frames in -> out", "inference ms", "frames/s", "parameters", "note"]
@@ -119,6 +119,7 @@ def run_interpolate(
     video = check_clip(video, limits)
     if not model_path:
         raise VidynError("select a continuous-time model")
+    check_interpolation(video, int(factor), limits)
     res = api.interpolate_side_by_side(model_path, video, factor=int(factor), out=_workdir() / "beside.mp4")
     spec = api.describe_model(model_path)
     size, gray = res["size"], res["channels"] == 1

@@ -23,6 +23,7 @@ class Limits:
     max_mb: float = 200.0
     max_seconds: float = 600.0
     max_side: int = 3840
+    max_interpolated_frames: int = 1200  # what the Interpolate tab composes (K x the clip's frames)
 
 
 DEFAULT_LIMITS = Limits()
@@ -75,3 +76,17 @@ def scrub(message: str, args: tuple[Any, ...] = ()) -> str:
         if isinstance(arg, str) and len(arg) > 1 and ("/" in arg or "\\" in arg):
             message = message.replace(arg, Path(arg).name)
     return re.sub(_TEMP + r"[/\\][^\s'\"]*[/\\]([^/\\\s'\"]+)", r"\1", message)
+
+
+def check_interpolation(path: str, factor: int, limits: Limits) -> None:
+    """A VidynError when `factor` x the clip's frames exceed what the page composes."""
+    if Path(path).suffix.lower() == ".npy":
+        return
+    info = probe_video(path)
+    frames = round((info["duration"] or 0) * (info["fps"] or 0)) or (info["header_frames"] or 0)
+    if frames * factor > limits.max_interpolated_frames:
+        raise VidynError(
+            f"{Path(path).name} has about {frames} frames: x{factor} would make {frames * factor}, more than "
+            f"the {limits.max_interpolated_frames} this page shows; cut the clip, lower K, or run "
+            "vidyn interpolate on it"
+        )

@@ -90,13 +90,16 @@ def interpolate_tab(models: list[dict], samples: list, limits: Limits, root: str
                 model = gr.Dropdown(choices, value=choices[0][1] if choices else None,
                                     label="continuous-time model")  # fmt: skip
                 factor = gr.Slider(2, 8, value=2, step=1, label="frame-rate factor K")
-                go = gr.Button("Interpolate", variant="primary", interactive=bool(choices))
+                with gr.Row():
+                    go = gr.Button("Interpolate", variant="primary", interactive=bool(choices))
+                    stop = gr.Button("Cancel")
                 status.render()
         with gr.Row():
             beside = gr.Video(label="your clip | the model's output at K times the frame rate")
             raw = gr.File(label="the model's output at its own resolution")
         run = functools.partial(handlers.run_interpolate, limits=limits)
-        go.click(guard(run, 3), [video, model, factor], [beside, raw, status])
+        event = go.click(guard(run, 3), [video, model, factor], [beside, raw, status])
+        stop.click(None, cancels=[event])
 
 
 def classify_tab(models: list[dict], samples: list, limits: Limits, root: str | Path) -> None:
@@ -139,11 +142,14 @@ def generate_tab(models: list[dict], limits: Limits, root: str | Path) -> None:
             with gr.Column():
                 count = gr.Slider(1, 16, value=4, step=1, label="samples")
                 seed = gr.Number(0, precision=0, label="seed", minimum=0)
-                go = gr.Button("Generate", variant="primary", interactive=bool(choices))
+                with gr.Row():
+                    go = gr.Button("Generate", variant="primary", interactive=bool(choices))
+                    stop = gr.Button("Cancel")
                 status = gr.Markdown(elem_id="generate-status")
         grid = gr.Image(label="samples: one row each, columns labelled with their times", type="filepath")
         run = functools.partial(handlers.run_generate, limits=limits)
-        go.click(guard(run, 2), [model, prompt, initial, count, seed], [grid, status])
+        event = go.click(guard(run, 2), [model, prompt, initial, count, seed], [grid, status])
+        stop.click(None, cancels=[event])
 
 
 def compare_tab(root: str | Path) -> None:
