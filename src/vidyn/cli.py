@@ -244,7 +244,12 @@ def cmd_ui(a: argparse.Namespace) -> None:
     from vidyn.ui.app import launch
     from vidyn.ui.limits import Limits
 
-    limits = Limits(max_mb=a.max_upload_mb, max_seconds=a.max_seconds, max_side=a.max_side)
+    limits = Limits(
+        max_mb=a.max_upload_mb,
+        max_seconds=a.max_seconds,
+        max_side=a.max_side,
+        max_interpolated_frames=a.max_interpolated_frames,
+    )
     launch(a.models, host=a.host, port=a.port, samples_dir=a.samples, limits=limits)
 
 

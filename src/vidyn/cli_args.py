@@ -130,6 +130,9 @@ def ui(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-upload-mb", type=float, default=200.0, help="largest upload in MiB (default: 200)")
     p.add_argument("--max-seconds", type=float, default=600.0, help="longest clip in seconds (default: 600)")
     p.add_argument("--max-side", type=int, default=3840, help="largest frame side in pixels (default: 3840)")
+    p.add_argument(
+        "--max-interpolated-frames", type=int, default=1200, help="most frames Interpolate makes (1200)"
+    )
 
 
 def models(p: argparse.ArgumentParser) -> None:
