@@ -59,7 +59,9 @@ def cmd_demo(a: argparse.Namespace) -> None:
 def cmd_train(a: argparse.Namespace) -> None:
     from vidyn import api
 
-    res = api.train(a.config, a.overrides, run_dir=a.out, resume=a.resume)
+    res = api.train(
+        a.config, a.overrides, run_dir=a.out, resume=a.resume, echo=lambda s: print(s, flush=True)
+    )
     if res.metrics:
         print(format_table(res.metrics.get("models", {})))
     print(f"\ntrained in {res.seconds:.0f} s; run folder (exported model, metrics, logs): {res.run_dir}")
@@ -386,8 +388,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except VidynError as exc:
-        print(f"vidyn: error: {exc}", file=sys.stderr)
-        return 2
+        code = getattr(exc, "exit_code", None)  # a run stopped by a signal, its state saved
+        print(f"vidyn: {exc}" if code else f"vidyn: error: {exc}", file=sys.stderr)
+        return code or 2
     except KeyboardInterrupt:
         print("vidyn: interrupted", file=sys.stderr)
         return 130

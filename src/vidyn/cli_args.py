@@ -51,10 +51,19 @@ def demo(p: argparse.ArgumentParser) -> None:
 
 def train(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "-c", "--config", required=True, help="YAML file or shipped config name (see `vidyn configs`)"
+        "-c",
+        "--config",
+        default=None,
+        help="YAML file or shipped config name (see `vidyn configs`); not read with --resume",
     )
-    p.add_argument("--out", default=None, help="run folder (default: <out_dir>/<name>)")
-    p.add_argument("--resume", default=None, help="run folder or .ckpt to resume from")
+    p.add_argument(
+        "--out", default=None, help="run folder (default: <out_dir>/<name>, or <name>-2, -3, ... if taken)"
+    )
+    p.add_argument(
+        "--resume",
+        default=None,
+        help="run folder (or .ckpt) to continue, with the run's own config.yaml; --set changes apply on top",
+    )
     overrides(p)
 
 

@@ -98,6 +98,8 @@ class TrainerConfig:
     strategy: str = "auto"
     num_threads: int | None = None  # torch CPU threads; None = torch's default
     progress_bar: bool = True
+    checkpoint_every_n_steps: int = 100  # last.ckpt also after every validation, epoch and at the stop
+    deterministic: bool = False  # torch.use_deterministic_algorithms (bit-identical resume on GPUs)
 
 
 @dataclass

@@ -6,16 +6,19 @@ import copy
 import hashlib
 import inspect
 import json
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 
 from vidyn.api.evaluation import evaluate
 from vidyn.api.models import io_spec
+from vidyn.api.resume import ResumePlan, check_fits, load_checkpoint, plan_resume, record, resume_command
 from vidyn.config import Config, build_config, save_config
 from vidyn.data.datamodule import VideoDataModule, class_names_of
 from vidyn.data.prepare import prepare_store
@@ -23,7 +26,9 @@ from vidyn.errors import VidynError
 from vidyn.export import build_model, export_model
 from vidyn.registry import DATASETS
 from vidyn.tasks import TaskRun, VidynTask, build_task
+from vidyn.tasks.checkpointing import StopRequested
 from vidyn.tasks.engine import build_trainer, prepare_runtime
+from vidyn.tasks.guards import NonFiniteError
 
 
 @dataclass
@@ -123,31 +128,95 @@ def _class_names(dataset: Any) -> tuple[str, ...]:
         return ()
 
 
+class RunInterrupted(VidynError):
+    """A run stopped by a signal after saving its state; `exit_code` is 128 + the signal number."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _start(
+    config: Any, overrides: Any, run_dir: Any, resume: Any, say: Any
+) -> tuple[Config, Path, ResumePlan | None]:
+    """The config and run folder of a new run, or of a resumed one (nothing written yet)."""
+    if resume is not None:
+        plan = plan_resume(config, overrides, resume, run_dir)
+        if plan.config_ignored:
+            say(
+                f"note: resuming {plan.run_dir} with its own config.yaml; -c {plan.config_ignored} is not "
+                "read on --resume (change settings with --set)"
+            )
+        return plan.cfg, plan.run_dir, plan
+    if config is None:
+        raise VidynError("train needs a config (-c CONFIG) for a new run, or --resume RUN_FOLDER")
+    cfg = config if isinstance(config, Config) else build_config(config, overrides)
+    out = Path(run_dir) if run_dir is not None else _new_run_dir(cfg)
+    return cfg, out, None
+
+
+def _announce(out: Path, cfg: Config, plan: ResumePlan | None, say: Any) -> None:
+    if plan is not None:
+        say(f"resuming {out} from step {plan.step} ({plan.checkpoint.name})")
+        return
+    first = Path(cfg.out_dir) / cfg.name
+    earlier = f"; {first} holds an earlier run" if out != first and (first / "config.yaml").exists() else ""
+    say(f"run folder: {out}{earlier} (if interrupted: {resume_command(out)})")
+
+
+def _export(task: VidynTask, model: nn.Module, out: Path, cfg: Config, dm: Any, ckpt: str | None) -> None:
+    if ckpt and Path(ckpt).is_file():
+        # The best validation checkpoint, not the last step, is what gets exported.
+        task.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"])
+    model.eval()
+    extra = task.export_extra() | io_spec(cfg, model, _frame_interval(dm))
+    export_model(model, out, config=cfg.to_dict(), extra=extra)
+
+
+def _fit(trainer: Any, task: VidynTask, dm: VideoDataModule, ckpt: Path | None) -> BaseException | None:
+    """Run Lightning's fit; the stop request or non-finite failure that ended it early, if any."""
+    try:
+        trainer.fit(task, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
+    except (StopRequested, NonFiniteError) as exc:
+        return exc
+    except SIGTERMException:  # under DDP Lightning handles SIGTERM itself (vidyn.tasks.guards)
+        return StopRequested("SIGTERM", int(trainer.global_step))
+    return None
+
+
+def _stopped_error(stop: BaseException, out: Path, best: str | None) -> VidynError:
+    last = out / "checkpoints" / "last.ckpt"
+    if isinstance(stop, StopRequested):
+        code = 128 + int(getattr(signal.Signals, stop.reason, signal.SIGTERM))
+        return RunInterrupted(f"{stop}; state saved in {last}; resume with: {resume_command(out)}", code)
+    saved = f"{last} (step {load_checkpoint(last).get('global_step')})" if last.is_file() else "no checkpoint"
+    exported = f"the best checkpoint exported to {out}" if best else "nothing exported"
+    return VidynError(
+        f"{stop}; kept {saved}, {exported}; lower optim.lr or set trainer.gradient_clip_val, then resume "
+        f"with: {resume_command(out)} --set optim.lr=..."
+    )
+
+
 def train(
-    config: str | Path | dict[str, Any] | Config,
+    config: str | Path | dict[str, Any] | Config | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     *,
     run_dir: str | Path | None = None,
     resume: str | Path | None = None,
     evaluate_after: bool = True,
+    echo: Any = None,
 ) -> TrainResult:
     """Train the configured model; export it and (by default) evaluate it beside the baselines.
 
     The run folder holds config.yaml, checkpoints/, tensorboard/, and after training the exported
-    model (model.safetensors + model.json), metrics.json, per_step.png and samples.gif.
+    model (model.safetensors + model.json), metrics.json, per_step.png and samples.gif. `resume` (a run
+    folder or a .ckpt) continues a run with its own config.yaml plus `overrides` (`vidyn.api.resume`);
+    `config` is then not read. `echo` receives one-line notes (the run folder, a resume) for a front end.
+    A run stopped by a signal raises `RunInterrupted` after saving last.ckpt; NaN/inf raises VidynError.
     """
     start = time.perf_counter()
-    cfg = config if isinstance(config, Config) else build_config(config, overrides)
-    if resume is not None:
-        resume = Path(resume)
-        ckpt = resume / "checkpoints" / "last.ckpt" if resume.is_dir() else resume
-        if not ckpt.is_file():
-            raise VidynError(
-                f"nothing to resume at {str(resume)!r}: expected a run folder with checkpoints/last.ckpt"
-            )
-        run_dir = ckpt.parent.parent if resume.is_dir() or run_dir is None else run_dir
-        resume = ckpt
-    out = Path(run_dir) if run_dir is not None else _new_run_dir(cfg)
+    say = echo or (lambda _line: None)
+    cfg, out, plan = _start(config, overrides, run_dir, resume, say)
     _check_data_source(cfg)
     cfg = _prepared(cfg)
     prepare_runtime(cfg.trainer)
@@ -166,28 +235,35 @@ def train(
     dm.check_splits(("train", "val", cfg.eval.split))  # before anything is trained or written
     total, warmup = _total_steps(cfg, dm)
     task = task_for(cfg, model, total, warmup, _class_names(dm.dataset("train")))
+    if plan is not None:
+        check_fits(plan, task)  # before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    if plan is None:
+        save_config(cfg, out / "config.yaml")
+    else:
+        record(plan)
+    _announce(out, cfg, plan, say)
     trainer_cfg = cfg.trainer
     if not task.automatic_optimization:  # the task clips its own gradients (GAN training)
         trainer_cfg = copy.copy(cfg.trainer)
         trainer_cfg.gradient_clip_val = None
-    trainer = build_trainer(trainer_cfg, out, extra_callbacks=task.extra_callbacks())
-    trainer.fit(task, datamodule=dm, ckpt_path=str(resume) if resume else None)
-    best = getattr(trainer.checkpoint_callback, "best_model_path", "")
-    if best and Path(best).is_file():
-        # The best validation checkpoint, not the last step, is what gets exported.
-        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-        task.load_state_dict(state)
-    model.eval()
-    metrics: dict[str, Any] = {}
-    if trainer.is_global_zero:
-        export_model(
-            model,
-            out,
-            config=cfg.to_dict(),
-            extra=task.export_extra() | io_spec(cfg, model, _frame_interval(dm)),
+    update = plan.optim_update if plan else None
+    deterministic = torch.are_deterministic_algorithms_enabled()  # Lightning sets it process-wide
+    try:
+        trainer = build_trainer(
+            trainer_cfg, out, task.extra_callbacks(), optim_update=update, resuming=plan is not None
         )
-        if evaluate_after:
+        stop = _fit(trainer, task, dm, plan.checkpoint if plan else None)
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+    if best is None and isinstance(stop, NonFiniteError) and (out / "checkpoints" / "last.ckpt").is_file():
+        best = str(out / "checkpoints" / "last.ckpt")  # no validation yet: the last good state
+    metrics: dict[str, Any] = {}
+    if trainer.is_global_zero and (stop is None or best):
+        _export(task, model, out, cfg, dm, best)
+        if evaluate_after and stop is None:
             metrics = evaluate(out, split=cfg.eval.split, json_path=out / "metrics.json", report_dir=out)
+    if stop is not None:
+        raise _stopped_error(stop, out, best)
     return TrainResult(out, metrics, time.perf_counter() - start, steps=int(trainer.global_step))

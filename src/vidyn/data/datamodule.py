@@ -6,11 +6,13 @@ config names a dataset once and, for instance, asks for fewer test clips than tr
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 import vidyn.data.registered  # noqa: F401  (registers the dataset builders)
 from vidyn.errors import VidynError
@@ -41,6 +43,59 @@ def class_names_of(dataset: Any, num_classes: int | None = None) -> list[str]:
     return [str(n) for n in names]
 
 
+class ResumableRandomSampler(RandomSampler):
+    """torch's RandomSampler (the same order from the same generator) that resumes in the middle of an epoch.
+
+    `position(batches, epoch_over)` says where training stands (`vidyn.tasks.checkpointing` stores it in
+    checkpoints; the sampler itself runs ahead of training by the loader's prefetch): the epoch, the
+    generator's state when its permutation was drawn and the batches of it already trained, or, at the end
+    of an epoch, the generator's state then. `resume(position)` continues from there with the random draws
+    of an uninterrupted run. The DataLoader draws its workers' base seed from the same generator whenever
+    it starts an iterator (every epoch, or once with persistent workers), and after resuming Lightning may
+    start iterators it never reads, so the permutation is remembered per epoch (`set_epoch`, which
+    Lightning calls) and drawn again from the same state whenever an iterator of that epoch starts. A
+    subclass of RandomSampler, so under DDP Lightning still replaces it with a DistributedSampler (whose
+    position is not restored).
+    """
+
+    def __init__(
+        self, data_source: Dataset, generator: torch.Generator, batch_size: int, persistent: bool = False
+    ) -> None:
+        super().__init__(data_source, generator=generator)
+        self.batch_size, self.persistent, self.epoch = batch_size, persistent, 0
+        self._start: tuple[int, torch.Tensor] | None = None  # (epoch, generator state at its permutation)
+        self._skip = (0, 0)  # (epoch, samples already trained in it when resumed)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def position(self, batches: int, epoch_over: bool) -> dict[str, Any]:
+        if epoch_over or self._start is None:
+            return {"epoch": self.epoch + 1, "generator": self.generator.get_state(), "batches": 0, "over": 1}
+        epoch, state = self._start
+        return {"epoch": epoch, "generator": state.clone(), "batches": int(batches), "over": 0}
+
+    def resume(self, position: dict[str, Any]) -> None:
+        self.epoch, state = position["epoch"], position["generator"]
+        if position["over"] and not self.persistent:
+            # Between an epoch's end and the next permutation the DataLoader starts an iterator, which
+            # draws one int64 (its workers' base seed) from the generator (torch.utils.data.dataloader).
+            gen = torch.Generator()
+            gen.set_state(state)
+            torch.empty((), dtype=torch.int64).random_(generator=gen)
+            state = gen.get_state()
+        self._start = (position["epoch"], state)
+        self._skip = (position["epoch"], position["batches"] * self.batch_size)
+
+    def __iter__(self) -> Iterator[int]:
+        if self._start is not None and self._start[0] == self.epoch:
+            self.generator.set_state(self._start[1])  # this epoch's permutation was drawn before: again
+        else:
+            self._start = (self.epoch, self.generator.get_state())
+        skip = self._skip[1] if self._skip[0] == self.epoch else 0
+        yield from itertools.islice(super().__iter__(), skip, None)
+
+
 class VideoDataModule(L.LightningDataModule):
     def __init__(
         self,
@@ -58,6 +113,14 @@ class VideoDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers, self.seed = num_workers, seed
         self._datasets: dict[str, Dataset] = {}
+        self.train_sampler: ResumableRandomSampler | None = None
+        self._sampler_position: dict[str, Any] | None = None
+
+    def resume_sampler(self, position: dict[str, Any]) -> None:
+        """Continue the training order from a checkpoint's sampler position (before the loader is built)."""
+        self._sampler_position = position
+        if self.train_sampler is not None:
+            self.train_sampler.resume(position)
 
     def dataset(self, split: str) -> Dataset:
         if split not in self._datasets:
@@ -85,11 +148,20 @@ class VideoDataModule(L.LightningDataModule):
         return counts  # type: ignore[return-value]
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        # The loader and its sampler share one seeded generator, as with `shuffle=True, generator=gen`: the
+        # loader draws its workers' base seed from it at each epoch, the sampler its permutation.
         gen = torch.Generator().manual_seed(self.seed)
+        sampler = None
+        if shuffle:
+            sampler = ResumableRandomSampler(self.dataset(split), gen, self.batch_size, self.num_workers > 0)
+            if self._sampler_position is not None:
+                sampler.resume(self._sampler_position)
+                self._sampler_position = None
+            self.train_sampler = sampler
         return DataLoader(
             self.dataset(split),
             batch_size=self.batch_size if split == "train" else self.eval_batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             drop_last=shuffle and len(self.dataset(split)) >= self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
@@ -50,6 +51,15 @@ class VidynTask(L.LightningModule):
     def export_extra(self) -> dict[str, Any]:
         """Fields to store in the exported model's model.json beside name/args/config (e.g. class names)."""
         return {}
+
+    def log(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
+        """Lightning's `log`; scalar training terms (`train/...`) are also kept for the step's finiteness
+        check (`vidyn.tasks.guards.FiniteCheck`), so every task names the loss term that went NaN."""
+        if name.startswith("train/") and isinstance(value, torch.Tensor) and value.numel() == 1:
+            terms = self.__dict__.get("_vidyn_train_terms")
+            if terms is not None:
+                terms[name] = value.detach()
+        super().log(name, value, *args, **kwargs)
 
 
 def resolved_task_args(name: str, args: dict[str, Any]) -> dict[str, Any]:

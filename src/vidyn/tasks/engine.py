@@ -26,6 +26,9 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from vidyn.config import TrainerConfig
+from vidyn.tasks import faults
+from vidyn.tasks.checkpointing import AtomicCheckpointIO, LatestCheckpoint
+from vidyn.tasks.guards import FiniteCheck, SignalStop
 
 # Lightning logs its console messages through this logger (set in lightning.pytorch.utilities.rank_zero).
 _LIGHTNING_CONSOLE_LOGGER = "lightning.pytorch.utilities.rank_zero"
@@ -40,6 +43,11 @@ class _DropLightningTips(logging.Filter):
 
 
 _DROP_LIGHTNING_TIPS = _DropLightningTips()
+
+
+def _quiet_resume() -> None:
+    """On resume the checkpoint folder is expected to hold checkpoints: drop Lightning's warning about it."""
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
 def _quiet_lightning() -> None:
@@ -70,11 +78,17 @@ def prepare_runtime(cfg: TrainerConfig) -> None:
 
 
 def build_trainer(
-    cfg: TrainerConfig, run_dir: Path, extra_callbacks: list[Callback] | None = None
+    cfg: TrainerConfig,
+    run_dir: Path,
+    extra_callbacks: list[Callback] | None = None,
+    optim_update: dict[str, Any] | None = None,
+    resuming: bool = False,
 ) -> L.Trainer:
     # Two checkpoints: best.ckpt (by cfg.monitor; what gets exported) and last.ckpt (the latest, to
-    # resume). Lightning's own `save_last=True` refreshes last.ckpt only when a new best is saved, so a
-    # run whose validation got worse would resume from its best step and repeat the steps since.
+    # resume; `LatestCheckpoint`). Lightning's own `save_last=True` refreshes last.ckpt only when a new best
+    # is saved, so a run whose validation got worse would resume from its best step and repeat the steps
+    # since; a ModelCheckpoint without a monitor misses the step where max_steps ends mid-epoch.
+    stop = SignalStop()
     callbacks: list[Callback] = [
         ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
@@ -83,12 +97,20 @@ def build_trainer(
             mode="min" if "loss" in cfg.monitor else "max",
             save_top_k=1,
             enable_version_counter=False,
+            save_on_train_epoch_end=False,  # at validation end, before last.ckpt records its state
         ),
-        ModelCheckpoint(
-            dirpath=run_dir / "checkpoints", filename="last", monitor=None, enable_version_counter=False
+        LatestCheckpoint(
+            run_dir / "checkpoints",
+            cfg.checkpoint_every_n_steps,
+            stop_requested=stop,
+            optim_update=optim_update,
         ),
+        stop,
+        FiniteCheck(),
         LearningRateMonitor(logging_interval="step"),
     ]
+    if faults.active():  # test hooks (tests/engine/test_kill_resume.py)
+        callbacks.append(faults.FaultPoints())
     if cfg.progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, cfg.log_every_n_steps)))
     if cfg.early_stopping_patience > 0:
@@ -97,6 +119,7 @@ def build_trainer(
                 monitor=cfg.monitor,
                 mode="min" if "loss" in cfg.monitor else "max",
                 patience=cfg.early_stopping_patience,
+                check_on_train_epoch_end=False,  # at validation end, before last.ckpt records its state
             )
         )
     callbacks += extra_callbacks or []
@@ -120,6 +143,8 @@ def build_trainer(
             "trainer.precision=16-mixed needs a CUDA GPU; training in 32-true on this machine", stacklevel=2
         )
         precision = "32-true"
+    if resuming:
+        _quiet_resume()
     _quiet_lightning()  # before L.Trainer: it prints the litlogger tip while configuring its loggers
     return L.Trainer(
         default_root_dir=str(run_dir),
@@ -140,5 +165,7 @@ def build_trainer(
         enable_progress_bar=cfg.progress_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
+        deterministic=cfg.deterministic or None,
+        plugins=[AtomicCheckpointIO()],
         **kwargs,
     )
