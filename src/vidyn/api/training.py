@@ -24,6 +24,7 @@ from vidyn.data.datamodule import VideoDataModule, class_names_of
 from vidyn.data.prepare import prepare_store
 from vidyn.errors import VidynError
 from vidyn.export import build_model, export_model
+from vidyn.nn.ode import ODESolverError
 from vidyn.registry import DATASETS
 from vidyn.tasks import TaskRun, VidynTask, build_task
 from vidyn.tasks.checkpointing import StopRequested
@@ -155,12 +156,13 @@ def _start(
     return cfg, out, None
 
 
-def _announce(out: Path, cfg: Config, plan: ResumePlan | None, say: Any) -> None:
+def _announce(out: Path, cfg: Config, plan: ResumePlan | None, named: bool, say: Any) -> None:
+    """One line saying where the run writes (a second run of a config gets <name>-2: say so)."""
     if plan is not None:
         say(f"resuming {out} from step {plan.step} ({plan.checkpoint.name})")
         return
     first = Path(cfg.out_dir) / cfg.name
-    earlier = f"; {first} holds an earlier run" if out != first and (first / "config.yaml").exists() else ""
+    earlier = f"; {first} holds an earlier run" if not named and out != first else ""
     say(f"run folder: {out}{earlier} (if interrupted: {resume_command(out)})")
 
 
@@ -179,6 +181,8 @@ def _fit(trainer: Any, task: VidynTask, dm: VideoDataModule, ckpt: Path | None) 
         trainer.fit(task, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
     except (StopRequested, NonFiniteError) as exc:
         return exc
+    except ODESolverError as exc:  # the step it failed in, for the message
+        return NonFiniteError(int(trainer.global_step) + 1, str(exc))
     except SIGTERMException:  # under DDP Lightning handles SIGTERM itself (vidyn.tasks.guards)
         return StopRequested("SIGTERM", int(trainer.global_step))
     return None
@@ -191,6 +195,8 @@ def _stopped_error(stop: BaseException, out: Path, best: str | None) -> VidynErr
         return RunInterrupted(f"{stop}; state saved in {last}; resume with: {resume_command(out)}", code)
     saved = f"{last} (step {load_checkpoint(last).get('global_step')})" if last.is_file() else "no checkpoint"
     exported = f"the best checkpoint exported to {out}" if best else "nothing exported"
+    if "ODE solver" in str(stop):
+        return VidynError(f"{stop}; kept {saved}, {exported}; resume with: {resume_command(out)} --set ...")
     return VidynError(
         f"{stop}; kept {saved}, {exported}; lower optim.lr or set trainer.gradient_clip_val, then resume "
         f"with: {resume_command(out)} --set optim.lr=..."
@@ -242,7 +248,7 @@ def train(
         save_config(cfg, out / "config.yaml")
     else:
         record(plan)
-    _announce(out, cfg, plan, say)
+    _announce(out, cfg, plan, run_dir is not None, say)
     trainer_cfg = cfg.trainer
     if not task.automatic_optimization:  # the task clips its own gradients (GAN training)
         trainer_cfg = copy.copy(cfg.trainer)
@@ -256,7 +262,8 @@ def train(
         stop = _fit(trainer, task, dm, plan.checkpoint if plan else None)
     finally:
         torch.use_deterministic_algorithms(deterministic)
-    best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+    # best.ckpt by name: in a run folder that was moved, Lightning's best_model_path names the old place.
+    best = next((str(p) for p in (out / "checkpoints" / "best.ckpt",) if p.is_file()), None)
     if best is None and isinstance(stop, NonFiniteError) and (out / "checkpoints" / "last.ckpt").is_file():
         best = str(out / "checkpoints" / "last.ckpt")  # no validation yet: the last good state
     metrics: dict[str, Any] = {}

@@ -33,6 +33,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from vidyn.fileio import atomic_path
 from vidyn.tasks import faults
+from vidyn.tasks.guards import NonFiniteError
 
 RESUME_KEY = "vidyn_resume"  # the checkpoint entry holding the random states and the sampler position
 
@@ -112,6 +113,11 @@ class LatestCheckpoint(Checkpoint):
 
     # -------------------------------------------------------------------------------- save points
     def _save(self, trainer: L.Trainer) -> None:
+        # A finite loss and gradient can still step into inf weights (a huge learning rate): never let such
+        # a state replace the last good checkpoint.
+        for name, param in trainer.lightning_module.named_parameters():
+            if not bool(torch.isfinite(param).all()):
+                raise NonFiniteError(trainer.global_step, f"non-finite weights after the update ({name})")
         trainer.save_checkpoint(self.path, weights_only=False)
         self.saved_step = trainer.global_step
 
