@@ -66,11 +66,16 @@ from vidyn.errors import VidynError
 from vidyn.models import vid_ode_loss
 from vidyn.models.interface import check_predictor_inputs
 from vidyn.models.vid_ode_fusion import two_sided_terms, warp_chains
-from vidyn.nn.ode import ConvODEFunc, ODEConvGRU, check_method, odesolve
+from vidyn.nn.ode import ConvODEFunc, ODEConvGRU, ODESolverError, check_method, odesolve
 from vidyn.nn.upsample import UpsampleConv
 from vidyn.registry import MODELS
 
 INTERPOLATION = ("chain", "bidirectional")
+
+_SOLVER_FIX = (
+    "set model.args.rtol / atol looser (e.g. 1e-2 / 1e-3), model.args.max_num_steps higher, or a fixed-step "
+    "decoder: model.args.decoder_method=rk4 (model.args.step_size sets its step)"
+)
 
 
 def _conv_bn_relu(conv: nn.Module, channels: int) -> list[nn.Module]:
@@ -105,13 +110,14 @@ class VidODE(nn.Module):
         interpolation: str = "chain",
         velocity_unit: float = 0.1,
         blend_time: float = 0.05,
+        max_num_steps: int | None = None,
     ) -> None:
         super().__init__()
         scale = 2**downsample
         self.in_channels, self.image_size, self.downsample = in_channels, image_size, downsample
         self.frame_size_multiple = 2**downsample  # fully convolutional: any size divisible by this
         self.decoder_method, self.rtol, self.atol = decoder_method, rtol, atol
-        self.step_size, self.adjoint = step_size, adjoint
+        self.step_size, self.adjoint, self.max_num_steps = step_size, adjoint, max_num_steps
         self.interpolation = interpolation
         self.velocity_unit, self.blend_time = float(velocity_unit), float(blend_time)
 
@@ -245,6 +251,21 @@ class VidODE(nn.Module):
                 result[key] = value.take_along_dim(idx, dim=1)
         return result
 
+    def _decode(self, z0: Tensor, grid: Tensor) -> Tensor:
+        solver = {"method": self.decoder_method, "rtol": self.rtol, "atol": self.atol}
+        try:
+            return odesolve(
+                self.decoder_func,
+                z0,
+                grid,
+                step_size=self.step_size,
+                adjoint=self.adjoint,
+                max_num_steps=self.max_num_steps,
+                **solver,
+            )
+        except ODESolverError as exc:
+            raise ODESolverError(f"Vid-ODE decoder, {exc.detail}", _SOLVER_FIX) from None
+
     def _latents(self, emb: Tensor, ctx_rel: Tensor, tgt_rel: Tensor) -> Tensor:
         """Latents `(B, K, Ch, h, w)` at the (sorted) targets; times relative to each first context time."""
         t_in = ctx_rel.shape[1]
@@ -257,10 +278,7 @@ class VidODE(nn.Module):
             )
             # Output grid: sorted distinct times from 0 (the state's time) to the last target.
             grid, where = torch.unique(torch.cat([rows.new_zeros(1), rows[g, t_in:]]), return_inverse=True)
-            solver = {"method": self.decoder_method, "rtol": self.rtol, "atol": self.atol}
-            traj = odesolve(
-                self.decoder_func, z0, grid, step_size=self.step_size, adjoint=self.adjoint, **solver
-            )
+            traj = self._decode(z0, grid)
             z = traj[where[1:]].transpose(0, 1)  # (Bg, K, Ch, h, w)
             if members is None:
                 return z
@@ -329,6 +347,7 @@ def vid_ode(
     interpolation: str = "chain",
     velocity_unit: float = 0.1,
     blend_time: float = 0.05,
+    max_num_steps: int | None = 10_000,
 ) -> VidODE:
     """Vid-ODE (Park et al., AAAI 2021): ODE-ConvGRU encoder, conv-ODE decoder, flow/difference/mask output.
 
@@ -340,12 +359,17 @@ def vid_ode(
     `interpolation`: "chain" (the paper: in-between frames warp recursively from the first observation) or
     "bidirectional" (each warps both neighbouring observations; see the module docstring), whose flows
     are velocities in pixels per `velocity_unit` seconds and whose learned terms fade into the linear
-    blend within about `blend_time` seconds of an observation (0: no fading).
+    blend within about `blend_time` seconds of an observation (0: no fading). `max_num_steps` caps the
+    adaptive decoder's steps per solve (the paper's settings take a few at initialisation): a solve that
+    underflows or needs more stops with a one-line error saying what to change, not torchdiffeq's assert.
     """
     args = dict(locals())  # every argument passes through by name
     if ode_hidden_channels is None:
         args["ode_hidden_channels"] = hidden_channels // 2
-    _check_args(**{k: v for k, v in args.items() if k not in ("rtol", "atol", "adjoint")})
+    if max_num_steps is not None and (isinstance(max_num_steps, bool) or not isinstance(max_num_steps, int)
+                                      or max_num_steps < 1):  # fmt: skip
+        raise VidynError(f"max_num_steps must be a positive integer or null; got {max_num_steps!r}")
+    _check_args(**{k: v for k, v in args.items() if k not in ("rtol", "atol", "adjoint", "max_num_steps")})
     return VidODE(**args)
 
 

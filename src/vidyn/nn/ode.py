@@ -20,6 +20,8 @@ starts from h = 0 at that observation, which is what this module does.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -62,6 +64,19 @@ class ConvODEFunc(nn.Module):
         return self.net(h)
 
 
+class ODESolverError(VidynError):
+    """An adaptive solve that could not finish: its step size underflowed (NaN or too small to advance
+    time, usually diverged dynamics) or it took more than `max_num_steps` steps (stiff dynamics)."""
+
+    FIX = "loosen rtol/atol, raise max_num_steps, or use a fixed-step method (rk4, euler)"
+
+    def __init__(self, detail: str, fix: str = FIX) -> None:
+        super().__init__(
+            f"the ODE solver failed ({detail}): {fix}; a NaN step size means the dynamics diverged"
+        )
+        self.detail = detail
+
+
 def odesolve(
     func: nn.Module,
     y0: Tensor,
@@ -72,6 +87,7 @@ def odesolve(
     atol: float,
     step_size: float | None = None,
     adjoint: bool = False,
+    max_num_steps: int | None = None,
 ) -> Tensor:
     """Solve `dy/dt = func(t, y)`, `y(times[0]) = y0`; return `y` at every time, `(len(times), *y0.shape)`.
 
@@ -83,11 +99,32 @@ def odesolve(
     if times.numel() == 1:  # nothing to integrate
         return y0.unsqueeze(0)
     options = {"step_size": step_size} if step_size is not None and method in FIXED_STEP_METHODS else None
+    if max_num_steps is not None and method not in FIXED_STEP_METHODS:
+        options = {"max_num_steps": int(max_num_steps)}
     if y0.dtype in (torch.float16, torch.bfloat16):
         # Under autocast (bf16-mixed) the state and the times stay fp32: in bf16, timestamps 1/128 s apart
         # collide (torchdiffeq refuses them) and the solver's sums lose all but 3 digits.
         y0 = y0.float()
     times = times.to(y0.dtype)
+    try:
+        return _odeint(func, y0, times, method, rtol, atol, options, adjoint)
+    except AssertionError as exc:  # torchdiffeq reports a failed solve with assert
+        text = str(exc)
+        if text.startswith(("underflow in dt", "max_num_steps exceeded")):
+            raise ODESolverError(f"{method}, rtol {rtol:g}, atol {atol:g}: {text}") from None
+        raise
+
+
+def _odeint(
+    func: nn.Module,
+    y0: Tensor,
+    times: Tensor,
+    method: str,
+    rtol: float,
+    atol: float,
+    options: Any,
+    adjoint: bool,
+) -> Tensor:
     if adjoint:
         return odeint_adjoint(
             func,
