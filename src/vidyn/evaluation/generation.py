@@ -47,10 +47,10 @@ from torch.utils.data import Dataset
 
 from vidyn.config import Config
 from vidyn.errors import VidynError
-from vidyn.fileio import atomic_path
 from vidyn.metrics import frame_metrics, ssim
 from vidyn.models.interface import Condition
 from vidyn.registry import EVALUATORS, MODELS
+from vidyn.report.media import write_labelled_grid
 
 DEFAULT_CLIPS = 16
 FUTURE_SAMPLES = 20
@@ -318,23 +318,6 @@ def _fvd(enabled: bool, fake: Tensor, real: Tensor, real_split: str) -> dict[str
     return metric_result(metric)
 
 
-def write_grid(clips: Tensor, path: Path, max_frames: int = 16) -> Path:
-    """A PNG of clips `(N, T, C, H, W)`: one row per clip, at most `max_frames` evenly spaced columns."""
-    from PIL import Image
-
-    n, t, c, h, w = clips.shape
-    cols = torch.linspace(0, t - 1, min(t, max_frames)).round().long()
-    x = clips[:, cols].clamp(0, 1).mul(255).round().to(torch.uint8)  # (N, k, C, H, W)
-    arr = (
-        x.permute(0, 3, 1, 4, 2).reshape(n * h, len(cols) * w, c).numpy()
-    )  # (N, H, k, W, C) -> (N*H, k*W, C)
-    image = Image.fromarray(arr[..., 0] if c == 1 else arr, mode="L" if c == 1 else "RGB")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
-    return path
-
-
 # -- the evaluator -------------------------------------------------------------------------------------
 def _reference(cfg: Config, dataset: Dataset, n: int) -> tuple[Tensor, Tensor, Tensor]:
     """The first n clips `(n, T, C, H, W)` cut to the task's num_frames, their labels `(n,)`, times `(T,)`."""
@@ -425,5 +408,8 @@ def generator_report(
         "half is the reference",
     }
     if report_dir is not None:
-        write_grid(torch.cat([fake[:8], scored[:8]]), Path(report_dir) / "generated_vs_real.png")
+        # rows: 8 samples, then 8 real clips; columns labelled with their times
+        write_labelled_grid(
+            torch.cat([fake[:8], scored[:8]]), times, Path(report_dir) / "generated_vs_real.png"
+        )
     return out
