@@ -11,12 +11,15 @@ discriminators and GAN losses are in `vidyn.models.video_discriminators`; they l
 in the exported model.
 
 Generation. `noise` draws z ~ N(0, I) of size `content_dim + latent_dim`, split into a content code
-(constant over the clip, as in MoCoGAN) and the ODE's initial state. With `num_classes > 0` a label
-embedding (row `num_classes` is a learned null embedding, used for label -1) shifts the initial state
-and, with the content code, forms a conditioning vector c. The latent dynamics `dy/dt = f([y, c])` are an
-MLP with tanh hidden layers, autonomous (no explicit t); c is carried in the ODE state with zero
-derivative so `adjoint=True` (`odeint_adjoint`) also returns its gradient. torchdiffeq integrates the ODE
-to exactly the requested timestamps (rk4 by default; any `vidyn.nn.ode` method).
+(constant over the clip, as in MoCoGAN) and the code of the ODE's initial state. With `num_classes > 0` a
+label embedding (row `num_classes` is a learned null embedding, used for label -1) shifts the initial
+code and, with the content code, forms a conditioning vector c. The ODE state is a latent map y
+`(latent_channels, S, S)` (S = `latent_size`, the decoder's first resolution; y0 a linear map of the
+initial code), as the ODE-ConvGRU latents of Vid-ODE and sde_video's latent: the dynamics
+`dy/dt = f(y, c)` are a conv net with tanh hidden layers over [y, c broadcast, x/y coordinates],
+autonomous (no explicit t), so motion is local transport in the map. c is carried in the ODE state with
+zero derivative so `adjoint=True` (`odeint_adjoint`) also returns its gradient. torchdiffeq integrates
+the ODE to exactly the requested timestamps (rk4 by default; any `vidyn.nn.ode` method).
 
 Times are relative to each clip's earliest requested time, which is where the clip starts: times
 `(T,)` or `(B, T)`, any order, irregular and different per row; `[5.0, 5.1]` gives the same clip as
@@ -38,8 +41,10 @@ there). Every stage is computed once per distinct (clip, time) point it needs, s
 each frame on its own. The video discriminator is given the time gaps between the frames it sees, so
 training can also use varied frame rates.
 
-Deviations: Gordon & Parde's ODE function is one Linear+Tanh on z over `linspace(0, 1, 16)`; here an MLP
-of `ode_layers` tanh layers over a state plus a constant conditioning vector, with time in seconds.
+Deviations: Gordon & Parde's ODE function is one Linear+Tanh on a latent vector over `linspace(0, 1,
+16)`; here a conv net of `ode_layers` tanh layers over a latent map plus a constant conditioning vector,
+with time in seconds (this module's first version had a vector latent and an MLP; docs/generation.md
+compares the two).
 The seed does not say how its latent trajectory reaches the 3D decoder; the tap stack above is this
 package's design. GroupNorm, not BatchNorm, so a sample never depends on its batch or on train/eval mode.
 """
@@ -63,22 +68,36 @@ _TICKS = 10_000
 
 
 class LatentODEFunc(nn.Module):
-    """`d[y, c]/dt = [f([y, c]), 0]`: an MLP with tanh hidden layers; `nfe` counts evaluations."""
+    """`d[y, c]/dt = [f(y, c), 0]` on flat states `(B, C_y * S * S + cond_dim)`: y is a latent map
+    `(C_y, S, S)`, c the conditioning vector broadcast over it with the x/y coordinates, and f a conv net
+    with tanh hidden layers; `nfe` counts evaluations."""
 
-    def __init__(self, state_dim: int, cond_dim: int, hidden: int, num_layers: int) -> None:
+    def __init__(self, channels: int, size: int, cond_dim: int, hidden: int, num_layers: int) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.Linear(state_dim + cond_dim, hidden), nn.Tanh()]
+        layers: list[nn.Module] = [nn.Conv2d(channels + cond_dim + 2, hidden, 3, padding=1), nn.Tanh()]
         for _ in range(num_layers - 1):
-            layers += [nn.Linear(hidden, hidden), nn.Tanh()]
-        layers.append(nn.Linear(hidden, state_dim))
+            layers += [nn.Conv2d(hidden, hidden, 3, padding=1), nn.Tanh()]
+        layers.append(nn.Conv2d(hidden, channels, 3, padding=1))
         self.net = nn.Sequential(*layers)
-        self.state_dim = state_dim
+        self.shape = (channels, size, size)
+        self.state_dim = channels * size * size
         self.nfe = 0
 
     def forward(self, t: Tensor, state: Tensor) -> Tensor:
         self.nfe += 1
-        dy = self.net(state)
-        return torch.cat([dy, torch.zeros_like(state[..., self.state_dim :])], dim=-1)
+        y, cond = state[:, : self.state_dim], state[:, self.state_dim :]
+        dy = self.net(with_condition(y.view(-1, *self.shape), cond))  # (B, C_y, S, S)
+        return torch.cat([dy.flatten(1), torch.zeros_like(cond)], dim=1)
+
+
+def with_condition(maps: Tensor, cond: Tensor) -> Tensor:
+    """`(B, C, S, S)` maps with the vector `cond` `(B, D)` broadcast and the x/y coordinates in [-1, 1]
+    appended (CoordConv): `(B, C + D + 2, S, S)`."""
+    b, _, s, _ = maps.shape
+    axis = torch.linspace(-1, 1, s, dtype=maps.dtype, device=maps.device)
+    yy, xx = torch.meshgrid(axis, axis, indexing="ij")
+    coords = torch.stack([xx, yy]).expand(b, 2, s, s)
+    return torch.cat([maps, cond[:, :, None, None].expand(-1, -1, s, s), coords], dim=1)
 
 
 class OdeGAN(nn.Module):
@@ -97,6 +116,8 @@ class OdeGAN(nn.Module):
         in_channels: int,
         image_size: int,
         latent_dim: int,
+        latent_channels: int,
+        latent_size: int,
         content_dim: int,
         ode_hidden: int,
         ode_layers: int,
@@ -113,14 +134,22 @@ class OdeGAN(nn.Module):
         tap_interval: float,
     ) -> None:
         super().__init__()
-        _check_sizes(in_channels, image_size, latent_dim, content_dim, ode_hidden, ode_layers, base_channels)
-        num_up = round(math.log2(image_size / 4))
-        if image_size != 4 * 2**num_up or num_up < 1:
+        _check_sizes(
+            in_channels=in_channels, image_size=image_size, latent_dim=latent_dim, content_dim=content_dim,
+            ode_hidden=ode_hidden, ode_layers=ode_layers, base_channels=base_channels,
+            latent_channels=latent_channels, latent_size=latent_size,
+        )  # fmt: skip
+        num_up = round(math.log2(image_size / latent_size))
+        if image_size != latent_size * 2**num_up or num_up < 1:
             raise VidynError(
-                f"image_size must be 4 * 2**k with k >= 1 (8, 16, 32, 64, ...); got {image_size}"
+                f"image_size must be latent_size * 2**k with k >= 1 (e.g. 32 with latent_size 8); "
+                f"got {image_size} and {latent_size}"
             )
         if not 0 <= temporal_blocks <= num_up:
-            raise VidynError(f"temporal_blocks must be in 0..{num_up} for image_size {image_size}")
+            raise VidynError(
+                f"temporal_blocks must be in 0..{num_up} for image_size {image_size} and latent_size "
+                f"{latent_size}"
+            )
         check_method(method, "ODE method")
         if (step_size is not None and not step_size > 0) or not tap_interval >= 1 / _TICKS:
             raise VidynError(
@@ -130,6 +159,7 @@ class OdeGAN(nn.Module):
             raise VidynError(f"num_classes must be >= 0 and class_dim >= 1; got {num_classes}, {class_dim}")
         self.in_channels, self.image_size, self.num_classes = in_channels, image_size, num_classes
         self.latent_dim, self.content_dim = latent_dim, content_dim
+        self.latent_shape = (latent_channels, latent_size, latent_size)
         self.method, self.rtol, self.atol, self.adjoint = method, rtol, atol, adjoint
         self.step_size, self.tap_interval = step_size, float(tap_interval)
         self.taps = 2 * temporal_blocks + 1  # each (2+1)D block removes 2 taps (valid kernel 3)
@@ -138,10 +168,11 @@ class OdeGAN(nn.Module):
         if num_classes:
             self.class_embedding = nn.Embedding(num_classes + 1, class_dim)  # row num_classes: null label
             self.class_to_state = nn.Linear(class_dim, latent_dim)
-        self.func = LatentODEFunc(latent_dim, cond_dim, ode_hidden, ode_layers)
+        self.to_state = nn.Linear(latent_dim, latent_channels * latent_size**2)  # y0, a map
+        self.func = LatentODEFunc(latent_channels, latent_size, cond_dim, ode_hidden, ode_layers)
 
         widths = [min(max_channels, base_channels * 2 ** (num_up - i)) for i in range(num_up + 1)]
-        self.to_map = nn.Linear(latent_dim + cond_dim, widths[0] * 16)  # -> (widths[0], 4, 4)
+        self.to_map = nn.Conv2d(latent_channels + cond_dim + 2, widths[0], 3, padding=1)  # at S x S
         self.blocks3d = nn.ModuleList(UpBlock3d(widths[i], widths[i + 1]) for i in range(temporal_blocks))
         self.blocks2d = nn.ModuleList(
             UpBlock2d(widths[i], widths[i + 1]) for i in range(temporal_blocks, num_up)
@@ -197,9 +228,8 @@ class OdeGAN(nn.Module):
         k = times.shape[1]
         cond, y0 = self._codes(z, labels)
         points, stacks, frame_index = self._plan(times)
-        latent = self._solve(y0, cond, points)  # (P_0, latent_dim) at the distinct latent taps
-        x = self.to_map(torch.cat([latent, cond[points[:, 0]]], dim=1))
-        x = x.view(-1, x.shape[1] // 16, 4, 4)  # (P_0, C0*16) -> (P_0, C0, 4, 4)
+        latent = self._solve(self.to_state(y0), cond, points)  # (P_0, C_y * S * S) at the distinct taps
+        x = self.to_map(with_condition(latent.view(-1, *self.latent_shape), cond[points[:, 0]]))
         for block, index in zip(self.blocks3d, stacks, strict=True):
             # each point's stack of 3 taps: (P_i, 3) indices -> (P_i, 3, C, h, w) -> (P_i, C, 3, h, w)
             x = block(x[index].transpose(1, 2))[:, :, 0]  # -> (P_i, C', 1, 2h, 2w) -> (P_i, C', 2h, 2w)
@@ -231,7 +261,7 @@ class OdeGAN(nn.Module):
         return points, stacks[::-1], frame_index
 
     def _solve(self, y0: Tensor, cond: Tensor, points: Tensor) -> Tensor:
-        """ODE states `(P, latent_dim)` at the points `(P, 2)` = (clip, u in ticks)."""
+        """Flat ODE states `(P, C_y * S * S)` at the points `(P, 2)` = (clip, u in ticks)."""
         u = points[:, 1].contiguous()
         grid = [u.new_zeros(1), u]
         if self.step_size is not None and self.method in FIXED_STEP_METHODS:
@@ -239,7 +269,7 @@ class OdeGAN(nn.Module):
             grid.append(torch.arange(0, int(u.max()) + step, step, device=u.device))
         grid_us = torch.unique(torch.cat(grid))  # sorted, distinct ticks
         self.func.nfe = 0
-        state0 = torch.cat([y0, cond], dim=1)  # (B, latent_dim + cond_dim)
+        state0 = torch.cat([y0, cond], dim=1)  # (B, C_y * S * S + cond_dim)
         path = odesolve(
             self.func,
             state0,
@@ -248,8 +278,8 @@ class OdeGAN(nn.Module):
             rtol=self.rtol,
             atol=self.atol,
             adjoint=self.adjoint,
-        )  # (G, B, latent_dim + cond_dim)
-        return path[torch.searchsorted(grid_us, u), points[:, 0], : self.latent_dim]  # (P, latent_dim)
+        )  # (G, B, C_y * S * S + cond_dim)
+        return path[torch.searchsorted(grid_us, u), points[:, 0], : self.func.state_dim]
 
     def _codes(self, z: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
         """Conditioning vector `(B, content_dim [+ class_dim])` and initial ODE state `(B, latent_dim)`."""
@@ -278,9 +308,8 @@ class OdeGAN(nn.Module):
         return torch.where(labels < 0, self.num_classes, labels)
 
 
-def _check_sizes(*values: int) -> None:
-    names = ("in_channels", "image_size", "latent_dim", "content_dim", "ode_hidden", "ode_layers")
-    for name, value in zip((*names, "base_channels"), values, strict=True):
+def _check_sizes(**values: int) -> None:
+    for name, value in values.items():
         if not isinstance(value, int) or value < 1:
             raise VidynError(f"{name} must be a positive integer; got {value!r}")
 
@@ -305,8 +334,10 @@ def ode_gan(
     in_channels: int = 3,
     image_size: int = 64,
     latent_dim: int = 64,
+    latent_channels: int = 16,
+    latent_size: int = 8,
     content_dim: int = 64,
-    ode_hidden: int = 128,
+    ode_hidden: int = 64,
     ode_layers: int = 2,
     method: str = "rk4",
     rtol: float = 1e-3,
@@ -322,17 +353,21 @@ def ode_gan(
 ) -> OdeGAN:
     """Neural-ODE video GAN generator (seed 000; Gordon & Parde 2021): tanh ODE + (2+1)D ResNet decoder.
 
-    z = [content (`content_dim`), initial state (`latent_dim`)]; the ODE MLP has `ode_layers` tanh layers
-    of `ode_hidden`; `method` "rk4" (default), "euler", "dopri5", ... with `rtol`/`atol` for adaptive
-    methods, fixed-step methods stepping at most `step_size` seconds (None: on the requested times only);
-    `adjoint` integrates with `odeint_adjoint`. `num_classes` > 0 adds a label embedding of `class_dim`
-    with a null label (-1). Decoder widths double from `base_channels` at full size up to `max_channels`
-    at 4x4; the first `temporal_blocks` up-blocks are (2+1)D over latent taps `tap_interval` seconds apart.
+    z = [content (`content_dim`), initial code (`latent_dim`)]; the ODE state is a `latent_channels` x
+    `latent_size`^2 map (`image_size / latent_size` a power of two) whose conv dynamics have
+    `ode_layers` tanh layers of `ode_hidden` channels; `method` "rk4" (default), "euler", "dopri5", ...
+    with `rtol`/`atol` for adaptive methods, fixed-step methods stepping at most `step_size` seconds
+    (None: on the requested times only); `adjoint` integrates with `odeint_adjoint`. `num_classes` > 0
+    adds a label embedding of `class_dim` with a null label (-1). Decoder widths double from
+    `base_channels` at full size up to `max_channels` at the latent size; the first `temporal_blocks`
+    up-blocks are (2+1)D over latent taps `tap_interval` seconds apart.
     """
     return OdeGAN(
         in_channels=in_channels,
         image_size=image_size,
         latent_dim=latent_dim,
+        latent_channels=latent_channels,
+        latent_size=latent_size,
         content_dim=content_dim,
         ode_hidden=ode_hidden,
         ode_layers=ode_layers,
@@ -353,9 +388,11 @@ def ode_gan(
 MODELS.variant(
     "ode_gan_tiny",
     of="ode_gan",
-    description="Tiny ODE-GAN generator for tests: 16x16, 8-d latent state and content, 8-16 channels.",
+    description="Tiny ODE-GAN generator for tests: 16x16, 8-d noise, a 4x4x4 latent map, 8-16 channels.",
     image_size=16,
     latent_dim=8,
+    latent_channels=4,
+    latent_size=4,
     content_dim=8,
     ode_hidden=16,
     ode_layers=1,
