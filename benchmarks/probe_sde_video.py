@@ -1,0 +1,109 @@
+"""Short learning probe of `sde_video` variants on `shapes` (32x32 grayscale, one object, 16 frames at
+0.1 s): trains for `--steps` Adam steps outside Lightning, then prints one RESULT line.
+
+Figures (on 64 validation clips, or the first 32 for the sampled ones):
+- post_mse: per-pixel MSE of the posterior reconstruction (from the ELBO's nll at beta 1): does the latent
+  path carry the motion at all;
+- best10_mse / mean10_mse: best- and mean-of-10 prior samples from `--ctx` frames and the clip's law,
+  against the truth over the predicted frames (copy32_mse: the last context frame held);
+- frame_change: mean |x(t+1) - x(t)| of those samples (real_fc: of the real clips);
+- prompt_acc: the shapes judge's motion-law accuracy on 2 samples per clip (chance 1/7).
+
+    .venv/bin/python benchmarks/probe_sde_video.py --steps 400 --args '{"dt": 0.1}' --tag NAME
+
+`--args` is JSON overriding the builder arguments below. The results of these probes are in
+docs/generation.md; they are learning-speed comparisons at one short budget, not final figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+
+import torch
+from torch.utils.data import DataLoader
+
+import vidyn.data.synthetic  # noqa: F401  (registers shapes)
+import vidyn.models  # noqa: F401  (registers sde_video)
+from vidyn.metrics.judge import motion_law_judge
+from vidyn.models.interface import Condition
+from vidyn.registry import DATASETS, MODELS
+
+LAWS = ["bounce", "orbit", "pendulum", "spring", "spin", "pulse", "gravity"]
+BASE = dict(in_channels=1, image_size=32, latent_size=8, latent_channels=8, hidden_channels=32,
+            drift_channels=32, num_classes=7, base_channels=16, sde_type="ito", method="euler", dt=0.05,
+            consistency=True)  # fmt: skip
+DATA = dict(size=32, channels=1, num_frames=16, frame_interval=0.1, max_objects=1, textured=False)
+
+
+def train(model: torch.nn.Module, args: argparse.Namespace) -> float:
+    data = DATASETS.build("shapes", split="train", num_samples=100000, **DATA)
+    loader = iter(DataLoader(data, batch_size=args.batch, shuffle=True, num_workers=1))
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    start = time.time()
+    for step in range(args.steps):
+        batch = next(loader)
+        beta = min(1.0, (step + 1) / args.anneal) if args.anneal else 1.0
+        out = model.elbo(batch["frames"], batch["times"][0], num_context=args.ctx, labels=batch["label"],
+                         kl_weight=beta, drop_condition=0.1)  # fmt: skip
+        opt.zero_grad()
+        out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+        if step % 50 == 0 or step == args.steps - 1:
+            terms = {k: round(float(v.detach()), 3) for k, v in out.items()}
+            print(args.tag, step, f"{time.time() - start:.0f}s", terms, flush=True)
+    return time.time() - start
+
+
+@torch.no_grad()
+def score(model: torch.nn.Module, ctx: int) -> dict[str, float]:
+    val = DATASETS.build("shapes", split="val", num_samples=64, **DATA)
+    batch = next(iter(DataLoader(val, batch_size=64)))
+    x, t, y = batch["frames"], batch["times"][0], batch["label"]
+    out = model.elbo(x, t, num_context=ctx, labels=y, generator=torch.Generator().manual_seed(0))
+    pixels, s = x[0, 0].numel() * x.shape[1], model.obs_std
+    post = (float(out["nll"]) / pixels - math.log(s * math.sqrt(2 * math.pi))) * 2 * s * s
+    best, mean, change, judged = [], [], [], []
+    for i in range(32):
+        cond = Condition(frames=x[i : i + 1, :ctx], times=t[:ctx], labels=y[i : i + 1])
+        samples = model.sample(10, t, condition=cond, generator=torch.Generator().manual_seed(i))
+        err = (samples[:, ctx:] - x[i : i + 1, ctx:]).square().mean((1, 2, 3, 4))
+        best.append(float(err.min()))
+        mean.append(float(err.mean()))
+        change.append(float(samples.diff(dim=1).abs().mean()))
+        judged.append(samples[:2])
+    acc = motion_law_judge(torch.cat(judged), y[:32].repeat_interleave(2), LAWS)["value"]
+    copy = (x[:32, ctx:] - x[:32, ctx - 1 : ctx]).square().mean()
+    return dict(post_mse=post, best10_mse=sum(best) / 32, mean10_mse=sum(mean) / 32,
+                copy32_mse=float(copy), frame_change=sum(change) / 32,
+                real_fc=float(x.diff(dim=1).abs().mean()), prompt_acc=acc)  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--args", default="{}", help="JSON overrides of the sde_video builder arguments")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--anneal", type=int, default=300, help="KL warm-up steps")
+    p.add_argument("--ctx", type=int, default=1, help="context frames of the prior")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--tag", default="probe")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model_args = BASE | json.loads(args.args)
+    model = MODELS.build("sde_video", **model_args)
+    seconds = train(model, args)
+    figures = {k: round(v, 5) for k, v in score(model.eval(), args.ctx).items()}
+    print(
+        "RESULT",
+        json.dumps(dict(tag=args.tag, steps=args.steps, train_s=round(seconds)) | figures | model_args),
+    )
+
+
+if __name__ == "__main__":
+    main()
