@@ -16,7 +16,7 @@ from vidyn.data.datamodule import build_dataset
 from vidyn.errors import VidynError
 from vidyn.export import build_model
 from vidyn.tasks import TaskRun
-from vidyn.tasks.generation import GanTask, sample_grid
+from vidyn.tasks.generation import DiscriminatorWatch, GanTask, sample_grid
 from vidyn.tasks.latent_sde import LatentSdeTask, kl_weight_at
 
 OPTIM = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "betas": [0.5, 0.999], "min_lr_ratio": 1.0,
@@ -148,6 +148,18 @@ def test_gan_trains_through_api_and_exports_only_the_generator(tmp_path: Path) -
     assert 0 <= row["frame_change"] <= 1 and 0 <= row["nearest_real_ssim"] <= 1
     assert row["fd_judge"] is None and row["motion_law_accuracy"] is None  # 4 frames at 16 px: unjudgeable
     assert (tmp_path / "run" / "metrics_by_step.png").stat().st_size > 1000
+
+
+def test_discriminator_collapse_is_reported_once_after_its_patience() -> None:
+    watch = DiscriminatorWatch(patience=3)
+    healthy = [watch.update(s, 0.7, 0.3) for s in range(5)]
+    streak = [watch.update(5 + s, 0.9, 0.001) for s in range(2)]  # two collapsed steps, then a recovery
+    recovered = watch.update(7, 0.6, 0.4)
+    reports = [watch.update(8 + s, 0.9, 0.001) for s in range(5)]
+    assert healthy == [None] * 5 and streak == [None, None] and recovered is None
+    assert reports[:2] == [None, None] and reports[3:] == [None, None]  # once, at the third collapsed step
+    assert reports[2] is not None and reports[2].startswith("discriminator collapse at step 10")
+    assert "r1_gamma" in reports[2] and "\n" not in reports[2]
 
 
 def test_kl_weight_is_annealed_linearly() -> None:

@@ -29,6 +29,7 @@ clips (|mean| + |std| + |mean absolute frame difference|), so a default monitor 
 from __future__ import annotations
 
 import random
+import warnings
 from typing import Any
 
 import torch
@@ -86,6 +87,30 @@ def sample_grid(clips: Tensor, max_frames: int = 8) -> Tensor:
     cols = torch.linspace(0, t - 1, min(t, max_frames)).round().long()
     x = clips[:, cols].clamp(0, 1)  # (B, k, C, H, W)
     return x.permute(2, 0, 3, 1, 4).reshape(c, b * h, len(cols) * w)  # -> (C, B, H, k, W) -> (C, B*H, k*W)
+
+
+class DiscriminatorWatch:
+    """Reports discriminator collapse: the video discriminator rejects every fake with confidence (mean
+    D(fake) < `fake_below`) while accepting real clips (mean D(real) > `real_above`) for `patience`
+    consecutive steps. The generator's BCE gradient then all but vanishes and training goes on without
+    progress; the report names the step and the usual fixes. Reported once per run."""
+
+    def __init__(self, patience: int = 200, fake_below: float = 0.02, real_above: float = 0.8) -> None:
+        self.patience, self.fake_below, self.real_above = patience, fake_below, real_above
+        self.streak, self.reported = 0, False
+
+    def update(self, step: int, d_real: float, d_fake: float) -> str | None:
+        """The report (once) at the step where the collapse has lasted `patience` steps, else None."""
+        collapsed = d_fake < self.fake_below and d_real > self.real_above
+        self.streak = self.streak + 1 if collapsed else 0
+        if self.streak < self.patience or self.reported:
+            return None
+        self.reported = True
+        return (
+            f"discriminator collapse at step {step}: D(real) {d_real:.2f}, D(fake) {d_fake:.3f} for "
+            f"{self.patience} steps, so the generator gets almost no gradient; try task.args.r1_gamma or "
+            "instance_noise, a lower task.args.d_lr, or spectral_norm: true"
+        )
 
 
 @TASKS.register("gan", family="generator")
@@ -171,6 +196,7 @@ class GanTask(VidynTask):
         )
         self.video_discriminator = VideoDiscriminator(**d_args)
         self.frame_discriminator = FrameDiscriminator(**d_args) if frame_discriminator else None
+        self.watch = DiscriminatorWatch()
         self.ema: nn.Module | None = None
         if ema_decay > 0:
             self.ema = ema_model(model, ema_decay)
@@ -243,6 +269,9 @@ class GanTask(VidynTask):
             self.ema.update_parameters(self.model)
         logs = {"d_loss": d_loss, "g_loss": g_loss, "d_real": torch.sigmoid(d_real[0]).mean()}
         logs |= {"d_fake": torch.sigmoid(d_fake[0]).mean(), "grad_norm_d": d_norm, "grad_norm_g": g_norm}
+        report = self.watch.update(self.global_step, float(logs["d_real"]), float(logs["d_fake"]))
+        if report is not None and self.trainer.is_global_zero:
+            warnings.warn(report, stacklevel=1)
         logs |= {"nfe": torch.tensor(nfe), "instance_noise": torch.tensor(std)}
         if r1 is not None:
             logs["r1"] = r1
