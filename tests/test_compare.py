@@ -174,3 +174,29 @@ def test_shipped_compare_configs_parse_and_name_their_command() -> None:
         assert set(BASELINES) <= set(cfg.eval.baselines)
         names = [m["name"] for m in cfg.compare.models]
         assert {"convlstm", "predrnn", "transformer"} <= set(names)
+
+
+def test_a_rerun_reuses_finished_models_and_retrains_interrupted_ones(compared: tuple[Path, str]) -> None:
+    # Last in this file: it reruns the shared comparison in place.
+    out, _ = compared
+    weights = {name: (out / "runs" / name / "model.safetensors").stat().st_mtime_ns for name in LEARNED}
+    (out / "runs" / "predrnn_tiny" / "compare_trained.json").unlink()  # as if killed before it finished
+    buf = io.StringIO()
+    args = [
+        "compare",
+        "-c",
+        str(out.parent / "tiny_compare.yaml"),
+        "--out",
+        str(out),
+        "--set",
+        "eval.max_clips=5",
+    ]
+    with contextlib.redirect_stdout(buf):
+        assert main(args) == 0
+    reused = {name for name in LEARNED if f"{name}: already trained in" in buf.getvalue()}
+    assert reused == set(LEARNED) - {"predrnn_tiny"}
+    trained = json.loads((out / "report.json").read_text())["protocol"]["trained"]
+    for name in LEARNED:
+        changed = (out / "runs" / name / "model.safetensors").stat().st_mtime_ns != weights[name]
+        assert changed == (name == "predrnn_tiny") and trained[name].get("reused", False) == (name in reused)
+        assert trained[name]["steps"] == 3

@@ -235,7 +235,7 @@ def format_compare_table(models: dict[str, dict[str, Any]]) -> str:
 def cmd_compare(a: argparse.Namespace) -> None:
     from vidyn import api
 
-    report = api.compare(a.config, a.overrides, out=a.out)
+    report = api.compare(a.config, a.overrides, out=a.out, retrain=a.retrain)
     print(format_compare_table(report["models"]))
     protocol = report["protocol"]
     print(f"\ncompared in {protocol['wall_seconds']:.0f} s on {protocol['threads']} thread(s)")

@@ -89,6 +89,12 @@ def compare(p: argparse.ArgumentParser) -> None:
         "-c", "--config", required=True, help="YAML file or shipped config name, e.g. compare/shapes_quick"
     )
     p.add_argument("--out", required=True, help="output folder (report.html, report.json, runs/)")
+    p.add_argument(
+        "--retrain",
+        action="store_true",
+        help="train every model again (by default a rerun reuses models whose training finished in "
+        "OUT/runs with the same config)",
+    )
     overrides(p)
 
 

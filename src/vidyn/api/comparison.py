@@ -22,6 +22,7 @@ from vidyn.errors import VidynError
 from vidyn.evaluation import evaluate_predictors_for, prediction_args, write_prediction_figures
 from vidyn.evaluation.prediction import lpips_for
 from vidyn.export import build_model, load_model
+from vidyn.fileio import atomic_path
 from vidyn.models.profile import (
     count_parameters,
     flops_per_clip,
@@ -169,20 +170,48 @@ def _profile_predictor(
     return res
 
 
+TRAINED = "compare_trained.json"  # written into a run folder once its training has finished
+
+
+def _config_record(run_cfg: Config) -> Any:
+    return json.loads(json.dumps(run_cfg.to_dict(), default=str))  # as it reads back from the JSON file
+
+
+def _finished(run_dir: Path, run_cfg: Config) -> dict[str, Any] | None:
+    """The training facts of an earlier compare run in `run_dir` that finished with this same config."""
+    try:
+        done = json.loads((run_dir / TRAINED).read_text())
+    except (OSError, ValueError):
+        return None
+    same = isinstance(done, dict) and done.get("config") == _config_record(run_cfg)
+    return done.get("facts") if same and (run_dir / "model.json").is_file() else None
+
+
 def _train_each(
-    cfg: Config, run_cfgs: dict[str, Config], out: Path
+    cfg: Config, run_cfgs: dict[str, Config], out: Path, retrain: bool = False
 ) -> tuple[dict[str, nn.Module], dict[str, dict[str, Any]]]:
-    """The baselines and every compared model trained into out/runs/<label>; (models, training facts)."""
+    """The baselines and every compared model trained into out/runs/<label>; (models, training facts).
+
+    A model whose run folder holds a finished training of the same config is loaded, not retrained
+    (its facts say `"reused": true`), unless `retrain`; an interrupted one is trained again."""
     trained: dict[str, dict[str, Any]] = {}
     models: dict[str, nn.Module] = {b: build_model(b) for b in cfg.eval.baselines}
     for label, run_cfg in run_cfgs.items():
-        result = train(run_cfg, run_dir=out / "runs" / label, evaluate_after=False)
+        run_dir = out / "runs" / label
+        facts = None if retrain else _finished(run_dir, run_cfg)
+        if facts is not None:
+            print(f"{label}: already trained in {run_dir} with this config; reusing it (--retrain to redo)")
+            models[label], trained[label] = load_model(run_dir), facts | {"reused": True}
+            continue
+        result = train(run_cfg, run_dir=run_dir, evaluate_after=False)
         models[label] = load_model(result.run_dir)
         trained[label] = {
             "steps": result.steps,
             "seconds": round(result.seconds, 1),
             "run_dir": str(Path("runs") / label),
         }
+        with atomic_path(run_dir / TRAINED) as tmp:
+            Path(tmp).write_text(json.dumps({"config": _config_record(run_cfg), "facts": trained[label]}))
     return models, trained
 
 
@@ -258,10 +287,12 @@ def compare(
     overrides: list[str] | tuple[str, ...] = (),
     *,
     out: str | Path,
+    retrain: bool = False,
 ) -> dict[str, Any]:
     """Train each of `compare.models` under one budget; score and profile them beside the baselines.
 
-    Each learned model trains on the same data with the same budget into `out/runs/<label>`; then all of
+    Each learned model trains on the same data with the same budget into `out/runs/<label>` (a rerun
+    reuses the models whose training finished there with the same config, unless `retrain`); then all of
     them and `eval.baselines` are evaluated on the same clips in one pass and profiled. Writes
     `out/report.json` (`{"models": {label: {COMPARE_KEYS...}}, "protocol": {...}}`), `out/report.html`,
     `out/per_step.png` and `out/samples.gif`, and returns the report.
@@ -274,7 +305,7 @@ def compare(
     run_cfgs = {e["label"]: _compare_run_config(cfg, e) for e in entries}  # all checked before training
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    models, trained = _train_each(cfg, run_cfgs, out)
+    models, trained = _train_each(cfg, run_cfgs, out, retrain)
     prepare_runtime(cfg.trainer)
     device = default_device()
     dataset = build_dataset(cfg.data.name, cfg.eval.split, cfg.data.args, cfg.data.splits)
