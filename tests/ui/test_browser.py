@@ -183,6 +183,13 @@ def test_predict_samples_and_errors_in_a_real_browser(server, browser, shots: Pa
     time.sleep(2.0)  # the GIF plays 4 context frames at 4 fps first: show the predictions
     browser.save_screenshot(str(shots / "predict_upload.png"))
 
+    camera = os.environ.get("VIDYN_UI_CLIP")  # a real camera clip to try as well (e.g. an H.264 MP4)
+    if camera:
+        _upload(browser, Path(camera))
+        _wait_text(browser, "predict-status", f"uploaded {Path(camera).name}", timeout=60)
+        print(f"{Path(camera).name}: click Predict -> grid and table: {_predict(browser):.2f} s")
+        browser.save_screenshot(str(shots / "predict_camera.png"))
+
     browser.find_element(By.ID, "predict-use-sample").click()
     _wait_text(browser, "predict-status", "sample clip: shapes_seed0_128px.mp4", timeout=30)
     _predict(browser)
