@@ -269,7 +269,8 @@ class GanTask(VidynTask):
             self.ema.update_parameters(self.model)
         logs = {"d_loss": d_loss, "g_loss": g_loss, "d_real": torch.sigmoid(d_real[0]).mean()}
         logs |= {"d_fake": torch.sigmoid(d_fake[0]).mean(), "grad_norm_d": d_norm, "grad_norm_g": g_norm}
-        report = self.watch.update(self.global_step, float(logs["d_real"]), float(logs["d_fake"]))
+        d_real_mean, d_fake_mean = float(logs["d_real"].detach()), float(logs["d_fake"].detach())
+        report = self.watch.update(self.global_step, d_real_mean, d_fake_mean)
         if report is not None and self.trainer.is_global_zero:
             warnings.warn(report, stacklevel=1)
         logs |= {"nfe": torch.tensor(nfe), "instance_noise": torch.tensor(std)}
