@@ -135,6 +135,7 @@ def test_sample_grid_lays_clips_out_in_rows() -> None:
 def test_gan_trains_through_api_and_exports_only_the_generator(tmp_path: Path) -> None:
     cfg = generation_config("ode_gan_tiny", "gan", {"num_frames": 4, "frame_intervals": [1, 2],
                             "ema_decay": 0.9, "d_base_channels": 8}, num_classes=7)  # fmt: skip
+    cfg["trainer"]["monitor"] = "val/nearest_real_ssim"  # a progress score picks the exported generator
     result = api.train(cfg, run_dir=tmp_path / "run", evaluate_after=False)
     assert result.steps == 3
     keys = set(safetensors.torch.load_file(tmp_path / "run" / "model.safetensors"))
@@ -148,6 +149,19 @@ def test_gan_trains_through_api_and_exports_only_the_generator(tmp_path: Path) -
     assert 0 <= row["frame_change"] <= 1 and 0 <= row["nearest_real_ssim"] <= 1
     assert row["fd_judge"] is None and row["motion_law_accuracy"] is None  # 4 frames at 16 px: unjudgeable
     assert (tmp_path / "run" / "metrics_by_step.png").stat().st_size > 1000
+    best = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=False, map_location="cpu")
+    monitor = next(v for k, v in best["callbacks"].items() if k.startswith("ModelCheckpoint"))
+    assert monitor["monitor"] == "val/nearest_real_ssim"
+    assert float(monitor["best_model_score"]) == pytest.approx(row["nearest_real_ssim"], abs=1e-6)
+
+
+def test_lower_is_better_metrics_are_monitored_for_their_minimum() -> None:
+    from vidyn.tasks.engine import monitor_mode
+
+    for name in ("val/loss", "val/fd_judge", "val/fvd", "val/mse", "val/lpips"):
+        assert monitor_mode(name) == "min", name
+    for name in ("val/ssim", "val/psnr", "val/motion_law_accuracy", "val/top1", "step"):
+        assert monitor_mode(name) == "max", name
 
 
 def test_discriminator_collapse_is_reported_once_after_its_patience() -> None:

@@ -77,6 +77,14 @@ def prepare_runtime(cfg: TrainerConfig) -> None:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
 
+LOWER_IS_BETTER = ("loss", "fd_judge", "fid", "fvd", "kid", "mse", "mae", "lpips")
+
+
+def monitor_mode(metric: str) -> str:
+    """"min" for metrics where lower is better (losses, Frechet distances, errors), else "max"."""
+    return "min" if any(key in metric for key in LOWER_IS_BETTER) else "max"
+
+
 def build_trainer(
     cfg: TrainerConfig,
     run_dir: Path,
@@ -94,7 +102,7 @@ def build_trainer(
             dirpath=run_dir / "checkpoints",
             filename="best",
             monitor=cfg.monitor,
-            mode="min" if "loss" in cfg.monitor else "max",
+            mode=monitor_mode(cfg.monitor),
             save_top_k=1,
             enable_version_counter=False,
             save_on_train_epoch_end=False,  # at validation end, before last.ckpt records its state
@@ -117,7 +125,7 @@ def build_trainer(
         callbacks.append(
             EarlyStopping(
                 monitor=cfg.monitor,
-                mode="min" if "loss" in cfg.monitor else "max",
+                mode=monitor_mode(cfg.monitor),
                 patience=cfg.early_stopping_patience,
                 check_on_train_epoch_end=False,  # at validation end, before last.ckpt records its state
             )

@@ -7,6 +7,9 @@ validation clips, FD-judge against them and, for a class-conditional generator, 
 samples drawn for the clips' own labels (both with the shapes judge, `vidyn.evaluation.generation`; None
 where it cannot score). The samples use fixed noise (seed 0) so the rows differ only by training. N is
 small (`max_clips`, default 32): the FD-judge rows compare steps of one run, not runs of different N.
+The scores are also logged as `val/fd_judge`, `val/motion_law_accuracy` and `val/nearest_real_ssim`, so
+`trainer.monitor` can keep (and export) the generator of the best round: GAN losses do not rank
+generators, and a GAN can get worse with more steps.
 """
 
 from __future__ import annotations
@@ -77,6 +80,9 @@ class GeneratorProgress(Callback):
         judged = motion_law_accuracy(fake, labels if conditional else None, self.class_names)
         row["motion_law_accuracy"] = judged.get("value") if conditional else None
         self.rows.append(row)
+        for key in ("fd_judge", "motion_law_accuracy", "nearest_real_ssim"):  # monitorable: trainer.monitor
+            if row[key] is not None:
+                task.log(f"val/{key}", float(row[key]), batch_size=int(real.shape[0]))
         path = Path(trainer.default_root_dir) / FILE
         with atomic_path(path) as tmp:
             Path(tmp).write_text(json.dumps({"rows": self.rows, "num_clips": int(real.shape[0])}, indent=1))
