@@ -97,6 +97,7 @@ class TrainerConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     num_threads: int | None = None  # torch CPU threads; None = torch's default
+    dist_timeout: float = 600.0  # seconds a DDP collective waits for the other ranks before failing
     progress_bar: bool = True
     checkpoint_every_n_steps: int = 100  # last.ckpt also after every validation, epoch and at the stop
     deterministic: bool = False  # torch.use_deterministic_algorithms (bit-identical resume on GPUs)

@@ -6,6 +6,7 @@ import copy
 import hashlib
 import inspect
 import json
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from vidyn.nn.ode import ODESolverError
 from vidyn.registry import DATASETS
 from vidyn.tasks import TaskRun, VidynTask, build_task
 from vidyn.tasks.checkpointing import StopRequested
+from vidyn.tasks.distributed import RUN_DIR_ENV, is_rank_zero, shared_run_dir, world_size
 from vidyn.tasks.engine import build_trainer, prepare_runtime
 from vidyn.tasks.guards import NonFiniteError
 
@@ -50,8 +52,9 @@ def _new_run_dir(cfg: Config) -> Path:
 
 
 def _total_steps(cfg: Config, dm: VideoDataModule) -> tuple[int, int]:
-    """(optimiser steps the run will take at most, warmup steps)."""
-    batches = max(1, len(dm.dataset("train")) // cfg.data.batch_size)
+    """(optimiser steps the run will take at most, warmup steps); each of the launch's ranks takes its
+    share of an epoch (`data.batch_size` is per rank)."""
+    batches = max(1, len(dm.dataset("train")) // (cfg.data.batch_size * world_size()))
     per_epoch = max(1, batches // cfg.trainer.accumulate_grad_batches)
     total = cfg.trainer.max_steps if cfg.trainer.max_steps else per_epoch * (cfg.trainer.max_epochs or 1)
     if cfg.trainer.max_steps and cfg.trainer.max_epochs:
@@ -152,6 +155,7 @@ def _start(
     if config is None:
         raise VidynError("train needs a config (-c CONFIG) for a new run, or --resume RUN_FOLDER")
     cfg = config if isinstance(config, Config) else build_config(config, overrides)
+    run_dir = shared_run_dir(run_dir, resume)
     out = Path(run_dir) if run_dir is not None else _new_run_dir(cfg)
     return cfg, out, None
 
@@ -164,6 +168,15 @@ def _announce(out: Path, cfg: Config, plan: ResumePlan | None, named: bool, say:
     first = Path(cfg.out_dir) / cfg.name
     earlier = f"; {first} holds an earlier run" if not named and out != first else ""
     say(f"run folder: {out}{earlier} (if interrupted: {resume_command(out)})")
+
+
+def _write_run_start(out: Path, cfg: Config, plan: ResumePlan | None) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    if plan is None:
+        save_config(cfg, out / "config.yaml")
+    else:
+        record(plan)
+    os.environ[RUN_DIR_ENV] = str(out)  # for the ranks Lightning's launcher starts (trainer.devices=N)
 
 
 def _export(task: VidynTask, model: nn.Module, out: Path, cfg: Config, dm: Any, ckpt: str | None) -> None:
@@ -243,12 +256,9 @@ def train(
     task = task_for(cfg, model, total, warmup, _class_names(dm.dataset("train")))
     if plan is not None:
         check_fits(plan, task)  # before anything is written
-    out.mkdir(parents=True, exist_ok=True)
-    if plan is None:
-        save_config(cfg, out / "config.yaml")
-    else:
-        record(plan)
-    _announce(out, cfg, plan, run_dir is not None, say)
+    if is_rank_zero():  # under DDP only rank 0 writes (Lightning keeps checkpoints and logs to it too)
+        _write_run_start(out, cfg, plan)
+        _announce(out, cfg, plan, run_dir is not None, say)
     trainer_cfg = cfg.trainer
     if not task.automatic_optimization:  # the task clips its own gradients (GAN training)
         trainer_cfg = copy.copy(cfg.trainer)

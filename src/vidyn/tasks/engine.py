@@ -28,6 +28,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from vidyn.config import TrainerConfig
 from vidyn.tasks import faults
 from vidyn.tasks.checkpointing import AtomicCheckpointIO, LatestCheckpoint
+from vidyn.tasks.distributed import launch_settings
 from vidyn.tasks.guards import FiniteCheck, SignalStop
 
 # Lightning logs its console messages through this logger (set in lightning.pytorch.utilities.rank_zero).
@@ -163,9 +164,7 @@ def build_trainer(
         gradient_clip_val=cfg.gradient_clip_val,
         precision=precision,
         accelerator=cfg.accelerator,
-        devices=cfg.devices,
-        num_nodes=cfg.num_nodes,
-        strategy=cfg.strategy,
+        **launch_settings(cfg.devices, cfg.num_nodes, cfg.strategy, cfg.dist_timeout),
         callbacks=callbacks,
         logger=TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""),
         log_every_n_steps=cfg.log_every_n_steps,

@@ -1,0 +1,80 @@
+"""Multi-process training: what the launcher (torchrun, SLURM, Lightning's own) says about this process.
+
+vidyn does not launch processes itself. Under `torchrun` (or `srun`), every process runs `python -m vidyn
+train ...`; torchrun puts RANK / WORLD_SIZE / LOCAL_WORLD_SIZE / NODE_RANK in the environment, and
+Lightning's own launcher (`trainer.devices=N` on one machine) restarts the command with LOCAL_RANK /
+NODE_RANK / WORLD_SIZE set. From these:
+
+- `launch_settings` fills `devices` / `num_nodes` / `strategy` the user left at "auto" / 1, so the same
+  config trains in one process or under torchrun; DDP gets a bounded collective timeout
+  (`trainer.dist_timeout`), so a rank that dies stops the others with an error instead of a 30-minute hang.
+- `is_rank_zero` says whether this process is rank 0, the only one that writes files (config.yaml, the
+  run folder, checkpoints, export, metrics); Lightning already keeps checkpoints and loggers to rank 0.
+- `shared_run_dir` gives the processes Lightning starts itself the run folder rank 0 picked.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from pathlib import Path
+from typing import Any
+
+from vidyn.errors import VidynError
+
+RUN_DIR_ENV = "VIDYN_RUN_DIR"  # the run folder rank 0 chose, for the processes Lightning starts itself
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else None
+
+
+def world_size() -> int:
+    """Processes in the job, as the launcher says (1 outside a multi-process launch)."""
+    return _env_int("WORLD_SIZE") or 1
+
+
+def is_rank_zero() -> bool:
+    """Rank 0 by RANK (torchrun), else node 0's first process (Lightning's launcher sets only these)."""
+    rank = _env_int("RANK")
+    if rank is not None:
+        return rank == 0
+    return not (_env_int("NODE_RANK") or _env_int("LOCAL_RANK"))
+
+
+def launch_settings(devices: Any, num_nodes: int, strategy: Any, timeout_s: float) -> dict[str, Any]:
+    """Trainer `devices` / `num_nodes` / `strategy` for this launch.
+
+    Under torchrun with `devices="auto"` and `num_nodes=1`, they come from LOCAL_WORLD_SIZE and
+    WORLD_SIZE (Lightning would otherwise refuse the mismatch with torchrun's WORLD_SIZE). A multi-process
+    "auto" or "ddp" strategy becomes DDP with `timeout_s` for its collectives (gloo on CPU, NCCL on GPU).
+    """
+    size, local_size = world_size(), _env_int("LOCAL_WORLD_SIZE")
+    if local_size and size > 1 and devices == "auto" and num_nodes == 1:
+        devices, num_nodes = local_size, size // local_size
+    multi = size > 1 or num_nodes > 1 or (isinstance(devices, int) and devices > 1)
+    if multi and strategy in ("auto", "ddp"):
+        from lightning.pytorch.strategies import DDPStrategy
+
+        strategy = DDPStrategy(timeout=datetime.timedelta(seconds=float(timeout_s)))
+    return {"devices": devices, "num_nodes": num_nodes, "strategy": strategy}
+
+
+def shared_run_dir(run_dir: Any, resume: Any) -> Path | Any:
+    """The run folder for this process: rank 0's choice for the ranks Lightning started, else `run_dir`.
+
+    A new run without --out picks a fresh folder (`runs/<name>-2`, ...) by looking at what exists, which
+    the ranks of a torchrun job would do at the same moment and disagree on: refuse that.
+    """
+    if run_dir is not None or resume is not None:
+        return run_dir
+    chosen = os.environ.get(RUN_DIR_ENV)
+    if chosen and not is_rank_zero():
+        return Path(chosen)
+    if world_size() > 1 and _env_int("RANK") is not None:
+        raise VidynError(
+            f"a run of {world_size()} processes needs its run folder named: add --out RUN_FOLDER (the same "
+            "on every node; only rank 0 writes to it)"
+        )
+    return run_dir

@@ -1,0 +1,121 @@
+"""Two torchrun "nodes" of one CPU process each (gloo, loopback) train what one process trains.
+
+The global batch is the same: 2 ranks x `data.batch_size=2` against 1 process x 4. The training split is
+exactly one global batch, so every step of both runs sees the same 4 clips whatever order the samplers
+draw (Lightning's DistributedSampler shuffles with its own seed; rank r takes r, r+2 of its order). DDP
+averages the two ranks' mean-loss gradients, which is the mean over the 4 clips up to the order of float
+additions; so weights and the synchronised val/loss agree to float tolerance, not bit for bit. ConvLSTM
+tiny has no BatchNorm (per-rank statistics would differ) and `sampling_stop_fraction` ~0 makes its
+scheduled-sampling mask all-false, so neither run draws per-rank random numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from tiny_configs import tiny_prediction_config
+
+TIMEOUT_S = 150  # the whole test; each process is killed past it
+# float32 gradient sums in a different order (per-rank means, then the all-reduce average) differ in the last
+# bits; 4 Adam steps (which divide by sqrt(v), amplifying small-gradient entries) keep that near 1e-8 here.
+ATOL, RTOL = 1e-6, 1e-5
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _config(tmp_path: Path) -> Path:
+    cfg = tiny_prediction_config()
+    cfg["data"]["splits"]["train"]["num_samples"] = 4  # one global batch
+    cfg["task"]["args"]["sampling_stop_fraction"] = 0.01  # free-running rollout from step 0: no random mask
+    cfg["trainer"] |= {"accelerator": "cpu", "num_threads": 1, "dist_timeout": 60}
+    cfg["eval"] |= {"baselines": [], "num_visual_clips": 0}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def torchrun_command(port: int, node_rank: int, config: Path, out: Path, *overrides: str) -> list[str]:
+    """The README's multi-node command, both nodes on 127.0.0.1."""
+    return [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+        "--node-rank", str(node_rank), "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+        "--rdzv-id", "vidyn-test", "--rdzv-conf", "join_timeout=60", "--monitor-interval", "0.2",
+        "-m", "vidyn", "train", "-c", str(config), "--out", str(out), *overrides,
+    ]  # fmt: skip
+
+
+def _start(cmd: list[str], log: Path) -> subprocess.Popen:
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
+
+
+def _wait_all(procs: list[subprocess.Popen], logs: list[Path]) -> None:
+    """Wait for every process within TIMEOUT_S; on a failure or the timeout kill them all and show logs."""
+    deadline = time.monotonic() + TIMEOUT_S
+    try:
+        for p in procs:
+            p.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    codes = [p.returncode for p in procs]
+    if any(codes):
+        tails = "\n".join(
+            f"--- {p.name} (exit {c})\n{p.read_text()[-3000:]}" for p, c in zip(logs, codes, strict=True)
+        )
+        pytest.fail(f"exit codes {codes} (negative: killed at the {TIMEOUT_S} s bound)\n{tails}")
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+
+
+def _best_val_loss(run: Path) -> float:
+    ckpt = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    states = [s for k, s in ckpt["callbacks"].items() if k.startswith("ModelCheckpoint")]
+    return float(states[0]["best_model_score"])
+
+
+def test_two_nodes_match_one_process(tmp_path):
+    config, port = _config(tmp_path), _free_port()
+    outs = [tmp_path / "node0" / "run", tmp_path / "node1" / "run"]  # as if each node had its own disk
+    single = tmp_path / "single" / "run"
+    logs = [tmp_path / "node0.log", tmp_path / "node1.log", tmp_path / "single.log"]
+    cmds = [torchrun_command(port, r, config, outs[r], "--set", "data.batch_size=2") for r in (0, 1)]
+    cmds.append([sys.executable, "-m", "vidyn", "train", "-c", str(config), "--out", str(single)])
+    start = time.monotonic()
+    _wait_all([_start(c, log) for c, log in zip(cmds, logs, strict=True)], logs)
+    # Only rank 0 wrote: one node's folder holds the whole run, the other node's was never created.
+    written = [o for o in outs if o.parent.exists()]
+    assert len(written) == 1, f"both ranks wrote files: {[sorted(p.rglob('*')) for p in outs]}"
+    run = written[0]
+    assert sorted(p.name for p in run.parent.iterdir()) == ["run"]  # no run-2 from a second rank
+    for name in ("config.yaml", "model.safetensors", "metrics.json", "checkpoints/last.ckpt"):
+        assert (run / name).is_file(), name
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["batch_size"] == 2
+    ddp, one = _weights(run), _weights(single)
+    assert ddp.keys() == one.keys()
+    for key in one:
+        torch.testing.assert_close(ddp[key], one[key], atol=ATOL, rtol=RTOL, msg=key)
+    assert _best_val_loss(run) == pytest.approx(_best_val_loss(single), rel=RTOL)
+    diff = max(float((ddp[k] - one[k]).abs().max()) for k in one)
+    print(f"two nodes + one process in {time.monotonic() - start:.1f} s; max weight difference {diff:.1e}")
