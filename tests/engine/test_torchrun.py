@@ -57,8 +57,8 @@ def torchrun_command(port: int, node_rank: int, config: Path, out: Path, *overri
     ]  # fmt: skip
 
 
-def _start(cmd: list[str], log: Path) -> subprocess.Popen:
-    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+def _start(cmd: list[str], log: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"} | (extra_env or {})
     return subprocess.Popen(
         cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True
     )
@@ -119,3 +119,38 @@ def test_two_nodes_match_one_process(tmp_path):
     assert _best_val_loss(run) == pytest.approx(_best_val_loss(single), rel=RTOL)
     diff = max(float((ddp[k] - one[k]).abs().max()) for k in one)
     print(f"two nodes + one process in {time.monotonic() - start:.1f} s; max weight difference {diff:.1e}")
+
+
+def test_a_dead_rank_stops_the_other_with_one_line(tmp_path):
+    """Node 1's machine dies (its torchrun and worker killed -9) mid-training: node 0's rank fails its next
+    collective within trainer.dist_timeout and exits with vidyn's one-line error, not a hang or a traceback.
+    """
+    config, port, timeout = _config(tmp_path), _free_port(), 10
+    overrides = ["--set", "data.batch_size=2", "--set", "trainer.max_steps=200"]
+    overrides += ["--set", f"trainer.dist_timeout={timeout}"]
+    marker, logs = tmp_path / "paused", [tmp_path / "node0.log", tmp_path / "node1.log"]
+    fault = {"VIDYN_TEST_FAULT": "step@3", "VIDYN_TEST_FAULT_MARKER": str(marker)}  # node 1 pauses there
+    procs = [
+        _start(torchrun_command(port, r, config, tmp_path / f"node{r}", *overrides), logs[r], env)
+        for r, env in ((0, {}), (1, fault))
+    ]
+    try:
+        deadline = time.monotonic() + 90
+        while not marker.exists():  # node 1's rank is inside step 3
+            assert procs[0].poll() is None and procs[1].poll() is None, "a node exited before the fault"
+            assert time.monotonic() < deadline, "training never reached step 3"
+            time.sleep(0.1)
+        os.killpg(procs[1].pid, signal.SIGKILL)
+        killed = time.monotonic()
+        code = procs[0].wait(timeout=timeout + 40)
+        waited = time.monotonic() - killed
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    log = logs[0].read_text()
+    errors = [line for line in log.splitlines() if line.startswith("vidyn: error:")]
+    assert code != 0 and len(errors) == 1 and "another rank stopped answering" in errors[0], log[-3000:]
+    assert "Traceback" not in log.split("vidyn: error:")[0], log[-3000:]  # torchrun's own summary follows
+    print(f"the surviving rank stopped {waited:.1f} s after the kill (dist_timeout {timeout} s)")

@@ -29,7 +29,14 @@ from vidyn.nn.ode import ODESolverError
 from vidyn.registry import DATASETS
 from vidyn.tasks import TaskRun, VidynTask, build_task
 from vidyn.tasks.checkpointing import StopRequested
-from vidyn.tasks.distributed import RUN_DIR_ENV, is_rank_zero, shared_run_dir, world_size
+from vidyn.tasks.distributed import (
+    RUN_DIR_ENV,
+    is_rank_zero,
+    peer_lost,
+    peer_lost_error,
+    shared_run_dir,
+    world_size,
+)
 from vidyn.tasks.engine import build_trainer, prepare_runtime
 from vidyn.tasks.guards import NonFiniteError
 
@@ -198,6 +205,10 @@ def _fit(trainer: Any, task: VidynTask, dm: VideoDataModule, ckpt: Path | None) 
         return NonFiniteError(int(trainer.global_step) + 1, str(exc))
     except SIGTERMException:  # under DDP Lightning handles SIGTERM itself (vidyn.tasks.guards)
         return StopRequested("SIGTERM", int(trainer.global_step))
+    except RuntimeError as exc:  # a DDP collective that failed: a rank died or hung (bounded by dist_timeout)
+        if not peer_lost(exc):
+            raise
+        raise peer_lost_error(exc, trainer) from None
     return None
 
 

@@ -78,3 +78,39 @@ def shared_run_dir(run_dir: Any, resume: Any) -> Path | Any:
             "on every node; only rank 0 writes to it)"
         )
     return run_dir
+
+
+# What gloo and NCCL say when a peer stops answering or vanishes (torch raises these as RuntimeError or
+# torch.distributed.DistError, without naming the rank that is gone).
+_PEER_LOST = (
+    "Timed out waiting",
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "timed out",
+    "NCCL",
+)
+
+
+def peer_lost(exc: BaseException) -> bool:
+    """Whether `exc` is a collective operation that failed because another rank died or hung."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return False
+    return isinstance(exc, dist.DistError) or (
+        isinstance(exc, RuntimeError) and any(s in str(exc) for s in _PEER_LOST)
+    )
+
+
+def peer_lost_error(exc: BaseException, trainer: Any) -> VidynError:
+    """The one-line error of a rank whose peers stopped answering (instead of the backend's traceback)."""
+    detail = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__
+    timeout = getattr(trainer.strategy, "_timeout", None)
+    within = f" within trainer.dist_timeout={timeout.total_seconds():g} s" if timeout else ""
+    last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+    return VidynError(
+        f"rank {trainer.global_rank} of {trainer.world_size}: another rank stopped answering (a collective "
+        f"operation failed{within}: {detail}); a rank has likely died, its log says why. Rank 0 keeps "
+        f"{last}; relaunch every node with the same torchrun command, `vidyn train --resume "
+        f"{last.parent.parent}`"
+    )
