@@ -15,7 +15,7 @@ task's `num_frames`: half A is scored, half R is the reference. Rows of "models"
 `per_class` (samples per class, nearest-real against the same class of R).
 
 Models that take initial frames (`takes_initial_frames`; sde_video) add `futures`: each clip of A's
-first `num_context` frames (the task's) is continued `num_samples` (10) times at the clip's remaining
+first `num_context` frames (the task's) is continued `FUTURE_SAMPLES` (20) times at the clip's remaining
 times; per horizon step, best-/mean-/worst-of-N SSIM and PSNR against the truth (SVG/SRVP: the best sample
 is chosen per clip and per metric by its mean over the predicted frames), diversity (per-pixel std across
 the N samples, and mean pairwise SSIM between them), coverage (the fraction of true pixels inside the
