@@ -64,6 +64,17 @@ def _start(cmd: list[str], log: Path, extra_env: dict[str, str] | None = None) -
     )
 
 
+def _wait_listening(port: int, proc: subprocess.Popen, within_s: float = 60) -> None:
+    """Until `proc` (a torchrun agent) accepts connections on `port`: it hosts the rendezvous store."""
+    deadline = time.monotonic() + within_s
+    while True:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        assert proc.poll() is None and time.monotonic() < deadline, "the rendezvous store never started"
+        time.sleep(0.05)
+
+
 def _wait_all(procs: list[subprocess.Popen], logs: list[Path]) -> None:
     """Wait for every process within TIMEOUT_S; on a failure or the timeout kill them all and show logs."""
     deadline = time.monotonic() + TIMEOUT_S
@@ -130,11 +141,14 @@ def test_a_dead_rank_stops_the_other_with_one_line(tmp_path):
     overrides += ["--set", f"trainer.dist_timeout={timeout}"]
     marker, logs = tmp_path / "paused", [tmp_path / "node0.log", tmp_path / "node1.log"]
     fault = {"VIDYN_TEST_FAULT": "step@3", "VIDYN_TEST_FAULT_MARKER": str(marker)}  # node 1 pauses there
-    procs = [
-        _start(torchrun_command(port, r, config, tmp_path / f"node{r}", *overrides), logs[r], env)
-        for r, env in ((0, {}), (1, fault))
-    ]
+    # Node 0 first, hosting the rendezvous store as the --rdzv-endpoint host does on a cluster (on loopback
+    # either agent could host it, and killing the host ends the job in torchrun's own rendezvous error).
+    procs = [_start(torchrun_command(port, 0, config, tmp_path / "node0", *overrides), logs[0])]
     try:
+        _wait_listening(port, procs[0])
+        procs.append(
+            _start(torchrun_command(port, 1, config, tmp_path / "node1", *overrides), logs[1], fault)
+        )
         deadline = time.monotonic() + 90
         while not marker.exists():  # node 1's rank is inside step 3
             assert procs[0].poll() is None and procs[1].poll() is None, "a node exited before the fault"
