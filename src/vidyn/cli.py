@@ -58,13 +58,13 @@ def cmd_demo(a: argparse.Namespace) -> None:
 
 def cmd_train(a: argparse.Namespace) -> None:
     from vidyn import api
-    from vidyn.tasks.distributed import is_rank_zero, world_size
+    from vidyn.tasks.distributed import is_rank_zero
 
     res = api.train(
         a.config, a.overrides, run_dir=a.out, resume=a.resume, echo=lambda s: print(s, flush=True)
     )
     if not is_rank_zero():  # a DDP rank other than 0: rank 0 wrote the run folder, exported and evaluated
-        print(f"trained in {res.seconds:.0f} s as one rank of {world_size()}; rank 0 wrote the run folder")
+        print(f"trained in {res.seconds:.0f} s as a rank other than 0; rank 0 wrote the run folder")
         return
     if res.metrics:
         print(format_table(res.metrics.get("models", {})))

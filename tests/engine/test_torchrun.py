@@ -168,3 +168,15 @@ def test_a_dead_rank_stops_the_other_with_one_line(tmp_path):
     assert code != 0 and len(errors) == 1 and "another rank stopped answering" in errors[0], log[-3000:]
     assert "Traceback" not in log.split("vidyn: error:")[0], log[-3000:]  # torchrun's own summary follows
     print(f"the surviving rank stopped {waited:.1f} s after the kill (dist_timeout {timeout} s)")
+
+
+def test_one_machine_two_processes_without_out_write_one_run_folder(tmp_path):
+    """`trainer.devices=2` without torchrun: Lightning restarts the command for rank 1, which must train
+    in the run folder rank 0 picked (runs/tiny), not pick runs/tiny-2 because rank 0 already wrote there."""
+    config, log = _config(tmp_path), tmp_path / "one_machine.log"
+    cmd = [sys.executable, "-m", "vidyn", "train", "-c", str(config), "--set", "data.batch_size=2"]
+    cmd += ["--set", "trainer.devices=2", "--set", "trainer.strategy=ddp", "--set", f"out_dir={tmp_path}"]
+    _wait_all([_start(cmd, log)], [log])
+    assert "MEMBER: 2/2" in log.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["tiny"]
+    assert (tmp_path / "tiny" / "model.safetensors").is_file()

@@ -6,7 +6,6 @@ import copy
 import hashlib
 import inspect
 import json
-import os
 import signal
 import time
 from dataclasses import dataclass
@@ -30,12 +29,10 @@ from vidyn.registry import DATASETS
 from vidyn.tasks import TaskRun, VidynTask, build_task
 from vidyn.tasks.checkpointing import StopRequested
 from vidyn.tasks.distributed import (
-    RUN_DIR_ENV,
     is_rank_zero,
     peer_lost,
     peer_lost_error,
-    shared_run_dir,
-    world_size,
+    planned_world_size,
 )
 from vidyn.tasks.engine import build_trainer, prepare_runtime
 from vidyn.tasks.guards import NonFiniteError
@@ -61,7 +58,9 @@ def _new_run_dir(cfg: Config) -> Path:
 def _total_steps(cfg: Config, dm: VideoDataModule) -> tuple[int, int]:
     """(optimiser steps the run will take at most, warmup steps); each of the launch's ranks takes its
     share of an epoch (`data.batch_size` is per rank)."""
-    batches = max(1, len(dm.dataset("train")) // (cfg.data.batch_size * world_size()))
+    t = cfg.trainer
+    ranks = planned_world_size(t.devices, t.num_nodes, t.accelerator)
+    batches = max(1, len(dm.dataset("train")) // (cfg.data.batch_size * ranks))
     per_epoch = max(1, batches // cfg.trainer.accumulate_grad_batches)
     total = cfg.trainer.max_steps if cfg.trainer.max_steps else per_epoch * (cfg.trainer.max_epochs or 1)
     if cfg.trainer.max_steps and cfg.trainer.max_epochs:
@@ -162,7 +161,6 @@ def _start(
     if config is None:
         raise VidynError("train needs a config (-c CONFIG) for a new run, or --resume RUN_FOLDER")
     cfg = config if isinstance(config, Config) else build_config(config, overrides)
-    run_dir = shared_run_dir(run_dir, resume)
     out = Path(run_dir) if run_dir is not None else _new_run_dir(cfg)
     return cfg, out, None
 
@@ -183,7 +181,6 @@ def _write_run_start(out: Path, cfg: Config, plan: ResumePlan | None) -> None:
         save_config(cfg, out / "config.yaml")
     else:
         record(plan)
-    os.environ[RUN_DIR_ENV] = str(out)  # for the ranks Lightning's launcher starts (trainer.devices=N)
 
 
 def _export(task: VidynTask, model: nn.Module, out: Path, cfg: Config, dm: Any, ckpt: str | None) -> None:

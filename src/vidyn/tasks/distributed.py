@@ -3,14 +3,15 @@
 vidyn does not launch processes itself. Under `torchrun` (or `srun`), every process runs `python -m vidyn
 train ...`; torchrun puts RANK / WORLD_SIZE / LOCAL_WORLD_SIZE / NODE_RANK in the environment, and
 Lightning's own launcher (`trainer.devices=N` on one machine) restarts the command with LOCAL_RANK /
-NODE_RANK / WORLD_SIZE set. From these:
+NODE_RANK set. From these:
 
 - `launch_settings` fills `devices` / `num_nodes` / `strategy` the user left at "auto" / 1, so the same
   config trains in one process or under torchrun; DDP gets a bounded collective timeout
   (`trainer.dist_timeout`), so a rank that dies stops the others with an error instead of a 30-minute hang.
 - `is_rank_zero` says whether this process is rank 0, the only one that writes files (config.yaml, the
-  run folder, checkpoints, export, metrics); Lightning already keeps checkpoints and loggers to rank 0.
-- `shared_run_dir` gives the processes Lightning starts itself the run folder rank 0 picked.
+  run folder, export, metrics); Lightning already keeps checkpoints and loggers to rank 0 (ModelCheckpoint
+  takes rank 0's folder), so the folder another rank would have picked is never created.
+- `peer_lost` / `peer_lost_error` turn the backend's failure when a rank dies into one line.
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ from typing import Any
 
 from vidyn.errors import VidynError
 
-RUN_DIR_ENV = "VIDYN_RUN_DIR"  # the run folder rank 0 chose, for the processes Lightning starts itself
-
 
 def _env_int(name: str) -> int | None:
     value = os.environ.get(name)
@@ -33,6 +32,18 @@ def _env_int(name: str) -> int | None:
 def world_size() -> int:
     """Processes in the job, as the launcher says (1 outside a multi-process launch)."""
     return _env_int("WORLD_SIZE") or 1
+
+
+def planned_world_size(devices: Any, num_nodes: int, accelerator: str) -> int:
+    """Processes the run will train in: the launcher's WORLD_SIZE, else what the trainer config asks
+    Lightning to start (`devices` x `num_nodes`; "auto" devices = every GPU when training on GPUs)."""
+    if _env_int("WORLD_SIZE"):
+        return world_size()
+    if devices == "auto":
+        import torch
+
+        devices = torch.cuda.device_count() if accelerator in ("auto", "gpu", "cuda") else 1
+    return max(1, devices if isinstance(devices, int) else 1) * max(1, num_nodes)
 
 
 def is_rank_zero() -> bool:
@@ -59,25 +70,6 @@ def launch_settings(devices: Any, num_nodes: int, strategy: Any, timeout_s: floa
 
         strategy = DDPStrategy(timeout=datetime.timedelta(seconds=float(timeout_s)))
     return {"devices": devices, "num_nodes": num_nodes, "strategy": strategy}
-
-
-def shared_run_dir(run_dir: Any, resume: Any) -> Path | Any:
-    """The run folder for this process: rank 0's choice for the ranks Lightning started, else `run_dir`.
-
-    A new run without --out picks a fresh folder (`runs/<name>-2`, ...) by looking at what exists, which
-    the ranks of a torchrun job would do at the same moment and disagree on: refuse that.
-    """
-    if run_dir is not None or resume is not None:
-        return run_dir
-    chosen = os.environ.get(RUN_DIR_ENV)
-    if chosen and not is_rank_zero():
-        return Path(chosen)
-    if world_size() > 1 and _env_int("RANK") is not None:
-        raise VidynError(
-            f"a run of {world_size()} processes needs its run folder named: add --out RUN_FOLDER (the same "
-            "on every node; only rank 0 writes to it)"
-        )
-    return run_dir
 
 
 # What gloo and NCCL say when a peer stops answering or vanishes (torch raises these as RuntimeError or
@@ -107,10 +99,10 @@ def peer_lost_error(exc: BaseException, trainer: Any) -> VidynError:
     detail = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__
     timeout = getattr(trainer.strategy, "_timeout", None)
     within = f" within trainer.dist_timeout={timeout.total_seconds():g} s" if timeout else ""
-    last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+    run = Path(trainer.default_root_dir) if trainer.is_global_zero else Path("RUN_FOLDER")
     return VidynError(
         f"rank {trainer.global_rank} of {trainer.world_size}: another rank stopped answering (a collective "
-        f"operation failed{within}: {detail}); a rank has likely died, its log says why. Rank 0 keeps "
-        f"{last}; relaunch every node with the same torchrun command, `vidyn train --resume "
-        f"{last.parent.parent}`"
+        f"operation failed{within}: {detail}); a rank has likely died, its log says why. Rank 0's run "
+        f"folder keeps {run / 'checkpoints' / 'last.ckpt'}: relaunch every node with the same torchrun "
+        f"command and `vidyn train --resume {run}`"
     )
