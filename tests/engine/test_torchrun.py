@@ -180,3 +180,33 @@ def test_one_machine_two_processes_without_out_write_one_run_folder(tmp_path):
     assert "MEMBER: 2/2" in log.read_text()
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["tiny"]
     assert (tmp_path / "tiny" / "model.safetensors").is_file()
+
+
+FAKE_SRUN = """#!/bin/bash
+# srun stand-in: the command once per node of $SLURM_NNODES on this machine, as SLURM would start it.
+[ "$1" = --kill-on-bad-exit=1 ] && shift
+for node in $(seq 0 $((SLURM_NNODES - 1))); do SLURM_NODEID=$node "$@" & done
+status=0; for job in $(jobs -p); do wait "$job" || status=1; done; exit $status
+"""
+
+
+def test_slurm_example_runs_on_cpu_nodes(tmp_path):
+    """docs/slurm_example.sh as written, with srun / scontrol stand-ins: two nodes on 127.0.0.1."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text(FAKE_SRUN)
+    (bin_dir / "scontrol").write_text("#!/bin/bash\necho 127.0.0.1\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    config, out, log = _config(tmp_path), tmp_path / "run", tmp_path / "slurm.log"
+    env = {
+        "PATH": f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "SLURM_JOB_ID": "17", "SLURM_NNODES": "2", "SLURM_JOB_NODELIST": "localhost",
+        "CONFIG": str(config), "OUT": str(out), "GPUS_PER_NODE": "1", "PORT": str(_free_port()),
+    }  # fmt: skip
+    script = Path(__file__).parents[2] / "docs" / "slurm_example.sh"
+    cmd = ["bash", str(script), "--set", "data.batch_size=2"]
+    _wait_all([_start(cmd, log, env)], [log])
+    assert "MEMBER: 2/2" in log.read_text()
+    assert (out / "model.safetensors").is_file() and (out / "metrics.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["bin", "run"]
