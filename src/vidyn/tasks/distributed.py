@@ -54,7 +54,9 @@ def is_rank_zero() -> bool:
     return not (_env_int("NODE_RANK") or _env_int("LOCAL_RANK"))
 
 
-def launch_settings(devices: Any, num_nodes: int, strategy: Any, timeout_s: float) -> dict[str, Any]:
+def launch_settings(
+    devices: Any, num_nodes: int, strategy: Any, timeout_s: float, accelerator: str = "auto"
+) -> dict[str, Any]:
     """Trainer `devices` / `num_nodes` / `strategy` for this launch.
 
     Under torchrun with `devices="auto"` and `num_nodes=1`, they come from LOCAL_WORLD_SIZE and
@@ -64,8 +66,7 @@ def launch_settings(devices: Any, num_nodes: int, strategy: Any, timeout_s: floa
     size, local_size = world_size(), _env_int("LOCAL_WORLD_SIZE")
     if local_size and size > 1 and devices == "auto" and num_nodes == 1:
         devices, num_nodes = local_size, size // local_size
-    multi = size > 1 or num_nodes > 1 or (isinstance(devices, int) and devices > 1)
-    if multi and strategy in ("auto", "ddp"):
+    if planned_world_size(devices, num_nodes, accelerator) > 1 and strategy in ("auto", "ddp"):
         from lightning.pytorch.strategies import DDPStrategy
 
         strategy = DDPStrategy(timeout=datetime.timedelta(seconds=float(timeout_s)))

@@ -164,7 +164,7 @@ def build_trainer(
         gradient_clip_val=cfg.gradient_clip_val,
         precision=precision,
         accelerator=cfg.accelerator,
-        **launch_settings(cfg.devices, cfg.num_nodes, cfg.strategy, cfg.dist_timeout),
+        **launch_settings(cfg.devices, cfg.num_nodes, cfg.strategy, cfg.dist_timeout, cfg.accelerator),
         callbacks=callbacks,
         logger=TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""),
         log_every_n_steps=cfg.log_every_n_steps,
