@@ -45,7 +45,7 @@ def train(model: torch.nn.Module, args: argparse.Namespace) -> float:
     start = time.time()
     for step in range(args.steps):
         batch = next(loader)
-        beta = min(1.0, (step + 1) / args.anneal) if args.anneal else 1.0
+        beta = args.kl_max * (min(1.0, (step + 1) / args.anneal) if args.anneal else 1.0)
         out = model.elbo(batch["frames"], batch["times"][0], num_context=args.ctx, labels=batch["label"],
                          kl_weight=beta, drop_condition=0.1)  # fmt: skip
         opt.zero_grad()
@@ -89,6 +89,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--anneal", type=int, default=300, help="KL warm-up steps")
+    p.add_argument("--kl-max", type=float, default=1.0, help="the KL weight after the warm-up")
     p.add_argument("--ctx", type=int, default=1, help="context frames of the prior")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--tag", default="probe")
