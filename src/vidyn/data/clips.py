@@ -1,7 +1,7 @@
 """Clip selection every video dataset shares: which frames make a clip, and how a clip becomes a sample.
 
-Used by the UCF101 and folder datasets (decoding on the fly), by `vidyn prepare` (the store) and by
-inference over a user's whole video.
+Used by the UCF101, Kinetics and folder datasets (decoding on the fly, `DecodedClips`), by `vidyn prepare`
+(the store) and by inference over a user's whole video.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
-from vidyn.data.video_io import frames_to_tensor
+from vidyn.data.video_io import frames_to_tensor, read_video
 from vidyn.errors import VidynError
 
 CLIP_SAMPLING = ("random", "center", "uniform")
@@ -136,3 +137,53 @@ def carve_val_groups(train_groups: Iterable[int], val_groups: float | Sequence[i
     if chosen == set(groups):
         raise VidynError("val_groups lists every train group; leave at least one group for training")
     return chosen
+
+
+class DecodedClips(Dataset):
+    """Clips decoded on the fly from `entries` (each with `.path` and `.label`): items are `{"frames" (T, C,
+    H, W), "times" (T,), "label"}`.
+
+    Each item decodes its whole video once (`decode`: PyAV, `size` a centre square crop then resize,
+    `grayscale` BT.601 luma) and selects `num_frames` frames `frame_stride` apart (`clip_sampling`:
+    "random", "center" or "uniform", see `clip_indices`). `times` are the selected frames' presentation
+    timestamps in the file (not shifted to start at 0). Datasets differ only in how they find `entries`.
+    """
+
+    def __init__(
+        self,
+        entries: Sequence[Any],
+        classes: Sequence[str],
+        *,
+        num_frames: int,
+        frame_stride: int,
+        size: int | None,
+        grayscale: bool,
+        clip_sampling: str,
+    ) -> None:
+        if clip_sampling not in CLIP_SAMPLING:
+            choices = ", ".join(CLIP_SAMPLING)
+            raise VidynError(f"clip_sampling must be one of {choices}; got {clip_sampling!r}")
+        if num_frames < 1 or frame_stride < 1 or (size is not None and size < 1):
+            raise VidynError("num_frames, frame_stride and size must be positive integers")
+        self.entries, self.classes = list(entries), list(classes)
+        self.num_frames, self.frame_stride, self.size = num_frames, frame_stride, size
+        self.grayscale, self.clip_sampling = grayscale, clip_sampling
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def decode(self, path: Path) -> tuple[np.ndarray, np.ndarray, float]:
+        """(frames `(T, H, W, C)` uint8, times `(T,)` seconds, fps) of the whole video at `path`."""
+        video = read_video(path, size=self.size, grayscale=self.grayscale)  # the decoder is made here
+        return video.frames, video.times, video.fps
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        entry = self.entries[index]
+        frames, times, fps = self.decode(entry.path)
+        idx = clip_indices(len(times), self.num_frames, self.frame_stride, self.clip_sampling)
+        clip, clip_times = take_clip(frames, times, idx, fps)
+        return clip_sample(clip, clip_times, entry.label)

@@ -32,14 +32,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vidyn.data.clips import DecodedClips
 from vidyn.data.store import (
     CLIP_SAMPLING,
     StoreDataset,
     VideoEntry,
     check_store,
-    clip_indices,
-    clip_sample,
-    take_clip,
 )
 from vidyn.data.video_io import _crop_resize, _to_luma, read_video
 from vidyn.errors import VidynError, unpickling_refusal
@@ -239,7 +237,7 @@ class FolderIndex:
         return self._splits[split]
 
 
-class FolderDataset(Dataset):
+class FolderDataset(DecodedClips):
     """Clips from a class-folder tree: `{"frames" (T, C, H, W), "times" (T,), "label"}`.
 
     Same clip selection as UCF101 (`clip_sampling` "random" | "center" | "uniform", `num_frames` frames
@@ -279,25 +277,12 @@ class FolderDataset(Dataset):
                 f"{self.index.layout} layout); add videos, change val_fraction/test_fraction, or add a "
                 f"ROOT/{split}/ folder"
             )
-        self.classes, self.split = self.index.classes, split
-        self.num_frames, self.frame_stride, self.size = num_frames, frame_stride, size
-        self.grayscale, self.clip_sampling, self.pt_fps = grayscale, clip_sampling, pt_fps
+        self.split, self.pt_fps = split, pt_fps
+        sampling = dict(num_frames=num_frames, frame_stride=frame_stride, size=size, grayscale=grayscale)
+        super().__init__(self.entries, self.index.classes, clip_sampling=clip_sampling, **sampling)
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        entry = self.entries[index]
-        frames, times, fps = read_clip_file(
-            entry.path, size=self.size, grayscale=self.grayscale, pt_fps=self.pt_fps
-        )
-        idx = clip_indices(len(times), self.num_frames, self.frame_stride, self.clip_sampling)
-        clip, clip_times = take_clip(frames, times, idx, fps)
-        return clip_sample(clip, clip_times, entry.label)
+    def decode(self, path: Path) -> tuple[np.ndarray, np.ndarray, float]:
+        return read_clip_file(path, size=self.size, grayscale=self.grayscale, pt_fps=self.pt_fps)
 
 
 @DATASETS.register("folder", family="video")

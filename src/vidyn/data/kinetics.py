@@ -31,20 +31,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch.utils.data import Dataset
 
+from vidyn.data.clips import DecodedClips
 from vidyn.data.folder import VIDEO_EXTENSIONS
 from vidyn.data.store import (
-    CLIP_SAMPLING,
     StoreDataset,
     VideoEntry,
     check_store,
-    clip_indices,
-    clip_sample,
-    take_clip,
 )
-from vidyn.data.video_io import read_video
 from vidyn.errors import VidynError
 from vidyn.registry import DATASETS
 
@@ -281,7 +276,7 @@ def missing_csv(rows: Sequence[KineticsClip]) -> str:
     return out.getvalue()
 
 
-class KineticsDataset(Dataset):
+class KineticsDataset(DecodedClips):
     """Kinetics clips decoded on the fly: `{"frames" (T, C, H, W), "times" (T,), "label"}`.
 
     Decodes the whole (10 s) clip per item and selects `num_frames` frames `frame_stride` apart
@@ -300,29 +295,9 @@ class KineticsDataset(Dataset):
         grayscale: bool = False,
         clip_sampling: str = "random",
     ) -> None:
-        if clip_sampling not in CLIP_SAMPLING:
-            raise VidynError(
-                f"clip_sampling must be one of {', '.join(CLIP_SAMPLING)}; got {clip_sampling!r}"
-            )
-        if num_frames < 1 or frame_stride < 1 or size < 1:
-            raise VidynError("num_frames, frame_stride and size must be positive integers")
-        self.index, self.entries, self.classes = index, index.entries(split), index.classes
-        self.num_frames, self.frame_stride, self.size = num_frames, frame_stride, size
-        self.grayscale, self.clip_sampling = grayscale, clip_sampling
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        entry = self.entries[index]
-        video = read_video(entry.path, size=self.size, grayscale=self.grayscale)  # decoder made here
-        idx = clip_indices(len(video.times), self.num_frames, self.frame_stride, self.clip_sampling)
-        frames, times = take_clip(video.frames, video.times, idx, video.fps)
-        return clip_sample(frames, times, entry.label)
+        self.index = index
+        sampling = dict(num_frames=num_frames, frame_stride=frame_stride, size=size, grayscale=grayscale)
+        super().__init__(index.entries(split), index.classes, clip_sampling=clip_sampling, **sampling)
 
 
 @DATASETS.register("kinetics", family="video")

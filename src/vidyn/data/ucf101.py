@@ -25,20 +25,15 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from torch.utils.data import Dataset
 
+from vidyn.data.clips import DecodedClips
 from vidyn.data.store import (
-    CLIP_SAMPLING,
     StoreDataset,
     VideoEntry,
     carve_val_groups,
     check_store,
-    clip_indices,
-    clip_sample,
-    take_clip,
 )
-from vidyn.data.video_io import read_video
 from vidyn.errors import VidynError
 from vidyn.registry import DATASETS
 
@@ -194,7 +189,7 @@ def _with_split(entry: VideoEntry, split: str) -> VideoEntry:
     return VideoEntry(entry.path, entry.source, entry.label, entry.class_name, split, entry.group, entry.clip)
 
 
-class UCF101Dataset(Dataset):
+class UCF101Dataset(DecodedClips):
     """UCF101 clips decoded on the fly: `{"frames" (T, C, H, W), "times" (T,), "label"}`.
 
     Each item decodes its whole video once (PyAV, `size`: centre square crop then resize; `grayscale`:
@@ -218,31 +213,11 @@ class UCF101Dataset(Dataset):
         val_groups: float | Sequence[int] = 0.15,
         seed: int = 0,
     ) -> None:
-        if clip_sampling not in CLIP_SAMPLING:
-            raise VidynError(
-                f"clip_sampling must be one of {', '.join(CLIP_SAMPLING)}; got {clip_sampling!r}"
-            )
-        if num_frames < 1 or frame_stride < 1 or size < 1:
-            raise VidynError("num_frames, frame_stride and size must be positive integers")
         self.index = UCF101Index(root, fold=fold, classes=classes, val_groups=val_groups, seed=seed)
-        self.entries = self.index.entries(split)
-        self.classes, self.split = self.index.classes, split
-        self.num_frames, self.frame_stride, self.size = num_frames, frame_stride, size
-        self.grayscale, self.clip_sampling = grayscale, clip_sampling
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        entry = self.entries[index]
-        video = read_video(entry.path, size=self.size, grayscale=self.grayscale)  # decoder made here
-        idx = clip_indices(len(video.times), self.num_frames, self.frame_stride, self.clip_sampling)
-        frames, times = take_clip(video.frames, video.times, idx, video.fps)
-        return clip_sample(frames, times, entry.label)
+        self.split = split
+        sampling = dict(num_frames=num_frames, frame_stride=frame_stride, size=size, grayscale=grayscale)
+        entries = self.index.entries(split)
+        super().__init__(entries, self.index.classes, clip_sampling=clip_sampling, **sampling)
 
 
 @DATASETS.register("ucf101", family="video")
