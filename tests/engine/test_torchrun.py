@@ -154,7 +154,9 @@ def test_a_dead_rank_stops_the_other_with_one_line(tmp_path):
             assert procs[0].poll() is None and procs[1].poll() is None, "a node exited before the fault"
             assert time.monotonic() < deadline, "training never reached step 3"
             time.sleep(0.1)
+        worker = int(marker.read_text().split("pid")[1])  # torchrun starts it in a session of its own
         os.killpg(procs[1].pid, signal.SIGKILL)
+        os.kill(worker, signal.SIGKILL)  # the whole machine dies: no orphan left pausing at the fault
         killed = time.monotonic()
         code = procs[0].wait(timeout=timeout + 40)
         waited = time.monotonic() - killed

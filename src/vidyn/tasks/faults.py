@@ -47,7 +47,7 @@ def point(where: str, step: int) -> None:
         return
     marker = os.environ.get(MARKER_ENV)
     if marker:
-        Path(marker).write_text(f"{where}@{step}\n")
+        Path(marker).write_text(f"{where}@{step} pid {os.getpid()}\n")  # the pid: a test may kill it
     while not _stop_requested():
         time.sleep(0.01)
 
