@@ -340,6 +340,25 @@ def _untrained(meta: dict[str, Any], device: torch.device) -> nn.Module | None:
         return MODELS.build(meta["name"], **meta.get("args", {})).to(device).eval()
 
 
+def _protocol(
+    cfg: Config, split: str, clips: Tensor, half: int, times: Tensor, conditional: bool
+) -> dict[str, Any]:
+    return {
+        "dataset": cfg.data.name,
+        "split": split,
+        "num_scored": half,
+        "num_reference": int(clips.shape[0]) - half,
+        "num_frames": int(clips.shape[1]),
+        "times": [round(float(t), 6) for t in times],
+        "conditional": conditional,
+        "seed": 0,
+        "conventions": "temporal SSIM: mean SSIM of consecutive frames; nearest-real SSIM: max over the "
+        "reference clips of the mean per-frame SSIM; SSIM Gaussian 11/1.5 per frame (vidyn.metrics.ssim); "
+        "frame_change: mean |x(t+1) - x(t)| per pixel; rows score the first half of the clips, the second "
+        "half is the reference",
+    }
+
+
 @EVALUATORS.register("generator", family="generator")
 def generator_report(
     model: nn.Module,
@@ -393,20 +412,7 @@ def generator_report(
     if hasattr(dataset, "render"):
         out["double_rate"] = _double_rate(model, dataset, half, times, cond, real_split)
     out["fvd"] = _fvd("fvd" in cfg.eval.baselines, fake, ref, real_split)
-    out["protocol"] = {
-        "dataset": cfg.data.name,
-        "split": split,
-        "num_scored": half,
-        "num_reference": int(ref.shape[0]),
-        "num_frames": int(clips.shape[1]),
-        "times": [round(float(t), 6) for t in times],
-        "conditional": conditional,
-        "seed": 0,
-        "conventions": "temporal SSIM: mean SSIM of consecutive frames; nearest-real SSIM: max over the "
-        "reference clips of the mean per-frame SSIM; SSIM Gaussian 11/1.5 per frame (vidyn.metrics.ssim); "
-        "frame_change: mean |x(t+1) - x(t)| per pixel; rows score the first half of the clips, the second "
-        "half is the reference",
-    }
+    out["protocol"] = _protocol(cfg, split, clips, half, times, conditional)
     if report_dir is not None:
         # rows: 8 samples, then 8 real clips; columns labelled with their times
         write_labelled_grid(

@@ -139,17 +139,7 @@ class OdeGAN(nn.Module):
             ode_hidden=ode_hidden, ode_layers=ode_layers, base_channels=base_channels,
             latent_channels=latent_channels, latent_size=latent_size,
         )  # fmt: skip
-        num_up = round(math.log2(image_size / latent_size))
-        if image_size != latent_size * 2**num_up or num_up < 1:
-            raise VidynError(
-                f"image_size must be latent_size * 2**k with k >= 1 (e.g. 32 with latent_size 8); "
-                f"got {image_size} and {latent_size}"
-            )
-        if not 0 <= temporal_blocks <= num_up:
-            raise VidynError(
-                f"temporal_blocks must be in 0..{num_up} for image_size {image_size} and latent_size "
-                f"{latent_size}"
-            )
+        num_up = _up_levels(image_size, latent_size, temporal_blocks)
         check_method(method, "ODE method")
         if (step_size is not None and not step_size > 0) or not tap_interval >= 1 / _TICKS:
             raise VidynError(
@@ -306,6 +296,22 @@ class OdeGAN(nn.Module):
             return torch.full((b,), self.num_classes, dtype=torch.long, device=device)
         labels = labels.to(device=device, dtype=torch.long)
         return torch.where(labels < 0, self.num_classes, labels)
+
+
+def _up_levels(image_size: int, latent_size: int, temporal_blocks: int) -> int:
+    """Decoder up-blocks from latent_size to image_size; refuses sizes and temporal_blocks that do not fit."""
+    num_up = round(math.log2(image_size / latent_size))
+    if image_size != latent_size * 2**num_up or num_up < 1:
+        raise VidynError(
+            f"image_size must be latent_size * 2**k with k >= 1 (e.g. 32 with latent_size 8); "
+            f"got {image_size} and {latent_size}"
+        )
+    if not 0 <= temporal_blocks <= num_up:
+        raise VidynError(
+            f"temporal_blocks must be in 0..{num_up} for image_size {image_size} and latent_size "
+            f"{latent_size}"
+        )
+    return num_up
 
 
 def _check_sizes(**values: int) -> None:
