@@ -145,6 +145,15 @@ def measure(step: Callable[[], None], steps: int, warmup: int) -> tuple[float, f
     return statistics.median(walls), statistics.median(cpus)
 
 
+def smooth_frames(batch: int, length: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """`(batch, length, 3, 64, 64)` smooth random frames (a blurred noise field, so the flow/warp path
+    sees image structure) and their times 0.0, 0.1, ... as the official loader gives them."""
+    g = torch.Generator().manual_seed(0)
+    noise = torch.rand(batch * length, 3, 64, 64, generator=g)
+    video = F.avg_pool2d(noise, 9, 1, 4).view(batch, length, 3, 64, 64)
+    return video.to(device), (torch.arange(length, dtype=torch.float32) / length).to(device)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -153,12 +162,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="profile one vidyn dopri5 generator step")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
-    g = torch.Generator().manual_seed(0)
-    # Smooth random frames: a blurred noise field, so the flow/warp path sees image structure.
-    base = F.avg_pool2d(torch.rand(4, 10, 3, 64, 64, generator=g).flatten(0, 1), 9, 1, 4).view(
-        4, 10, 3, 64, 64
-    )
-    times = torch.arange(10, dtype=torch.float32) / 10
+    base, times = smooth_frames(4, 10, torch.device("cpu"))
     data = {
         "context": base[:, :5],
         "target": base[:, 5:],

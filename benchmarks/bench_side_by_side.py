@@ -1,0 +1,249 @@
+"""Training speed of vidyn beside the reference implementations, loaded from the user's own checkouts.
+
+    python benchmarks/bench_side_by_side.py --openstl ~/src/OpenSTL --vid-ode ~/src/Vid-ODE \
+        [--threads 1 2] [--configs small openstl] [--steps 7] [--device cpu|cuda]
+
+- `--openstl PATH`: OpenSTL's `openstl/models/{convlstm,predrnn,predrnnv2}_model.py` and their
+  `openstl/modules/*_modules.py` files are loaded directly from PATH (not installed, not copied: only
+  those files are executed, so OpenSTL's other dependencies need not be installed).
+- `--vid-ode PATH`: the official Vid-ODE `models/*.py` and `utils.py`, unmodified, from PATH.
+- Without either path, vidyn's models are timed alone.
+
+One training step, both sides: the same configuration, the same inputs and scheduled-sampling mask, the
+same loss (next-frame MSE, + PredRNN-V2's decoupling term; Vid-ODE: the L1 frame and difference terms)
+and optimiser (Adam 5e-4; Vid-ODE Adamax 1e-3). Before timing, the reference weights are copied into
+vidyn's model and both losses are compared: the printed `|dloss|` shows the two compute the same function.
+Steps alternate between the two sides (interleaved, order flipped every step) after warm-up; the table
+gives the median process CPU time per step (CUDA: the median wall time, synchronised), so drift of this
+shared machine hits both sides alike. Also printed: this machine's fp32 matmul and oneDNN convolution
+peaks, measured in the same run, and the achieved GFLOP/s of vidyn's recurrent steps (FlopCounterMode:
+convolutions and matmuls of one forward + backward).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _references import (  # noqa: E402
+    copy_openstl_weights,
+    count_calls,
+    load_openstl,
+    load_vid_ode,
+    openstl_config,
+)
+from bench_recurrent import conv_gflops, matmul_gflops  # noqa: E402
+
+import vidyn.models  # noqa: E402, F401  (registers the builders)
+from vidyn.errors import VidynError  # noqa: E402
+from vidyn.nn.patch import patchify  # noqa: E402
+from vidyn.registry import MODELS  # noqa: E402
+from vidyn.tasks.sampling import sample_truth_mask  # noqa: E402
+
+CONFIGS = {  # the issue's configurations: 64x64x1, 10 -> 10, patch 4
+    "small": {"hidden": 64, "layers": 2, "kernel": 3, "batch": 4},
+    "openstl": {"hidden": 128, "layers": 4, "kernel": 5, "batch": 1},  # OpenSTL's Moving MNIST model
+}
+NUM_CONTEXT, NUM_FRAMES, SIZE, PATCH = 10, 20, 64, 4
+Step = Callable[[], torch.Tensor]
+
+
+def recurrent_pair(name: str, cfg: dict, openstl: Path | None, device: torch.device) -> dict:
+    """vidyn's model and step (and OpenSTL's, given its path) on one batch and mask."""
+    torch.manual_seed(0)
+    ours = MODELS.build(
+        name, image_size=SIZE, hidden_channels=cfg["hidden"], num_layers=cfg["layers"],
+        kernel_size=cfg["kernel"], patch_size=PATCH,
+    ).to(device)  # fmt: skip
+    batch = cfg["batch"]
+    frames = torch.rand(batch, NUM_FRAMES, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+    kwargs = {"stop_iter": 100} if ours.scheduled_sampling == "standard" else {"r_step_1": 0, "r_step_2": 100}
+    mask = sample_truth_mask(
+        batch,
+        NUM_FRAMES,
+        NUM_CONTEXT,
+        ours.scheduled_sampling,
+        50,
+        torch.Generator().manual_seed(0),
+        **kwargs,
+    )  # (B, T-1) bool; iteration 50 of 100: about half the future inputs are the model's own
+    frames, mask = frames.to(device), mask.to(device)
+
+    def our_loss() -> torch.Tensor:
+        next_frames, aux = ours.rollout(frames, mask)
+        return F.mse_loss(next_frames, frames[:, 1:]) + sum(aux.values(), frames.new_zeros(()))
+
+    pair = {"vidyn": (ours, our_loss)}
+    if openstl is not None:
+        classes = load_openstl(openstl)
+        reverse = ours.scheduled_sampling == "reverse"
+        ref = classes[name](cfg["layers"], [cfg["hidden"]] * cfg["layers"], openstl_config(
+            NUM_CONTEXT, NUM_FRAMES, SIZE, PATCH, cfg["kernel"], reverse)).to(device)  # fmt: skip
+        # (B, T, 1, H, W) -> OpenSTL's channels-last patches (B, T, H/p, W/p, p*p)
+        ims = patchify(frames, PATCH).permute(0, 1, 3, 4, 2).contiguous()
+        # OpenSTL's mask covers steps t >= num_context (standard) or t >= 1 (reverse), one value per pixel
+        steps = mask[:, 1:] if reverse else mask[:, NUM_CONTEXT:]
+        flag = steps.float()[:, :, None, None, None].expand(-1, -1, *ims.shape[2:]).contiguous()
+        copy_openstl_weights(ref, ours)
+        pair["OpenSTL"] = (ref, lambda: ref(ims, flag)[1])
+    return pair
+
+
+def vid_ode_pair(vid_ode_path: Path | None, device: torch.device) -> dict:
+    """vidyn's vid_ode generator step (and the official VidODE's) at 64x64 RGB, B4, 5 -> 5, dopri5."""
+    from bench_vid_ode import smooth_frames  # noqa: PLC0415
+
+    from vidyn.models.vid_ode import vid_ode  # noqa: PLC0415
+    from vidyn.models.vid_ode_loss import vid_ode_reconstruction_loss  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    ours = vid_ode(decoder_method="dopri5").to(device)
+    video, times = smooth_frames(4, 10, device)
+    ctx, tgt = video[:, :5], video[:, 5:]
+
+    def our_loss() -> torch.Tensor:
+        out = ours.forward_components(ctx, times[:5], times[5:])
+        return vid_ode_reconstruction_loss(out["frames"], tgt, out["start_frame"], out["difference"])
+
+    pair = {"vidyn": (ours, our_loss)}
+    if vid_ode_path is not None:
+        ref, batch_dict = load_vid_ode(vid_ode_path, video, times, device)
+        pair["official"] = (ref, lambda: ref.compute_all_losses(batch_dict)["loss"])
+    return pair
+
+
+def make_step(model: torch.nn.Module, loss_fn: Step, optimiser: type, lr: float) -> Step:
+    opt = optimiser([p for p in model.parameters() if p.requires_grad], lr=lr)
+
+    def step() -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    return step
+
+
+def timed(step: Step, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        step()
+        torch.cuda.synchronize()
+        return time.perf_counter() - start
+    start = time.process_time()
+    step()
+    return time.process_time() - start
+
+
+def interleaved(steps: dict[str, Step], repeats: int, warmup: int, device: torch.device) -> dict[str, float]:
+    """Median seconds per step of each side, the sides alternating (order flipped every round)."""
+    names = list(steps)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for i in range(warmup + repeats):
+        for name in names if i % 2 == 0 else names[::-1]:
+            seconds = timed(steps[name], device)
+            if i >= warmup:
+                times[name].append(seconds)
+    return {n: statistics.median(t) for n, t in times.items()}
+
+
+def same_function(pair: dict) -> float:
+    """|loss_vidyn - loss_reference| at identical weights and inputs (before any optimiser step)."""
+    losses = [float(fn().detach()) for _, fn in pair.values()]
+    return max(losses) - min(losses)
+
+
+def vidyn_gflop(pair: dict) -> float:
+    model, loss_fn = pair["vidyn"]
+    with FlopCounterMode(display=False) as counter:
+        loss_fn().backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / 1e9
+
+
+def bench_recurrent(args: argparse.Namespace, device: torch.device) -> None:
+    for config in args.configs:
+        cfg = CONFIGS[config]
+        print(f"\n[{config}] {cfg['layers']}x{cfg['hidden']} k{cfg['kernel']}, batch {cfg['batch']}, "
+              f"64x64x1, {NUM_CONTEXT} -> {NUM_FRAMES - NUM_CONTEXT}, patch {PATCH}, Adam")  # fmt: skip
+        print(f"{'model':<11}{'OpenSTL s':>10}{'vidyn s':>9}{'speed-up':>9}{'|dloss|':>9}{'GFLOP':>7}"
+              f"{'GFLOP/s':>8}")  # fmt: skip
+        for name in args.models:
+            pair = recurrent_pair(name, cfg, args.openstl, device)
+            diff = same_function(pair) if len(pair) > 1 else float("nan")
+            gflop = vidyn_gflop(pair)
+            steps = {side: make_step(m, fn, torch.optim.Adam, 5e-4) for side, (m, fn) in pair.items()}
+            med = interleaved(steps, args.steps, args.warmup, device)
+            ref = med.get("OpenSTL", float("nan"))
+            print(f"{name:<11}{ref:>10.3f}{med['vidyn']:>9.3f}{ref / med['vidyn']:>8.2f}x{diff:>9.1e}"
+                  f"{gflop:>7.1f}{gflop / med['vidyn']:>8.1f}")  # fmt: skip
+
+
+def bench_vid_ode(args: argparse.Namespace, device: torch.device) -> None:
+    pair = vid_ode_pair(args.vid_ode, device)
+    counters = {"vidyn": None}
+    if "official" in pair:
+        ref = pair["official"][0]
+        counters["official"] = (count_calls(ref.encoder_z0.z0_diffeq_solver.ode_func),
+                                count_calls(ref.diffeq_solver.ode_func))  # fmt: skip
+    steps = {side: make_step(m, fn, torch.optim.Adamax, 1e-3) for side, (m, fn) in pair.items()}
+    med = interleaved(steps, args.steps, args.warmup, device)
+    nfe = {"vidyn": "{encoder}/{decoder}".format(**pair["vidyn"][0].last_nfe)}
+    if "official" in pair:
+        for c in counters["official"]:
+            c[0] = 0
+        steps["official"]()
+        nfe["official"] = "/".join(str(c[0]) for c in counters["official"])
+    ref = med.get("official", float("nan"))
+    print("\n[vid_ode] generator step, 64x64 RGB, batch 4, 5 -> 5, dopri5 rtol 1e-3 atol 1e-4, Adamax")
+    print(f"{'official s':>10}{'vidyn s':>9}{'speed-up':>9}  NFE enc/dec official, vidyn")
+    print(f"{ref:>10.3f}{med['vidyn']:>9.3f}{ref / med['vidyn']:>8.2f}x  {nfe.get('official', '-')}, "
+          f"{nfe['vidyn']}")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--openstl", type=Path, help="root of an OpenSTL checkout")
+    parser.add_argument("--vid-ode", type=Path, help="root of a Vid-ODE checkout")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    parser.add_argument("--models", nargs="+", default=["convlstm", "predrnn", "predrnn_v2"])
+    parser.add_argument("--skip-vid-ode", action="store_true", help="time the recurrent predictors only")
+    parser.add_argument("--steps", type=int, default=7, help="timed steps per side (after warm-up)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    for flag, path, inside in (("--openstl", args.openstl, "openstl/models"), ("--vid-ode", args.vid_ode, "models")):
+        if path is not None and not (path.expanduser() / inside).is_dir():
+            raise VidynError(f"{flag} {path}: no {inside}/ there; pass the root of the repository's checkout")
+    # The reference code's own deprecation warnings (uint8 masks, grid_sample defaults), once each.
+    warnings.filterwarnings("once", category=UserWarning)
+    torch.set_flush_denormal(True)  # without it PredRNN's backward slows down as gradients turn denormal
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {threads} thread(s)"
+        print(f"\n=== torch {torch.__version__}, {where}: fp32 matmul {matmul_gflops():.0f} GFLOP/s, "
+              f"oneDNN conv {conv_gflops():.0f} GFLOP/s (peaks, this run)")  # fmt: skip
+        bench_recurrent(args, device)
+        if not args.skip_vid_ode:
+            bench_vid_ode(args, device)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except VidynError as err:
+        sys.exit(f"error: {err}")
