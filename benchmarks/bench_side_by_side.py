@@ -226,7 +226,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
-    for flag, path, inside in (("--openstl", args.openstl, "openstl/models"), ("--vid-ode", args.vid_ode, "models")):
+    checkouts = (("--openstl", args.openstl, "openstl/models"), ("--vid-ode", args.vid_ode, "models"))
+    for flag, path, inside in checkouts:
         if path is not None and not (path.expanduser() / inside).is_dir():
             raise VidynError(f"{flag} {path}: no {inside}/ there; pass the root of the repository's checkout")
     # The reference code's own deprecation warnings (uint8 masks, grid_sample defaults), once each.
