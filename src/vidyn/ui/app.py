@@ -12,6 +12,8 @@ import functools
 import inspect
 import logging
 import os
+import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -111,16 +113,26 @@ def launch(
     app.queue(default_concurrency_limit=1)  # one model run at a time: they share the CPU
     where = "this machine only" if host in ("127.0.0.1", "localhost") else f"open on {host}"
     print(f"vidyn ui: http://{host}:{port}  ({where}; Ctrl+C stops it)", flush=True)
-    app.launch(
-        server_name=host,
-        server_port=port,
-        share=False,
-        max_file_size=f"{limits.max_mb:g}mb",
-        allowed_paths=[str(Path(samples_dir).resolve())] if samples_dir else None,
-        footer_links=[],
-        ssr_mode=False,
-        mcp_server=False,
-        pwa=False,
-        show_error=False,
-        quiet=True,
-    )
+    # SIGTERM (a service manager, `kill`) stops the server like Ctrl+C, so the request folders go too.
+    if threading.current_thread() is threading.main_thread():  # only there may handlers be set
+        signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
+    try:
+        app.launch(
+            server_name=host,
+            server_port=port,
+            share=False,
+            max_file_size=f"{limits.max_mb:g}mb",
+            allowed_paths=[str(Path(samples_dir).resolve())] if samples_dir else None,
+            footer_links=[],
+            ssr_mode=False,
+            mcp_server=False,
+            pwa=False,
+            show_error=False,
+            quiet=True,
+        )
+    finally:
+        handlers.WORK.close()
+
+
+def _stop_like_ctrl_c(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt

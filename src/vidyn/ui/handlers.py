@@ -7,7 +7,6 @@ plain values (paths, numbers), so they are tested without a browser.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,15 +16,18 @@ from vidyn.data.folder import VIDEO_EXTENSIONS
 from vidyn.errors import VidynError
 from vidyn.ui.charts import attention_chart, top_k_chart
 from vidyn.ui.limits import DEFAULT_LIMITS, Limits, check_clip, check_interpolation
+from vidyn.ui.scratch import RequestFolders
 
 SHAPES = "shapes"  # the sample choice that renders a clip instead of reading a file
 PREDICT_HEADERS = ["model", "runs at", "frames in -> out", "inference ms", "frames/s", "parameters", "note"]
 Progress = Callable[[float, str], None]
 DISPLAY_CELL = 176  # pixels per grid cell: every model's frames are shown at this size, side by side
+# Every request's outputs: the newest 32 folders are kept, all removed when the app stops (`close()`).
+WORK = RequestFolders(keep=32)
 
 
 def _workdir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="vidyn-ui-"))
+    return WORK.new()
 
 
 def model_choice(m: dict[str, Any]) -> tuple[str, str]:
