@@ -51,7 +51,8 @@ def cmd_demo(a: argparse.Namespace) -> None:
     models = res["metrics"].get("models", {})
     print(format_table(models))
     out = Path(res["out"])
-    print(f"\ndemo finished in {res['seconds']:.0f} s; files in {out}/:")
+    print(f"\ntraining stopped because {res['stop_reason']}" if res.get("stop_reason") else "")
+    print(f"demo finished in {res['seconds']:.0f} s; files in {out}/:")
     for f in ("metrics.json", "per_step.png", "samples.gif", "model.safetensors", "model.json"):
         print(f"  {out / f}")
 
@@ -68,7 +69,8 @@ def cmd_train(a: argparse.Namespace) -> None:
         return
     if res.metrics:
         print(format_table(res.metrics.get("models", {})))
-    print(f"\ntrained in {res.seconds:.0f} s; run folder (exported model, metrics, logs): {res.run_dir}")
+    print(f"\nstopped because {res.stop_reason}")
+    print(f"trained in {res.seconds:.0f} s; run folder (exported model, metrics, logs): {res.run_dir}")
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
@@ -388,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vidyn.console import show_vidyn_warnings_on_one_line
+
+    show_vidyn_warnings_on_one_line()
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

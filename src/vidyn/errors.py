@@ -16,6 +16,13 @@ class VidynError(ValueError):
     """Bad user input. The message must say what was wrong and how to fix it, in one line."""
 
 
+class VidynWarning(UserWarning):
+    """Something the user should know that does not stop the command (a fallback taken, a biased metric).
+
+    A real warning, so `-W ignore::UserWarning` or `warnings.filterwarnings(..., category=VidynWarning)`
+    silences it; the CLI prints it as one line `vidyn: warning: ...` (`vidyn.console`)."""
+
+
 class VideoReadError(VidynError):
     """A file could not be decoded as video (missing, truncated, corrupt or not a video)."""
 

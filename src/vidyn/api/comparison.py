@@ -196,14 +196,16 @@ def _train_each(
     (its facts say `"reused": true`), unless `retrain`; an interrupted one is trained again."""
     trained: dict[str, dict[str, Any]] = {}
     models: dict[str, nn.Module] = {b: build_model(b) for b in cfg.eval.baselines}
-    for label, run_cfg in run_cfgs.items():
+    for i, (label, run_cfg) in enumerate(run_cfgs.items(), 1):
         run_dir = out / "runs" / label
         facts = None if retrain else _finished(run_dir, run_cfg)
         if facts is not None:
             print(f"{label}: already trained in {run_dir} with this config; reusing it (--retrain to redo)")
             models[label], trained[label] = load_model(run_dir), facts | {"reused": True}
             continue
+        print(f"compare: training {label} ({i} of {len(run_cfgs)}) in {run_dir}", flush=True)
         result = train(run_cfg, run_dir=run_dir, evaluate_after=False)
+        print(f"{label}: stopped because {result.stop_reason}; {result.seconds:.0f} s", flush=True)
         models[label] = load_model(result.run_dir)
         trained[label] = {
             "steps": result.steps,
@@ -309,6 +311,7 @@ def compare(
     prepare_runtime(cfg.trainer)
     device = default_device()
     dataset = build_dataset(cfg.data.name, cfg.eval.split, cfg.data.args, cfg.data.splits)
+    print(f"compare: scoring and profiling {len(models)} models on the {cfg.eval.split} split", flush=True)
     lpips, lpips_line = lpips_for(dataset)
     results, visuals = evaluate_predictors_for(
         models,

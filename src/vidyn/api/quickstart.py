@@ -15,4 +15,9 @@ def demo(out: str | Path = "vidyn-demo", overrides: list[str] | tuple[str, ...] 
     """Train convlstm on `shapes`, evaluate it beside copy_last and linear, write the report to `out`."""
     cfg = build_config(DEMO_CONFIG, overrides)
     result = train(cfg, run_dir=out)
-    return {"out": str(result.run_dir), "seconds": result.seconds, "metrics": result.metrics}
+    return {
+        "out": str(result.run_dir),
+        "seconds": result.seconds,
+        "metrics": result.metrics,
+        "stop_reason": result.stop_reason,
+    }

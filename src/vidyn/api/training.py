@@ -20,6 +20,7 @@ from vidyn.api.evaluation import evaluate
 from vidyn.api.models import io_spec
 from vidyn.api.resume import ResumePlan, check_fits, load_checkpoint, plan_resume, record, resume_command
 from vidyn.config import Config, build_config, save_config
+from vidyn.console import cap_loader_workers
 from vidyn.data.datamodule import VideoDataModule, class_names_of
 from vidyn.data.prepare import prepare_store
 from vidyn.errors import VidynError
@@ -36,6 +37,7 @@ from vidyn.tasks.distributed import (
 )
 from vidyn.tasks.engine import build_trainer, prepare_runtime
 from vidyn.tasks.guards import NonFiniteError
+from vidyn.tasks.progress import stop_reason
 
 
 @dataclass
@@ -44,6 +46,7 @@ class TrainResult:
     metrics: dict[str, Any]
     seconds: float
     steps: int = 0  # optimiser steps taken (a max_time budget may stop short of max_steps)
+    stop_reason: str = ""  # why training ended, e.g. "it reached trainer.max_steps=500 (step 500)"
 
 
 def _new_run_dir(cfg: Config) -> Path:
@@ -224,6 +227,22 @@ def _stopped_error(stop: BaseException, out: Path, best: str | None) -> VidynErr
     )
 
 
+def _datamodule(cfg: Config, say: Any) -> VideoDataModule:
+    """The run's data, with at most as many loader processes as this process has CPUs (said once)."""
+    workers, note = cap_loader_workers(cfg.data.num_workers)
+    if note and is_rank_zero():
+        say(note)
+    return VideoDataModule(
+        cfg.data.name,
+        cfg.data.args,
+        cfg.data.splits,
+        batch_size=cfg.data.batch_size,
+        eval_batch_size=cfg.data.eval_batch_size,
+        num_workers=workers,
+        seed=cfg.trainer.seed,
+    )
+
+
 def train(
     config: str | Path | dict[str, Any] | Config | None = None,
     overrides: list[str] | tuple[str, ...] = (),
@@ -250,15 +269,7 @@ def train(
     model = build_model(cfg.model.name, **cfg.model.args)
     if not getattr(model, "trainable", True):
         raise VidynError(f"model {cfg.model.name!r} has nothing to train; evaluate it directly")
-    dm = VideoDataModule(
-        cfg.data.name,
-        cfg.data.args,
-        cfg.data.splits,
-        batch_size=cfg.data.batch_size,
-        eval_batch_size=cfg.data.eval_batch_size,
-        num_workers=cfg.data.num_workers,
-        seed=cfg.trainer.seed,
-    )
+    dm = _datamodule(cfg, say)
     dm.check_splits(("train", "val", cfg.eval.split))  # before anything is trained or written
     total, warmup = _total_steps(cfg, dm)
     task = task_for(cfg, model, total, warmup, _class_names(dm.dataset("train")))
@@ -291,4 +302,5 @@ def train(
             metrics = evaluate(out, split=cfg.eval.split, json_path=out / "metrics.json", report_dir=out)
     if stop is not None:
         raise _stopped_error(stop, out, best)
-    return TrainResult(out, metrics, time.perf_counter() - start, steps=int(trainer.global_step))
+    seconds, steps = time.perf_counter() - start, int(trainer.global_step)
+    return TrainResult(out, metrics, seconds, steps=steps, stop_reason=stop_reason(trainer))

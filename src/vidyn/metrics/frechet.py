@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from vidyn.errors import VidynError
+from vidyn.errors import VidynError, VidynWarning
 
 
 def _psd_sqrt(sigma: Tensor) -> Tensor:
@@ -129,6 +129,7 @@ class FrechetFeatureDistance(Metric):
                 f"{self.info['metric']}: N real {n_real} / fake {n_fake} is below the feature dimension "
                 f"{self.num_features}: the covariance is rank-deficient and the distance biased upwards; "
                 "compare only numbers computed with the same N",
+                VidynWarning,
                 stacklevel=2,
             )
         mu1, s1 = mean_and_cov(self.real_sum, self.real_outer, n_real)

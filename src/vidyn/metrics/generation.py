@@ -27,7 +27,7 @@ from torch import Tensor
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from vidyn.errors import VidynError
+from vidyn.errors import VidynError, VidynWarning
 from vidyn.metrics.frechet import FrechetFeatureDistance, protocol_line
 from vidyn.metrics.i3d import FVD_FRAMES, FVD_LONGER, FVD_RESIZE, I3DFeatures
 from vidyn.metrics.inception import FID_RESIZE, FID_SIZE, InceptionFeatures
@@ -110,6 +110,7 @@ class VideoFID(FrechetInceptionDistance):
             warnings.warn(
                 f"fid: N = {n} images is below the feature dimension {self.info['feature_dim']}: the "
                 "covariance is rank-deficient and FID biased upwards; compare only numbers with the same N",
+                VidynWarning,
                 stacklevel=2,
             )
         return super().compute()

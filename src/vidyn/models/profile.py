@@ -31,8 +31,18 @@ from torch import Tensor, nn
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
+from vidyn.console import drop_native_lines
+
 MIB = 2**20
 _CPU_DEVICES = ("CPU", "MKLDNN", "IDEEP")
+# What the profiler's C++ side writes to stderr on every use, saying nothing about the model: Kineto's
+# start/stop trace points (logged at its highest level, so KINETO_LOG_LEVEL can only hide them with its
+# errors) and c10's note that a block allocated before profiling was freed during it (expected: the
+# measurement starts from what is held at the start).
+_PROFILER_NOISE = (
+    rb"SyncActivityProfilerHandler\.cpp:\d+\] profiler_(start|stop)",
+    rb"CPUAllocator\.cpp:\d+\] Memory block of unknown size was allocated before",
+)
 
 
 def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
@@ -165,7 +175,10 @@ def peak_memory_mb(fn: Callable[[], Any], *, device: torch.device | None = None)
         fn()
         torch.cuda.synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - start) / MIB
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with (
+        drop_native_lines(*_PROFILER_NOISE),
+        profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof,
+    ):
         fn()
     events = [
         (e.start_ns(), e.nbytes())

@@ -26,10 +26,13 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from vidyn.config import TrainerConfig
+from vidyn.console import is_terminal
+from vidyn.errors import VidynWarning
 from vidyn.tasks import faults
 from vidyn.tasks.checkpointing import AtomicCheckpointIO, LatestCheckpoint
 from vidyn.tasks.distributed import launch_settings
 from vidyn.tasks.guards import FiniteCheck, SignalStop
+from vidyn.tasks.progress import PlainProgress
 
 # Lightning logs its console messages through this logger (set in lightning.pytorch.utilities.rank_zero).
 _LIGHTNING_CONSOLE_LOGGER = "lightning.pytorch.utilities.rank_zero"
@@ -37,10 +40,14 @@ _LIGHTNING_CONSOLE_LOGGER = "lightning.pytorch.utilities.rank_zero"
 
 class _DropLightningTips(logging.Filter):
     """Drops Lightning's "💡 Tip: ... try installing [litlogger]/[litmodels]" lines: advertisements for
-    its cloud products, not about the user's run. Its other console messages pass."""
+    its cloud products, not about the user's run; and its "`Trainer.fit` stopped: ..." and "Time limit
+    reached ..." lines, which vidyn's own "stopped because ..." line replaces (`vidyn.tasks.progress`,
+    which also names early stopping, where Lightning says nothing). Its other console messages pass."""
+
+    _DROPPED = ("💡 Tip:", "`Trainer.fit` stopped:", "Time limit reached.")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("💡 Tip:")
+        return not record.getMessage().startswith(self._DROPPED)
 
 
 _DROP_LIGHTNING_TIPS = _DropLightningTips()
@@ -52,12 +59,13 @@ def _quiet_resume() -> None:
 
 
 def _quiet_lightning() -> None:
-    """Silence the two messages every run printed that say nothing about it; idempotent.
+    """Silence the messages every run printed that say nothing about it; idempotent.
 
     Lightning has no switch for its tips (it prints one whenever no LitLogger is attached), so a logging
-    filter drops exactly those lines. Lightning's `_tree_flatten` still builds `LeafSpec()`, which torch
-    deprecates: that FutureWarning is ignored from that module only; every other warning stays visible.
-    The warning filter is process-wide because the warning fires later, inside `Trainer.fit`.
+    filter drops exactly those lines (and its stop lines, which vidyn words itself). Lightning's
+    `_tree_flatten` still builds `LeafSpec()`, which torch deprecates: that FutureWarning is ignored from
+    that module only; every other warning stays visible. The warning filter is process-wide because the
+    warning fires later, inside `Trainer.fit`.
     """
     logging.getLogger(_LIGHTNING_CONSOLE_LOGGER).addFilter(_DROP_LIGHTNING_TIPS)  # no-op when present
     warnings.filterwarnings(  # replaces an identical filter rather than adding another
@@ -82,17 +90,13 @@ LOWER_IS_BETTER = ("loss", "fd_judge", "fid", "fvd", "kid", "mse", "mae", "lpips
 
 
 def monitor_mode(metric: str) -> str:
-    """"min" for metrics where lower is better (losses, Frechet distances, errors), else "max"."""
+    """ "min" for metrics where lower is better (losses, Frechet distances, errors), else "max"."""
     return "min" if any(key in metric for key in LOWER_IS_BETTER) else "max"
 
 
-def build_trainer(
-    cfg: TrainerConfig,
-    run_dir: Path,
-    extra_callbacks: list[Callback] | None = None,
-    optim_update: dict[str, Any] | None = None,
-    resuming: bool = False,
-) -> L.Trainer:
+def _callbacks(
+    cfg: TrainerConfig, run_dir: Path, optim_update: dict[str, Any] | None, bar: bool
+) -> list[Callback]:
     # Two checkpoints: best.ckpt (by cfg.monitor; what gets exported) and last.ckpt (the latest, to
     # resume; `LatestCheckpoint`). Lightning's own `save_last=True` refreshes last.ckpt only when a new best
     # is saved, so a run whose validation got worse would resume from its best step and repeat the steps
@@ -120,8 +124,10 @@ def build_trainer(
     ]
     if faults.active():  # test hooks (tests/engine/test_kill_resume.py)
         callbacks.append(faults.FaultPoints())
-    if cfg.progress_bar:
+    if bar:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, cfg.log_every_n_steps)))
+    elif cfg.progress_bar:
+        callbacks.append(PlainProgress())
     if cfg.early_stopping_patience > 0:
         callbacks.append(
             EarlyStopping(
@@ -131,12 +137,15 @@ def build_trainer(
                 check_on_train_epoch_end=False,  # at validation end, before last.ckpt records its state
             )
         )
-    callbacks += extra_callbacks or []
-    max_time: Any = None
-    if cfg.max_time:
-        max_time = datetime.timedelta(seconds=float(cfg.max_time))
-    val_interval = cfg.val_check_interval
+    return callbacks
+
+
+def _validation_settings(cfg: TrainerConfig) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
+    if not (isinstance(cfg.limit_val_batches, float) and cfg.limit_val_batches == 1.0):
+        # Lightning's default is every batch; passing 1.0 explicitly makes it print that it will do so.
+        kwargs["limit_val_batches"] = cfg.limit_val_batches
+    val_interval = cfg.val_check_interval
     if isinstance(val_interval, int):
         # Validate every N optimiser steps regardless of epoch length (check_val_every_n_epoch=None).
         kwargs.update(
@@ -144,12 +153,31 @@ def build_trainer(
         )
     elif isinstance(val_interval, float):
         kwargs.update(val_check_interval=val_interval)
+    return kwargs
+
+
+def build_trainer(
+    cfg: TrainerConfig,
+    run_dir: Path,
+    extra_callbacks: list[Callback] | None = None,
+    optim_update: dict[str, Any] | None = None,
+    resuming: bool = False,
+) -> L.Trainer:
+    """The run's Lightning Trainer. On a terminal with `cfg.progress_bar` it shows Lightning's bar; in a
+    file or a pipe, where each redraw of a bar would stay as a junk line, plain progress lines instead."""
+    bar = cfg.progress_bar and is_terminal()
+    callbacks = _callbacks(cfg, run_dir, optim_update, bar) + list(extra_callbacks or [])
+    max_time: Any = None
+    if cfg.max_time:
+        max_time = datetime.timedelta(seconds=float(cfg.max_time))
     precision = cfg.precision
     if precision == "16-mixed" and not torch.cuda.is_available():
         # fp16 autocast is a GPU feature ("mixed precision where the device supports it"); on a CPU the
         # same recipe runs in fp32 rather than failing.
         warnings.warn(
-            "trainer.precision=16-mixed needs a CUDA GPU; training in 32-true on this machine", stacklevel=2
+            "trainer.precision=16-mixed needs a CUDA GPU; training in 32-true on this machine",
+            VidynWarning,
+            stacklevel=2,
         )
         precision = "32-true"
     if resuming:
@@ -168,11 +196,10 @@ def build_trainer(
         callbacks=callbacks,
         logger=TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""),
         log_every_n_steps=cfg.log_every_n_steps,
-        limit_val_batches=cfg.limit_val_batches,
-        enable_progress_bar=cfg.progress_bar,
+        enable_progress_bar=bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         deterministic=cfg.deterministic or None,
         plugins=[AtomicCheckpointIO()],
-        **kwargs,
+        **_validation_settings(cfg),
     )

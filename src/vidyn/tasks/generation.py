@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vidyn.errors import VidynError
+from vidyn.errors import VidynError, VidynWarning
 from vidyn.models.video_discriminators import (
     FrameDiscriminator,
     VideoDiscriminator,
@@ -272,7 +272,7 @@ class GanTask(VidynTask):
         d_real_mean, d_fake_mean = float(logs["d_real"].detach()), float(logs["d_fake"].detach())
         report = self.watch.update(self.global_step, d_real_mean, d_fake_mean)
         if report is not None and self.trainer.is_global_zero:
-            warnings.warn(report, stacklevel=1)
+            warnings.warn(report, VidynWarning, stacklevel=1)
         logs |= {"nfe": torch.tensor(nfe), "instance_noise": torch.tensor(std)}
         if r1 is not None:
             logs["r1"] = r1

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
-from vidyn.errors import VidynError
+from vidyn.errors import VidynError, VidynWarning
 from vidyn.registry import TASKS
 from vidyn.tasks import optim as optim_lib
 from vidyn.tasks.base import TaskRun, VidynTask
@@ -175,6 +175,7 @@ class ProgressiveUnfreezing(Callback):
             warnings.warn(
                 f"{type(model).__name__} has no freeze_backbone()/unfreeze_backbone(); progressive "
                 "unfreezing is skipped and the whole model trains from the first epoch",
+                VidynWarning,
                 stacklevel=2,
             )
             return
