@@ -219,7 +219,7 @@ def main() -> None:
     parser.add_argument("--vid-ode", type=Path, help="root of a Vid-ODE checkout")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
-    parser.add_argument("--models", nargs="+", default=["convlstm", "predrnn", "predrnn_v2"])
+    parser.add_argument("--models", nargs="*", default=["convlstm", "predrnn", "predrnn_v2"])
     parser.add_argument("--skip-vid-ode", action="store_true", help="time the recurrent predictors only")
     parser.add_argument("--steps", type=int, default=7, help="timed steps per side (after warm-up)")
     parser.add_argument("--warmup", type=int, default=2)

@@ -11,6 +11,7 @@ import vidyn.models.vid_ode as vo
 import vidyn.models.vid_ode_loss as vl
 from vidyn.errors import VidynError
 from vidyn.models.discriminators import interpolation_sequences
+from vidyn.nn import compiled, upsample
 from vidyn.nn.warp import warp
 from vidyn.registry import MODELS
 
@@ -145,6 +146,25 @@ def test_gradients_reach_every_generator_parameter() -> None:
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing
+
+
+def test_compiled_decoder_gives_the_eager_loss_and_gradients(monkeypatch) -> None:
+    """The training speed-up (the decoder's upsampling compiled by TorchInductor, `vidyn.nn.compiled`)
+    computes the same loss and gradients as the eager model, within float32 tolerance."""
+    monkeypatch.setattr(upsample, "COMPILE_MIN_ELEMENTS", 0)  # compile even the tiny model's tensors
+    clips, results = _clips(), {}
+    for compile_on in (False, True):
+        monkeypatch.setitem(compiled._state, "enabled", compile_on)
+        model = _tiny()
+        out = model.forward_components(clips[:, :3], torch.tensor([0.0, 0.1, 0.2]), torch.tensor([0.3, 0.5]))
+        loss = vl.vid_ode_reconstruction_loss(
+            out["frames"], clips[:, 3:5], out["start_frame"], out["difference"]
+        )
+        loss.backward()
+        results[compile_on] = (loss.detach(), [p.grad for p in model.parameters()])
+    torch.testing.assert_close(results[True][0], results[False][0], rtol=1e-5, atol=1e-7)
+    for fast, eager in zip(results[True][1], results[False][1], strict=True):
+        torch.testing.assert_close(fast, eager, rtol=1e-4, atol=1e-6)
 
 
 def test_tiny_model_overfits_two_clips() -> None:

@@ -1,4 +1,4 @@
-"""`UpsampleConv` equals conv(bilinear x2 upsampling) exactly, gradients included."""
+"""`UpsampleConv` equals conv(bilinear x2 upsampling) exactly, gradients included, compiled or eager."""
 
 from __future__ import annotations
 
@@ -6,11 +6,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vidyn.nn.upsample import UpsampleConv, _UpShiftSum
+from vidyn.nn import compiled, upsample
+from vidyn.nn.upsample import UpsampleConv, _shift_sum, _UpShiftSum
 
 
+@pytest.mark.parametrize("compile_on", [False, True], ids=["eager", "compiled"])
 @pytest.mark.parametrize("shape", [(2, 5, 6, 7), (1, 3, 1, 1), (2, 3, 1, 5)])
-def test_upsample_conv_factorisation_is_exact(shape: tuple[int, ...]) -> None:
+def test_upsample_conv_factorisation_is_exact(shape: tuple[int, ...], compile_on: bool, monkeypatch) -> None:
+    monkeypatch.setitem(compiled._state, "enabled", compile_on)
+    monkeypatch.setattr(upsample, "COMPILE_MIN_ELEMENTS", 0)  # compile even these small tensors
     torch.manual_seed(0)
     up = UpsampleConv(shape[1], 4).double()
     x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
@@ -27,3 +31,11 @@ def test_up_shift_sum_gradcheck() -> None:
     z = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda z: _UpShiftSum.apply(z, 1, -1), (z,))
     assert torch.autograd.gradcheck(lambda z: _UpShiftSum.apply(z, 1, 2), (z,))
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_out_of_place_shift_sum_is_the_custom_function(n: int) -> None:
+    """The form TorchInductor compiles and the in-place eager Function compute the same map."""
+    z = torch.randn(2, n, 3, 4, dtype=torch.float64)
+    torch.testing.assert_close(_shift_sum(z, 2, 1), _UpShiftSum.apply(z, 2, 1))
+    torch.testing.assert_close(_shift_sum(z, 2, 3), _UpShiftSum.apply(z, 2, 3))

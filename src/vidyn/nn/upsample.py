@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vidyn.nn.compiled import compiled_or_eager
+
 
 class _UpShiftSum(torch.autograd.Function):
     """1-D `y[Y] = sum_d up(z_d)[Y + d - 1]` (zero outside) as even/odd phases along axis `tap_dim` (3 -> 2).
@@ -86,6 +88,57 @@ class _UpShiftSum(torch.autograd.Function):
         return gz, None, None
 
 
+def _shift_sum(z: Tensor, tap_dim: int, dim: int) -> Tensor:
+    """`_UpShiftSum` written out of place, for TorchInductor to fuse into one pass (and to derive the
+    adjoint itself): the same formula, with the clamped shifts as concatenations."""
+    z0, z1, z2 = z.unbind(tap_dim)
+    dim = dim - 1 if dim > tap_dim else dim
+    n = z0.shape[dim]
+
+    def prev(u: Tensor) -> Tensor:  # S-: u[i-1], clamped
+        return torch.cat([u.narrow(dim, 0, 1), u.narrow(dim, 0, n - 1)], dim=dim)
+
+    def next_(u: Tensor) -> Tensor:  # S+: u[i+1], clamped
+        return torch.cat([u.narrow(dim, 1, n - 1), u.narrow(dim, n - 1, 1)], dim=dim)
+
+    index = torch.arange(n, device=z.device).view([-1 if k == dim else 1 for k in range(z0.dim())])
+    first, last = (index == 0).to(z.dtype), (index == n - 1).to(z.dtype)
+    even = 0.25 * z0 + 0.75 * (z1 + z2) + prev(0.75 * z0 + 0.25 * z1) + 0.25 * next_(z2) - first * z0
+    odd = 0.75 * (z0 + z1) + 0.25 * z2 + 0.25 * prev(z0) + next_(0.25 * z1 + 0.75 * z2) - last * z2
+    return torch.stack([even, odd], dim=tap_dim)
+
+
+def _interleave(cols: Tensor, bias: Tensor) -> Tensor:
+    """(N, h, w, row phase, column phase, O) -> (N, h, row phase, w, column phase, O) = (N, 2h, 2w, O),
+    returned as `(N, O, 2h, 2w)` (channels-last memory) plus the bias."""
+    n, h, w, _, _, o = cols.shape
+    out = cols.permute(0, 1, 3, 2, 4, 5).reshape(n, 2 * h, 2 * w, o).permute(0, 3, 1, 2)
+    return out + bias.view(1, o, 1, 1)
+
+
+def _phases_eager(z: Tensor, bias: Tensor) -> Tensor:
+    rows = _UpShiftSum.apply(z, 3, 1)  # (N, h, w, row phase, dx, O)
+    return _interleave(_UpShiftSum.apply(rows, 4, 2), bias)  # column phases, interleaved
+
+
+def _phases_fused(z: Tensor, bias: Tensor) -> Tensor:
+    return _interleave(_shift_sum(_shift_sum(z, 3, 1), 4, 2), bias)
+
+
+# Compiled, the dozen passes of each shift-sum (and their adjoints) become one loop each; eager, the
+# in-place custom Function is the faster form. Compiling takes seconds, so it is used where it pays back:
+# in training (gradients on) on tensors of at least COMPILE_MIN_ELEMENTS (Vid-ODE's decoder at 64x64,
+# batch 4: 6M and 12M); inference and small tensors stay eager. Measured: docs/prediction.md.
+COMPILE_MIN_ELEMENTS = 1 << 20
+_phases_compiled = compiled_or_eager(_phases_fused, _phases_eager)
+
+
+def _phases(z: Tensor, bias: Tensor) -> Tensor:
+    if torch.is_grad_enabled() and z.numel() >= COMPILE_MIN_ELEMENTS:
+        return _phases_compiled(z, bias)
+    return _phases_eager(z, bias)
+
+
 class UpsampleConv(nn.Module):
     """`Conv2d(3x3, padding 1)` applied to a bilinear x2 upsampling (`align_corners=False`), computed exactly
     in a cheaper order (same parameters, `self.conv`).
@@ -109,8 +162,4 @@ class UpsampleConv(nn.Module):
         taps = self.conv.weight.permute(2, 3, 0, 1).reshape(9 * o, -1, 1, 1)
         z = F.conv2d(x.contiguous(memory_format=torch.channels_last), taps)
         z = z.permute(0, 2, 3, 1).view(n, h, w, 3, 3, o)  # memory order (N, h, w, dy, dx, O)
-        rows = _UpShiftSum.apply(z, 3, 1)  # (N, h, w, row phase, dx, O)
-        cols = _UpShiftSum.apply(rows, 4, 2)  # (N, h, w, row phase, column phase, O)
-        # -> (N, h, row phase, w, column phase, O) = (N, 2h, 2w, O), returned as (N, O, 2h, 2w)
-        out = cols.permute(0, 1, 3, 2, 4, 5).reshape(n, 2 * h, 2 * w, o).permute(0, 3, 1, 2)
-        return out + self.conv.bias.view(1, o, 1, 1)
+        return _phases(z, self.conv.bias)  # (N, O, 2h, 2w)

@@ -1,0 +1,63 @@
+"""`torch.compile` for small memory-bound pieces of vidyn's models, with an off switch and an eager fallback.
+
+Some of vidyn's layers are chains of cheap element-wise passes over large tensors (the phase mixing of
+`vidyn.nn.upsample.UpsampleConv` is a dozen of them, forward and backward): in eager mode each pass reads
+and writes the whole tensor, so they are bound by memory traffic, not arithmetic. TorchInductor fuses
+such a chain into one loop (C++/OpenMP on CPU, Triton on CUDA), forward and backward alike.
+
+`compiled_or_eager(fast, eager)` returns a function that calls `torch.compile(fast)` and, where that is
+off or cannot work, `eager` (which must compute the same function; the tests compare the two):
+- `VIDYN_COMPILE=0` in the environment turns compilation off (for debugging, or where compile time
+  matters more than speed); `set_compile(False)` does the same from Python;
+- the first call compiles (seconds; new shapes recompile once, after which Dynamo's symbolic shapes cover
+  the rest); if compiling fails (no C++ compiler, no Triton on a GPU), vidyn warns once and stays eager;
+- inside a caller's own `torch.compile` the fast form is traced inline.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+_state = {"enabled": os.environ.get("VIDYN_COMPILE", "1").lower() not in ("0", "false", "off", "no")}
+
+
+def set_compile(enabled: bool) -> None:
+    """Turn vidyn's use of `torch.compile` on or off for this process (the default: on, unless
+    `VIDYN_COMPILE=0`)."""
+    _state["enabled"] = bool(enabled)
+
+
+def compile_enabled() -> bool:
+    return _state["enabled"]
+
+
+def compiled_or_eager(fast: Callable[..., Any], eager: Callable[..., Any]) -> Callable[..., Any]:
+    """`torch.compile(fast)` when enabled and working, else `eager` (see the module docstring)."""
+    compiled = torch.compile(fast)
+    failed = False
+
+    def call(*args: Any) -> Any:
+        nonlocal failed
+        if torch.compiler.is_compiling():
+            return fast(*args)
+        if failed or not _state["enabled"]:
+            return eager(*args)
+        try:
+            return compiled(*args)
+        except Exception as exc:  # noqa: BLE001  (any backend failure: fall back, say so once)
+            result = eager(*args)  # bad inputs raise here, exactly as they would without compile
+            failed = True
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            warnings.warn(
+                f"torch.compile failed ({first_line}); running {fast.__name__} eagerly (same results, "
+                "slower). Set VIDYN_COMPILE=0 to skip compiling.",
+                stacklevel=2,
+            )
+            return result
+
+    return call

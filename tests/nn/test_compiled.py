@@ -1,0 +1,71 @@
+"""`compiled_or_eager`: compiled when it works, the eager form (and one warning) when compiling fails,
+bad inputs fail as they would eagerly, and the off switch is honoured."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from vidyn.nn import compiled
+
+
+def _double(x: torch.Tensor) -> torch.Tensor:
+    return x * 2
+
+
+def test_compile_failure_falls_back_to_eager_and_warns_once(monkeypatch) -> None:
+    calls = {"eager": 0}
+
+    def eager(x: torch.Tensor) -> torch.Tensor:
+        calls["eager"] += 1
+        return x * 2
+
+    def broken_compile(fn):
+        def run(*args):
+            raise RuntimeError("InductorError: no C++ compiler found\ndetails ...")
+
+        return run
+
+    monkeypatch.setattr(compiled.torch, "compile", broken_compile)
+    monkeypatch.setitem(compiled._state, "enabled", True)
+    fn = compiled.compiled_or_eager(_double, eager)
+    x = torch.arange(3.0)
+    with pytest.warns(UserWarning, match=r"torch.compile failed \(InductorError: no C\+\+ compiler found\)"):
+        assert torch.equal(fn(x), x * 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a second warning would raise
+        assert torch.equal(fn(x), x * 2)
+    assert calls["eager"] == 2
+
+
+def test_bad_input_raises_the_eager_error_without_a_compile_warning(monkeypatch) -> None:
+    def broken_compile(fn):
+        def run(*args):
+            raise RuntimeError("backend failed")
+
+        return run
+
+    def eager(x: torch.Tensor) -> torch.Tensor:
+        raise ValueError("x must be 2-D")
+
+    monkeypatch.setattr(compiled.torch, "compile", broken_compile)
+    monkeypatch.setitem(compiled._state, "enabled", True)
+    fn = compiled.compiled_or_eager(_double, eager)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="x must be 2-D"):
+            fn(torch.zeros(3))
+
+
+def test_off_switch_runs_eager(monkeypatch) -> None:
+    used = []
+    monkeypatch.setitem(compiled._state, "enabled", True)
+    fn = compiled.compiled_or_eager(lambda x: used.append("fast") or x, lambda x: used.append("eager") or x)
+    compiled.set_compile(False)
+    try:
+        fn(torch.zeros(1))
+    finally:
+        compiled.set_compile(True)
+    assert used == ["eager"]
