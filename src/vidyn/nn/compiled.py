@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from vidyn.errors import VidynWarning
+
 _state = {"enabled": os.environ.get("VIDYN_COMPILE", "1").lower() not in ("0", "false", "off", "no")}
 
 
@@ -38,24 +40,28 @@ def compile_enabled() -> bool:
 
 def compiled_or_eager(fast: Callable[..., Any], eager: Callable[..., Any]) -> Callable[..., Any]:
     """`torch.compile(fast)` when enabled and working, else `eager` (see the module docstring)."""
-    compiled = torch.compile(fast)
+    compiled: Callable[..., Any] | None = None  # made on first use: importing Dynamo takes ~1 s
     failed = False
 
     def call(*args: Any) -> Any:
-        nonlocal failed
+        nonlocal compiled, failed
         if torch.compiler.is_compiling():
             return fast(*args)
         if failed or not _state["enabled"]:
             return eager(*args)
         try:
+            if compiled is None:
+                compiled = torch.compile(fast)
             return compiled(*args)
         except Exception as exc:  # noqa: BLE001  (any backend failure: fall back, say so once)
             result = eager(*args)  # bad inputs raise here, exactly as they would without compile
             failed = True
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             warnings.warn(
-                f"torch.compile failed ({first_line}); running {fast.__name__} eagerly (same results, "
-                "slower). Set VIDYN_COMPILE=0 to skip compiling.",
+                VidynWarning(
+                    f"torch.compile failed ({first_line}); running {fast.__name__} eagerly (same results, "
+                    "slower). Set VIDYN_COMPILE=0 to skip compiling."
+                ),
                 stacklevel=2,
             )
             return result
