@@ -12,7 +12,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
 import vidyn.data.registered  # noqa: F401  (registers the dataset builders)
 from vidyn.errors import VidynError
@@ -96,6 +96,44 @@ class ResumableRandomSampler(RandomSampler):
         yield from itertools.islice(super().__iter__(), skip, None)
 
 
+class ResumableDistributedSampler(DistributedSampler):
+    """One rank's share of each epoch's training order under DDP; resumes mid-epoch like the single process.
+
+    Every rank draws the epoch's permutation of all N clips exactly as a single process does (`inner`, a
+    `ResumableRandomSampler` from the same seed, counting global batches of ranks x batch_size), keeps its
+    first ranks x floor(N / ranks) positions and takes positions rank, rank + ranks, ... of them. So in one
+    epoch no clip goes to two ranks, together the ranks read every clip but the last N mod ranks of that
+    epoch's permutation (DistributedSampler's `drop_last`; other clips each epoch; with fewer clips than
+    ranks the order is repeated instead, so every rank gets one), and the k-th batches of all ranks hold
+    the clips of a single process's k-th batch at the global batch size. The position a checkpoint keeps
+    is the inner sampler's, the same on every rank. A DistributedSampler, so Lightning keeps it rather than
+    putting its own (unresumable, padded with repeated clips) in the loader.
+    """
+
+    def __init__(self, inner: ResumableRandomSampler, num_replicas: int, rank: int) -> None:
+        n = len(inner.data_source)
+        super().__init__(inner.data_source, num_replicas, rank, shuffle=True, drop_last=n >= num_replicas)
+        self.inner = inner
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.inner.set_epoch(epoch)
+
+    def position(self, batches: int, epoch_over: bool) -> dict[str, Any]:
+        return self.inner.position(batches, epoch_over)
+
+    def resume(self, position: dict[str, Any]) -> None:
+        self.inner.resume(position)
+
+    def __iter__(self) -> Iterator[int]:
+        order = list(self.inner)  # the epoch's permutation past the global batches already trained
+        # The skipped part is whole global batches (a multiple of the ranks): trim or pad the rest so that
+        # the whole epoch is `total_size` long.
+        keep = len(order) - (len(self.inner.data_source) - self.total_size)
+        order = list(itertools.islice(itertools.cycle(order), keep)) if order else []
+        yield from order[self.rank :: self.num_replicas]
+
+
 class VideoDataModule(L.LightningDataModule):
     def __init__(
         self,
@@ -113,7 +151,7 @@ class VideoDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers, self.seed = num_workers, seed
         self._datasets: dict[str, Dataset] = {}
-        self.train_sampler: ResumableRandomSampler | None = None
+        self.train_sampler: ResumableRandomSampler | ResumableDistributedSampler | None = None
         self._sampler_position: dict[str, Any] | None = None
 
     def resume_sampler(self, position: dict[str, Any]) -> None:
@@ -147,22 +185,30 @@ class VideoDataModule(L.LightningDataModule):
             )
         return counts  # type: ignore[return-value]
 
+    def _ranks(self) -> tuple[int, int]:
+        """(ranks, this rank) of the DDP launch this module trains in, from its trainer; (1, 0) outside."""
+        trainer = getattr(self, "trainer", None)  # attached by Lightning before it asks for the loaders
+        kwargs = getattr(trainer, "distributed_sampler_kwargs", None) or {}
+        return int(kwargs.get("num_replicas", 1)), int(kwargs.get("rank", 0))
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         # The loader and its sampler share one seeded generator, as with `shuffle=True, generator=gen`: the
         # loader draws its workers' base seed from it at each epoch, the sampler its permutation.
         gen = torch.Generator().manual_seed(self.seed)
-        sampler = None
+        dataset, sampler = self.dataset(split), None
         if shuffle:
-            sampler = ResumableRandomSampler(self.dataset(split), gen, self.batch_size, self.num_workers > 0)
+            ranks, rank = self._ranks()
+            inner = ResumableRandomSampler(dataset, gen, self.batch_size * ranks, self.num_workers > 0)
+            sampler = inner if ranks == 1 else ResumableDistributedSampler(inner, ranks, rank)
             if self._sampler_position is not None:
                 sampler.resume(self._sampler_position)
                 self._sampler_position = None
             self.train_sampler = sampler
         return DataLoader(
-            self.dataset(split),
+            dataset,
             batch_size=self.batch_size if split == "train" else self.eval_batch_size,
             sampler=sampler,
-            drop_last=shuffle and len(self.dataset(split)) >= self.batch_size,
+            drop_last=sampler is not None and len(sampler) >= self.batch_size,  # len: this rank's share
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             generator=gen if shuffle else None,
