@@ -114,7 +114,7 @@ def test_html_report_references_existing_figures_and_lists_every_model(compared:
 def test_cli_prints_the_table_and_the_report_path(compared: tuple[Path, str]) -> None:
     out, printed = compared
     header = next(line for line in printed.splitlines() if line.startswith("model"))
-    for column in ("ssim", "psnr", "params", "FLOPs/clip", "step", "latency", "peak mem"):
+    for column in ("SSIM", "PSNR (dB)", "params", "FLOPs/clip", "train step", "latency/clip", "peak mem"):
         assert column in header
     rows = {line.split()[0]: line for line in printed.splitlines() if line and line.split()[0] in LEARNED}
     assert set(rows) == set(LEARNED)

@@ -8,38 +8,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 from vidyn import cli_args
+from vidyn.cli_tables import format_compare_table, format_table
 from vidyn.errors import VidynError
-
-METRIC_COLUMNS = ("ssim", "psnr", "mse", "mae", "lpips", "top1", "top5")
-GENERATION_COLUMNS = ("temporal_ssim", "nearest_real_ssim", "frame_change", "fd_judge")
-
-
-def format_table(models: dict[str, dict[str, Any]], columns: tuple[str, ...] = METRIC_COLUMNS) -> str:
-    """A fixed-width table of `models`' metrics; a model scored nowhere (only a `reason`) reads n/a, with
-    its reason below the table."""
-    cols = [c for c in columns if any(isinstance(m.get(c), (int, float)) for m in models.values())]
-    if not cols and columns == METRIC_COLUMNS:  # generators: their own columns
-        cols = [
-            c for c in GENERATION_COLUMNS if any(isinstance(m.get(c), (int, float)) for m in models.values())
-        ]
-    width = max([5] + [len(n) for n in models])
-    w = {c: max(9, len(c)) for c in cols}
-    lines = [f"{'model':<{width}}  " + "  ".join(f"{c:>{w[c]}}" for c in cols)]
-    notes = []
-    for name, res in models.items():
-        cells = []
-        for c in cols:
-            v = res.get(c)
-            blank = "n/a" if res.get("reason") else "-"
-            cells.append(f"{v:>{w[c]}.4f}" if isinstance(v, (int, float)) else f"{blank:>{w[c]}}")
-        lines.append(f"{name:<{width}}  " + "  ".join(cells))
-        if res.get("reason"):
-            notes.append(f"  n/a {name}: {res['reason']}")
-    return "\n".join(lines + notes)
-
 
 # ------------------------------------------------------------------------------------------ commands
 
@@ -125,7 +97,10 @@ def cmd_interpolate(a: argparse.Namespace) -> None:
     from vidyn import api
 
     _note_input(a.model, a.input, "interpolate", a.size)
-    res = api.interpolate(a.model, a.input, factor=a.factor, out=a.out, context_frames=a.context, size=a.size)
+    res = api.interpolate(
+        a.model, a.input, factor=a.factor, out=a.out, context_frames=a.context, size=a.size, start=a.start,
+        duration=a.duration,
+    )  # fmt: skip
     print(
         f"wrote {res['out']}: {res['input_frames']} -> {res['output_frames']} frames ({res['factor']}x), "
         f"{res['fps_in']:.2f} -> {res['fps_out']:.2f} fps over {res['duration']:.2f} s, "
@@ -195,47 +170,6 @@ def cmd_prepare(a: argparse.Namespace) -> None:
         print(f"{res['missing']} of {listed} listed clips are missing on disk: {res['store']}/missing.csv")
     name = f"--set data.name={a.dataset} " if a.dataset == "kinetics" else ""
     print(f"train from it with {name}--set data.args.store={res['store']}")
-
-
-COMPARE_COLUMNS = (  # (report key, header, unit): quality first, then cost
-    ("ssim", "ssim", ""),
-    ("psnr", "psnr", "dB"),
-    ("mse", "mse", ""),
-    ("mae", "mae", ""),
-    ("lpips", "lpips", ""),
-    ("params", "params", "count"),
-    ("flops_per_clip", "FLOPs/clip", "count"),
-    ("train_step_s", "step", "s"),
-    ("infer_clip_s", "latency", "s"),
-    ("peak_mem_mb", "peak mem", "MiB"),
-)
-
-
-def _cell(value: Any, unit: str) -> str:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return "-"
-    if unit == "count":
-        for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-            if abs(value) >= scale:
-                return f"{value / scale:.2f}{suffix}"
-        return f"{value:.0f}"
-    if unit == "s":
-        return f"{value * 1000:.1f}ms" if value < 1 else f"{value:.2f}s"
-    if unit == "dB":
-        return f"{value:.2f}"
-    if unit == "MiB":
-        return f"{value:.1f}MiB"
-    return f"{value:.4f}"
-
-
-def format_compare_table(models: dict[str, dict[str, Any]]) -> str:
-    """The `vidyn compare` table: quality (ssim, psnr, mse, mae, lpips) then params, FLOPs and timings."""
-    width = max([5] + [len(n) for n in models])
-    lines = [f"{'model':<{width}}  " + "  ".join(f"{h:>10}" for _, h, _ in COMPARE_COLUMNS)]
-    for name, res in models.items():
-        cells = [f"{_cell(res.get(k), unit):>10}" for k, _, unit in COMPARE_COLUMNS]
-        lines.append(f"{name:<{width}}  " + "  ".join(cells))
-    return "\n".join(lines)
 
 
 def cmd_compare(a: argparse.Namespace) -> None:

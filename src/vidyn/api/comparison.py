@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -204,6 +205,9 @@ def _train_each(
             models[label], trained[label] = load_model(run_dir), facts | {"reused": True}
             continue
         print(f"compare: training {label} ({i} of {len(run_cfgs)}) in {run_dir}", flush=True)
+        if (run_dir / "checkpoints").is_dir():  # an interrupted or --retrain run: start it afresh
+            print(f"{label}: replacing the checkpoints of its earlier run", flush=True)
+            shutil.rmtree(run_dir / "checkpoints")
         result = train(run_cfg, run_dir=run_dir, evaluate_after=False)
         print(f"{label}: stopped because {result.stop_reason}; {result.seconds:.0f} s", flush=True)
         models[label] = load_model(result.run_dir)
@@ -338,6 +342,15 @@ def compare(
     return report
 
 
+def compare_table(models: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows) of formatted cells, one row per model: what the CLI, the UI and the HTML show."""
+    rows = [
+        [name] + [format_value(row.get(c.key), c.kind) for c in COMPARE_COLUMNS]
+        for name, row in models.items()
+    ]
+    return ["model"] + [c.header for c in COMPARE_COLUMNS], rows
+
+
 def read_compare_report(folder: str | Path) -> dict[str, Any]:
     """A `vidyn compare` report folder, ready to show: `{"headers", "rows"` (formatted table cells, one
     row per model), `"figures"` ({file name: path} of per_step.png and samples.gif where present),
@@ -351,12 +364,9 @@ def read_compare_report(folder: str | Path) -> dict[str, Any]:
         models = report["models"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise VidynError(f"{report_file} is not a vidyn compare report ({type(e).__name__})") from None
-    rows = [
-        [name] + [format_value(row.get(c.key), c.kind) for c in COMPARE_COLUMNS]
-        for name, row in models.items()
-    ]
+    headers, rows = compare_table(models)
     return {
-        "headers": ["model"] + [c.header for c in COMPARE_COLUMNS],
+        "headers": headers,
         "rows": rows,
         "figures": {f: str(folder / f) for f in COMPARE_FIGURES if (folder / f).is_file()},
         "protocol": report.get("protocol", {}),
