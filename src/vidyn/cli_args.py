@@ -120,6 +120,10 @@ def interpolate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output .mp4, .avi, .gif or .npy")
     p.add_argument("--context", type=int, default=None, help="frames per window (default: as trained)")
     p.add_argument("--size", type=int, default=None, help="frame size to run a fully convolutional model at")
+    p.add_argument("--start", type=float, default=0.0, help="interpolate from this time on (seconds)")
+    p.add_argument(
+        "--duration", type=float, default=None, help="interpolate this many seconds (default: all)"
+    )
 
 
 def render(p: argparse.ArgumentParser) -> None:

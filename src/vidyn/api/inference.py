@@ -7,16 +7,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from vidyn.api._common import default_device
 from vidyn.api.models import describe_model, run_size
 from vidyn.data.store import take_clip
-from vidyn.data.video_io import frames_to_tensor, load_frames, read_video, write_video
+from vidyn.data.video_io import frames_to_tensor, load_frames, tensor_to_frames, write_video
+from vidyn.data.video_select import read_frames_at
 from vidyn.errors import VidynError
 from vidyn.evaluation import spread_windows
 from vidyn.export import load_model, read_model_meta
+
+# Frames `interpolate` may hold (input, output and the frame being encoded): a longer part is refused
+# with the flags that pick a shorter one.
+MAX_INTERPOLATE_BYTES = 4 * 2**30
 
 # ------------------------------------------------------------------------------------------- predict
 
@@ -84,7 +90,11 @@ def _predict_inputs(
     if meta.get("family") != "predictor":
         raise VidynError(f"model {meta['name']!r} is a {meta.get('family')}, not a frame predictor")
     io = describe_model(model_path, model)
-    frames, frame_times = load_frames(input_path, size=run_size(io, size), channels=io["in_channels"])
+    n_ctx = context_frames or io["num_context"]
+    last = max(2, n_ctx) if n_ctx else None  # only the context is decoded and kept, however long the video
+    frames, frame_times = load_frames(
+        input_path, size=run_size(io, size), channels=io["in_channels"], last=last
+    )
     return context_and_targets(io, model, frames, frame_times, steps, times, context_frames, str(input_path))
 
 
@@ -154,13 +164,13 @@ def _interpolation_windows(num_frames: int, length: int) -> list[tuple[int, list
 @torch.no_grad()
 def _fill_gaps(
     model: nn.Module, frames: Tensor, t64: Tensor, windows: list[tuple[int, list[int]]], length: int,
-    factor: int, scale: float,
-) -> tuple[dict[int, Tensor], dict[str, int]]:  # fmt: skip
-    """The `factor - 1` new frames of every gap `{gap: (K - 1, C, H, W)}`, and the ODE evaluations spent."""
+    factor: int, scale: float, video: np.ndarray,
+) -> dict[str, int]:  # fmt: skip
+    """Write the `factor - 1` new frames of every gap g into `video[g * factor + 1 : (g + 1) * factor]`
+    (uint8 `(K (N - 1) + 1, H, W, C)`, the originals at every K-th row); returns the ODE evaluations spent."""
     device = default_device()
     model.to(device).eval()
     fractions = torch.arange(1, factor, dtype=torch.float64) / factor  # (K - 1,)
-    new_frames: dict[int, Tensor] = {}
     nfe = {"encoder": 0, "decoder": 0}
     for first, gaps in windows:
         ctx_t = t64[first : first + length]
@@ -169,26 +179,50 @@ def _fill_gaps(
         # Model time: window-relative, on the training data's frame interval.
         ctx_m, tgt_m = (((t - ctx_t[0]) * scale).float().to(device) for t in (ctx_t, tgt_t))
         pred = model(frames[first : first + length].unsqueeze(0).to(device), ctx_m, tgt_m)
+        new = tensor_to_frames(pred[0]).reshape(
+            len(gaps), factor - 1, *video.shape[1:]
+        )  # (gaps, K-1, H, W, C)
         for i, g in enumerate(gaps):
-            new_frames[g] = pred[0, i * (factor - 1) : (i + 1) * (factor - 1)].clamp(0, 1).cpu()
+            video[g * factor + 1 : (g + 1) * factor] = new[i]
         for key in nfe:
             nfe[key] += int(getattr(model, "last_nfe", {}).get(key, 0))
-    return new_frames, nfe
+    return nfe
 
 
-def _interleave(
-    frames: Tensor, t64: Tensor, new_frames: dict[int, Tensor], factor: int
+def _interpolated_times(t64: Tensor, factor: int) -> Tensor:
+    """The times of the originals `(N,)` and of the `factor - 1` frames in each gap, in order."""
+    fractions = torch.arange(factor, dtype=torch.float64) / factor  # 0 first: the original frame
+    gaps = t64[:-1].unsqueeze(1) + (t64[1:] - t64[:-1]).unsqueeze(1) * fractions  # (N - 1, K)
+    return torch.cat([gaps.flatten(), t64[-1:]])
+
+
+def _interpolation_input(
+    input_path: str | Path, size: int | None, channels: int, factor: int, start: float, duration: float | None
 ) -> tuple[Tensor, Tensor]:
-    """Originals and new frames in time order with their timestamps: `(K (N - 1) + 1, C, H, W)`, `(same,)`."""
-    fractions = torch.arange(1, factor, dtype=torch.float64) / factor
-    video, new_times = [], []
-    for g in range(frames.shape[0]):
-        video.append(frames[g : g + 1])
-        new_times.append(t64[g : g + 1])
-        if g < frames.shape[0] - 1:
-            video.append(new_frames[g])
-            new_times.append(t64[g] + (t64[g + 1] - t64[g]) * fractions)
-    return torch.cat(video), torch.cat(new_times)
+    """The part of the video to interpolate, `(N, C, H, W)` at the model's size, and its times `(N,)`;
+    a one-line error, before decoding further, when its frames in and out exceed `MAX_INTERPOLATE_BYTES`."""
+    if start < 0 or (duration is not None and duration <= 0):
+        raise VidynError(f"--start must be >= 0 and --duration > 0 seconds; got {start} and {duration}")
+    # bytes per input frame: float32 input, uint8 output (K frames per gap), as RGB while it is encoded
+    per_frame = (size or 0) ** 2 * (4 * channels + factor * channels + 3)
+    limit = max(2, MAX_INTERPOLATE_BYTES // per_frame) if per_frame else None
+    end = None if duration is None else start + duration
+    frames, times = load_frames(
+        input_path, size=size, channels=channels, start_time=start, end_time=end,
+        max_frames=None if limit is None else limit + 1,
+    )  # fmt: skip
+    if limit is not None and frames.shape[0] > limit:
+        seconds = float(times[-1] - times[0]) * limit / frames.shape[0]
+        raise VidynError(
+            f"{str(input_path)!r} is too long to interpolate at once: at {size}x{size} and {factor}x, "
+            f"{limit} frames (about {seconds:.0f} s) fill vidyn's {MAX_INTERPOLATE_BYTES / 2**30:g} GiB "
+            "limit; pick a part with --start and --duration (seconds), or run at a smaller --size"
+        )
+    if frames.shape[0] < 2:
+        raise VidynError(
+            f"{str(input_path)!r} has {frames.shape[0]} frame(s); interpolation needs at least 2"
+        )
+    return frames, times
 
 
 def interpolate(
@@ -199,19 +233,23 @@ def interpolate(
     out: str | Path,
     context_frames: int | None = None,
     size: int | None = None,
+    start: float = 0.0,
+    duration: float | None = None,
 ) -> dict[str, Any]:
     """Raise a video's frame rate `factor`-fold with a continuous-time predictor.
 
     The video is read with its real presentation timestamps (variable frame rate included) and resized
-    to the model's frame size and channels. Windows of `context_frames` consecutive frames (default: the
-    model's training context) slide over it; each predicts, for every gap between consecutive frames
-    t_g < t_{g+1} it covers, the `factor - 1` frames at `t_g + j (t_{g+1} - t_g) / factor`, with times
-    rescaled so the video's median frame interval matches the training data's (as `predict` does). All
-    frames, the originals (resized) and the new ones, are written with their timestamps, so `out` holds
-    `factor * (N - 1) + 1` frames and plays at `factor` times the rate. Returns `{"out", "input_frames",
-    "output_frames", "factor", "fps_in", "fps_out", "duration", "size", "channels", "windows", "nfe",
-    "infer_s"}`, `nfe` holding the ODE function evaluations (encoder, decoder, per new frame) when the
-    model counts them.
+    to the model's frame size and channels while it is decoded; `start` and `duration` (seconds) pick a
+    part of it, whose times then count from `start`. Windows of `context_frames` consecutive frames
+    (default: the model's training context) slide over it; each predicts, for every gap between
+    consecutive frames t_g < t_{g+1} it covers, the `factor - 1` frames at `t_g + j (t_{g+1} - t_g) /
+    factor`, with times rescaled so the video's median frame interval matches the training data's (as
+    `predict` does). All frames, the originals (resized) and the new ones, are written with their
+    timestamps, so `out` holds `factor * (N - 1) + 1` frames and plays at `factor` times the rate. A part
+    whose frames would take more than `MAX_INTERPOLATE_BYTES` in memory is refused before it is decoded
+    further. Returns `{"out", "input_frames", "output_frames", "factor", "fps_in", "fps_out", "duration",
+    "size", "channels", "windows", "nfe", "infer_s"}`, `nfe` holding the ODE function evaluations
+    (encoder, decoder, per new frame) when the model counts them.
     """
     if not isinstance(factor, int) or isinstance(factor, bool) or factor < 2:
         raise VidynError(f"factor must be an integer >= 2 (2 doubles the frame rate); got {factor!r}")
@@ -229,30 +267,29 @@ def interpolate(
             "continuous-time predictor (one trained to predict at any timestamp)"
         )
     size, channels = run_size(io, size), io["in_channels"]
-    frames, times = load_frames(input_path, size=size, channels=channels)  # (N, C, H, W), (N,) seconds
-    n = frames.shape[0]
-    if n < 2:
-        raise VidynError(f"{str(input_path)!r} has {n} frame(s); interpolation needs at least 2")
-    t64 = times.to(torch.float64)
+    frames, times = _interpolation_input(input_path, size, channels, factor, start, duration)
+    n, t64 = frames.shape[0], times.to(torch.float64)
     scale = io["frame_interval"] / float(t64.diff().median())
     length = max(2, min(context_frames or io["num_context"] or 2, n))
     windows = _interpolation_windows(n, length)
-    start = time.perf_counter()
-    new_frames, nfe = _fill_gaps(model, frames, t64, windows, length, factor, scale)
-    seconds = time.perf_counter() - start
-    video_t, out_times = _interleave(frames, t64, new_frames, factor)
-    duration = float(t64[-1] - t64[0])
-    fps_in = (n - 1) / duration
-    write_video(out, video_t, fps=fps_in * factor, times=out_times.tolist())
+    video = np.empty((factor * (n - 1) + 1, *frames.shape[2:], frames.shape[1]), dtype=np.uint8)
+    for i in range(0, n, 256):  # the originals, (N, H, W, C), a chunk at a time (no float copy of all)
+        video[::factor][i : i + 256] = tensor_to_frames(frames[i : i + 256])
+    begin = time.perf_counter()
+    nfe = _fill_gaps(model, frames, t64, windows, length, factor, scale, video)
+    seconds = time.perf_counter() - begin
+    duration_s = float(t64[-1] - t64[0])
+    fps_in = (n - 1) / duration_s
+    write_video(out, video, fps=fps_in * factor, times=(_interpolated_times(t64, factor) - start).tolist())
     per_new_frame = (nfe["encoder"] + nfe["decoder"]) / ((n - 1) * (factor - 1))
     return {
         "out": str(out),
         "input_frames": n,
-        "output_frames": int(video_t.shape[0]),
+        "output_frames": int(video.shape[0]),
         "factor": factor,
         "fps_in": fps_in,
-        "fps_out": (video_t.shape[0] - 1) / duration,
-        "duration": duration,
+        "fps_out": (video.shape[0] - 1) / duration_s,
+        "duration": duration_s,
         "size": size,
         "channels": channels,
         "windows": len(windows),
@@ -291,10 +328,19 @@ def classify(
     model = load_model(model_path)
     io = describe_model(model_path, model)
     num_frames, stride = int(io["num_frames"] or 16), int(io["frame_stride"])
-    decoded = read_video(video, size=io["image_size"], grayscale=io["in_channels"] == 1)
-    windows = spread_windows(len(decoded.times), num_frames, stride, clips)
+    # One decoding pass keeps only the windows' frames: memory does not grow with the video's length.
+    kept, times, fps = read_frames_at(
+        video,
+        lambda n: spread_windows(n, num_frames, stride, clips),
+        size=io["image_size"],
+        grayscale=io["in_channels"] == 1,
+    )
+    windows = spread_windows(len(times), num_frames, stride, clips)
+    frames = np.stack(list(kept.values()))  # (kept, H, W, C), in frame order
+    row = np.full(len(times), -1, dtype=np.int64)
+    row[list(kept)] = np.arange(len(kept))  # frame index -> its row in `frames`
     batch = torch.stack(
-        [frames_to_tensor(take_clip(decoded.frames, decoded.times, idx, decoded.fps)[0]) for idx in windows]
+        [frames_to_tensor(frames[take_clip(row, times, idx, fps)[0]]) for idx in windows]
     )  # (K, T, C, H, W)
     probs, attention = _window_probabilities(model, batch)
     mean = probs.mean(dim=0)  # (K, classes) -> (classes,)

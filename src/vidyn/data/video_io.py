@@ -18,11 +18,13 @@ Writing (`write_video`, `tensor_to_frames`) lives in `vidyn.data.video_write` an
 
 from __future__ import annotations
 
+import ctypes
 import heapq
+import math
 import os
 import warnings
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +44,13 @@ _REORDER_WINDOW = 16  # frames; more than any B-frame reorder depth in practice
 # Frames above 8192x8192 are refused before they are converted: a 4 KB GIF can claim 16000x16000 frames
 # (768 MB each in RGB; measured: 8 frames took 74 s and 15 GB to read whole), and 8K video is 7680x4320.
 MAX_FRAME_PIXELS = 8192 * 8192
+# Decoding frames above ~1 megapixel hands freed heap memory back every 16 frames (see `_trim_heap`).
+_TRIM_PIXELS, _TRIM_EVERY = 3 * 1024 * 1024, 16
+try:  # glibc's malloc_trim; macOS, Windows and musl have none, and nothing to trim then
+    _LIBC = ctypes.CDLL("libc.so.6")
+    _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+except (OSError, AttributeError):
+    _LIBC = None
 
 
 @dataclass
@@ -206,8 +215,13 @@ def _frames(
     hw: tuple[int, int] | None,
     grayscale: bool,
     start_time: float,
-) -> Iterator[tuple[np.ndarray, float]]:
-    """Yield `(frame, time)` in presentation order; raise VideoReadError if no frame decodes."""
+    wanted: Callable[[int, float], bool] | None = None,
+) -> Iterator[tuple[np.ndarray | None, float]]:
+    """Yield `(frame, time)` in presentation order; raise VideoReadError if no frame decodes.
+
+    `wanted(i, time)` False for the i-th frame yielded (from `start_time` on) gives `(None, time)`: the frame
+    is decoded (later frames may need it) but never converted or resized, which is most of the cost.
+    """
     stats = {"bad_packets": 0, "stopped": None}
     count = 0
     try:
@@ -216,9 +230,14 @@ def _frames(
                 continue
             if frame.width * frame.height > MAX_FRAME_PIXELS:  # the header may have claimed less
                 raise _too_large(path, frame.width, frame.height)
+            count += 1
+            if wanted is not None and not wanted(count - 1, t):
+                yield None, t
+                continue
             rgb = frame.to_ndarray(format="rgb24")  # (H, W, 3)
             hw = hw or rgb.shape[:2]  # should the stream change size, keep that of the first frame
-            count += 1
+            if rgb.size > _TRIM_PIXELS and count % _TRIM_EVERY == 0:
+                _trim_heap()
             yield _process(rgb, hw, grayscale), t
     except av.error.FFmpegError as e:
         raise _fail(path, f"decoding failed ({e})") from e
@@ -235,6 +254,17 @@ def _frames(
         warnings.warn(f"{path!r}: kept {count} frames; {'; '.join(problems)}", stacklevel=2)
 
 
+def _trim_heap() -> None:
+    """Give the C heap's free pages back to the OS (glibc; elsewhere nothing to do).
+
+    Each full-size frame passes through a few short-lived buffers of megabytes, and the small resized
+    frames kept between them pin the heap, so glibc never returns the freed space: reading all of a
+    2-minute 1080p video at 64x64 peaked at 1.8 GB for 15 MB of kept frames (docs/faults.md, Huge inputs).
+    """
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
 def read_video(
     path: str | os.PathLike,
     *,
@@ -242,8 +272,10 @@ def read_video(
     grayscale: bool = False,
     max_frames: int | None = None,
     start_time: float = 0.0,
+    end_time: float | None = None,
 ) -> Video:
-    """Decode a whole video (or `max_frames` frames from `start_time` on, in the container's clock).
+    """Decode a whole video, or the frames from `start_time` up to `end_time` (seconds, in the container's
+    clock; decoding stops past it), at most `max_frames` of them.
 
     `size` is an int (square) or `(height, width)`; frames are center-cropped to that aspect and resized
     while decoding. Returns uint8 `(T, H, W, C)` frames with C = 1 if `grayscale` else 3.
@@ -255,16 +287,33 @@ def read_video(
     times: list[float] = []
     fps, decoder = _decode(path, hw, grayscale, start_time)
     for frame, t in decoder:
+        if end_time is not None and t > end_time + 1e-9:
+            decoder.close()  # type: ignore[attr-defined]  # runs the generator's finally: closes the file
+            break
         frames.append(frame)
         times.append(t)
         if max_frames is not None and len(frames) >= max_frames:
-            decoder.close()  # type: ignore[attr-defined]  # runs the generator's finally: closes the file
+            decoder.close()  # type: ignore[attr-defined]
             break
+    if not frames:
+        raise _fail(path, f"no frame between start_time={start_time}s and end_time={end_time}s")
+    return make_video(frames, times, fps, path)
+
+
+def make_video(
+    frames: list[np.ndarray], times: list[float], fps: float | None, path: str | os.PathLike
+) -> Video:
+    """A `Video` of decoded frames and their times (fps from the times when the container states none)."""
     times_arr = np.asarray(times, dtype=np.float64)
-    if fps is None:
-        span = times_arr[-1] - times_arr[0]
-        fps = (len(times) - 1) / span if len(times) > 1 and span > 0 else _DEFAULT_FPS
-    return Video(frames=np.stack(frames), times=times_arr, fps=float(fps), path=str(path))
+    return Video(frames=np.stack(frames), times=times_arr, fps=video_fps(times_arr, fps), path=str(path))
+
+
+def video_fps(times: np.ndarray, fps: float | None) -> float:
+    """The stream's stated `fps`, else the rate of the frame times `(T,)`, else the default."""
+    if fps is not None:
+        return float(fps)
+    span = times[-1] - times[0] if len(times) else 0.0
+    return float((len(times) - 1) / span) if len(times) > 1 and span > 0 else _DEFAULT_FPS
 
 
 def iter_video(
@@ -318,6 +367,9 @@ def load_frames(
     channels: int | None = None,
     max_frames: int | None = None,
     npy_fps: float = _DEFAULT_FPS,
+    last: int | None = None,
+    start_time: float = 0.0,
+    end_time: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Load user input as float32 frames `(T, C, H, W)` in [0, 1] and times `(T,)` in seconds.
 
@@ -326,18 +378,33 @@ def load_frames(
     a `.npy` carries no times, so they are `k / npy_fps`. When a shape fits both 4-D layouts, uint8 is read
     as `(T, H, W, C)` and float as `(T, C, H, W)`. `size` center-crops to a square and resizes to
     `size x size` (antialiased); `channels=1` converts to BT.601 luma, `channels=3` repeats gray.
+    Only some frames are read with `last` (the last ones; `vidyn.data.video_select.read_last_frames`) or
+    with `start_time` / `end_time` (seconds) and `max_frames` (the first ones from `start_time` on).
     """
     if channels not in (None, 1, 3):
         raise VidynError(f"channels must be 1, 3 or None; got {channels}")
-    if max_frames is not None and max_frames < 1:
-        raise VidynError(f"max_frames must be >= 1 or None; got {max_frames}")
+    for name, value in (("max_frames", max_frames), ("last", last)):
+        if value is not None and value < 1:
+            raise VidynError(f"{name} must be >= 1 or None; got {value}")
+    from vidyn.data.video_select import load_npy, read_last_frames  # they build on this module
+
     if Path(path).suffix.lower() != ".npy":
-        video = read_video(path, size=size, grayscale=channels == 1, max_frames=max_frames)
+        gray = channels == 1
+        if last is not None:
+            video = read_last_frames(path, last, size=size, grayscale=gray)
+        else:
+            video = read_video(path, size=size, grayscale=gray, max_frames=max_frames, start_time=start_time,
+                               end_time=end_time)  # fmt: skip
         frames = frames_to_tensor(video.frames)
         times = torch.from_numpy(video.times).float()
     else:
-        frames = _load_npy(path, max_frames)
-        times = torch.arange(frames.shape[0], dtype=torch.float32) / npy_fps
+        first = max(0, math.ceil(start_time * npy_fps - 1e-6))
+        stop = None if end_time is None else math.floor(end_time * npy_fps + 1e-6) + 1
+        if max_frames is not None:
+            stop = first + max_frames if stop is None else min(stop, first + max_frames)
+        rows = slice(-last, None) if last is not None else slice(first, stop)
+        frames, first = load_npy(path, rows)
+        times = (first + torch.arange(frames.shape[0], dtype=torch.float32)) / npy_fps
         hw = _size_hw(size)
         if hw is not None:
             frames = _crop_resize(frames, hw).clamp_(0.0, 1.0)
@@ -346,31 +413,3 @@ def load_frames(
     if channels == 3 and frames.shape[1] == 1:
         frames = frames.expand(-1, 3, -1, -1).contiguous()
     return frames, times
-
-
-def _load_npy(path: str | os.PathLike, max_frames: int | None) -> torch.Tensor:
-    """The first `max_frames` of a `.npy` video in any accepted layout -> float32 `(T, C, H, W)` in [0, 1]."""
-    if not Path(path).is_file():
-        raise _fail(path, "file not found (check the path)")
-    try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)[:max_frames]  # reads only those frames
-    except (ValueError, OSError, EOFError) as e:
-        raise _fail(path, f"not a readable .npy array ({e})") from e
-    layouts = "(T, H, W), (T, H, W, C) or (T, C, H, W) with C = 1 or 3"
-    if arr.dtype != np.uint8 and not np.issubdtype(arr.dtype, np.floating):
-        raise VidynError(f"{str(path)!r}: dtype {arr.dtype} unsupported; save uint8 or float in [0, 1]")
-    if arr.ndim == 3:
-        arr = arr[:, None]  # (T, H, W) -> (T, 1, H, W)
-    elif arr.ndim == 4 and arr.shape[-1] in (1, 3) and (arr.dtype == np.uint8 or arr.shape[1] not in (1, 3)):
-        arr = arr.transpose(0, 3, 1, 2)  # (T, H, W, C) -> (T, C, H, W)
-    elif arr.ndim != 4 or arr.shape[1] not in (1, 3):
-        raise VidynError(f"{str(path)!r}: shape {arr.shape} is not a video; expected {layouts}")
-    if arr.shape[0] == 0 or arr.size == 0:
-        raise _fail(path, f"the array holds no frames (shape {arr.shape})")
-    x = torch.from_numpy(np.array(arr, order="C"))  # a copy: the memory map is read-only
-    if arr.dtype == np.uint8:
-        return x.float().div_(255.0)
-    x = x.float()
-    if not torch.isfinite(x).all() or x.min() < -1e-3 or x.max() > 1 + 1e-3:
-        raise VidynError(f"{str(path)!r}: float frames must lie in [0, 1] (divide 0..255 values by 255)")
-    return x.clamp_(0.0, 1.0)

@@ -79,21 +79,24 @@ def _tick_rate(times: np.ndarray, max_rate: int = 1000) -> int:
 def _encode(
     tmp: str, fmt: str, video: np.ndarray, pts: np.ndarray, time_base: Fraction, rate: Fraction
 ) -> None:
-    """Encode uint8 `(T, H, W, 3)` frames with integer `pts` in `time_base` units into `tmp`."""
+    """Encode uint8 `(T, H, W, C)` frames (C = 1: gray, written as gray RGB) with integer `pts` in
+    `time_base` units into `tmp`. Frames are padded and expanded one at a time: no copy of the video."""
     codec, pix_fmt, options, container_options = _CODECS[fmt]
     if fmt == "mp4" and "libx264" not in av.codecs_available:
         codec, options = "mpeg4", _MPEG4_QUALITY
-    if pix_fmt == "yuv420p" and (video.shape[1] % 2 or video.shape[2] % 2):  # 4:2:0 needs even sizes
-        video = np.pad(video, ((0, 0), (0, video.shape[1] % 2), (0, video.shape[2] % 2), (0, 0)), mode="edge")
+    pad = (video.shape[1] % 2, video.shape[2] % 2) if pix_fmt == "yuv420p" else (0, 0)  # 4:2:0: even sizes
     with av.open(tmp, mode="w", format=fmt, options=container_options) as container:
         stream = container.add_stream(codec, rate=rate, options=options)
-        stream.height, stream.width = video.shape[1:3]
+        stream.height, stream.width = video.shape[1] + pad[0], video.shape[2] + pad[1]
         stream.pix_fmt = pix_fmt
         stream.time_base = time_base
         stream.codec_context.time_base = time_base
         if fmt == "gif":
             from PIL import Image  # Pillow's median cut gives each frame an adaptive palette
         for image, p in zip(video, pts, strict=True):
+            image = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image  # (H, W, 3)
+            if any(pad):
+                image = np.pad(image, ((0, pad[0]), (0, pad[1]), (0, 0)), mode="edge")
             if fmt == "gif":
                 quantized = Image.fromarray(image).quantize(colors=256)
                 rgb = np.asarray(quantized.getpalette(), dtype=np.uint8).reshape(-1, 3)
@@ -155,7 +158,6 @@ def write_video(
                 with open(tmp, "wb") as f:
                     np.save(f, video)
             else:
-                rgb = np.repeat(video, 3, axis=-1) if video.shape[-1] == 1 else video
-                _encode(str(tmp), ext[1:], rgb, pts, tick, rate)
+                _encode(str(tmp), ext[1:], video, pts, tick, rate)
     except av.error.FFmpegError as e:
         raise VidynError(f"could not write video {str(path)!r}: {e}") from e
