@@ -9,6 +9,7 @@ preparation, so the test sees what training reads. Clips are identified by their
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import subprocess
 import sys
@@ -71,10 +72,11 @@ def _train_loader(dm: VideoDataModule):
 
 
 def _epoch(loader, epoch: int, ids: dict[bytes, int], batches: int | None = None) -> list[list[int]]:
-    """The clips of each batch the loader yields in `epoch` (as Lightning sets it), by stored bytes."""
+    """The clips of each batch the loader yields in `epoch`, by stored bytes, read as Lightning reads them:
+    the epoch set on the sampler, then len(loader) batches (never asking for one past the last)."""
     _set_sampler_epoch(loader, epoch)
     out = []
-    for batch in loader:
+    for batch in itertools.islice(loader, len(loader)):
         out.append([ids[clip.numpy().tobytes()] for clip in batch["frames"]])
         if batches is not None and len(out) == batches:
             break
@@ -148,6 +150,7 @@ try:
 except PermissionError:
     pass
 import hashlib
+import itertools
 from torch.utils.data import DataLoader
 from vidyn.data.store import StoreDataset
 

@@ -1,16 +1,19 @@
 """Two torchrun "nodes" of one CPU process each (gloo, loopback) train what one process trains.
 
-The global batch is the same: 2 ranks x `data.batch_size=2` against 1 process x 4. The training split is
-exactly one global batch, so every step of both runs sees the same 4 clips whatever order the samplers
-draw (Lightning's DistributedSampler shuffles with its own seed; rank r takes r, r+2 of its order). DDP
-averages the two ranks' mean-loss gradients, which is the mean over the 4 clips up to the order of float
-additions; so weights and the synchronised val/loss agree to float tolerance, not bit for bit. ConvLSTM
-tiny has no BatchNorm (per-rank statistics would differ) and `sampling_stop_fraction` ~0 makes its
-scheduled-sampling mask all-false, so neither run draws per-rank random numbers.
+The global batch is the same: 2 ranks x `data.batch_size=2` against 1 process x 4. The first test's
+training split is exactly one global batch, so every step of both runs sees the same 4 clips; the store
+test trains 2 epochs of 5 steps and checks that each step's two rank batches are the single process's
+batch (vidyn's `ResumableDistributedSampler`: rank r takes positions r, r+2, ... of the single-process
+order), with each rank's reads logged by a wrapper around the CLI. DDP averages the two ranks' mean-loss
+gradients, which is the mean over the 4 clips up to the order of float additions; so weights and the
+synchronised val/loss agree to float tolerance, not bit for bit. ConvLSTM tiny has no BatchNorm (per-rank
+statistics would differ) and `sampling_stop_fraction` ~0 makes its scheduled-sampling mask all-false, so
+neither run draws per-rank random numbers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -212,3 +215,131 @@ def test_slurm_example_runs_on_cpu_nodes(tmp_path):
     assert "MEMBER: 2/2" in log.read_text()
     assert (out / "model.safetensors").is_file() and (out / "metrics.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["bin", "run"]
+
+
+READS_LOGGER = """
+# vidyn's CLI, with every clip a prepared store hands out logged as "<split> <index>" lines to
+# $VIDYN_TEST_READS/rank<RANK>.log (rank-single outside torchrun); the test reads what each rank trained on.
+import os, sys
+from vidyn.cli import main
+from vidyn.data.store import StoreDataset
+
+log = os.path.join(os.environ["VIDYN_TEST_READS"], f"rank{os.environ.get('RANK', '-single')}.log")
+read = StoreDataset.__getitem__
+def logged(self, index):
+    with open(log, "a") as f:
+        f.write(f"{self.split} {index}\\n")
+    return read(self, index)
+StoreDataset.__getitem__ = logged
+sys.exit(main(sys.argv[1:]))
+"""  # fmt: skip
+
+
+def _store_config(tmp_path: Path) -> tuple[Path, Path]:
+    """The tiny run on a prepared store of 29 random clips (23 train, 3 val, 3 test): 5 steps an epoch at a
+    global batch of 4 (2 ranks x 2, 23 mod 4 = 3 clips left out each epoch), 2 epochs; and the logger."""
+    from vidyn.data.prepare import prepare_store
+
+    gen = torch.Generator().manual_seed(0)
+    (tmp_path / "clips").mkdir()
+    for k in range(29):
+        torch.save(torch.rand(8, 1, 16, 16, generator=gen), tmp_path / "clips" / f"{k:02d}.pt")
+    store = tmp_path / "store"
+    prepare_store("folder", tmp_path / "clips", store, size=16, frames=8, stride=1, grayscale=True,
+                  progress=False, workers=0)  # fmt: skip
+    cfg = yaml.safe_load(_config(tmp_path).read_text())
+    args = {"store": str(store), "size": 16, "num_frames": 8, "frame_stride": 1, "grayscale": True}
+    cfg["data"] = {"name": "folder", "args": args, "batch_size": 4}
+    cfg["trainer"] |= {"max_steps": 10, "val_check_interval": 5, "checkpoint_every_n_steps": 2}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "reads_logger.py").write_text(READS_LOGGER)
+    return tmp_path / "tiny.yaml", tmp_path / "reads_logger.py"
+
+
+def _train_reads(folder: Path, rank: str) -> list[int]:
+    """The training clips a rank read, in order, up to the run's last validation (after it, the evaluation
+    of the exported model reads a training clip too)."""
+    lines = (folder / f"rank{rank}.log").read_text().split("\n")
+    last_val = max(i for i, line in enumerate(lines) if line.startswith("val "))
+    return [int(line.split()[1]) for line in lines[:last_val] if line.startswith("train ")]
+
+
+def _pause_both_nodes_then_kill(port: int, cmds: list[list[str]], tmp_path: Path, reads: Path) -> None:
+    """Both nodes run until their rank is inside step 8 (last.ckpt holds step 6); then both machines die."""
+    markers = [tmp_path / f"paused{r}" for r in (0, 1)]
+    logs = [tmp_path / f"paused{r}.log" for r in (0, 1)]
+    envs = [{"VIDYN_TEST_FAULT": "step@7", "VIDYN_TEST_FAULT_MARKER": str(m), "VIDYN_TEST_READS": str(reads)}
+            for m in markers]  # fmt: skip
+    procs = [_start(cmds[0], logs[0], envs[0])]
+    try:
+        _wait_listening(port, procs[0])
+        procs.append(_start(cmds[1], logs[1], envs[1]))
+        deadline = time.monotonic() + TIMEOUT_S
+        while not all(m.exists() for m in markers):
+            assert all(p.poll() is None for p in procs), [log.read_text()[-2000:] for log in logs]
+            assert time.monotonic() < deadline, "training never reached step 8"
+            time.sleep(0.1)
+    finally:
+        for p in procs:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        for m in markers:  # the workers, which torchrun starts in sessions of their own
+            if m.exists():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(m.read_text().split("pid")[1]), signal.SIGKILL)
+
+
+def test_two_nodes_read_a_store_in_disjoint_shares_and_resume_mid_epoch(tmp_path):
+    """Two nodes training 2 epochs from one prepared store: in each epoch the ranks read disjoint clips,
+    and step k's two rank batches are one process's batch k at batch size 4 (so the weights match it).
+    Both nodes killed -9 inside step 8 and relaunched with --resume: each rank reads the rest of its share
+    of epoch 2 and the run ends with the uninterrupted run's weights, bit for bit."""
+    config, logger = _store_config(tmp_path)
+    reads = {name: tmp_path / f"reads-{name}" for name in ("ddp", "single", "killed", "resumed")}
+    for folder in reads.values():
+        folder.mkdir()
+
+    def nodes(port: int, out: Path, *extra: str) -> list[list[str]]:
+        cmds = [torchrun_command(port, r, config, out, "--set", "data.batch_size=2", *extra) for r in (0, 1)]
+        return [c[: c.index("-m", c.index("--monitor-interval"))] + [str(logger)] + c[c.index("train") :]
+                for c in cmds]  # fmt: skip
+
+    port, killed_port = _free_port(), _free_port()
+    ddp_run, killed_run, single_run = (tmp_path / name / "run" for name in ("ddp", "killed", "single"))
+    single = [sys.executable, str(logger), "train", "-c", str(config), "--out", str(single_run)]
+    logs = [tmp_path / f"{name}.log" for name in ("node0", "node1", "single")]
+    envs = [{"VIDYN_TEST_READS": str(reads["ddp"])}] * 2 + [{"VIDYN_TEST_READS": str(reads["single"])}]
+    runs = [*nodes(port, ddp_run), single]
+    procs = [_start(c, log, env) for c, log, env in zip(runs, logs, envs, strict=True)]
+    _pause_both_nodes_then_kill(killed_port, nodes(killed_port, killed_run), tmp_path, reads["killed"])
+    _wait_all(procs, logs)
+
+    shares, one = [_train_reads(reads["ddp"], r) for r in "01"], _train_reads(reads["single"], "-single")
+    assert [len(s) for s in shares] == [20, 20] and len(one) == 40  # 2 epochs of 5 steps
+    for epoch in (0, 1):
+        ours = [s[10 * epoch : 10 * epoch + 10] for s in shares]
+        assert not set(ours[0]) & set(ours[1]) and len(set(ours[0]) | set(ours[1])) == 20
+        for k in range(5):
+            step = set(ours[0][2 * k : 2 * k + 2]) | set(ours[1][2 * k : 2 * k + 2])
+            assert step == set(one[20 * epoch + 4 * k : 20 * epoch + 4 * k + 4]), (epoch, k)
+    assert shares[0][:10] != shares[0][10:]  # another order in the second epoch
+    ddp = _weights(ddp_run)
+    for key, value in _weights(single_run).items():
+        torch.testing.assert_close(ddp[key], value, atol=ATOL, rtol=RTOL, msg=key)
+
+    assert torch.load(killed_run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
+    resume_port = _free_port()
+    resume = [
+        c[: c.index("train") + 1] + ["--resume", str(killed_run)] for c in nodes(resume_port, killed_run)
+    ]
+    logs, env = (
+        [tmp_path / "resumed0.log", tmp_path / "resumed1.log"],
+        {"VIDYN_TEST_READS": str(reads["resumed"])},
+    )
+    first = _start(resume[0], logs[0], env)
+    _wait_listening(resume_port, first)
+    _wait_all([first, _start(resume[1], logs[1], env)], logs)
+    for r in "01":  # steps 7-10 (last.ckpt held step 6): the last 4 batches of the rank's share
+        assert _train_reads(reads["resumed"], r) == _train_reads(reads["ddp"], r)[12:], r
+    resumed = _weights(killed_run)
+    assert all(torch.equal(resumed[k], ddp[k]) for k in ddp), "the resumed weights differ"

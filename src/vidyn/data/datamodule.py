@@ -87,13 +87,16 @@ class ResumableRandomSampler(RandomSampler):
         self._start = (position["epoch"], state)
         self._skip = (position["epoch"], position["batches"] * self.batch_size)
 
+    def skipped(self) -> int:
+        """Samples of the current epoch that a resumed run skips (trained before it was interrupted)."""
+        return self._skip[1] if self._skip[0] == self.epoch else 0
+
     def __iter__(self) -> Iterator[int]:
         if self._start is not None and self._start[0] == self.epoch:
             self.generator.set_state(self._start[1])  # this epoch's permutation was drawn before: again
         else:
             self._start = (self.epoch, self.generator.get_state())
-        skip = self._skip[1] if self._skip[0] == self.epoch else 0
-        yield from itertools.islice(super().__iter__(), skip, None)
+        yield from itertools.islice(super().__iter__(), self.skipped(), None)
 
 
 class ResumableDistributedSampler(DistributedSampler):
@@ -126,10 +129,13 @@ class ResumableDistributedSampler(DistributedSampler):
         self.inner.resume(position)
 
     def __iter__(self) -> Iterator[int]:
-        order = list(self.inner)  # the epoch's permutation past the global batches already trained
-        # The skipped part is whole global batches (a multiple of the ranks): trim or pad the rest so that
-        # the whole epoch is `total_size` long.
-        keep = len(order) - (len(self.inner.data_source) - self.total_size)
+        # The epoch's permutation past the global batches already trained (whole global batches, so a
+        # multiple of the ranks), trimmed or padded to make the whole epoch `total_size` long. Never read
+        # past what is kept: a single process's loader stops at its last whole batch, so its sampler never
+        # draws RandomSampler's trailing permutation either, and both generators stay in step.
+        skipped = self.inner.skipped()
+        keep = self.total_size - skipped
+        order = list(itertools.islice(self.inner, min(keep, len(self.inner.data_source) - skipped)))
         order = list(itertools.islice(itertools.cycle(order), keep)) if order else []
         yield from order[self.rank :: self.num_replicas]
 
