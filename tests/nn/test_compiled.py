@@ -69,3 +69,15 @@ def test_off_switch_runs_eager(monkeypatch) -> None:
     finally:
         compiled.set_compile(True)
     assert used == ["eager"]
+
+
+def test_a_dispatch_mode_sees_the_eager_ops(monkeypatch) -> None:
+    """FlopCounterMode (vidyn compare's FLOP count) must see the eager form, not trigger a compile."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    used = []
+    monkeypatch.setitem(compiled._state, "enabled", True)
+    fn = compiled.compiled_or_eager(lambda x: used.append("fast") or x, lambda x: used.append("eager") or x)
+    with FlopCounterMode(display=False):
+        fn(torch.zeros(1))
+    assert used == ["eager"]

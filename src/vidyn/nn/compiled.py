@@ -11,7 +11,8 @@ off or cannot work, `eager` (which must compute the same function; the tests com
   matters more than speed); `set_compile(False)` does the same from Python;
 - the first call compiles (seconds; new shapes recompile once, after which Dynamo's symbolic shapes cover
   the rest); if compiling fails (no C++ compiler, no Triton on a GPU), vidyn warns once and stays eager;
-- inside a caller's own `torch.compile` the fast form is traced inline.
+- inside a caller's own `torch.compile` the fast form is traced inline; under a dispatch mode (e.g.
+  `FlopCounterMode`) the eager form runs, so the mode sees ordinary ops.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from vidyn.errors import VidynWarning
 
@@ -47,8 +49,8 @@ def compiled_or_eager(fast: Callable[..., Any], eager: Callable[..., Any]) -> Ca
         nonlocal compiled, failed
         if torch.compiler.is_compiling():
             return fast(*args)
-        if failed or not _state["enabled"]:
-            return eager(*args)
+        if failed or not _state["enabled"] or _get_current_dispatch_mode() is not None:
+            return eager(*args)  # (under a dispatch mode such as FlopCounterMode: count the eager ops)
         try:
             if compiled is None:
                 compiled = torch.compile(fast)
