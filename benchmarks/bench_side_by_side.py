@@ -136,15 +136,21 @@ def make_step(model: torch.nn.Module, loss_fn: Step, optimiser: type, lr: float)
 
 
 def timed(step: Step, device: torch.device) -> float:
+    """Seconds of one step: process CPU time with one CPU thread (robust to other load on the machine),
+    wall time with several threads (where CPU time would add the threads up) and on CUDA (synchronised)."""
     if device.type == "cuda":
         torch.cuda.synchronize()
-        start = time.perf_counter()
-        step()
-        torch.cuda.synchronize()
-        return time.perf_counter() - start
-    start = time.process_time()
+    clock = time.process_time if device.type == "cpu" and torch.get_num_threads() == 1 else time.perf_counter
+    start = clock()
     step()
-    return time.process_time() - start
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return clock() - start
+
+
+def clock_name(device: torch.device) -> str:
+    one_thread = device.type == "cpu" and torch.get_num_threads() == 1
+    return "median process CPU s/step" if one_thread else "median wall s/step"
 
 
 def interleaved(steps: dict[str, Step], repeats: int, warmup: int, device: torch.device) -> dict[str, float]:
@@ -237,7 +243,7 @@ def main() -> None:
         torch.set_num_threads(threads)
         where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {threads} thread(s)"
         print(f"\n=== torch {torch.__version__}, {where}: fp32 matmul {matmul_gflops():.0f} GFLOP/s, "
-              f"oneDNN conv {conv_gflops():.0f} GFLOP/s (peaks, this run)")  # fmt: skip
+              f"oneDNN conv {conv_gflops():.0f} GFLOP/s (peaks, this run); {clock_name(device)}")  # fmt: skip
         bench_recurrent(args, device)
         if not args.skip_vid_ode:
             bench_vid_ode(args, device)
