@@ -8,6 +8,7 @@
   those files are executed, so OpenSTL's other dependencies need not be installed).
 - `--vid-ode PATH`: the official Vid-ODE `models/*.py` and `utils.py`, unmodified, from PATH.
 - Without either path, vidyn's models are timed alone.
+- Vid-ODE is also timed with `torch.compile` off ("eager", `VIDYN_COMPILE=0`), interleaved with the rest.
 
 One training step, both sides: the same configuration, the same inputs and scheduled-sampling mask, the
 same loss (next-frame MSE, + PredRNN-V2's decoupling term; Vid-ODE: the L1 frame and difference terms)
@@ -46,6 +47,7 @@ from bench_recurrent import conv_gflops, matmul_gflops  # noqa: E402
 
 import vidyn.models  # noqa: E402, F401  (registers the builders)
 from vidyn.errors import VidynError  # noqa: E402
+from vidyn.nn.compiled import set_compile  # noqa: E402
 from vidyn.nn.patch import patchify  # noqa: E402
 from vidyn.registry import MODELS  # noqa: E402
 from vidyn.tasks.sampling import sample_truth_mask  # noqa: E402
@@ -115,7 +117,18 @@ def vid_ode_pair(vid_ode_path: Path | None, device: torch.device) -> dict:
         out = ours.forward_components(ctx, times[:5], times[5:])
         return vid_ode_reconstruction_loss(out["frames"], tgt, out["start_frame"], out["difference"])
 
-    pair = {"vidyn": (ours, our_loss)}
+    torch.manual_seed(0)
+    eager = vid_ode(decoder_method="dopri5").to(device)  # the same weights, run without torch.compile
+
+    def eager_loss() -> torch.Tensor:
+        set_compile(False)
+        try:
+            out = eager.forward_components(ctx, times[:5], times[5:])
+        finally:
+            set_compile(True)
+        return vid_ode_reconstruction_loss(out["frames"], tgt, out["start_frame"], out["difference"])
+
+    pair = {"vidyn": (ours, our_loss), "vidyn eager": (eager, eager_loss)}
     if vid_ode_path is not None:
         ref, batch_dict = load_vid_ode(vid_ode_path, video, times, device)
         pair["official"] = (ref, lambda: ref.compute_all_losses(batch_dict)["loss"])
@@ -212,11 +225,12 @@ def bench_vid_ode(args: argparse.Namespace, device: torch.device) -> None:
             c[0] = 0
         steps["official"]()
         nfe["official"] = "/".join(str(c[0]) for c in counters["official"])
-    ref = med.get("official", float("nan"))
+    ref, ours, eager = med.get("official", float("nan")), med["vidyn"], med["vidyn eager"]
     print("\n[vid_ode] generator step, 64x64 RGB, batch 4, 5 -> 5, dopri5 rtol 1e-3 atol 1e-4, Adamax")
-    print(f"{'official s':>10}{'vidyn s':>9}{'speed-up':>9}  NFE enc/dec official, vidyn")
-    print(f"{ref:>10.3f}{med['vidyn']:>9.3f}{ref / med['vidyn']:>8.2f}x  {nfe.get('official', '-')}, "
-          f"{nfe['vidyn']}")  # fmt: skip
+    head = f"{'official s':>10}{'vidyn s':>9}{'speed-up':>9}{'eager s':>9}{'speed-up':>9}"
+    print(f"{head}  NFE enc/dec official, vidyn")
+    print(f"{ref:>10.3f}{ours:>9.3f}{ref / ours:>8.2f}x{eager:>9.3f}{ref / eager:>8.2f}x  "
+          f"{nfe.get('official', '-')}, {nfe['vidyn']}")  # fmt: skip
 
 
 def main() -> None:
