@@ -179,6 +179,13 @@ def test_resume_after_kill_gives_the_uninterrupted_store(
     assert _files(out) == _files(store)  # manifest and every shard, byte for byte
 
 
+def test_the_number_of_workers_does_not_change_the_store(ucf_root: Path, store: Path, tmp_path: Path) -> None:
+    """`--workers 0` (decoding in the command's process) writes the 2-worker reference byte for byte."""
+    summary = _prepare(ucf_root, tmp_path / "zero", workers=0)
+    assert summary["clips"] == len(TREE_VIDEOS) and summary["resumed_videos"] == 0
+    assert _files(tmp_path / "zero") == _files(store)  # manifest and every shard
+
+
 def test_rerun_is_a_no_op_and_other_parameters_are_refused(
     ucf_root: Path, store: Path, tmp_path: Path
 ) -> None:
