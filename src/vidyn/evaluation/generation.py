@@ -47,7 +47,14 @@ from torch.utils.data import Dataset
 
 from vidyn.config import Config
 from vidyn.errors import VidynError
-from vidyn.metrics import frame_metrics, ssim
+from vidyn.evaluation.futures import (  # noqa: F401  (future_scores, best_mean_worst: re-exported)
+    best_mean_worst,
+    future_scores,
+    predictor_futures,
+    sample_clips,
+    sample_futures,
+)
+from vidyn.metrics import ssim
 from vidyn.models.interface import Condition
 from vidyn.registry import EVALUATORS, MODELS
 from vidyn.report.media import write_labelled_grid
@@ -92,45 +99,6 @@ def shuffled_frames(clips: Tensor, seed: int = 0) -> Tensor:
     gen = torch.Generator().manual_seed(seed)
     order = torch.stack([torch.randperm(clips.shape[1], generator=gen) for _ in range(clips.shape[0])])
     return clips[torch.arange(clips.shape[0]).unsqueeze(1), order]  # (N, T) index -> (N, T, C, H, W)
-
-
-def future_scores(samples: Tensor, truth: Tensor) -> dict[str, Any]:
-    """N samples `(K, T, C, H, W)` of one future against its truth `(T, C, H, W)`.
-
-    Per-sample per-step "ssim"/"psnr" `(K, T)`, "diversity_std" (per-pixel std over the K samples),
-    "pairwise_ssim" (mean SSIM over sample pairs; 1 = identical samples), "coverage" (fraction of true
-    pixels inside the samples' per-pixel 5-95% quantile band).
-    """
-    k = samples.shape[0]
-    per = frame_metrics(samples, truth.unsqueeze(0).expand_as(samples).contiguous(), names=("ssim", "psnr"))
-    low, high = torch.quantile(samples.double(), torch.tensor([0.05, 0.95], dtype=torch.float64), dim=0)
-    covered = ((truth.double() >= low) & (truth.double() <= high)).float().mean()
-    pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
-    pair_ssim = (
-        torch.stack([ssim(samples[i : i + 1], samples[j : j + 1]).mean() for i, j in pairs])
-        if pairs
-        else None
-    )
-    return {
-        "ssim": per["ssim"].float(),
-        "psnr": per["psnr"].float().clamp(max=100.0),  # identical frames: inf dB capped at 100
-        "diversity_std": float(samples.std(dim=0, correction=0).mean()),
-        "pairwise_ssim": None if pairs is None or pair_ssim is None else float(pair_ssim.mean()),
-        "coverage": float(covered),
-    }
-
-
-def best_mean_worst(per_clip: list[Tensor]) -> dict[str, list[float]]:
-    """Per-step curves from per-clip `(K, T)` values: the best / worst sample chosen per clip by its mean
-    over the steps (higher is better), and the mean over samples; then averaged over clips."""
-    stack = torch.stack(per_clip)  # (clips, K, T)
-    order = stack.mean(dim=2)  # (clips, K)
-    rows = torch.arange(stack.shape[0])
-    return {
-        "best": stack[rows, order.argmax(1)].mean(0).tolist(),
-        "mean": stack.mean(1).mean(0).tolist(),
-        "worst": stack[rows, order.argmin(1)].mean(0).tolist(),
-    }
 
 
 def motion_law_accuracy(
@@ -181,19 +149,6 @@ def takes_initial_frames(model: nn.Module) -> bool:
     return True
 
 
-def _sample(model: nn.Module, n: int, times: Tensor, condition: Condition | None, seed: int) -> Tensor:
-    device = next(model.parameters()).device
-    if condition is not None and condition.frames is not None:
-        condition = Condition(
-            frames=condition.frames.to(device), times=condition.times, labels=condition.labels
-        )
-    with torch.no_grad():
-        out = model.sample(
-            n, times.to(device), condition=condition, generator=torch.Generator().manual_seed(seed)
-        )
-    return out.float().clamp(0, 1).cpu()
-
-
 def _per_class(
     model: nn.Module, times: Tensor, ref: Tensor, ref_labels: Tensor, names: list[str], n: int
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -201,82 +156,13 @@ def _per_class(
     all of them together (with the judge's histogram)."""
     rows, clips, labels = {}, [], []
     for c, name in enumerate(names):
-        samples = _sample(model, n, times, Condition(labels=torch.tensor([c])), seed=100 + c)
+        samples = sample_clips(model, n, times, Condition(labels=torch.tensor([c])), seed=100 + c)
         same = ref[ref_labels == c]
         rows[name] = clip_scores(samples, same if same.shape[0] else ref)
         rows[name]["reference"] = "same class" if same.shape[0] else "all classes (none of this class in R)"
         clips.append(samples)
         labels.append(torch.full((n,), c))
     return rows, motion_law_accuracy(torch.cat(clips), torch.cat(labels), names)
-
-
-def _futures(model: nn.Module, clips: Tensor, times: Tensor, num_context: int, k: int) -> dict[str, Any]:
-    """Best/mean/worst-of-k futures of each clip from its first `num_context` frames, with copy_last."""
-    ctx_t, tgt_t = times[:num_context], times[num_context:]
-    ssims, psnrs, div, pair, cover, copy = [], [], [], [], [], []
-    for i, clip in enumerate(clips):
-        cond = Condition(frames=clip[None, :num_context], times=ctx_t)
-        samples = _sample(model, k, tgt_t, cond, seed=1000 + i)  # (k, T_f, C, H, W)
-        s = future_scores(samples, clip[num_context:])
-        ssims.append(s["ssim"])
-        psnrs.append(s["psnr"])
-        div.append(s["diversity_std"])
-        pair.append(s["pairwise_ssim"] if s["pairwise_ssim"] is not None else float("nan"))
-        cover.append(s["coverage"])
-        held = clip[num_context - 1 : num_context].expand_as(clip[num_context:]).unsqueeze(0)  # (1, T_f, ...)
-        copy.append(frame_metrics(held, clip[None, num_context:], names=("ssim", "psnr")))
-    copy_ssim = torch.cat([c["ssim"] for c in copy]).mean(0).tolist()
-    copy_psnr = torch.cat([c["psnr"] for c in copy]).clamp(max=100.0).mean(0).tolist()
-    mean = lambda xs: float(torch.tensor(xs, dtype=torch.float64).nanmean())  # noqa: E731
-    return {
-        "num_clips": int(clips.shape[0]),
-        "num_samples": k,
-        "num_context": num_context,
-        "target_times": [round(float(t), 6) for t in tgt_t],
-        "ssim_per_step": best_mean_worst(ssims),
-        "psnr_per_step": best_mean_worst(psnrs),
-        "ssim": {key: mean(v) for key, v in best_mean_worst(ssims).items()},
-        "psnr": {key: mean(v) for key, v in best_mean_worst(psnrs).items()},
-        "diversity_std": mean(div),
-        "pairwise_ssim": mean(pair),
-        "coverage_5_95": mean(cover),
-        "copy_last": {"ssim_per_step": copy_ssim, "psnr_per_step": copy_psnr, "ssim": mean(copy_ssim),
-                      "psnr": mean(copy_psnr)},
-        "conventions": "best/worst sample chosen per clip and per metric by its mean over the predicted "
-        "frames (SVG/SRVP), then averaged over clips per step; PSNR capped at 100 dB",
-    }  # fmt: skip
-
-
-def _predictor_futures(
-    others: dict[str, nn.Module], clips: Tensor, times: Tensor, num_context: int
-) -> dict[str, Any]:
-    """Deterministic predictors (`--with`) on the same futures: `forward(context, times, target times)`,
-    scored per step as the samples are (their one prediction is best, mean and worst alike)."""
-    ctx_t, tgt_t = times[:num_context], times[num_context:]
-    out: dict[str, Any] = {}
-    for name, predictor in others.items():
-        device = next(predictor.parameters(), torch.empty(0)).device
-        predictor.eval()
-        preds = []
-        with torch.no_grad():
-            for chunk in clips.split(8):
-                b = chunk.shape[0]
-                pred = predictor(
-                    chunk[:, :num_context].to(device),
-                    ctx_t.expand(b, -1).to(device),
-                    tgt_t.expand(b, -1).to(device),
-                )
-                preds.append(pred.float().clamp(0, 1).cpu())
-        scores = frame_metrics(torch.cat(preds), clips[:, num_context:].contiguous(), names=("ssim", "psnr"))
-        ssim_steps = scores["ssim"].float().mean(0).tolist()
-        psnr_steps = scores["psnr"].float().clamp(max=100.0).mean(0).tolist()
-        out[name] = {
-            "ssim_per_step": ssim_steps,
-            "psnr_per_step": psnr_steps,
-            "ssim": sum(ssim_steps) / len(ssim_steps),
-            "psnr": sum(psnr_steps) / len(psnr_steps),
-        }
-    return out
 
 
 def _double_rate(
@@ -291,7 +177,7 @@ def _double_rate(
     """
     dense = torch.linspace(float(times[0]), float(times[-1]), 2 * times.numel() - 1)  # (2T-1,)
     real = torch.stack([dataset.render(i, dense) for i in range(2 * half)]).float()  # (2*half, 2T-1, C, H, W)
-    fake = _sample(model, half, dense, cond, seed=0)
+    fake = sample_clips(model, half, dense, cond, seed=0)
     sets = {"generated": fake, "real_vs_real": real[:half]}
     return {
         "times": [round(float(t), 6) for t in dense],
@@ -385,12 +271,12 @@ def generator_report(
     names = list(meta.get("class_names") or [])
     conditional = bool(getattr(model, "num_classes", 0)) and bool(names)
     cond = Condition(labels=labels[:half]) if conditional else None
-    fake = _sample(model, half, times, cond, seed=0)
+    fake = sample_clips(model, half, times, cond, seed=0)
     untrained = _untrained(meta, next(model.parameters()).device)
     sets = {meta["name"]: fake, "real_vs_real": scored, "still_frame": still_frame(scored)}
     sets["shuffled_frames"] = shuffled_frames(scored)
     if untrained is not None:
-        sets["untrained"] = _sample(untrained, half, times, cond, seed=0)
+        sets["untrained"] = sample_clips(untrained, half, times, cond, seed=0)
     real_split = f"{cfg.data.name}/{split}"
     out: dict[str, Any] = {"models": {k: clip_scores(v, ref) for k, v in sets.items()}}
     out["fd_judge"] = {k: fd_judge(v, ref, real_split=real_split) for k, v in sets.items()}
@@ -402,11 +288,11 @@ def generator_report(
         out["judge"] = motion_law_accuracy(fake, None, names)
     num_context = int(cfg.task.args.get("num_context", 1))
     if takes_initial_frames(model) and 1 <= num_context < clips.shape[1]:
-        out["futures"] = _futures(model, scored, times, num_context, FUTURE_SAMPLES)
+        out["futures"] = sample_futures(model, scored, times, num_context, FUTURE_SAMPLES)
         if others:
-            out["futures"]["predictors"] = _predictor_futures(others, scored, times, num_context)
+            out["futures"]["predictors"] = predictor_futures(others, scored, times, num_context)
         if num_context < LONG_CONTEXT < clips.shape[1]:  # where the law is visible in the context
-            out[f"futures_context_{LONG_CONTEXT}"] = _futures(
+            out[f"futures_context_{LONG_CONTEXT}"] = sample_futures(
                 model, scored, times, LONG_CONTEXT, FUTURE_SAMPLES
             )
     if hasattr(dataset, "render"):
