@@ -3,6 +3,7 @@ predictors side by side, lives in `vidyn.api.side_by_side`)."""
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from torch import Tensor, nn
 from vidyn.api._common import default_device
 from vidyn.api.models import describe_model, run_size
 from vidyn.data.store import take_clip
-from vidyn.data.video_io import frames_to_tensor, load_frames, tensor_to_frames, write_video
+from vidyn.data.video_io import frames_to_tensor, load_frames, probe_video, tensor_to_frames, write_video
 from vidyn.data.video_select import read_frames_at
 from vidyn.errors import VidynError
 from vidyn.evaluation import spread_windows
@@ -199,30 +200,46 @@ def _interpolated_times(t64: Tensor, factor: int) -> Tensor:
 def _interpolation_input(
     input_path: str | Path, size: int | None, channels: int, factor: int, start: float, duration: float | None
 ) -> tuple[Tensor, Tensor]:
-    """The part of the video to interpolate, `(N, C, H, W)` at the model's size, and its times `(N,)`;
-    a one-line error, before decoding further, when its frames in and out exceed `MAX_INTERPOLATE_BYTES`."""
+    """The part of the video to interpolate, `(N, C, H, W)` at the model's size, and its times `(N,)`; a
+    one-line error, from the header or once decoding passes the limit, when its frames in and out exceed
+    `MAX_INTERPOLATE_BYTES`."""
     if start < 0 or (duration is not None and duration <= 0):
         raise VidynError(f"--start must be >= 0 and --duration > 0 seconds; got {start} and {duration}")
     # bytes per input frame: float32 input, uint8 output (K frames per gap), as RGB while it is encoded
     per_frame = (size or 0) ** 2 * (4 * channels + factor * channels + 3)
     limit = max(2, MAX_INTERPOLATE_BYTES // per_frame) if per_frame else None
     end = None if duration is None else start + duration
+    if limit is not None and _header_frames(input_path, start, end) > 1.1 * limit:  # headers may lie a bit
+        raise _too_long(input_path, size, factor, limit)
     frames, times = load_frames(
         input_path, size=size, channels=channels, start_time=start, end_time=end,
         max_frames=None if limit is None else limit + 1,
     )  # fmt: skip
     if limit is not None and frames.shape[0] > limit:
-        seconds = float(times[-1] - times[0]) * limit / frames.shape[0]
-        raise VidynError(
-            f"{str(input_path)!r} is too long to interpolate at once: at {size}x{size} and {factor}x, "
-            f"{limit} frames (about {seconds:.0f} s) fill vidyn's {MAX_INTERPOLATE_BYTES / 2**30:g} GiB "
-            "limit; pick a part with --start and --duration (seconds), or run at a smaller --size"
-        )
+        raise _too_long(input_path, size, factor, limit)
     if frames.shape[0] < 2:
         raise VidynError(
             f"{str(input_path)!r} has {frames.shape[0]} frame(s); interpolation needs at least 2"
         )
     return frames, times
+
+
+def _header_frames(path: str | Path, start: float, end: float | None) -> float:
+    """How many frames the container's header says lie between `start` and `end` (0 when it does not say)."""
+    if Path(path).suffix.lower() == ".npy":
+        return 0.0
+    info = probe_video(path)  # a file that is not a video fails here with its own one-line error
+    if not info["duration"] or not info["fps"]:
+        return 0.0
+    return max(0.0, min(info["duration"], end if end is not None else math.inf) - start) * info["fps"]
+
+
+def _too_long(path: str | Path, size: int | None, factor: int, limit: int) -> VidynError:
+    return VidynError(
+        f"{str(path)!r} is too long to interpolate at once: at {size}x{size} and {factor}x, at most {limit} "
+        f"frames fit vidyn's {MAX_INTERPOLATE_BYTES / 2**30:g} GiB limit; pick a part with --start and "
+        "--duration (seconds), or run at a smaller --size"
+    )
 
 
 def interpolate(

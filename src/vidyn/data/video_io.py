@@ -285,9 +285,12 @@ def read_video(
         raise VidynError(f"max_frames must be >= 1 or None; got {max_frames}")
     frames: list[np.ndarray] = []
     times: list[float] = []
-    fps, decoder = _decode(path, hw, grayscale, start_time)
+    container, stream = _open_video(path)
+    fps = _stream_fps(stream)
+    before_end = None if end_time is None else lambda _, t: t <= end_time + 1e-9  # later: not converted
+    decoder = _frames(str(path), container, stream, fps, hw, grayscale, start_time, before_end)
     for frame, t in decoder:
-        if end_time is not None and t > end_time + 1e-9:
+        if frame is None:  # past end_time
             decoder.close()  # type: ignore[attr-defined]  # runs the generator's finally: closes the file
             break
         frames.append(frame)
