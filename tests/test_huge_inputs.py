@@ -66,45 +66,46 @@ def test_classify_converts_only_its_windows(
     assert len(converted) == 40
 
 
+def limit_interpolation(monkeypatch: pytest.MonkeyPatch, frames: int) -> None:
+    """Set interpolate's memory limit to `frames` 16x16 gray frames at 2x: float input, two output frames
+    and one RGB frame being encoded, 16 * 16 * (4 + 2 + 3) bytes each."""
+    monkeypatch.setattr(inference, "MAX_INTERPOLATE_BYTES", frames * 16 * 16 * 9)
+
+
+@pytest.fixture
+def interpolate(models: dict[str, Path], long_video: Path, tmp_path: Path):
+    """`api.interpolate` on the long video at 2x into tmp_path/o.mp4, with any further keywords."""
+    return lambda **kw: api.interpolate(models["vid_ode"], long_video, factor=2, out=tmp_path / "o.mp4", **kw)
+
+
 def test_interpolate_refuses_a_long_video_from_its_header(
-    models: dict[str, Path],
-    long_video: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    converted: list,
+    interpolate, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, converted: list
 ) -> None:
-    per_frame = 16 * 16 * (4 + 2 + 3)  # float input, two output frames, one RGB frame being encoded
-    monkeypatch.setattr(inference, "MAX_INTERPOLATE_BYTES", 100 * per_frame)  # 100 frames of 240
+    limit_interpolation(monkeypatch, 100)  # of 240 frames
     with pytest.raises(VidynError, match="at most 100 frames") as err:
-        api.interpolate(models["vid_ode"], long_video, factor=2, out=tmp_path / "o.mp4")
+        interpolate()
     assert "\n" not in str(err.value) and "--start" in str(err.value) and "--duration" in str(err.value)
     assert converted == [] and not (tmp_path / "o.mp4").exists()
-    res = api.interpolate(
-        models["vid_ode"], long_video, factor=2, out=tmp_path / "o.mp4", start=2, duration=1
-    )
+    res = interpolate(start=2, duration=1)
     assert res["input_frames"] == 31 and res["output_frames"] == 61 and len(converted) == 31
     times = read_video(tmp_path / "o.mp4").times  # counted from --start
     np.testing.assert_allclose(times[[0, 1, -1]], [0, 1 / 60, 1], atol=2e-4)
 
 
 def test_interpolate_stops_decoding_at_the_limit_when_the_header_says_nothing(
-    models: dict[str, Path],
-    long_video: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    converted: list,
+    interpolate, monkeypatch: pytest.MonkeyPatch, converted: list
 ) -> None:
-    monkeypatch.setattr(inference, "MAX_INTERPOLATE_BYTES", 50 * 16 * 16 * 9)
+    limit_interpolation(monkeypatch, 50)
     monkeypatch.setattr(inference, "_header_frames", lambda *a: 0.0)
     with pytest.raises(VidynError, match="too long to interpolate"):
-        api.interpolate(models["vid_ode"], long_video, factor=2, out=tmp_path / "o.mp4")
+        interpolate()
     assert len(converted) == 51 < N  # one past the limit, then stopped
 
 
 def test_cli_interpolate_too_long_is_one_line_and_exit_2(
     models: dict[str, Path], long_video: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    monkeypatch.setattr(inference, "MAX_INTERPOLATE_BYTES", 100 * 16 * 16 * 9)
+    limit_interpolation(monkeypatch, 100)
     args = ["interpolate", str(models["vid_ode"]), "--input", str(long_video), "--factor", "2"]
     assert main([*args, "--out", str(tmp_path / "o.mp4")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
