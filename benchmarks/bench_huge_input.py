@@ -96,7 +96,12 @@ def main() -> None:
     )
     parser.add_argument("--folder", type=Path, default=Path("/tmp/huge"))
     parser.add_argument("--seconds", type=float, default=120.0)
-    parser.add_argument("--only", nargs="*", default=["predict", "interpolate", "classify"])
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        default=["predict", "interpolate", "classify"],
+        help="also: interpolate@1024 (refused) and interpolate@256,60s+2s (--start/--duration)",
+    )
     parser.add_argument(
         "--src",
         type=Path,
@@ -111,19 +116,23 @@ def main() -> None:
     runs = make_models(a.folder)
     vidyn, out = [sys.executable, "-m", "vidyn"], a.folder / "out"
     out.mkdir(exist_ok=True)
+    interp = [*vidyn, "interpolate", str(runs["vid_ode"]), "--input", str(video), "--factor", "2"]
     commands = {
         "predict": [*vidyn, "predict", str(runs["convlstm"]), "--input", str(video), "--steps", "10",
                     "--out", str(out / "predict.mp4")],
-        "interpolate": [*vidyn, "interpolate", str(runs["vid_ode"]), "--input", str(video), "--factor", "2",
-                        "--out", str(out / "interpolate.mp4")],
+        "interpolate": [*interp, "--out", str(out / "interpolate.mp4")],
         "classify": [*vidyn, "classify", str(runs["cnn_rnn"]), str(video)],
+        # too large to hold at 1024x1024 (refused), and a 2-second part of it at 256x256
+        "interpolate@1024": [*interp, "--size", "1024", "--out", str(out / "interpolate_1024.mp4")],
+        "interpolate@256,60s+2s": [*interp, "--size", "256", "--start", "60", "--duration", "2",
+                                   "--out", str(out / "interpolate_part.mp4")],
     }  # fmt: skip
     print(f"vidyn from {a.src or 'this checkout'}")
     print(f"input: {video} ({video.stat().st_size / 2**20:.0f} MB, {a.seconds:.0f} s of 1920x1080 at 30 fps)")
     for name in a.only:
         r = measure(commands[name], a.src)
         said = f"exit {r['rc']}  {r['said']}"
-        print(f"{name:<12} peak RSS {r['rss_mb']:8.0f} MB  wall {r['wall_s']:7.1f} s  {said}")
+        print(f"{name:<22} peak RSS {r['rss_mb']:8.0f} MB  wall {r['wall_s']:7.1f} s  {said}")
 
 
 if __name__ == "__main__":
