@@ -184,8 +184,9 @@ def same_function(pair: dict) -> float:
     return max(losses) - min(losses)
 
 
-def vidyn_gflop(pair: dict) -> float:
-    model, loss_fn = pair["vidyn"]
+def vidyn_gflop(pair: dict, side: str = "vidyn") -> float:
+    """GFLOP of one forward + backward of `side` (convolutions and matrix products)."""
+    model, loss_fn = pair[side]
     with FlopCounterMode(display=False) as counter:
         loss_fn().backward()
     model.zero_grad(set_to_none=True)
@@ -217,6 +218,7 @@ def bench_vid_ode(args: argparse.Namespace, device: torch.device) -> None:
         ref = pair["official"][0]
         counters["official"] = (count_calls(ref.encoder_z0.z0_diffeq_solver.ode_func),
                                 count_calls(ref.diffeq_solver.ode_func))  # fmt: skip
+    gflop = {side: vidyn_gflop(pair, side) for side in pair}
     steps = {side: make_step(m, fn, torch.optim.Adamax, 1e-3) for side, (m, fn) in pair.items()}
     med = interleaved(steps, args.steps, args.warmup, device)
     nfe = {"vidyn": "{encoder}/{decoder}".format(**pair["vidyn"][0].last_nfe)}
@@ -231,6 +233,7 @@ def bench_vid_ode(args: argparse.Namespace, device: torch.device) -> None:
     print(f"{head}  NFE enc/dec official, vidyn")
     print(f"{ref:>10.3f}{ours:>9.3f}{ref / ours:>8.2f}x{eager:>9.3f}{ref / eager:>8.2f}x  "
           f"{nfe.get('official', '-')}, {nfe['vidyn']}")  # fmt: skip
+    print("GFLOP/step (GFLOP/s): " + ", ".join(f"{k} {g:.1f} ({g / med[k]:.0f})" for k, g in gflop.items()))
 
 
 def main() -> None:
