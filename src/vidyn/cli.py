@@ -12,6 +12,7 @@ from pathlib import Path
 from vidyn import cli_args
 from vidyn.cli_tables import format_compare_table, format_table
 from vidyn.errors import VidynError
+from vidyn.fileio import disk_error
 
 # ------------------------------------------------------------------------------------------ commands
 
@@ -337,6 +338,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vidyn: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a folder that cannot be created (files themselves: vidyn.fileio.atomic_path)
+        error = disk_error(exc.filename, exc) if exc.filename else None
+        if error is None:
+            raise
+        print(f"vidyn: error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
