@@ -40,6 +40,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vidyn.errors import VidynError
+from vidyn.fileio import atomic_path
 from vidyn.metrics.weights_convert import SafeUnpickler, convert_i3d, convert_lpips, safe_unpickle
 
 __all__ = [
@@ -186,18 +187,12 @@ _CONVERTERS: dict[str, Callable[[bytes], dict[str, torch.Tensor]]] = {
 
 
 def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
+    """Through `atomic_path`, so a full disk is a one-line error and leaves nothing behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        os.chmod(tmp, 0o644)  # a shared cache: readable by every user, as a download would be
 
 
 def _pip_download(source: Source, dest: Path) -> Path:
