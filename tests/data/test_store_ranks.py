@@ -21,6 +21,7 @@ import pytest
 import torch
 from lightning.fabric.utilities.data import _set_sampler_epoch
 from lightning.pytorch.trainer.states import RunningStage
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from vidyn.data.datamodule import VideoDataModule
 from vidyn.data.prepare import prepare_store
@@ -55,6 +56,9 @@ def _datamodule(store: Path, rank: int | None, monkeypatch: pytest.MonkeyPatch, 
     dm = VideoDataModule("folder", {"store": str(store), **ARGS}, batch_size=batch, seed=7)
     if rank is not None:
         monkeypatch.setenv("NODE_RANK", str(rank))
+        # Lightning's DDP strategy sets the process-wide rank_zero_only.rank to this trainer's rank; left at
+        # 1 it would silence every later test's rank-zero work (logging, TensorBoard files) in this process.
+        monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
         dm.trainer = L.Trainer(accelerator="cpu", devices=1, num_nodes=RANKS, strategy="ddp", logger=False,
                                enable_checkpointing=False, enable_progress_bar=False)  # fmt: skip
         assert dm.trainer.distributed_sampler_kwargs == {"num_replicas": RANKS, "rank": rank}
