@@ -62,6 +62,22 @@ def test_video_discriminator_shapes_and_time_gaps() -> None:
         d(clips, TIMES[:4])
 
 
+def test_frame_differences_give_the_video_discriminator_a_motion_stream() -> None:
+    """With the frame channels' first-layer weights zeroed, it sees only differences and time gaps: every
+    still clip then scores alike, whatever it shows, and a moving clip scores differently."""
+    d = _video_d(frame_differences=True)
+    first = d.net[0]
+    assert first.in_channels == 3 + 3 + 2  # frames, their differences, the two gaps
+    with torch.no_grad():
+        first.weight[:, :3] = 0
+    still_a = _clips(t=1).expand(-1, 6, -1, -1, -1)
+    still_b = _clips(t=1, seed=1).expand(-1, 6, -1, -1, -1)
+    torch.testing.assert_close(d(still_a, TIMES), d(still_b, TIMES))
+    assert (d(_clips(), TIMES) - d(still_a, TIMES)).abs().min() > 1e-4
+    # off by default: frames and gaps only
+    assert _video_d().net[0].in_channels == 3 + 2
+
+
 def test_projection_conditioning() -> None:
     d = _video_d(num_classes=4)
     clips = _clips()

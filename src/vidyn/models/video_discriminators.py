@@ -87,7 +87,12 @@ def time_gaps(times: Tensor, batch_size: int, num_frames: int) -> Tensor:
 class VideoDiscriminator(nn.Module):
     """3D-CNN clip discriminator: `forward(clips (B, T, C, H, W), times (T,)|(B, T), labels=None) -> (B,)`
     logits. Each layer is a 3x4x4 conv (temporal stride 1, spatial stride 2) and LeakyReLU 0.2, down to
-    4x4; features are averaged over time and space, then scored by the projection head."""
+    4x4; features are averaged over time and space, then scored by the projection head.
+
+    `frame_differences`: also give it each frame's difference from the previous one (zero for the first)
+    as input channels, a motion stream as in two-stream video discriminators: a clip that does not move
+    is then told apart from real ones in the first layer, and the generator is pushed to move instead of
+    only to look right frame by frame (the failure of small video GANs: realistic stills)."""
 
     def __init__(
         self,
@@ -99,15 +104,18 @@ class VideoDiscriminator(nn.Module):
         num_classes: int = 0,
         spectral_norm: bool = False,
         time_unit: float = 0.1,
+        frame_differences: bool = False,
     ) -> None:
         super().__init__()
         if not time_unit > 0:
             raise VidynError(f"time_unit must be > 0 seconds; got {time_unit}")
         self.in_channels, self.image_size, self.num_classes = in_channels, image_size, num_classes
         self.time_unit = float(time_unit)
+        self.frame_differences = frame_differences
         widths = _widths(image_size, base_channels, max_channels)
         layers: list[nn.Module] = []
-        cin = in_channels + 2  # + gap to the previous and to the next frame
+        # frames (+ their differences) + the gap to the previous and to the next frame
+        cin = in_channels * (2 if frame_differences else 1) + 2
         for cout in widths:
             layers += [nn.Conv3d(cin, cout, (3, 4, 4), (1, 2, 2), (1, 1, 1)), nn.LeakyReLU(0.2)]
             cin = cout
@@ -121,7 +129,11 @@ class VideoDiscriminator(nn.Module):
             raise VidynError(f"clips must be (B, T, {self.in_channels}, H, W); got {tuple(clips.shape)}")
         b, t, _, h, w = clips.shape
         gaps = time_gaps(times.to(clips.device), b, t) / self.time_unit  # (B, 2, T)
-        x = torch.cat([clips.transpose(1, 2), gaps[..., None, None].expand(b, 2, t, h, w)], dim=1)
+        parts = [clips.transpose(1, 2)]  # (B, C, T, H, W)
+        if self.frame_differences:
+            diff = torch.cat([torch.zeros_like(clips[:, :1]), clips.diff(dim=1)], dim=1)  # (B, T, C, H, W)
+            parts.append(diff.transpose(1, 2))
+        x = torch.cat([*parts, gaps[..., None, None].expand(b, 2, t, h, w)], dim=1)
         phi = self.net(x).mean(dim=(2, 3, 4))  # (B, C+2, T, H, W) -> (B, F, T, 4, 4) -> (B, F)
         return self.head(phi, labels)
 

@@ -119,7 +119,8 @@ class GanTask(VidynTask):
 
     num_frames: frames per training clip; frame_intervals: frame strides of the data to train on (None =
     [1]); frame_discriminator: add MoCoGAN's image discriminator; d_base_channels / d_max_channels: the
-    discriminators' widths; spectral_norm; r1_gamma (0 = off); instance_noise: the std at step 0, annealed
+    discriminators' widths; d_frame_differences: give the video discriminator the frame differences too
+    (a motion stream); spectral_norm; r1_gamma (0 = off); instance_noise: the std at step 0, annealed
     linearly to 0 over instance_noise_steps (0 = the whole run); real_target: the smoothed BCE target of
     real clips; label_drop: probability of the null label per clip (class-conditional models); ema_decay
     (0 = off); d_lr: the discriminators' learning rate (None = optim.lr; otherwise optim's settings);
@@ -136,6 +137,7 @@ class GanTask(VidynTask):
         frame_discriminator: bool = True,
         d_base_channels: int = 32,
         d_max_channels: int = 256,
+        d_frame_differences: bool = False,
         spectral_norm: bool = True,
         r1_gamma: float = 0.0,
         instance_noise: float = 0.0,
@@ -194,7 +196,7 @@ class GanTask(VidynTask):
             num_classes=self.num_classes,
             spectral_norm=spectral_norm,
         )
-        self.video_discriminator = VideoDiscriminator(**d_args)
+        self.video_discriminator = VideoDiscriminator(**d_args, frame_differences=d_frame_differences)
         self.frame_discriminator = FrameDiscriminator(**d_args) if frame_discriminator else None
         self.watch = DiscriminatorWatch()
         self.ema: nn.Module | None = None
