@@ -113,6 +113,33 @@ class DiscriminatorWatch:
         )
 
 
+def _check_gan_args(
+    model: nn.Module, run: TaskRun, *, num_frames: int, intervals: list[int], r1_gamma: float,
+    instance_noise: float, real_target: float, label_drop: float, ema_decay: float,
+) -> None:  # fmt: skip
+    """`task.args` of the gan task, and a model it can train, or a one-line VidynError."""
+    if not (callable(getattr(model, "noise", None)) and isinstance(getattr(model, "in_channels", None), int)):
+        raise VidynError(
+            f"task gan trains generators with noise(B) and forward(z, times, labels) (e.g. ode_gan); "
+            f"{type(model).__name__} has none: use task.name=latent_sde for sde_video"
+        )
+    checks = [
+        (num_frames >= 2, f"num_frames must be >= 2; got {num_frames}"),
+        (
+            all(isinstance(k, int) and k >= 1 for k in intervals),
+            f"frame_intervals must be ints >= 1: {intervals}",
+        ),
+        (r1_gamma >= 0 and instance_noise >= 0, "r1_gamma and instance_noise must be >= 0"),
+        (0 < real_target <= 1, f"real_target must be in (0, 1]; got {real_target}"),
+        (0 <= label_drop <= 1, f"label_drop must be in [0, 1]; got {label_drop}"),
+        (0 <= ema_decay < 1, f"ema_decay must be in [0, 1) (0 = off); got {ema_decay}"),
+        (run.accumulate_grad_batches == 1, "task gan does not support trainer.accumulate_grad_batches"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise VidynError(f"task.args: {message}")
+
+
 @TASKS.register("gan", family="generator")
 class GanTask(VidynTask):
     """Adversarial training of a generator with `noise(B)` and `forward(z, times, labels)`; see module doc.
@@ -149,29 +176,12 @@ class GanTask(VidynTask):
         sample_every_n_steps: int = 500,
     ) -> None:
         super().__init__()
-        if not (
-            callable(getattr(model, "noise", None)) and isinstance(getattr(model, "in_channels", None), int)
-        ):
-            raise VidynError(
-                f"task gan trains generators with noise(B) and forward(z, times, labels) (e.g. ode_gan); "
-                f"{type(model).__name__} has none: use task.name=latent_sde for sde_video"
-            )
         intervals = list(frame_intervals or [1])
-        checks = [
-            (num_frames >= 2, f"num_frames must be >= 2; got {num_frames}"),
-            (
-                all(isinstance(k, int) and k >= 1 for k in intervals),
-                f"frame_intervals must be ints >= 1: {intervals}",
-            ),
-            (r1_gamma >= 0 and instance_noise >= 0, "r1_gamma and instance_noise must be >= 0"),
-            (0 < real_target <= 1, f"real_target must be in (0, 1]; got {real_target}"),
-            (0 <= label_drop <= 1, f"label_drop must be in [0, 1]; got {label_drop}"),
-            (0 <= ema_decay < 1, f"ema_decay must be in [0, 1) (0 = off); got {ema_decay}"),
-            (run.accumulate_grad_batches == 1, "task gan does not support trainer.accumulate_grad_batches"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise VidynError(f"task.args: {message}")
+        _check_gan_args(
+            model, run, num_frames=num_frames, intervals=intervals, r1_gamma=r1_gamma,
+            instance_noise=instance_noise, real_target=real_target, label_drop=label_drop,
+            ema_decay=ema_decay,
+        )  # fmt: skip
         self.automatic_optimization = False
         self.model = model
         self.class_names = class_names_for(model, run)
