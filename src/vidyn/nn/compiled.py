@@ -36,10 +36,6 @@ def set_compile(enabled: bool) -> None:
     _state["enabled"] = bool(enabled)
 
 
-def compile_enabled() -> bool:
-    return _state["enabled"]
-
-
 def compiled_or_eager(fast: Callable[..., Any], eager: Callable[..., Any]) -> Callable[..., Any]:
     """`torch.compile(fast)` when enabled and working, else `eager` (see the module docstring)."""
     compiled: Callable[..., Any] | None = None  # made on first use: importing Dynamo takes ~1 s
