@@ -216,6 +216,39 @@ def _write_shard(
     writer.write_shard(k, data, records, skipped)
 
 
+def _decode_pending(
+    writer: StoreWriter, entries: list, decode: tuple, clip_shape: tuple[int, ...], workers: int,
+    progress: bool, name: str,
+) -> tuple[dict[str, Any], int]:  # fmt: skip
+    """Decode the videos of the shards not yet written and write them, with a progress bar; (the
+    finished manifest, the number of videos already in the store from an earlier run). `decode`: the
+    `_Job` fields after the video (size, grayscale, frames, stride, clips_per_video, pt_fps, window
+    stride)."""
+    clips_per_video = decode[4]
+    pending = writer.pending_shards()
+    todo = [i for k in pending for i in writer.shard_videos(k)]
+    jobs = (_Job(i, str(entries[i].path), *decode) for i in todo)
+    done = len(entries) - len(todo)
+    per_video = clips_per_video or 1  # every window: the bar counts videos
+    bar = tqdm(
+        total=len(entries) * per_video,
+        initial=done * per_video,
+        unit="clip" if clips_per_video else "video",
+        desc=f"prepare {name}",
+        disable=not progress,
+        smoothing=0.05,
+    )
+    try:
+        with _decoded(jobs, workers) as results:
+            for k in pending:
+                _write_shard(writer, k, results, entries, clip_shape, lambda: bar.update(per_video))
+            manifest = writer.finish()
+    finally:
+        bar.close()
+        writer.close()
+    return manifest, done
+
+
 def prepare_store(
     dataset: str,
     root: str | os.PathLike,
@@ -281,28 +314,8 @@ def prepare_store(
     if dataset == "kinetics":  # after the writer's checks, so a refused --out is left as it was
         with atomic_path(out / MISSING) as tmp:
             tmp.write_text(missing_csv(missing), encoding="utf-8")
-    pending = writer.pending_shards()
-    todo = [i for k in pending for i in writer.shard_videos(k)]
     decode = (size, grayscale, frames, stride, clips_per_video, pt_fps, window_stride)
-    jobs = (_Job(i, str(entries[i].path), *decode) for i in todo)
-    done = len(entries) - len(todo)
-    per_video = clips_per_video or 1  # every window: the bar counts videos
-    bar = tqdm(
-        total=len(entries) * per_video,
-        initial=done * per_video,
-        unit="clip" if clips_per_video else "video",
-        desc=f"prepare {out.name}",
-        disable=not progress,
-        smoothing=0.05,
-    )
-    try:
-        with _decoded(jobs, workers) as results:
-            for k in pending:
-                _write_shard(writer, k, results, entries, clip_shape, lambda: bar.update(per_video))
-            manifest = writer.finish()
-    finally:
-        bar.close()
-        writer.close()
+    manifest, done = _decode_pending(writer, entries, decode, clip_shape, workers, progress, out.name)
     return {
         "videos": len(entries),
         "clips": len(manifest["clips"]),
