@@ -27,7 +27,7 @@ import torch
 import yaml
 from tiny_configs import tiny_prediction_config
 
-TIMEOUT_S = 300  # the whole test; each process is killed past it (5 processes share 2 cores in the store test)
+TIMEOUT_S = 300  # the whole test; each process is killed past it (the store test runs 5 on 2 cores)
 # float32 gradient sums in a different order (per-rank means, then the all-reduce average) differ in the last
 # bits; 4 Adam steps (which divide by sqrt(v), amplifying small-gradient entries) keep that near 1e-8 here.
 ATOL, RTOL = 1e-6, 1e-5
