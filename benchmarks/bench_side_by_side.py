@@ -184,7 +184,7 @@ def same_function(pair: dict) -> float:
     return max(losses) - min(losses)
 
 
-def vidyn_gflop(pair: dict, side: str = "vidyn") -> float:
+def count_gflop(pair: dict, side: str = "vidyn") -> float:
     """GFLOP of one forward + backward of `side` (convolutions and matrix products)."""
     model, loss_fn = pair[side]
     with FlopCounterMode(display=False) as counter:
@@ -203,7 +203,7 @@ def bench_recurrent(args: argparse.Namespace, device: torch.device) -> None:
         for name in args.models:
             pair = recurrent_pair(name, cfg, args.openstl, device)
             diff = same_function(pair) if len(pair) > 1 else float("nan")
-            gflop = vidyn_gflop(pair)
+            gflop = count_gflop(pair)
             steps = {side: make_step(m, fn, torch.optim.Adam, 5e-4) for side, (m, fn) in pair.items()}
             med = interleaved(steps, args.steps, args.warmup, device)
             ref = med.get("OpenSTL", float("nan"))
@@ -218,7 +218,7 @@ def bench_vid_ode(args: argparse.Namespace, device: torch.device) -> None:
         ref = pair["official"][0]
         counters["official"] = (count_calls(ref.encoder_z0.z0_diffeq_solver.ode_func),
                                 count_calls(ref.diffeq_solver.ode_func))  # fmt: skip
-    gflop = {side: vidyn_gflop(pair, side) for side in pair}
+    gflop = {side: count_gflop(pair, side) for side in pair}
     steps = {side: make_step(m, fn, torch.optim.Adamax, 1e-3) for side, (m, fn) in pair.items()}
     med = interleaved(steps, args.steps, args.warmup, device)
     nfe = {"vidyn": "{encoder}/{decoder}".format(**pair["vidyn"][0].last_nfe)}

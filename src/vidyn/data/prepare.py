@@ -302,14 +302,9 @@ def prepare_store(
     }
     params = _store_params(dataset, classes, decoding, fold, folder, window_stride, entries)
     clip_shape = (frames, size, size, 1 if grayscale else 3)
+    videos_per_shard = max(1, shard_size // (clips_per_video or ALL_WINDOWS_ESTIMATE))
     writer = StoreWriter(
-        out,
-        params,
-        class_names,
-        len(entries),
-        max(1, shard_size // (clips_per_video or ALL_WINDOWS_ESTIMATE)),
-        clip_shape,
-        str(root.resolve()),
+        out, params, class_names, len(entries), videos_per_shard, clip_shape, str(root.resolve())
     )
     if dataset == "kinetics":  # after the writer's checks, so a refused --out is left as it was
         with atomic_path(out / MISSING) as tmp:
