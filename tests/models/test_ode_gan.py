@@ -58,8 +58,9 @@ def test_forward_takes_explicit_noise() -> None:
         model(torch.zeros(2, 3), TIMES)
 
 
-def test_batched_irregular_and_shifted_times() -> None:
-    model = _model()
+@pytest.mark.parametrize("warp_frames", [False, True], ids=["pixels", "warp"])
+def test_batched_irregular_and_shifted_times(warp_frames: bool) -> None:
+    model = _model(warp_frames=warp_frames)
     z = model.noise(2, _seeded(4))
     irregular = torch.tensor([[0.0, 0.03, 0.2, 0.21, 0.5], [0.0, 0.1, 0.15, 0.4, 0.9]])
     with torch.no_grad():
@@ -88,10 +89,11 @@ def test_batched_irregular_and_shifted_times() -> None:
         model(z, torch.tensor([0.0, float("nan")]))
 
 
-def test_double_frame_rate_gives_same_frames_at_shared_times() -> None:
-    """A frame depends on its own time only: the 2x-rate clip contains the 1x-rate clip, and each new
-    frame lies between its neighbours (close to their blend)."""
-    model = _model()
+@pytest.mark.parametrize("warp_frames", [False, True], ids=["pixels", "warp"])
+def test_double_frame_rate_gives_same_frames_at_shared_times(warp_frames: bool) -> None:
+    """A frame depends on its own time (and, warping, on the clip's start) only: the 2x-rate clip contains
+    the 1x-rate clip, and each new frame lies between its neighbours (close to their blend)."""
+    model = _model(warp_frames=warp_frames)
     z = model.noise(2, _seeded(5))
     dense = torch.stack([TIMES, TIMES + 0.05], dim=1).flatten()[:-1]  # 0, 0.05, 0.1, ..., 0.5
     with torch.no_grad():
@@ -156,12 +158,43 @@ def test_class_conditioning() -> None:
         unconditional.sample(2, TIMES, condition=Condition(labels=torch.tensor([0, 1])))
 
 
-def test_gradient_reaches_every_parameter() -> None:
-    model = _model(num_classes=2).train()
+@pytest.mark.parametrize("warp_frames", [False, True], ids=["pixels", "warp"])
+def test_gradient_reaches_every_parameter(warp_frames: bool) -> None:
+    model = _model(num_classes=2, warp_frames=warp_frames).train()
     z = model.noise(2, _seeded(9))
     model(z, TIMES[:4], torch.tensor([0, -1])).mean().backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def _set_head(model: torch.nn.Module, flow: tuple[float, float], mask_bias: float) -> None:
+    """Make the warp head's flow a constant (x, y) pixel shift and its mask sigmoid(mask_bias)."""
+    conv, c = model.head[-1], model.in_channels
+    with torch.no_grad():
+        conv.weight[c:] = 0
+        conv.bias[c : c + 2] = torch.tensor(flow) / (model.image_size / 16)
+        conv.bias[c + 2] = mask_bias
+
+
+def test_warp_frames_blend_the_warped_first_image_with_each_frame() -> None:
+    """frame = m * warp(first image, flow) + (1 - m) * own image: m = 1 with a zero flow holds the first
+    image; m = 1 with a 1-pixel flow samples it one pixel over; m = 0 gives the plain decoder's frames."""
+    model, plain = _model(warp_frames=True), _model()
+    plain.load_state_dict({k: v[: plain.in_channels] if k.startswith("head.2") else v
+                           for k, v in model.state_dict().items()})  # fmt: skip
+    z, times = model.noise(2, _seeded(11)), torch.tensor([0.3, 0.0, 0.5, 0.1])  # unsorted: start is 0.0
+    with torch.no_grad():
+        _set_head(model, (0.0, 0.0), 30.0)
+        held = model(z, times)
+        _set_head(model, (1.0, 0.0), 30.0)
+        shifted = model(z, times)
+        _set_head(model, (0.0, 0.0), -30.0)
+        own = model(z, times)
+        reference = plain(z, times)[:, 1]  # the plain frame at the start time
+    torch.testing.assert_close(held, reference[:, None].expand_as(held), atol=1e-5, rtol=0)
+    torch.testing.assert_close(shifted[..., :-1], reference[:, None, ..., 1:].expand_as(shifted[..., :-1]),
+                               atol=1e-5, rtol=0)  # fmt: skip
+    torch.testing.assert_close(own, plain(z, times), atol=1e-5, rtol=0)
 
 
 def test_bad_arguments_are_clear_errors() -> None:

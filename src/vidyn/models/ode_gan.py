@@ -41,6 +41,12 @@ there). Every stage is computed once per distinct (clip, time) point it needs, s
 each frame on its own. The video discriminator is given the time gaps between the frames it sees, so
 training can also use varied frame rates.
 
+Motion as transport (`warp_frames`, off by default): the head also outputs a flow and a mask, and each
+frame is `m * warp(R, flow) + (1 - m) * image`, R the clip's image at its first time (as Vid-ODE's
+decoder composes frames, and flow-based video generators do): moving an object becomes a smooth flow
+field instead of erasing and redrawing it. R is at the clip's start, so frames still depend only on their
+own time and the start (any frame rate gives the same frames at shared times).
+
 Deviations: Gordon & Parde's ODE function is one Linear+Tanh on a latent vector over `linspace(0, 1,
 16)`; here a conv net of `ode_layers` tanh layers over a latent map plus a constant conditioning vector,
 with time in seconds (this module's first version had a vector latent and an MLP; docs/generation.md
@@ -60,6 +66,7 @@ from vidyn.errors import VidynError
 from vidyn.models.interface import Condition
 from vidyn.nn.ode import FIXED_STEP_METHODS, check_method, odesolve
 from vidyn.nn.resnet3d import UpBlock2d, UpBlock3d, group_norm
+from vidyn.nn.warp import warp
 from vidyn.registry import MODELS
 
 # Times are resolved to 0.1 ms ticks, so taps shared by neighbouring frames match exactly, and float32 ODE
@@ -132,6 +139,7 @@ class OdeGAN(nn.Module):
         max_channels: int,
         temporal_blocks: int,
         tap_interval: float,
+        warp_frames: bool = False,
     ) -> None:
         super().__init__()
         _check_sizes(
@@ -167,8 +175,10 @@ class OdeGAN(nn.Module):
         self.blocks2d = nn.ModuleList(
             UpBlock2d(widths[i], widths[i + 1]) for i in range(temporal_blocks, num_up)
         )
+        self.warp_frames = bool(warp_frames)
+        head_out = in_channels + (3 if warp_frames else 0)  # image (+ flow from the first frame, mask)
         self.head = nn.Sequential(
-            group_norm(widths[-1]), nn.ReLU(), nn.Conv2d(widths[-1], in_channels, 3, padding=1)
+            group_norm(widths[-1]), nn.ReLU(), nn.Conv2d(widths[-1], head_out, 3, padding=1)
         )
 
     @property
@@ -217,7 +227,7 @@ class OdeGAN(nn.Module):
         times = _check_times(times, b).to(z.device)
         k = times.shape[1]
         cond, y0 = self._codes(z, labels)
-        points, stacks, frame_index = self._plan(times)
+        points, stacks, frame_index, frame_points = self._plan(times)
         latent = self._solve(self.to_state(y0), cond, points)  # (P_0, C_y * S * S) at the distinct taps
         x = self.to_map(with_condition(latent.view(-1, *self.latent_shape), cond[points[:, 0]]))
         for block, index in zip(self.blocks3d, stacks, strict=True):
@@ -225,16 +235,34 @@ class OdeGAN(nn.Module):
             x = block(x[index].transpose(1, 2))[:, :, 0]  # -> (P_i, C', 1, 2h, 2w) -> (P_i, C', 2h, 2w)
         for block in self.blocks2d:
             x = block(x)
-        frames = torch.sigmoid(self.head(x))  # (P_L, C, H, W) at the distinct frame times
+        frames = self._frames(self.head(x), frame_points)  # (P_L, C, H, W) at the distinct frame times
         return frames[frame_index].view(b, k, *frames.shape[1:])  # (B*K, C, H, W) -> (B, K, C, H, W)
 
-    def _plan(self, times: Tensor) -> tuple[Tensor, list[Tensor], Tensor]:
+    def _frames(self, out: Tensor, frame_points: Tensor) -> Tensor:
+        """Head outputs `(P, C [+ 3], H, W)` at the frame points `(P, 2)` -> frames in [0, 1]. With
+        `warp_frames`, each clip's image at its first time (u = start, the reference R) is warped by
+        each frame's flow and blended with that frame's own image: `m * warp(R, flow) + (1 - m) * image`."""
+        c = self.in_channels
+        image = torch.sigmoid(out[:, :c])
+        if not self.warp_frames:
+            return image
+        start = round(self.tap_interval * _TICKS) * len(self.blocks3d)  # u of each clip's first time
+        clips = frame_points[:, 0]
+        is_ref = frame_points[:, 1] == start  # exactly one point per clip
+        ref_of_clip = torch.zeros(int(clips.max()) + 1, dtype=torch.long, device=out.device)
+        ref_of_clip[clips[is_ref]] = torch.nonzero(is_ref).squeeze(1)
+        reference = image[ref_of_clip[clips]]  # (P, C, H, W)
+        flow = out[:, c : c + 2] * (self.image_size / 16)  # pixels
+        mask = torch.sigmoid(out[:, c + 2 :])
+        return mask * warp(reference, flow) + (1 - mask) * image
+
+    def _plan(self, times: Tensor) -> tuple[Tensor, list[Tensor], Tensor, Tensor]:
         """Which (clip, time) points each decoder stage computes, from the frames back to the latent taps.
 
         Times become integer ticks (0.1 ms) of ODE time (`u = t - t_min + R`, the state y0 at u = 0), so
         taps shared by neighbouring frames are computed once. Returns the latent-level points `(P_0, 2)`
         (clip, u), per 3D block the indices `(P_i, 3)` of each of its points' taps among the previous
-        stage's points, and each frame's index `(B*K,)` among the last stage's points.
+        stage's points, each frame's index `(B*K,)` among the last stage's points, and those points.
         """
         b, k = times.shape
         rel = torch.round((times.double() - times.double().amin(dim=1, keepdim=True)) * _TICKS).long()
@@ -242,13 +270,14 @@ class OdeGAN(nn.Module):
         rows = torch.arange(b, device=times.device).unsqueeze(1).expand(b, k)  # (B, K)
         frames = torch.stack([rows, rel + tap * len(self.blocks3d)], dim=-1).view(b * k, 2)  # (clip, u)
         points, frame_index = torch.unique(frames, dim=0, return_inverse=True)
+        frame_points = points
         shifts = torch.tensor([[0, -tap], [0, 0], [0, tap]], device=times.device)
         stacks = []
         for _ in self.blocks3d:
             taps = (points[:, None, :] + shifts).view(-1, 2)  # (P, 3, 2) -> (P*3, 2)
             points, inverse = torch.unique(taps, dim=0, return_inverse=True)
             stacks.append(inverse.view(-1, 3))
-        return points, stacks[::-1], frame_index
+        return points, stacks[::-1], frame_index, frame_points
 
     def _solve(self, y0: Tensor, cond: Tensor, points: Tensor) -> Tensor:
         """Flat ODE states `(P, C_y * S * S)` at the points `(P, 2)` = (clip, u in ticks)."""
@@ -356,6 +385,7 @@ def ode_gan(
     max_channels: int = 256,
     temporal_blocks: int = 2,
     tap_interval: float = 0.1,
+    warp_frames: bool = False,
 ) -> OdeGAN:
     """Neural-ODE video GAN generator (seed 000; Gordon & Parde 2021): tanh ODE + (2+1)D ResNet decoder.
 
@@ -366,7 +396,8 @@ def ode_gan(
     (None: on the requested times only); `adjoint` integrates with `odeint_adjoint`. `num_classes` > 0
     adds a label embedding of `class_dim` with a null label (-1). Decoder widths double from
     `base_channels` at full size up to `max_channels` at the latent size; the first `temporal_blocks`
-    up-blocks are (2+1)D over latent taps `tap_interval` seconds apart.
+    up-blocks are (2+1)D over latent taps `tap_interval` seconds apart. `warp_frames`: each frame blends
+    its own image with the clip's first image warped by a decoded flow (motion as transport).
     """
     return OdeGAN(
         in_channels=in_channels,
@@ -388,6 +419,7 @@ def ode_gan(
         max_channels=max_channels,
         temporal_blocks=temporal_blocks,
         tap_interval=tap_interval,
+        warp_frames=warp_frames,
     )
 
 
