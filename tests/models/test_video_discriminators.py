@@ -92,6 +92,48 @@ def test_projection_conditioning() -> None:
         _video_d()(clips, TIMES, torch.tensor([0, 1, 2]))
 
 
+def _moving_squares(direction: int, n: int, seed: int) -> torch.Tensor:
+    """Clips (n, 6, 3, 16, 16) of a bright 4x4 square moving 2 px per frame left (-1) or right (+1)."""
+    gen = torch.Generator().manual_seed(seed)
+    clips = torch.zeros(n, 6, 3, 16, 16)
+    for i in range(n):
+        x0, y0 = (
+            6 + int(torch.randint(-2, 3, (1,), generator=gen)),
+            int(torch.randint(0, 12, (1,), generator=gen)),
+        )
+        for t in range(6):
+            x = x0 + direction * (t - 2)
+            clips[i, t, :, y0 : y0 + 4, max(x, 0) : max(x + 4, 0)] = 1.0
+    return clips
+
+
+def test_aux_classifier_learns_the_class_of_real_motion() -> None:
+    """AC-GAN's class head reads the clip's class from the same features: trained on left- against
+    right-moving squares (same frames, only the direction differs), it classifies new clips."""
+    d = _video_d(num_classes=2, aux_classifier=True)
+    logits, classes = d(_clips(), TIMES, with_classes=True)
+    assert logits.shape == (3,) and classes.shape == (3, 2)
+    torch.testing.assert_close(logits, d(_clips(), TIMES))  # the same score as without the class head
+    opt = torch.optim.Adam(d.parameters(), lr=3e-3)
+    labels = torch.tensor([0] * 8 + [1] * 8)
+    for step in range(40):
+        clips = torch.cat([_moving_squares(-1, 8, step), _moving_squares(1, 8, 100 + step)])
+        loss = nn.functional.cross_entropy(d(clips, TIMES, with_classes=True)[1], labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    test = torch.cat([_moving_squares(-1, 16, 999), _moving_squares(1, 16, 998)])
+    with torch.no_grad():
+        accuracy = (
+            (d(test, TIMES, with_classes=True)[1].argmax(1) == labels.repeat_interleave(2)).float().mean()
+        )
+    assert accuracy > 0.9
+    with pytest.raises(VidynError, match="class head"):
+        _video_d(num_classes=2)(_clips(), TIMES, with_classes=True)
+    with pytest.raises(VidynError, match="num_classes >= 2"):
+        _video_d(aux_classifier=True)
+
+
 def test_frame_discriminator_and_frame_sampling() -> None:
     torch.manual_seed(0)
     d = FrameDiscriminator(in_channels=3, image_size=16, base_channels=8, num_classes=2, spectral_norm=True)

@@ -9,6 +9,7 @@ import lightning as L
 import pytest
 import safetensors.torch
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import DataLoader
 
 from vidyn import api
@@ -124,6 +125,33 @@ def test_gan_refuses_models_it_cannot_train() -> None:
         GanTask(build_model("sde_video_tiny"), run)
     with pytest.raises(VidynError, match="num_classes=7"):
         GanTask(build_model("ode_gan_tiny", num_classes=3), run)
+
+
+def test_aux_class_weight_adds_ac_gan_terms_that_reach_the_generator(tmp_path: Path) -> None:
+    """With aux_class_weight the video discriminator has a class head: its cross-entropy against the asked
+    labels (null rows ignored) is differentiable in the generator, whose class embedding it reaches."""
+    run = TaskRun(optim=OPTIM, total_steps=10, class_names=CLASSES)
+    model = build_model("ode_gan_tiny", in_channels=1, num_classes=7)
+    task = GanTask(model, run, num_frames=4, aux_class_weight=1.0, d_base_channels=8)
+    labels, times = torch.tensor([0, 3, -1]), torch.arange(4) * 0.1
+    fake = model(model.noise(3), times, labels)
+    scores, ce = task._d_scores(fake, times, labels, labels)
+    assert len(scores) == 2 and ce is not None and torch.isfinite(ce)
+    ce.backward()
+    assert model.class_embedding.weight.grad[[0, 3]].abs().sum() > 0
+    assert model.class_embedding.weight.grad[[1, 2, 4, 5, 6]].abs().sum() == 0  # only the asked labels
+    assert task._d_scores(fake.detach(), times, labels)[1] is None  # no target: no class term
+    task_args = {"num_frames": 4, "aux_class_weight": 0.5, "d_base_channels": 8, "d_frame_differences": True}
+    cfg = generation_config("ode_gan_tiny", "gan", task_args, num_classes=7, warp_frames=True)
+    result = api.train(cfg, run_dir=tmp_path / "run", evaluate_after=False)
+    assert result.steps == 3
+    (events,) = (tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*")
+    logged = EventAccumulator(str(events)).Reload().Tags()["scalars"]
+    assert {"train/class_ce_real", "train/class_ce_fake"} <= set(logged)
+    plain = GanTask(build_model("ode_gan_tiny", in_channels=1, num_classes=7), run, num_frames=4)
+    assert plain.video_discriminator.classifier is None
+    with pytest.raises(VidynError, match="aux_class_weight"):
+        GanTask(build_model("ode_gan_tiny"), TaskRun(optim=OPTIM, total_steps=10), aux_class_weight=1.0)
 
 
 def test_sample_grid_lays_clips_out_in_rows() -> None:

@@ -92,7 +92,10 @@ class VideoDiscriminator(nn.Module):
     `frame_differences`: also give it each frame's difference from the previous one (zero for the first)
     as input channels, a motion stream as in two-stream video discriminators: a clip that does not move
     is then told apart from real ones in the first layer, and the generator is pushed to move instead of
-    only to look right frame by frame (the failure of small video GANs: realistic stills)."""
+    only to look right frame by frame (the failure of small video GANs: realistic stills).
+
+    `aux_classifier`: also a linear classifier of the clip's class from the same features (AC-GAN, Odena
+    et al., ICML 2017), read with `forward(..., with_classes=True) -> (logits, class_logits (B, K))`."""
 
     def __init__(
         self,
@@ -105,6 +108,7 @@ class VideoDiscriminator(nn.Module):
         spectral_norm: bool = False,
         time_unit: float = 0.1,
         frame_differences: bool = False,
+        aux_classifier: bool = False,
     ) -> None:
         super().__init__()
         if not time_unit > 0:
@@ -121,10 +125,17 @@ class VideoDiscriminator(nn.Module):
             cin = cout
         self.net = nn.Sequential(*layers)
         self.head = _Projection(cin, num_classes)
+        if aux_classifier and num_classes < 2:
+            raise VidynError(
+                f"aux_classifier needs a class-conditional model (num_classes >= 2); got {num_classes}"
+            )
+        self.classifier = nn.Linear(cin, num_classes) if aux_classifier else None
         if spectral_norm:
             _apply_spectral_norm(self)
 
-    def forward(self, clips: Tensor, times: Tensor, labels: Tensor | None = None) -> Tensor:
+    def forward(
+        self, clips: Tensor, times: Tensor, labels: Tensor | None = None, *, with_classes: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
         if clips.dim() != 5 or clips.shape[2] != self.in_channels:
             raise VidynError(f"clips must be (B, T, {self.in_channels}, H, W); got {tuple(clips.shape)}")
         b, t, _, h, w = clips.shape
@@ -135,7 +146,11 @@ class VideoDiscriminator(nn.Module):
             parts.append(diff.transpose(1, 2))
         x = torch.cat([*parts, gaps[..., None, None].expand(b, 2, t, h, w)], dim=1)
         phi = self.net(x).mean(dim=(2, 3, 4))  # (B, C+2, T, H, W) -> (B, F, T, 4, 4) -> (B, F)
-        return self.head(phi, labels)
+        if not with_classes:
+            return self.head(phi, labels)
+        if self.classifier is None:
+            raise VidynError("this discriminator has no class head; build it with aux_classifier=True")
+        return self.head(phi, labels), self.classifier(phi)
 
 
 class FrameDiscriminator(nn.Module):

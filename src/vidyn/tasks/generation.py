@@ -7,7 +7,11 @@ smoothing (real target 0.9, Salimans et al. 2016) for the discriminators, the no
 the generator; Adam(0.5, 0.999) in the shipped configs. Stabilisers (all optional): spectral norm on the
 discriminators (Miyato et al. 2018), the R1 penalty (Mescheder et al. 2018), annealed instance noise
 (Sønderby et al. 2017), label dropping to the null label so one class-conditional model also samples
-unconditionally, and an exponential moving average of the generator (Karras et al.).
+unconditionally, and an exponential moving average of the generator (Karras et al.). For class-conditional
+models, an auxiliary classifier on the video discriminator's features (AC-GAN, Odena et al. 2017;
+`aux_class_weight`): the discriminator learns the classes of real clips (cross-entropy on real clips only,
+as in most AC-GAN implementations since Gong et al.'s TAC-GAN analysis, 2019), the generator is pushed to
+make clips it classifies as the label asked for, on top of the projection discriminator's signal.
 
 Continuous time (issue 12): with `frame_intervals: [1, 2, ...]` each batch sub-samples the data's
 frames at one of these strides (and a random start), so the generator and the time-gap-aware video
@@ -33,6 +37,7 @@ import warnings
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidyn.errors import VidynError, VidynWarning
@@ -147,7 +152,8 @@ class GanTask(VidynTask):
     num_frames: frames per training clip; frame_intervals: frame strides of the data to train on (None =
     [1]); frame_discriminator: add MoCoGAN's image discriminator; d_base_channels / d_max_channels: the
     discriminators' widths; d_frame_differences: give the video discriminator the frame differences too
-    (a motion stream); spectral_norm; r1_gamma (0 = off); instance_noise: the std at step 0, annealed
+    (a motion stream); aux_class_weight: weight of the AC-GAN class terms (0 = off); spectral_norm;
+    r1_gamma (0 = off); instance_noise: the std at step 0, annealed
     linearly to 0 over instance_noise_steps (0 = the whole run); real_target: the smoothed BCE target of
     real clips; label_drop: probability of the null label per clip (class-conditional models); ema_decay
     (0 = off); d_lr: the discriminators' learning rate (None = optim.lr; otherwise optim's settings);
@@ -165,6 +171,7 @@ class GanTask(VidynTask):
         d_base_channels: int = 32,
         d_max_channels: int = 256,
         d_frame_differences: bool = False,
+        aux_class_weight: float = 0.0,
         spectral_norm: bool = True,
         r1_gamma: float = 0.0,
         instance_noise: float = 0.0,
@@ -206,7 +213,14 @@ class GanTask(VidynTask):
             num_classes=self.num_classes,
             spectral_norm=spectral_norm,
         )
-        self.video_discriminator = VideoDiscriminator(**d_args, frame_differences=d_frame_differences)
+        if aux_class_weight < 0 or (aux_class_weight > 0 and self.num_classes < 2):
+            raise VidynError(
+                "task.args.aux_class_weight must be >= 0, and > 0 only for a class-conditional model"
+            )
+        self.aux_class_weight = float(aux_class_weight)
+        self.video_discriminator = VideoDiscriminator(
+            **d_args, frame_differences=d_frame_differences, aux_classifier=aux_class_weight > 0
+        )
         self.frame_discriminator = FrameDiscriminator(**d_args) if frame_discriminator else None
         self.watch = DiscriminatorWatch()
         self.ema: nn.Module | None = None
@@ -238,12 +252,21 @@ class GanTask(VidynTask):
         return drop_labels(batch["label"].long(), drop)
 
     # -- training -----------------------------------------------------------------------------------
-    def _d_scores(self, clips: Tensor, times: Tensor, labels: Tensor | None) -> list[Tensor]:
-        scores = [self.video_discriminator(clips, times, labels)]
+    def _d_scores(
+        self, clips: Tensor, times: Tensor, labels: Tensor | None, class_target: Tensor | None = None
+    ) -> tuple[list[Tensor], Tensor | None]:
+        """The discriminators' logits, and with `aux_class_weight` and a `class_target` `(B,)` (-1 rows
+        ignored) the cross-entropy of the video discriminator's class head against it (else None)."""
+        if self.aux_class_weight > 0 and class_target is not None:
+            logits, class_logits = self.video_discriminator(clips, times, labels, with_classes=True)
+            ce = F.cross_entropy(class_logits, class_target, ignore_index=-1)
+        else:
+            logits, ce = self.video_discriminator(clips, times, labels), None
+        scores = [logits]
         if self.frame_discriminator is not None:
             frames, frame_labels = sample_frames(clips, labels)
             scores.append(self.frame_discriminator(frames, frame_labels))
-        return scores
+        return scores, ce
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         opt_g, opt_d = self.optimizers()  # type: ignore[misc]
@@ -254,11 +277,14 @@ class GanTask(VidynTask):
         std = instance_noise_std(self.global_step, start=self.instance_noise, anneal_steps=self.noise_steps)
 
         real_in = add_instance_noise(real, std).requires_grad_(self.r1_gamma > 0)
-        d_real = self._d_scores(real_in, times, labels)
-        d_fake = self._d_scores(add_instance_noise(fake.detach(), std), times, labels)
+        true_labels = batch["label"].long() if self.num_classes else None
+        d_real, ce_real = self._d_scores(real_in, times, labels, true_labels)
+        d_fake, _ = self._d_scores(add_instance_noise(fake.detach(), std), times, labels)
         d_loss = sum(
             bce_d_loss(r, f, real_target=self.real_target) for r, f in zip(d_real, d_fake, strict=True)
         )
+        if ce_real is not None:
+            d_loss = d_loss + self.aux_class_weight * ce_real
         r1 = sum(r1_penalty(r, real_in, gamma=self.r1_gamma) for r in d_real) if self.r1_gamma > 0 else None
         opt_d.zero_grad()
         self.manual_backward(d_loss + r1 if r1 is not None else d_loss)
@@ -268,7 +294,10 @@ class GanTask(VidynTask):
         self.trainer.strategy.optimizer_step(opt_d.optimizer, lambda: None)
 
         self.toggle_optimizer(opt_g)  # the discriminators need no gradients in the generator's backward
-        g_loss = sum(bce_g_loss(s) for s in self._d_scores(add_instance_noise(fake, std), times, labels))
+        g_scores, ce_fake = self._d_scores(add_instance_noise(fake, std), times, labels, labels)
+        g_loss = sum(bce_g_loss(s) for s in g_scores)
+        if ce_fake is not None:
+            g_loss = g_loss + self.aux_class_weight * ce_fake
         opt_g.zero_grad()
         self.manual_backward(g_loss)
         g_norm = grad_norm(list(self.model.parameters()))
@@ -288,6 +317,8 @@ class GanTask(VidynTask):
         logs |= {"nfe": torch.tensor(nfe), "instance_noise": torch.tensor(std)}
         if r1 is not None:
             logs["r1"] = r1
+        if ce_real is not None and ce_fake is not None:
+            logs |= {"class_ce_real": ce_real, "class_ce_fake": ce_fake}
         self.log_dict({f"train/{k}": v.detach().float() for k, v in logs.items()}, batch_size=real.shape[0])
         self.log("train/loss", g_loss.detach(), prog_bar=True, batch_size=real.shape[0])
         self._maybe_log_samples(times[0], real.device)
