@@ -126,6 +126,24 @@ def _write_clip(out: Path, index: int, clip: Tensor, times: Tensor) -> str:
     return path.name
 
 
+def _sample(
+    model: torch.nn.Module, num_samples: int, times: torch.Tensor, condition: Condition, seed: int
+) -> tuple[torch.Tensor, torch.device, float]:
+    """(clips `(N, T, C, H, W)` in [0, 1] on the CPU, the device they were sampled on, seconds)."""
+    device = default_device()
+    model.to(device)
+    if condition.frames is not None:
+        condition = Condition(
+            frames=condition.frames.to(device), times=condition.times, labels=condition.labels
+        )
+    start = time.perf_counter()
+    with torch.no_grad():
+        clips = model.sample(
+            num_samples, times.to(device), condition=condition, generator=torch.Generator().manual_seed(seed)
+        )
+    return clips.float().clamp(0, 1).cpu(), device, time.perf_counter() - start
+
+
 def generate(
     model_path: str | Path,
     *,
@@ -160,22 +178,8 @@ def generate(
     if condition.frames is not None:  # continue the initial frames: times count from the last one
         step = 0.0 if times is not None else 1.0 / (fps if fps is not None else 1.0 / io["frame_interval"])
         sample_t = sample_t + float(condition.times[-1]) + step
-    device = default_device()
-    model.to(device)
-    if condition.frames is not None:
-        condition = Condition(
-            frames=condition.frames.to(device), times=condition.times, labels=condition.labels
-        )
-    start = time.perf_counter()
-    with torch.no_grad():
-        clips = model.sample(
-            num_samples,
-            sample_t.to(device),
-            condition=condition,
-            generator=torch.Generator().manual_seed(seed),
-        )
-    seconds = time.perf_counter() - start
-    clips, clip_t = clips.float().clamp(0, 1).cpu(), sample_t
+    clips, device, seconds = _sample(model, num_samples, sample_t, condition, seed)
+    clip_t = sample_t
     if condition.frames is not None:  # the videos show the initial frames, then the continuation
         ctx = condition.frames.cpu().expand(num_samples, -1, -1, -1, -1)
         clips, clip_t = torch.cat([ctx, clips], dim=1), torch.cat([condition.times, sample_t])
