@@ -198,16 +198,7 @@ class VidODE(nn.Module):
         latents = self._latents(emb, (ctx_t.double() - t0).float(), (tgt_sorted.double() - t0).float())
         self.last_nfe = {"encoder": self.encoder_rnn.ode_func.nfe, "decoder": self.decoder_func.nfe}
 
-        ks = torch.arange(k, device=context.device)
-        n_interp = (tgt_sorted <= ctx_t[:, -1:]).sum(dim=1, keepdim=True)  # (B, 1): interpolation come first
-        from_last = ks >= n_interp  # (B, K) extrapolation targets
-        if self.interpolation == "bidirectional":  # the observation at or before each target
-            left = torch.searchsorted(ctx_t.contiguous(), tgt_sorted.contiguous(), right=True) - 1
-        else:  # the paper's chain: every interpolation target starts from the first observation
-            left = torch.zeros_like(ks).expand(b, k)
-        anchor = torch.where(from_last, t_in - 1, left.clamp(0, t_in - 1))  # (B, K) start-frame index
-        prev_anchor = torch.cat([anchor.new_full((b, 1), -1), anchor[:, :-1]], dim=1)
-        chain_start = (ks == 0) | (ks == n_interp) | (anchor != prev_anchor)
+        from_last, anchor, chain_start = self._anchors(ctx_t, tgt_sorted)
         rows = torch.arange(b, device=context.device).unsqueeze(1)  # (B, 1) broadcasts against anchor
         start_emb = emb[rows, anchor]  # (B, K, Ch, h', w')
         prev = torch.cat([latents[:, :1], latents[:, :-1]], dim=1)  # slot 0 is always a chain start
@@ -244,12 +235,22 @@ class VidODE(nn.Module):
             result["flow_back"] = side["flow_back"]
             result["warped_a"], result["warped_b"] = warped_a, warped_b
             result["two_sided"] = two_sided
-        if bool((order != ks).any()):  # back to the caller's order
-            inverse = order.argsort(dim=1)
-            for key, value in result.items():
-                idx = inverse.view(b, k, *([1] * (value.dim() - 2)))
-                result[key] = value.take_along_dim(idx, dim=1)
-        return result
+        return _in_caller_order(result, order)
+
+    def _anchors(self, ctx_t: Tensor, tgt_sorted: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """For sorted targets `(B, K)`: (from_last: extrapolation targets, anchor: each target's start-frame
+        index among the observations, chain_start: the target starts a new warping chain), each `(B, K)`."""
+        (b, k), t_in = tgt_sorted.shape, ctx_t.shape[1]
+        ks = torch.arange(k, device=tgt_sorted.device)
+        n_interp = (tgt_sorted <= ctx_t[:, -1:]).sum(dim=1, keepdim=True)  # (B, 1): interpolation come first
+        from_last = ks >= n_interp  # (B, K) extrapolation targets
+        if self.interpolation == "bidirectional":  # the observation at or before each target
+            left = torch.searchsorted(ctx_t.contiguous(), tgt_sorted.contiguous(), right=True) - 1
+        else:  # the paper's chain: every interpolation target starts from the first observation
+            left = torch.zeros_like(ks).expand(b, k)
+        anchor = torch.where(from_last, t_in - 1, left.clamp(0, t_in - 1))  # (B, K) start-frame index
+        prev_anchor = torch.cat([anchor.new_full((b, 1), -1), anchor[:, :-1]], dim=1)
+        return from_last, anchor, (ks == 0) | (ks == n_interp) | (anchor != prev_anchor)
 
     def _decode(self, z0: Tensor, grid: Tensor) -> Tensor:
         solver = {"method": self.decoder_method, "rtol": self.rtol, "atol": self.atol}
@@ -328,6 +329,16 @@ def _check_args(
     check_method(decoder_method, "decoder_method")
     if step_size is not None and step_size <= 0:
         raise VidynError(f"step_size must be positive or None; got {step_size}")
+
+
+def _in_caller_order(result: dict[str, Tensor], order: Tensor) -> dict[str, Tensor]:
+    """Outputs `(B, K, ...)` computed for the sorted targets, put back in the caller's target order."""
+    b, k = order.shape
+    if bool((order == torch.arange(k, device=order.device)).all()):
+        return result
+    inverse = order.argsort(dim=1)
+    return {key: value.take_along_dim(inverse.view(b, k, *([1] * (value.dim() - 2))), dim=1)
+            for key, value in result.items()}  # fmt: skip
 
 
 @MODELS.register("vid_ode", family="predictor")
