@@ -11,6 +11,7 @@ from vidyn.errors import VidynError
 from vidyn.models.interface import Predictor
 from vidyn.models.predrnn import decoupling_loss
 from vidyn.nn.patch import patchify, unpatchify
+from vidyn.nn.time_batched import TimeBatchedConv2d
 from vidyn.registry import MODELS
 
 RECURRENT = ("convlstm_tiny", "predrnn_tiny", "predrnn_v2_tiny")
@@ -46,6 +47,38 @@ def test_every_parameter_receives_a_gradient(name: str, variant: dict) -> None:
     _loss(model, frames, mask).backward()
     for pname, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, f"{pname} got no gradient"
+
+
+@pytest.mark.parametrize("name", RECURRENT)
+@pytest.mark.parametrize("bias", [False, True], ids=["no_bias", "bias"])
+def test_time_batched_weight_gradients_equal_the_per_step_ones(
+    name: str, bias: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small steps (batch x grid <= TIME_BATCH_MAX_POSITIONS) batch the cells' weight gradients over the
+    rollout: the gradients of every parameter equal the per-step computation's (float64)."""
+    import vidyn.models.convlstm as convlstm_module
+
+    model = _build(name, bias=bias).double()
+    frames = torch.rand(2, 6, 1, 16, 16, dtype=torch.float64)  # 2 x 4 x 4 = 32 positions per step
+    mask = torch.tensor([[True, True, False, True, False], [True, False, True, False, True]])
+    calls = []
+    original = convlstm_module.time_batched_weight_grads
+
+    def spy(module: torch.nn.Module, enabled: bool = True):
+        calls.append(enabled)
+        return original(module, enabled)
+
+    monkeypatch.setattr(convlstm_module, "time_batched_weight_grads", spy)
+    batched = torch.autograd.grad(_loss(model, frames, mask), list(model.parameters()))
+    monkeypatch.setattr(convlstm_module, "TIME_BATCH_MAX_POSITIONS", 31)  # below the 32 here
+    per_step = torch.autograd.grad(_loss(model, frames, mask), list(model.parameters()))
+    assert calls == [True, False]
+    gate_convs = [
+        m for m in model.cells.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)
+    ]
+    assert gate_convs and all(isinstance(m, TimeBatchedConv2d) for m in gate_convs)
+    for (pname, _), got, want in zip(model.named_parameters(), batched, per_step, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12, msg=pname)
 
 
 def test_openstl_configs_have_no_unused_parameters() -> None:

@@ -17,6 +17,11 @@ Deviations from OpenSTL, on purpose:
 
 The paper's peephole terms are not used (OpenSTL has none). `RecurrentFramePredictor`, the shared
 rollout/forward machinery, lives here and PredRNN reuses it.
+
+Speed: where one step's convolutions cover few positions (batch x grid <= TIME_BATCH_MAX_POSITIONS,
+e.g. OpenSTL's Moving MNIST batch 1 on a 16x16 grid), the cells' weight gradients are computed once for
+the whole rollout (`vidyn.nn.time_batched`): the same gradients up to float rounding, measured faster
+there and no faster at 1,024 positions (docs/speed.md), where the per-step products are already large.
 """
 
 from __future__ import annotations
@@ -30,7 +35,11 @@ from vidyn.errors import VidynError
 from vidyn.models.interface import batch_times, regular_continuation
 from vidyn.nn.conv_rnn import ConvLSTMCell
 from vidyn.nn.patch import patchify, unpatchify
+from vidyn.nn.time_batched import time_batched_weight_grads
 from vidyn.registry import MODELS
+
+# Batch x grid positions of one step up to which a rollout batches the weight gradients over time.
+TIME_BATCH_MAX_POSITIONS = 512
 
 
 def check_recurrent_args(
@@ -140,19 +149,21 @@ class RecurrentFramePredictor(nn.Module):
         aux_terms: list[Tensor] = []
         x = seq[0]
         pred = x
-        for t in range(length - 1):
-            if t > 0:
-                keep = truth_mask[:, t]
-                if bool(keep.all()):
-                    x = seq[t]
-                elif not bool(keep.any()):
-                    x = pred
-                else:
-                    x = torch.where(keep.view(batch, 1, 1, 1), seq[t], pred)
-            pred, state, aux = self.step(x, state, with_aux)
-            preds.append(pred)
-            if aux is not None:
-                aux_terms.append(aux)
+        positions = batch * seq.shape[-2] * seq.shape[-1]  # of one step's convolutions
+        with time_batched_weight_grads(self.cells, enabled=positions <= TIME_BATCH_MAX_POSITIONS):
+            for t in range(length - 1):
+                if t > 0:
+                    keep = truth_mask[:, t]
+                    if bool(keep.all()):
+                        x = seq[t]
+                    elif not bool(keep.any()):
+                        x = pred
+                    else:
+                        x = torch.where(keep.view(batch, 1, 1, 1), seq[t], pred)
+                pred, state, aux = self.step(x, state, with_aux)
+                preds.append(pred)
+                if aux is not None:
+                    aux_terms.append(aux)
         # T-1 x (B, p*p*C, H/p, W/p) -> (B, T-1, C, H, W)
         next_frames = unpatchify(torch.stack(preds, dim=1), p)
         return next_frames, (self.aux_losses(aux_terms) if with_aux else {})

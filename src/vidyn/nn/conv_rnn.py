@@ -8,7 +8,9 @@
 
 All tensors are `(B, C, H, W)`; every convolution is "same"-padded with stride 1, so states keep the
 input's spatial size. With `layer_norm=True` each gate convolution is followed by a LayerNorm over
-`(C, H, W)` as in OpenSTL, which ties the cell to one `height` x `width`.
+`(C, H, W)` as in OpenSTL, which ties the cell to one `height` x `width`. The convolutions are
+`TimeBatchedConv2d`s: a rollout may compute their weight gradients once for all steps
+(`vidyn.nn.time_batched`).
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vidyn.nn.time_batched import TimeBatchedConv2d
+
 
 def _same_conv(in_channels: int, out_channels: int, kernel_size: int, bias: bool) -> nn.Conv2d:
     if kernel_size % 2 != 1:
         raise ValueError(f"kernel_size must be odd for 'same' padding; got {kernel_size}")
-    return nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias)
+    return TimeBatchedConv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias)
 
 
 def _layer_norm(channels: int, height: int | None, width: int | None) -> nn.LayerNorm:
