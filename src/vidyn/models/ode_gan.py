@@ -64,7 +64,7 @@ from torch import Tensor, nn
 
 from vidyn.errors import VidynError
 from vidyn.models.interface import Condition
-from vidyn.nn.ode import FIXED_STEP_METHODS, check_method, odesolve
+from vidyn.nn.ode import FIXED_STEP_METHODS, LatentODEFunc, check_method, odesolve, with_condition
 from vidyn.nn.resnet3d import UpBlock2d, UpBlock3d, group_norm
 from vidyn.nn.warp import warp
 from vidyn.registry import MODELS
@@ -72,39 +72,6 @@ from vidyn.registry import MODELS
 # Times are resolved to 0.1 ms ticks, so taps shared by neighbouring frames match exactly, and float32 ODE
 # times stay distinct for clips up to ~800 s.
 _TICKS = 10_000
-
-
-class LatentODEFunc(nn.Module):
-    """`d[y, c]/dt = [f(y, c), 0]` on flat states `(B, C_y * S * S + cond_dim)`: y is a latent map
-    `(C_y, S, S)`, c the conditioning vector broadcast over it with the x/y coordinates, and f a conv net
-    with tanh hidden layers; `nfe` counts evaluations."""
-
-    def __init__(self, channels: int, size: int, cond_dim: int, hidden: int, num_layers: int) -> None:
-        super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(channels + cond_dim + 2, hidden, 3, padding=1), nn.Tanh()]
-        for _ in range(num_layers - 1):
-            layers += [nn.Conv2d(hidden, hidden, 3, padding=1), nn.Tanh()]
-        layers.append(nn.Conv2d(hidden, channels, 3, padding=1))
-        self.net = nn.Sequential(*layers)
-        self.shape = (channels, size, size)
-        self.state_dim = channels * size * size
-        self.nfe = 0
-
-    def forward(self, t: Tensor, state: Tensor) -> Tensor:
-        self.nfe += 1
-        y, cond = state[:, : self.state_dim], state[:, self.state_dim :]
-        dy = self.net(with_condition(y.view(-1, *self.shape), cond))  # (B, C_y, S, S)
-        return torch.cat([dy.flatten(1), torch.zeros_like(cond)], dim=1)
-
-
-def with_condition(maps: Tensor, cond: Tensor) -> Tensor:
-    """`(B, C, S, S)` maps with the vector `cond` `(B, D)` broadcast and the x/y coordinates in [-1, 1]
-    appended (CoordConv): `(B, C + D + 2, S, S)`."""
-    b, _, s, _ = maps.shape
-    axis = torch.linspace(-1, 1, s, dtype=maps.dtype, device=maps.device)
-    yy, xx = torch.meshgrid(axis, axis, indexing="ij")
-    coords = torch.stack([xx, yy]).expand(b, 2, s, s)
-    return torch.cat([maps, cond[:, :, None, None].expand(-1, -1, s, s), coords], dim=1)
 
 
 class OdeGAN(nn.Module):
