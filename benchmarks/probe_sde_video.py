@@ -11,8 +11,10 @@ Figures (on 64 validation clips, or the first 32 for the sampled ones):
 
     .venv/bin/python benchmarks/probe_sde_video.py --steps 400 --args '{"dt": 0.1}' --tag NAME
 
-`--args` is JSON overriding the builder arguments below. The results of these probes are in
-docs/generation.md; they are learning-speed comparisons at one short budget, not final figures.
+`--args` is JSON overriding the builder arguments below; `--diagnose N` adds the modes of
+`benchmarks/diagnose_sde_prompt.py` (per-law judge accuracy, posterior vs prior, law vs no law) on N
+test clips. The results of these probes are in docs/generation.md; they are learning-speed comparisons
+at one short budget, not final figures.
 """
 
 from __future__ import annotations
@@ -82,6 +84,16 @@ def score(model: torch.nn.Module, ctx: int) -> dict[str, float]:
                 real_fc=float(x.diff(dim=1).abs().mean()), prompt_acc=acc)  # fmt: skip
 
 
+@torch.no_grad()
+def diagnosis(model: torch.nn.Module, clips: int) -> dict[str, float]:
+    """benchmarks/diagnose_sde_prompt.py's modes on `clips` test clips (2 samples per clip and mode)."""
+    from diagnose_sde_prompt import diagnose, report, test_clips
+
+    results = diagnose(model, test_clips(DATA, clips), 2, LAWS)
+    report(results, LAWS)
+    return {f"diag_{mode}": r["acc"] for mode, r in results.items() if "acc" in r}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=400)
@@ -93,6 +105,7 @@ def main() -> None:
     p.add_argument("--ctx", type=int, default=1, help="context frames of the prior")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--tag", default="probe")
+    p.add_argument("--diagnose", type=int, default=0, help="also run diagnose_sde_prompt on N test clips")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -100,6 +113,8 @@ def main() -> None:
     model = MODELS.build("sde_video", **model_args)
     seconds = train(model, args)
     figures = {k: round(v, 5) for k, v in score(model.eval(), args.ctx).items()}
+    if args.diagnose:
+        figures |= diagnosis(model, args.diagnose)
     print(
         "RESULT",
         json.dumps(dict(tag=args.tag, steps=args.steps, train_s=round(seconds)) | figures | model_args),
