@@ -84,6 +84,7 @@ from vidyn.nn.sde import (
     solve,
 )
 from vidyn.nn.sde_nets import MapDecoder, MapEncoder, conv_net, coordinates, latent_levels
+from vidyn.nn.sde_prior import MixturePrior
 from vidyn.registry import MODELS
 
 
@@ -135,6 +136,7 @@ class SDEVideo(nn.Module):
         obs_std: float,
         min_diffusion: float,
         max_diffusion: float,
+        z0_components: int = 1,
     ) -> None:
         super().__init__()
         sizes = dict(in_channels=in_channels, image_size=image_size, latent_size=latent_size)
@@ -156,7 +158,12 @@ class SDEVideo(nn.Module):
         self.null_frames = nn.Parameter(torch.zeros(e, latent_size, latent_size))
         self.label_embedding = nn.Embedding(num_classes + 1, e) if num_classes else None
         cond_channels = e * (2 if num_classes else 1) + 2  # frames, label, x/y
-        self.to_prior_z0 = conv_net(cond_channels, e, 2 * zc, layers=1)
+        if z0_components > 1:  # a mixture with one component per clip (vidyn.nn.sde_prior)
+            net = conv_net(cond_channels, e, z0_components * 2 * zc, layers=1)
+            self.prior_mixture = MixturePrior(net, cond_channels, zc, z0_components)
+        else:
+            self.to_prior_z0 = conv_net(cond_channels, e, 2 * zc, layers=1)
+        self.z0_components = z0_components
         self.sde = LatentSDEFunc(
             latent_channels=zc,
             latent_size=latent_size,
@@ -216,7 +223,10 @@ class SDEVideo(nn.Module):
             labels = torch.where(keep[1], labels, torch.full_like(labels, -1))
         ctx = (frames[:, :num_context], emb[:, :num_context], rel[:num_context]) if num_context else None
         cond = self._encode_condition(ctx, labels, b, keep_frames=keep[0])
-        kl_z0 = kl_divergence(q_z0, self._prior_z0(cond)).sum((1, 2, 3)).mean()
+        if self.z0_components > 1:
+            kl_z0 = self.prior_mixture.kl(q_z0, z0, cond.map).mean()
+        else:
+            kl_z0 = kl_divergence(q_z0, self._prior_z0(cond)).sum((1, 2, 3)).mean()
 
         self.sde.set_inputs(cond.map)
         zs, kl_path = self._solve(z0.flatten(1), rel.tolist(), generator, out.transpose(0, 1))
@@ -282,8 +292,11 @@ class SDEVideo(nn.Module):
             ctx = (frames, emb, ctx_t - t_ref)
         labels = check_labels(condition.labels, n, self.num_classes, self.null_frames.device)
         cond = self._encode_condition(ctx, labels, n)
-        prior = self._prior_z0(cond)
-        z0 = prior.loc + prior.scale * randn_like(prior.loc, generator)
+        if self.z0_components > 1:
+            z0 = self.prior_mixture.sample(cond.map, generator)
+        else:
+            prior = self._prior_z0(cond)
+            z0 = prior.loc + prior.scale * randn_like(prior.loc, generator)
         grid, where = torch.unique(torch.cat([out_t.new_tensor([t_ref]), out_t]), return_inverse=True)
         self.sde.set_inputs(cond.map)
         zs, _ = self._solve(z0.flatten(1), (grid - t_ref).tolist(), generator)  # (K, N, d) sorted grid
@@ -371,6 +384,7 @@ def sde_video(
     obs_std: float = 0.05,
     min_diffusion: float = 0.01,
     max_diffusion: float = 0.2,
+    z0_components: int = 1,
 ) -> SDEVideo:
     """Latent-SDE video generator (Li et al. 2020) conditioned on initial frames and/or a class.
 
@@ -381,7 +395,8 @@ def sde_video(
     adjoint. `num_classes` 0 = no class prompt. `consistency` switches vidyn's consistency module
     (content map, last-frame skip, re-encoding term weighted by `consistency_weight`); `obs_std` is the
     fixed pixel std of the Gaussian likelihood; the diagonal diffusion lies in [min_diffusion,
-    max_diffusion].
+    max_diffusion]. `z0_components` > 1 makes the prior over z0 a mixture with one component drawn per
+    clip (`vidyn.nn.sde_prior`; 1 = a Gaussian per latent cell).
     """
     return SDEVideo(**locals())  # the builder's arguments are the constructor's, by name
 
