@@ -120,6 +120,8 @@ def judged(judge, clips: Tensor, asked: Tensor, names: list[str]) -> dict:
 def label_effect(model, data: dict[str, Tensor]) -> dict[str, float]:
     """How far the law moves the prior: |mean z0(frame, law) - mean z0(frame, null)| / std of z0 (RMS),
     and |h(z, law) - h(z, null)| / |h(z, law)| on prior z0 states."""
+    if getattr(model, "z0_components", 1) > 1:
+        return {}  # a mixture prior: no single Gaussian whose shift to measure
     x, t, y = data["x"], data["t"], data["y"]
     b = x.shape[0]
     emb = model.encoder(x[:, 0]).unsqueeze(1)  # (B, E, S, S) -> (B, 1, E, S, S)
