@@ -145,6 +145,17 @@ def _check_gan_args(
             raise VidynError(f"task.args: {message}")
 
 
+def _discriminators(
+    model: nn.Module, num_classes: int, d_args: dict[str, Any], *, frame_differences: bool,
+    aux_classifier: bool, frame_discriminator: bool,
+) -> tuple[VideoDiscriminator, FrameDiscriminator | None]:  # fmt: skip
+    """The video discriminator and (optionally) MoCoGAN's frame discriminator for `model`'s clips."""
+    common = dict(in_channels=model.in_channels, image_size=model.image_size, num_classes=num_classes)
+    common |= d_args
+    video = VideoDiscriminator(**common, frame_differences=frame_differences, aux_classifier=aux_classifier)
+    return video, FrameDiscriminator(**common) if frame_discriminator else None
+
+
 @TASKS.register("gan", family="generator")
 class GanTask(VidynTask):
     """Adversarial training of a generator with `noise(B)` and `forward(z, times, labels)`; see module doc.
@@ -205,23 +216,16 @@ class GanTask(VidynTask):
         self.d_lr, self.gradient_clip_val = d_lr, run.gradient_clip_val
         self.sample_every_n_steps = sample_every_n_steps
         self.seed = int(torch.initial_seed()) % 2**31  # the run's seed: stride/start draws repeat on resume
-        d_args = dict(
-            in_channels=model.in_channels,
-            image_size=model.image_size,
-            base_channels=d_base_channels,
-            max_channels=d_max_channels,
-            num_classes=self.num_classes,
-            spectral_norm=spectral_norm,
-        )
         if aux_class_weight < 0 or (aux_class_weight > 0 and self.num_classes < 2):
             raise VidynError(
                 "task.args.aux_class_weight must be >= 0, and > 0 only for a class-conditional model"
             )
         self.aux_class_weight = float(aux_class_weight)
-        self.video_discriminator = VideoDiscriminator(
-            **d_args, frame_differences=d_frame_differences, aux_classifier=aux_class_weight > 0
-        )
-        self.frame_discriminator = FrameDiscriminator(**d_args) if frame_discriminator else None
+        d_args = dict(base_channels=d_base_channels, max_channels=d_max_channels, spectral_norm=spectral_norm)
+        self.video_discriminator, self.frame_discriminator = _discriminators(
+            model, self.num_classes, d_args, frame_differences=d_frame_differences,
+            aux_classifier=aux_class_weight > 0, frame_discriminator=frame_discriminator,
+        )  # fmt: skip
         self.watch = DiscriminatorWatch()
         self.ema: nn.Module | None = None
         if ema_decay > 0:
