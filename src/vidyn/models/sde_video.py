@@ -83,7 +83,7 @@ from vidyn.nn.sde import (
     shared_grid,
     solve,
 )
-from vidyn.nn.sde_nets import MapDecoder, MapEncoder, conv_net, coordinates, latent_levels
+from vidyn.nn.sde_nets import MapDecoder, MapEncoder, conv_net, coordinates, latent_levels, run_conv_gru
 from vidyn.nn.sde_prior import MixturePrior
 from vidyn.registry import MODELS
 
@@ -93,20 +93,6 @@ class _Cond:
     map: Tensor  # (N, cond_channels, S, S) for the prior
     content: Tensor | None  # (N, E, S, S) with consistency
     skip: Tensor | None  # (N, C, H, W) last context frame (zeros without one) with consistency
-
-
-def _gru(cell: ConvGRUCell, emb: Tensor, gaps: Tensor, *, backwards: bool) -> Tensor:
-    """Run `cell` over embeddings `(N, T, E, S, S)` with the time gaps `(T,)` as a constant channel;
-    returns every state `(N, T, E, S, S)` (in the input's order)."""
-    n, t, _, s, _ = emb.shape
-    gap_maps = gaps.to(emb).view(1, t, 1, 1, 1).expand(n, t, 1, s, s)
-    projected = cell.input_projection(torch.cat([emb, gap_maps], dim=2).flatten(0, 1)).unflatten(0, (n, t))
-    order = range(t - 1, -1, -1) if backwards else range(t)
-    h, states = None, [emb.new_zeros(0)] * t
-    for i in order:
-        h = cell.step(projected[:, i], h)
-        states[i] = h
-    return torch.stack(states, dim=1)
 
 
 class SDEVideo(nn.Module):
@@ -158,12 +144,12 @@ class SDEVideo(nn.Module):
         self.null_frames = nn.Parameter(torch.zeros(e, latent_size, latent_size))
         self.label_embedding = nn.Embedding(num_classes + 1, e) if num_classes else None
         cond_channels = e * (2 if num_classes else 1) + 2  # frames, label, x/y
+        self.z0_components = z0_components
         if z0_components > 1:  # a mixture with one component per clip (vidyn.nn.sde_prior)
             net = conv_net(cond_channels, e, z0_components * 2 * zc, layers=1)
             self.prior_mixture = MixturePrior(net, cond_channels, zc, z0_components)
-        else:
+        else:  # a Gaussian per latent cell
             self.to_prior_z0 = conv_net(cond_channels, e, 2 * zc, layers=1)
-        self.z0_components = z0_components
         self.sde = LatentSDEFunc(
             latent_channels=zc,
             latent_size=latent_size,
@@ -213,7 +199,7 @@ class SDEVideo(nn.Module):
 
         # Posterior: ConvGRU backwards in time; out[:, i] summarises frames i..T-1.
         gaps = torch.cat([rel.diff(), rel.new_zeros(1)])  # (T,) gap to the next frame
-        out = _gru(self.posterior_rnn, emb, gaps, backwards=True)  # (B, T, E, S, S)
+        out = run_conv_gru(self.posterior_rnn, emb, gaps, backwards=True)  # (B, T, E, S, S)
         mean, log_std = self.to_posterior_z0(out[:, 0]).chunk(2, dim=1)  # (B, C_z, S, S) each
         q_z0 = Normal(mean, log_std.exp())
         z0 = mean + log_std.exp() * randn_like(mean, generator)
@@ -321,7 +307,7 @@ class SDEVideo(nn.Module):
             gaps = torch.cat([rel.new_zeros(1), rel.diff()])  # (T_c,) gap from the previous frame
             keep = torch.ones(n, dtype=torch.bool, device=emb.device) if keep_frames is None else keep_frames
             keep = keep.view(n, 1, 1, 1)  # (N,) -> (N, 1, 1, 1)
-            final = _gru(self.condition_rnn, emb, gaps, backwards=False)[:, -1]  # (N, E, S, S)
+            final = run_conv_gru(self.condition_rnn, emb, gaps, backwards=False)[:, -1]  # (N, E, S, S)
             frames_map = torch.where(keep, final, frames_map)
             if self.consistency:
                 content = torch.where(keep, self.to_content(emb.mean(1)), content)

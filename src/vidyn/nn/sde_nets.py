@@ -1,6 +1,7 @@
 """Convolutional networks of the spatial latent SDE (`vidyn.models.sde_video`): a frame encoder to a
 latent-resolution feature map, a decoder back to frames, the drift networks, a per-channel bounded
-diagonal diffusion, and the flat <-> map bookkeeping torchsde needs.
+diagonal diffusion, the flat <-> map bookkeeping torchsde needs, and `run_conv_gru` (a ConvGRU over
+frame embeddings, forwards or backwards in time).
 
 The latent is a feature map `(C_z, S, S)` rather than a vector, as the ODE-ConvGRU latents of Vid-ODE
 (Park et al., AAAI 2021) and the ConvLSTM states of the prediction models: the drift is a small conv net,
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from vidyn.errors import VidynError
+from vidyn.nn.ode import ConvGRUCell
 
 
 def latent_levels(image_size: int, latent_size: int) -> int:
@@ -123,3 +125,17 @@ class ChannelDiffusion(nn.Module):
         logits = (hidden * self.w2).sum(-1) + self.b2  # (N, S, S, C)
         g = self.min_value + (self.max_value - self.min_value) * torch.sigmoid(logits)
         return g.movedim(-1, 1)  # (N, C, S, S)
+
+
+def run_conv_gru(cell: ConvGRUCell, emb: Tensor, gaps: Tensor, *, backwards: bool) -> Tensor:
+    """Run `cell` over embeddings `(N, T, E, S, S)` with the time gaps `(T,)` as a constant channel;
+    returns every state `(N, T, E, S, S)` (in the input's order)."""
+    n, t, _, s, _ = emb.shape
+    gap_maps = gaps.to(emb).view(1, t, 1, 1, 1).expand(n, t, 1, s, s)
+    projected = cell.input_projection(torch.cat([emb, gap_maps], dim=2).flatten(0, 1)).unflatten(0, (n, t))
+    order = range(t - 1, -1, -1) if backwards else range(t)
+    h, states = None, [emb.new_zeros(0)] * t
+    for i in order:
+        h = cell.step(projected[:, i], h)
+        states[i] = h
+    return torch.stack(states, dim=1)
