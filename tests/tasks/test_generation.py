@@ -141,6 +141,8 @@ def test_aux_class_weight_adds_ac_gan_terms_that_reach_the_generator(tmp_path: P
     assert model.class_embedding.weight.grad[[0, 3]].abs().sum() > 0
     assert model.class_embedding.weight.grad[[1, 2, 4, 5, 6]].abs().sum() == 0  # only the asked labels
     assert task._d_scores(fake.detach(), times, labels)[1] is None  # no target: no class term
+    nulls = torch.full((3,), -1)
+    assert task._d_scores(fake.detach(), times, nulls, nulls)[1] == 0  # only null labels: 0, not NaN
     task_args = {"num_frames": 4, "aux_class_weight": 0.5, "d_base_channels": 8, "d_frame_differences": True}
     cfg = generation_config("ode_gan_tiny", "gan", task_args, num_classes=7, warp_frames=True)
     result = api.train(cfg, run_dir=tmp_path / "run", evaluate_after=False)

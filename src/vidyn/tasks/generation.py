@@ -263,7 +263,9 @@ class GanTask(VidynTask):
         ignored) the cross-entropy of the video discriminator's class head against it (else None)."""
         if self.aux_class_weight > 0 and class_target is not None:
             logits, class_logits = self.video_discriminator(clips, times, labels, with_classes=True)
-            ce = F.cross_entropy(class_logits, class_target, ignore_index=-1)
+            known = class_target >= 0  # a batch of null labels only has no class term (not NaN)
+            ce = F.cross_entropy(class_logits[known], class_target[known]) if bool(known.any()) else None
+            ce = class_logits.sum() * 0 if ce is None else ce
         else:
             logits, ce = self.video_discriminator(clips, times, labels), None
         scores = [logits]
