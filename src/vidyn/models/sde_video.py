@@ -144,12 +144,7 @@ class SDEVideo(nn.Module):
         self.null_frames = nn.Parameter(torch.zeros(e, latent_size, latent_size))
         self.label_embedding = nn.Embedding(num_classes + 1, e) if num_classes else None
         cond_channels = e * (2 if num_classes else 1) + 2  # frames, label, x/y
-        self.z0_components = z0_components
-        if z0_components > 1:  # a mixture with one component per clip (vidyn.nn.sde_prior)
-            net = conv_net(cond_channels, e, z0_components * 2 * zc, layers=1)
-            self.prior_mixture = MixturePrior(net, cond_channels, zc, z0_components)
-        else:  # a Gaussian per latent cell
-            self.to_prior_z0 = conv_net(cond_channels, e, 2 * zc, layers=1)
+        self._build_prior_z0(cond_channels, e, zc, z0_components)
         self.sde = LatentSDEFunc(
             latent_channels=zc,
             latent_size=latent_size,
@@ -320,6 +315,16 @@ class SDEVideo(nn.Module):
             parts.append(self.label_embedding(idx)[:, :, None, None].expand(-1, -1, s, s))  # (N, E, S, S)
         parts.append(coordinates(self.latent_size, frames_map).expand(n, -1, -1, -1))
         return _Cond(torch.cat(parts, dim=1), content, skip)
+
+    def _build_prior_z0(self, cond_channels: int, hidden: int, zc: int, components: int) -> None:
+        """p(z0 | c): a Gaussian per latent cell (`to_prior_z0`), or with `components` > 1 a mixture with
+        one component per clip (`prior_mixture`, vidyn.nn.sde_prior)."""
+        self.z0_components = components
+        if components > 1:
+            net = conv_net(cond_channels, hidden, components * 2 * zc, layers=1)
+            self.prior_mixture = MixturePrior(net, cond_channels, zc, components)
+        else:
+            self.to_prior_z0 = conv_net(cond_channels, hidden, 2 * zc, layers=1)
 
     def _prior_z0(self, cond: _Cond) -> Normal:
         mean, log_std = self.to_prior_z0(cond.map).chunk(2, dim=1)
