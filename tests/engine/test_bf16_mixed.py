@@ -14,7 +14,9 @@ import torch
 from tiny_configs import tiny_prediction_config
 
 from vidyn import api
+from vidyn.errors import VidynWarning
 from vidyn.nn import compiled, upsample
+from vidyn.tasks import engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tasks"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -54,6 +56,7 @@ CONFIGS = {
 def test_trains_in_bf16_mixed_and_exports_finite_weights(
     family: str, tmp_path: Path, monkeypatch, recwarn
 ) -> None:
+    monkeypatch.setattr(engine, "native_cpu_bf16", lambda: True)  # bf16 even on a CPU that emulates it
     if family in ("vid_ode", "ode_gan"):  # their decoders' compiled upsampling, at these tiny sizes too
         monkeypatch.setattr(upsample, "COMPILE_MIN_ELEMENTS", 0)
         monkeypatch.setitem(compiled._state, "enabled", True)
@@ -69,3 +72,19 @@ def test_trains_in_bf16_mixed_and_exports_finite_weights(
     losses = [v for k, v in result.metrics.items() if "loss" in k and isinstance(v, float)]
     assert all(math.isfinite(v) for v in losses)
     assert not [w for w in recwarn if "torch.compile failed" in str(w.message)]  # it compiled in bf16
+
+
+def test_bf16_on_a_cpu_without_native_bf16_falls_back_to_fp32_with_one_line(monkeypatch) -> None:
+    """Emulated bf16 is slower than fp32 (15-18x for convolutions on AVX2 only): such CPUs train in fp32."""
+    monkeypatch.setattr(engine.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(engine, "native_cpu_bf16", lambda: False)
+    with pytest.warns(VidynWarning) as caught:
+        assert engine.precision_for_device("bf16-mixed", "auto") == "32-true"
+    (message,) = [str(w.message) for w in caught]
+    assert message == (
+        "trainer.precision=bf16-mixed: this CPU has no native bf16 (AVX512-BF16 or AMX); "
+        "training in 32-true on this machine"
+    )
+    monkeypatch.setattr(engine, "native_cpu_bf16", lambda: True)
+    assert engine.precision_for_device("bf16-mixed", "cpu") == "bf16-mixed"
+    assert engine.precision_for_device("32-true", "cpu") == "32-true"

@@ -96,6 +96,25 @@ def test_gan_steps_both_optimisers_and_counts_batches() -> None:
     assert 0 < float(logged["train/d_real"]) < 1 and float(logged["train/nfe"]) > 0
 
 
+def test_lazy_r1_runs_every_k_steps_with_k_times_gamma(monkeypatch: pytest.MonkeyPatch) -> None:
+    import vidyn.tasks.generation as generation
+
+    calls: list[tuple[int, float]] = []
+    penalty = generation.r1_penalty
+
+    def spy(logits: torch.Tensor, inputs: torch.Tensor, *, gamma: float) -> torch.Tensor:
+        calls.append((task.global_step, gamma))
+        return penalty(logits, inputs, gamma=gamma)
+
+    monkeypatch.setattr(generation, "r1_penalty", spy)
+    task = _gan(r1_gamma=0.5, r1_every=2)
+    _fit(task, steps=5)
+    # steps 0, 2, 4 only; once per discriminator (video, frame); the penalty scaled by k = 2
+    assert calls == [(s, 1.0) for s in (0, 0, 2, 2, 4, 4)]
+    with pytest.raises(VidynError, match="r1_every must be an int >= 1"):
+        _gan(r1_gamma=1.0, r1_every=0)
+
+
 def test_gan_sub_samples_frames_at_the_configured_strides() -> None:
     task = _gan(frame_intervals=[1, 3])
     batch = next(iter(_loader(frames=10)))
@@ -154,6 +173,28 @@ def test_aux_class_weight_adds_ac_gan_terms_that_reach_the_generator(tmp_path: P
     assert plain.video_discriminator.classifier is None
     with pytest.raises(VidynError, match="aux_class_weight"):
         GanTask(build_model("ode_gan_tiny"), TaskRun(optim=OPTIM, total_steps=10), aux_class_weight=1.0)
+
+
+def test_separate_aux_classifier_is_trained_by_the_discriminator_optimiser(tmp_path: Path) -> None:
+    """aux_classifier=separate: no class head on the video discriminator; a MotionClassifier reads the
+    class, sits in the discriminators' optimiser at its own learning rate, is trained on real clips and
+    gives the generator its class term."""
+    task = _gan(aux_class_weight=1.0, aux_classifier="separate", aux_classifier_lr=0.01)
+    assert task.video_discriminator.classifier is None and task.classifier is not None
+    labels, times = torch.tensor([0, 3, -1, 5]), torch.arange(4) * 0.1
+    fake = task.model(task.model.noise(4), times, labels)
+    _, ce = task._d_scores(fake, times, labels, labels)
+    ce.backward()
+    assert task.model.class_embedding.weight.grad[[0, 3, 5]].abs().sum() > 0
+    c0 = _params(task.classifier)
+    trainer = _fit(task, steps=2)
+    assert _changed(c0, task.classifier)
+    (opt_d,) = [o for o in trainer.optimizers if any(p is task.classifier.out.weight for g in o.param_groups
+                                                      for p in g["params"])]  # fmt: skip
+    assert [g["lr"] for g in opt_d.param_groups] == [OPTIM["lr"], 0.01]
+    assert torch.isfinite(trainer.callback_metrics["train/class_ce_real"])
+    with pytest.raises(VidynError, match="aux_classifier must be discriminator or separate"):
+        _gan(aux_class_weight=1.0, aux_classifier="judge")
 
 
 def test_sample_grid_lays_clips_out_in_rows() -> None:

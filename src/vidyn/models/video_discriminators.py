@@ -84,6 +84,28 @@ def time_gaps(times: Tensor, batch_size: int, num_frames: int) -> Tensor:
     return torch.stack([torch.cat([zero, gaps], 1), torch.cat([gaps, zero], 1)], dim=1)  # (B, 2, T)
 
 
+def clip_input(clips: Tensor, times: Tensor, time_unit: float, *, frame_differences: bool) -> Tensor:
+    """`(B, T, C, H, W)` clips -> `(B, C [+ C] + 2, T, H, W)` conv input: the frames, their differences from
+    the previous frame (zero for the first) with `frame_differences`, and the gaps to the previous and
+    next frame in units of `time_unit` as two constant channels."""
+    b, t, _, h, w = clips.shape
+    gaps = time_gaps(times.to(clips.device), b, t) / time_unit  # (B, 2, T)
+    parts = [clips.transpose(1, 2)]  # (B, C, T, H, W)
+    if frame_differences:
+        diff = torch.cat([torch.zeros_like(clips[:, :1]), clips.diff(dim=1)], dim=1)  # (B, T, C, H, W)
+        parts.append(diff.transpose(1, 2))
+    return torch.cat([*parts, gaps[..., None, None].expand(b, 2, t, h, w)], dim=1)
+
+
+def _conv_stack(cin: int, widths: list[int]) -> nn.Sequential:
+    """3x4x4 convs, temporal stride 1 and "same", spatial stride 2, each followed by LeakyReLU 0.2."""
+    layers: list[nn.Module] = []
+    for cout in widths:
+        layers += [nn.Conv3d(cin, cout, (3, 4, 4), (1, 2, 2), (1, 1, 1)), nn.LeakyReLU(0.2)]
+        cin = cout
+    return nn.Sequential(*layers)
+
+
 class VideoDiscriminator(nn.Module):
     """3D-CNN clip discriminator: `forward(clips (B, T, C, H, W), times (T,)|(B, T), labels=None) -> (B,)`
     logits. Each layer is a 3x4x4 conv (temporal stride 1, spatial stride 2) and LeakyReLU 0.2, down to
@@ -117,13 +139,9 @@ class VideoDiscriminator(nn.Module):
         self.time_unit = float(time_unit)
         self.frame_differences = frame_differences
         widths = _widths(image_size, base_channels, max_channels)
-        layers: list[nn.Module] = []
         # frames (+ their differences) + the gap to the previous and to the next frame
-        cin = in_channels * (2 if frame_differences else 1) + 2
-        for cout in widths:
-            layers += [nn.Conv3d(cin, cout, (3, 4, 4), (1, 2, 2), (1, 1, 1)), nn.LeakyReLU(0.2)]
-            cin = cout
-        self.net = nn.Sequential(*layers)
+        self.net = _conv_stack(in_channels * (2 if frame_differences else 1) + 2, widths)
+        cin = widths[-1]
         self.head = _Projection(cin, num_classes)
         if aux_classifier and num_classes < 2:
             raise VidynError(
@@ -138,19 +156,48 @@ class VideoDiscriminator(nn.Module):
     ) -> Tensor | tuple[Tensor, Tensor]:
         if clips.dim() != 5 or clips.shape[2] != self.in_channels:
             raise VidynError(f"clips must be (B, T, {self.in_channels}, H, W); got {tuple(clips.shape)}")
-        b, t, _, h, w = clips.shape
-        gaps = time_gaps(times.to(clips.device), b, t) / self.time_unit  # (B, 2, T)
-        parts = [clips.transpose(1, 2)]  # (B, C, T, H, W)
-        if self.frame_differences:
-            diff = torch.cat([torch.zeros_like(clips[:, :1]), clips.diff(dim=1)], dim=1)  # (B, T, C, H, W)
-            parts.append(diff.transpose(1, 2))
-        x = torch.cat([*parts, gaps[..., None, None].expand(b, 2, t, h, w)], dim=1)
-        phi = self.net(x).mean(dim=(2, 3, 4))  # (B, C+2, T, H, W) -> (B, F, T, 4, 4) -> (B, F)
+        x = clip_input(clips, times, self.time_unit, frame_differences=self.frame_differences)
+        phi = self.net(x).mean(dim=(2, 3, 4))  # (B, C', T, H, W) -> (B, F, T, 4, 4) -> (B, F)
         if not with_classes:
             return self.head(phi, labels)
         if self.classifier is None:
             raise VidynError("this discriminator has no class head; build it with aux_classifier=True")
         return self.head(phi, labels), self.classifier(phi)
+
+
+class MotionClassifier(nn.Module):
+    """A clip classifier for the generation task's separate AC-GAN classifier (`task.args.aux_classifier:
+    separate`): `forward(clips (B, T, C, H, W), times) -> (B, K)` class logits.
+
+    The video discriminator's conv stack on frames, frame differences and time gaps, without spectral norm
+    (it is trained on real clips only, never adversarially); each time step's 4x4 map, reduced to 8
+    channels, is flattened and read by a GRU, so the classifier sees the trajectory over the whole clip
+    (a motion law is a path shape: an arc, a line, a circle), not only the space-time mean of local
+    features that the discriminator's own class head reads.
+    """
+
+    def __init__(
+        self, *, in_channels: int, image_size: int, num_classes: int, base_channels: int = 16,
+        max_channels: int = 64, hidden: int = 64, time_unit: float = 0.1,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        if num_classes < 2:
+            raise VidynError(f"a motion classifier needs num_classes >= 2; got {num_classes}")
+        widths = _widths(image_size, base_channels, max_channels)
+        self.in_channels, self.time_unit = in_channels, float(time_unit)
+        self.net = _conv_stack(2 * in_channels + 2, widths)
+        self.reduce = nn.Conv3d(widths[-1], 8, 1)
+        self.gru = nn.GRU(8 * 16, hidden, batch_first=True)
+        self.out = nn.Linear(hidden, num_classes)
+
+    def forward(self, clips: Tensor, times: Tensor) -> Tensor:
+        if clips.dim() != 5 or clips.shape[2] != self.in_channels:
+            raise VidynError(f"clips must be (B, T, {self.in_channels}, H, W); got {tuple(clips.shape)}")
+        x = self.reduce(self.net(clip_input(clips, times, self.time_unit, frame_differences=True)))
+        b, c, t = x.shape[:3]
+        seq = x.permute(0, 2, 1, 3, 4).reshape(b, t, c * 16)  # (B, 8, T, 4, 4) -> (B, T, 128)
+        _, last = self.gru(seq.float())  # (1, B, hidden)
+        return self.out(last[0])
 
 
 class FrameDiscriminator(nn.Module):

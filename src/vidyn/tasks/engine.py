@@ -156,6 +156,30 @@ def _validation_settings(cfg: TrainerConfig) -> dict[str, Any]:
     return kwargs
 
 
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): without it oneDNN emulates bf16, and
+    bf16 convolutions ran 1.3-1.5x slower than fp32 with AVX-512 and 15-18x slower with AVX2 only
+    (docs/speed.md)."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch without these probes: assume no native bf16
+        return False
+
+
+def precision_for_device(precision: str, accelerator: str) -> str:
+    """`trainer.precision` as run here: mixed precision where the device supports it, else 32-true with a
+    one-line warning (fp16 autocast without a CUDA GPU; bf16 on a CPU that emulates it)."""
+    on_cpu = accelerator == "cpu" or not torch.cuda.is_available()
+    if precision == "16-mixed" and not torch.cuda.is_available():
+        reason = "trainer.precision=16-mixed needs a CUDA GPU"
+    elif precision == "bf16-mixed" and on_cpu and not native_cpu_bf16():
+        reason = "trainer.precision=bf16-mixed: this CPU has no native bf16 (AVX512-BF16 or AMX)"
+    else:
+        return precision
+    warnings.warn(f"{reason}; training in 32-true on this machine", VidynWarning, stacklevel=3)
+    return "32-true"
+
+
 def build_trainer(
     cfg: TrainerConfig,
     run_dir: Path,
@@ -170,16 +194,7 @@ def build_trainer(
     max_time: Any = None
     if cfg.max_time:
         max_time = datetime.timedelta(seconds=float(cfg.max_time))
-    precision = cfg.precision
-    if precision == "16-mixed" and not torch.cuda.is_available():
-        # fp16 autocast is a GPU feature ("mixed precision where the device supports it"); on a CPU the
-        # same recipe runs in fp32 rather than failing.
-        warnings.warn(
-            "trainer.precision=16-mixed needs a CUDA GPU; training in 32-true on this machine",
-            VidynWarning,
-            stacklevel=2,
-        )
-        precision = "32-true"
+    precision = precision_for_device(cfg.precision, cfg.accelerator)
     if resuming:
         _quiet_resume()
     _quiet_lightning()  # before L.Trainer: it prints the litlogger tip while configuring its loggers

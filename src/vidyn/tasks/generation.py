@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from vidyn.errors import VidynError, VidynWarning
 from vidyn.models.video_discriminators import (
     FrameDiscriminator,
+    MotionClassifier,
     VideoDiscriminator,
     add_instance_noise,
     bce_d_loss,
@@ -120,7 +121,7 @@ class DiscriminatorWatch:
 
 def _check_gan_args(
     model: nn.Module, run: TaskRun, *, num_frames: int, intervals: list[int], r1_gamma: float,
-    instance_noise: float, real_target: float, label_drop: float, ema_decay: float,
+    r1_every: int, instance_noise: float, real_target: float, label_drop: float, ema_decay: float,
 ) -> None:  # fmt: skip
     """`task.args` of the gan task, and a model it can train, or a one-line VidynError."""
     if not (callable(getattr(model, "noise", None)) and isinstance(getattr(model, "in_channels", None), int)):
@@ -135,6 +136,7 @@ def _check_gan_args(
             f"frame_intervals must be ints >= 1: {intervals}",
         ),
         (r1_gamma >= 0 and instance_noise >= 0, "r1_gamma and instance_noise must be >= 0"),
+        (isinstance(r1_every, int) and r1_every >= 1, f"r1_every must be an int >= 1; got {r1_every}"),
         (0 < real_target <= 1, f"real_target must be in (0, 1]; got {real_target}"),
         (0 <= label_drop <= 1, f"label_drop must be in [0, 1]; got {label_drop}"),
         (0 <= ema_decay < 1, f"ema_decay must be in [0, 1) (0 = off); got {ema_decay}"),
@@ -163,8 +165,14 @@ class GanTask(VidynTask):
     num_frames: frames per training clip; frame_intervals: frame strides of the data to train on (None =
     [1]); frame_discriminator: add MoCoGAN's image discriminator; d_base_channels / d_max_channels: the
     discriminators' widths; d_frame_differences: give the video discriminator the frame differences too
-    (a motion stream); aux_class_weight: weight of the AC-GAN class terms (0 = off); spectral_norm;
-    r1_gamma (0 = off); instance_noise: the std at step 0, annealed
+    (a motion stream); aux_class_weight: weight of the AC-GAN class terms (0 = off); aux_classifier: where
+    the class is read, "discriminator" (a head on the video discriminator's pooled features) or "separate"
+    (a `MotionClassifier` network trained on real clips only, in the discriminators' optimiser at
+    aux_classifier_lr, None = theirs); spectral_norm;
+    r1_gamma (0 = off); r1_every: apply R1 on every that many steps only, with gamma times that many
+    (StyleGAN2's lazy regularisation, Karras et al. 2020: the same penalty per step on average, and
+    the double backward through the video discriminator skipped on the other steps; 1 = every step);
+    instance_noise: the std at step 0, annealed
     linearly to 0 over instance_noise_steps (0 = the whole run); real_target: the smoothed BCE target of
     real clips; label_drop: probability of the null label per clip (class-conditional models); ema_decay
     (0 = off); d_lr: the discriminators' learning rate (None = optim.lr; otherwise optim's settings);
@@ -183,8 +191,11 @@ class GanTask(VidynTask):
         d_max_channels: int = 256,
         d_frame_differences: bool = False,
         aux_class_weight: float = 0.0,
+        aux_classifier: str = "discriminator",
+        aux_classifier_lr: float | None = None,
         spectral_norm: bool = True,
         r1_gamma: float = 0.0,
+        r1_every: int = 1,
         instance_noise: float = 0.0,
         instance_noise_steps: int = 0,
         real_target: float = 0.9,
@@ -196,7 +207,7 @@ class GanTask(VidynTask):
         super().__init__()
         intervals = list(frame_intervals or [1])
         _check_gan_args(
-            model, run, num_frames=num_frames, intervals=intervals, r1_gamma=r1_gamma,
+            model, run, num_frames=num_frames, intervals=intervals, r1_gamma=r1_gamma, r1_every=r1_every,
             instance_noise=instance_noise, real_target=real_target, label_drop=label_drop,
             ema_decay=ema_decay,
         )  # fmt: skip
@@ -210,6 +221,7 @@ class GanTask(VidynTask):
             float(real_target),
             float(label_drop),
         )
+        self.r1_every = r1_every
         self.instance_noise = float(instance_noise)
         self.noise_steps = instance_noise_steps or run.total_steps
         self.optim_cfg, self.total_steps, self.warmup_steps = run.optim, run.total_steps, run.warmup_steps
@@ -221,11 +233,28 @@ class GanTask(VidynTask):
                 "task.args.aux_class_weight must be >= 0, and > 0 only for a class-conditional model"
             )
         self.aux_class_weight = float(aux_class_weight)
+        if aux_classifier not in ("discriminator", "separate"):
+            raise VidynError(
+                f"task.args.aux_classifier must be discriminator or separate; got {aux_classifier!r}"
+            )
+        separate = aux_class_weight > 0 and aux_classifier == "separate"
         d_args = dict(base_channels=d_base_channels, max_channels=d_max_channels, spectral_norm=spectral_norm)
         self.video_discriminator, self.frame_discriminator = _discriminators(
             model, self.num_classes, d_args, frame_differences=d_frame_differences,
-            aux_classifier=aux_class_weight > 0, frame_discriminator=frame_discriminator,
+            aux_classifier=aux_class_weight > 0 and not separate, frame_discriminator=frame_discriminator,
         )  # fmt: skip
+        self.classifier = (
+            MotionClassifier(
+                in_channels=model.in_channels,
+                image_size=model.image_size,
+                num_classes=self.num_classes,
+                base_channels=d_base_channels,
+                max_channels=d_max_channels,
+            )  # fmt: skip
+            if separate
+            else None
+        )
+        self.aux_classifier_lr = aux_classifier_lr
         self.watch = DiscriminatorWatch()
         self.ema: nn.Module | None = None
         if ema_decay > 0:
@@ -262,7 +291,13 @@ class GanTask(VidynTask):
         """The discriminators' logits, and with `aux_class_weight` and a `class_target` `(B,)` (-1 rows
         ignored) the cross-entropy of the video discriminator's class head against it (else None)."""
         if self.aux_class_weight > 0 and class_target is not None:
-            logits, class_logits = self.video_discriminator(clips, times, labels, with_classes=True)
+            if self.classifier is not None:
+                logits, class_logits = (
+                    self.video_discriminator(clips, times, labels),
+                    self.classifier(clips, times),
+                )
+            else:
+                logits, class_logits = self.video_discriminator(clips, times, labels, with_classes=True)
             known = class_target >= 0  # a batch of null labels only has no class term (not NaN)
             ce = F.cross_entropy(class_logits[known], class_target[known]) if bool(known.any()) else None
             ce = class_logits.sum() * 0 if ce is None else ce
@@ -282,7 +317,8 @@ class GanTask(VidynTask):
         nfe = float(getattr(self.model, "nfe", 0))
         std = instance_noise_std(self.global_step, start=self.instance_noise, anneal_steps=self.noise_steps)
 
-        real_in = add_instance_noise(real, std).requires_grad_(self.r1_gamma > 0)
+        apply_r1 = self.r1_gamma > 0 and self.global_step % self.r1_every == 0
+        real_in = add_instance_noise(real, std).requires_grad_(apply_r1)
         true_labels = batch["label"].long() if self.num_classes else None
         d_real, ce_real = self._d_scores(real_in, times, labels, true_labels)
         d_fake, _ = self._d_scores(add_instance_noise(fake.detach(), std), times, labels)
@@ -291,7 +327,8 @@ class GanTask(VidynTask):
         )
         if ce_real is not None:
             d_loss = d_loss + self.aux_class_weight * ce_real
-        r1 = sum(r1_penalty(r, real_in, gamma=self.r1_gamma) for r in d_real) if self.r1_gamma > 0 else None
+        r1_gamma = self.r1_gamma * self.r1_every
+        r1 = sum(r1_penalty(r, real_in, gamma=r1_gamma) for r in d_real) if apply_r1 else None
         opt_d.zero_grad()
         self.manual_backward(d_loss + r1 if r1 is not None else d_loss)
         d_norm = grad_norm(self._d_params())
@@ -330,8 +367,11 @@ class GanTask(VidynTask):
         self._maybe_log_samples(times[0], real.device)
         return g_loss.detach()
 
-    def _d_params(self) -> list[nn.Parameter]:
+    def _d_params(self, with_classifier: bool = True) -> list[nn.Parameter]:
+        """The discriminators' optimiser's parameters (and the separate classifier's, unless told not)."""
         extra = list(self.frame_discriminator.parameters()) if self.frame_discriminator is not None else []
+        if with_classifier and self.classifier is not None:
+            extra += list(self.classifier.parameters())
         return [*self.video_discriminator.parameters(), *extra]
 
     @property
@@ -376,7 +416,11 @@ class GanTask(VidynTask):
             self.model.parameters(), self.optim_cfg, self.total_steps, self.warmup_steps
         )
         d_cfg = {**self.optim_cfg, **({"lr": self.d_lr} if self.d_lr is not None else {})}
-        return generator, optim_lib.configure(self._d_params(), d_cfg, self.total_steps, self.warmup_steps)
+        groups: list[dict[str, Any]] = [{"params": self._d_params(self.classifier is None)}]
+        if self.classifier is not None:
+            lr = self.aux_classifier_lr if self.aux_classifier_lr is not None else d_cfg["lr"]
+            groups.append({"params": list(self.classifier.parameters()), "lr": lr})
+        return generator, optim_lib.configure(groups, d_cfg, self.total_steps, self.warmup_steps)
 
     # -- export -------------------------------------------------------------------------------------
     def use_ema_weights(self) -> None:
