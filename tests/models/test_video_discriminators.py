@@ -159,6 +159,25 @@ def test_motion_classifier_learns_the_direction_of_motion_and_checks_its_input()
         MotionClassifier(in_channels=3, image_size=16, num_classes=1)
 
 
+def test_motion_classifier_gru_does_not_saturate_when_its_features_grow() -> None:
+    """Conv features 100x larger (as they grew in a GAN run that then never learned) leave the GRU's
+    input, and so its gradients, as they were: the features are layer-normalised before the GRU."""
+    torch.manual_seed(0)
+    clf = MotionClassifier(in_channels=3, image_size=16, num_classes=2, base_channels=8, max_channels=16)
+    clips, labels = _moving_squares(1, 4, 0), torch.tensor([0, 1, 0, 1])
+
+    def gru_grad() -> float:
+        clf.zero_grad()
+        nn.functional.cross_entropy(clf(clips, TIMES), labels).backward()
+        return float(clf.gru.weight_ih_l0.grad.norm())
+
+    before = gru_grad()
+    with torch.no_grad():
+        clf.reduce.weight.mul_(100)
+        clf.reduce.bias.mul_(100)
+    assert gru_grad() == pytest.approx(before, rel=0.05)
+
+
 def test_frame_discriminator_and_frame_sampling() -> None:
     torch.manual_seed(0)
     d = FrameDiscriminator(in_channels=3, image_size=16, base_channels=8, num_classes=2, spectral_norm=True)

@@ -175,10 +175,10 @@ def test_aux_class_weight_adds_ac_gan_terms_that_reach_the_generator(tmp_path: P
         GanTask(build_model("ode_gan_tiny"), TaskRun(optim=OPTIM, total_steps=10), aux_class_weight=1.0)
 
 
-def test_separate_aux_classifier_is_trained_by_the_discriminator_optimiser(tmp_path: Path) -> None:
+def test_separate_aux_classifier_is_trained_by_its_own_optimiser(tmp_path: Path) -> None:
     """aux_classifier=separate: no class head on the video discriminator; a MotionClassifier reads the
-    class, sits in the discriminators' optimiser at its own learning rate, is trained on real clips and
-    gives the generator its class term."""
+    class, has its own optimiser at its own learning rate, is trained on real clips and gives the
+    generator its class term."""
     task = _gan(aux_class_weight=1.0, aux_classifier="separate", aux_classifier_lr=0.01)
     assert task.video_discriminator.classifier is None and task.classifier is not None
     labels, times = torch.tensor([0, 3, -1, 5]), torch.arange(4) * 0.1
@@ -189,9 +189,11 @@ def test_separate_aux_classifier_is_trained_by_the_discriminator_optimiser(tmp_p
     c0 = _params(task.classifier)
     trainer = _fit(task, steps=2)
     assert _changed(c0, task.classifier)
-    (opt_d,) = [o for o in trainer.optimizers if any(p is task.classifier.out.weight for g in o.param_groups
-                                                      for p in g["params"])]  # fmt: skip
-    assert [g["lr"] for g in opt_d.param_groups] == [OPTIM["lr"], 0.01]
+    opt_g, opt_d, opt_c = trainer.optimizers  # the classifier's own, not clipped with the discriminators
+    assert {id(p) for g in opt_c.param_groups for p in g["params"]} == {
+        id(p) for p in task.classifier.parameters()
+    }
+    assert [g["lr"] for g in opt_c.param_groups] == [0.01] and opt_d.param_groups[0]["lr"] == OPTIM["lr"]
     assert torch.isfinite(trainer.callback_metrics["train/class_ce_real"])
     with pytest.raises(VidynError, match="aux_classifier must be discriminator or separate"):
         _gan(aux_class_weight=1.0, aux_classifier="judge")

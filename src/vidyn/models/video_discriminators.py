@@ -171,9 +171,9 @@ class MotionClassifier(nn.Module):
 
     The video discriminator's conv stack on frames, frame differences and time gaps, without spectral norm
     (it is trained on real clips only, never adversarially); each time step's 4x4 map, reduced to 8
-    channels, is flattened and read by a GRU, so the classifier sees the trajectory over the whole clip
-    (a motion law is a path shape: an arc, a line, a circle), not only the space-time mean of local
-    features that the discriminator's own class head reads.
+    channels, is flattened, layer-normalised and read by a GRU, so the classifier sees the trajectory over
+    the whole clip (a motion law is a path shape: an arc, a line, a circle), not only the space-time mean
+    of local features that the discriminator's own class head reads.
     """
 
     def __init__(
@@ -187,6 +187,9 @@ class MotionClassifier(nn.Module):
         self.in_channels, self.time_unit = in_channels, float(time_unit)
         self.net = _conv_stack(2 * in_channels + 2, widths)
         self.reduce = nn.Conv3d(widths[-1], 8, 1)
+        # Without normalisation the conv features grew (std 34 in one GAN run) and saturated the GRU's gates:
+        # gradients of 1e-5 and a cross-entropy stuck at chance for 1,700 steps (docs/generation.md).
+        self.norm = nn.LayerNorm(8 * 16)
         self.gru = nn.GRU(8 * 16, hidden, batch_first=True)
         self.out = nn.Linear(hidden, num_classes)
 
@@ -196,7 +199,7 @@ class MotionClassifier(nn.Module):
         x = self.reduce(self.net(clip_input(clips, times, self.time_unit, frame_differences=True)))
         b, c, t = x.shape[:3]
         seq = x.permute(0, 2, 1, 3, 4).reshape(b, t, c * 16)  # (B, 8, T, 4, 4) -> (B, T, 128)
-        _, last = self.gru(seq.float())  # (1, B, hidden)
+        _, last = self.gru(self.norm(seq.float()))  # (1, B, hidden)
         return self.out(last[0])
 
 

@@ -167,8 +167,8 @@ class GanTask(VidynTask):
     discriminators' widths; d_frame_differences: give the video discriminator the frame differences too
     (a motion stream); aux_class_weight: weight of the AC-GAN class terms (0 = off); aux_classifier: where
     the class is read, "discriminator" (a head on the video discriminator's pooled features) or "separate"
-    (a `MotionClassifier` network trained on real clips only, in the discriminators' optimiser at
-    aux_classifier_lr, None = theirs); spectral_norm;
+    (a `MotionClassifier` network trained on real clips only, by its own optimiser with the discriminators'
+    settings at aux_classifier_lr, None = theirs, and not clipped with them); spectral_norm;
     r1_gamma (0 = off); r1_every: apply R1 on every that many steps only, with gamma times that many
     (StyleGAN2's lazy regularisation, Karras et al. 2020: the same penalty per step on average, and
     the double backward through the video discriminator skipped on the other steps; 1 = every step);
@@ -310,7 +310,7 @@ class GanTask(VidynTask):
         return scores, ce
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        opt_g, opt_d = self.optimizers()  # type: ignore[misc]
+        opt_g, opt_d, *opt_c = self.optimizers()  # type: ignore[misc]
         real, times = self.clip_of(batch, self.global_step)
         labels = self.labels_of(batch, self.label_drop)
         fake = self.model(self.model.noise(real.shape[0]).to(real), times, labels)
@@ -329,12 +329,15 @@ class GanTask(VidynTask):
             d_loss = d_loss + self.aux_class_weight * ce_real
         r1_gamma = self.r1_gamma * self.r1_every
         r1 = sum(r1_penalty(r, real_in, gamma=r1_gamma) for r in d_real) if apply_r1 else None
-        opt_d.zero_grad()
+        for opt in (opt_d, *opt_c):
+            opt.zero_grad()
         self.manual_backward(d_loss + r1 if r1 is not None else d_loss)
         d_norm = grad_norm(self._d_params())
         self.clip_gradients(opt_d, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
         # Not `opt_d.step()`: Lightning counts every LightningOptimizer step, which would halve max_steps.
         self.trainer.strategy.optimizer_step(opt_d.optimizer, lambda: None)
+        for opt in opt_c:  # the separate classifier: its own optimiser, not clipped with the discriminators
+            self.trainer.strategy.optimizer_step(opt.optimizer, lambda: None)
 
         self.toggle_optimizer(opt_g)  # the discriminators need no gradients in the generator's backward
         g_scores, ce_fake = self._d_scores(add_instance_noise(fake, std), times, labels, labels)
@@ -367,11 +370,8 @@ class GanTask(VidynTask):
         self._maybe_log_samples(times[0], real.device)
         return g_loss.detach()
 
-    def _d_params(self, with_classifier: bool = True) -> list[nn.Parameter]:
-        """The discriminators' optimiser's parameters (and the separate classifier's, unless told not)."""
+    def _d_params(self) -> list[nn.Parameter]:
         extra = list(self.frame_discriminator.parameters()) if self.frame_discriminator is not None else []
-        if with_classifier and self.classifier is not None:
-            extra += list(self.classifier.parameters())
         return [*self.video_discriminator.parameters(), *extra]
 
     @property
@@ -411,16 +411,19 @@ class GanTask(VidynTask):
         self.log("val/loss", moment_gap(fake, real), prog_bar=True, sync_dist=True, batch_size=bs)
         self.log("val/frame_change", fake.diff(dim=1).abs().mean(), sync_dist=True, batch_size=bs)
 
-    def configure_optimizers(self) -> tuple[dict, dict]:
+    def configure_optimizers(self) -> tuple[dict, ...]:
+        """The generator's and the discriminators' optimisers, and the separate classifier's (same settings
+        at aux_classifier_lr) when there is one."""
         generator = optim_lib.configure(
             self.model.parameters(), self.optim_cfg, self.total_steps, self.warmup_steps
         )
         d_cfg = {**self.optim_cfg, **({"lr": self.d_lr} if self.d_lr is not None else {})}
-        groups: list[dict[str, Any]] = [{"params": self._d_params(self.classifier is None)}]
-        if self.classifier is not None:
-            lr = self.aux_classifier_lr if self.aux_classifier_lr is not None else d_cfg["lr"]
-            groups.append({"params": list(self.classifier.parameters()), "lr": lr})
-        return generator, optim_lib.configure(groups, d_cfg, self.total_steps, self.warmup_steps)
+        d = optim_lib.configure(self._d_params(), d_cfg, self.total_steps, self.warmup_steps)
+        if self.classifier is None:
+            return generator, d
+        c_cfg = d_cfg | ({"lr": self.aux_classifier_lr} if self.aux_classifier_lr is not None else {})
+        c = optim_lib.configure(self.classifier.parameters(), c_cfg, self.total_steps, self.warmup_steps)
+        return generator, d, c
 
     # -- export -------------------------------------------------------------------------------------
     def use_ema_weights(self) -> None:
