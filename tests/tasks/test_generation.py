@@ -17,7 +17,8 @@ from vidyn.data.datamodule import build_dataset
 from vidyn.errors import VidynError
 from vidyn.export import build_model
 from vidyn.tasks import TaskRun
-from vidyn.tasks.generation import DiscriminatorWatch, GanTask, sample_grid
+from vidyn.tasks.gan_monitoring import DiscriminatorWatch, sample_grid
+from vidyn.tasks.generation import GanTask
 from vidyn.tasks.latent_sde import LatentSdeTask, kl_weight_at
 
 OPTIM = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "betas": [0.5, 0.999], "min_lr_ratio": 1.0,
