@@ -79,6 +79,7 @@ def class_names_for(model: nn.Module, run: TaskRun) -> list[str]:
 def _check_gan_args(
     model: nn.Module, run: TaskRun, *, num_frames: int, intervals: list[int], r1_gamma: float,
     r1_every: int, instance_noise: float, real_target: float, label_drop: float, ema_decay: float,
+    aux_classifier: str,
 ) -> None:  # fmt: skip
     """`task.args` of the gan task, and a model it can train, or a one-line VidynError."""
     if not (callable(getattr(model, "noise", None)) and isinstance(getattr(model, "in_channels", None), int)):
@@ -93,6 +94,10 @@ def _check_gan_args(
             f"frame_intervals must be ints >= 1: {intervals}",
         ),
         (r1_gamma >= 0 and instance_noise >= 0, "r1_gamma and instance_noise must be >= 0"),
+        (
+            aux_classifier in ("discriminator", "separate"),
+            f"aux_classifier must be discriminator or separate; got {aux_classifier!r}",
+        ),
         (isinstance(r1_every, int) and r1_every >= 1, f"r1_every must be an int >= 1; got {r1_every}"),
         (0 < real_target <= 1, f"real_target must be in (0, 1]; got {real_target}"),
         (0 <= label_drop <= 1, f"label_drop must be in [0, 1]; got {label_drop}"),
@@ -106,13 +111,22 @@ def _check_gan_args(
 
 def _discriminators(
     model: nn.Module, num_classes: int, d_args: dict[str, Any], *, frame_differences: bool,
-    aux_classifier: bool, frame_discriminator: bool,
-) -> tuple[VideoDiscriminator, FrameDiscriminator | None]:  # fmt: skip
-    """The video discriminator and (optionally) MoCoGAN's frame discriminator for `model`'s clips."""
+    aux_classifier: str | None, frame_discriminator: bool,
+) -> tuple[VideoDiscriminator, FrameDiscriminator | None, MotionClassifier | None]:  # fmt: skip
+    """The video discriminator, MoCoGAN's frame discriminator (optional) and the separate class reader for
+    `model`'s clips: `aux_classifier` "discriminator" gives the video discriminator a class head,
+    "separate" a `MotionClassifier` of the discriminators' widths, None neither."""
     common = dict(in_channels=model.in_channels, image_size=model.image_size, num_classes=num_classes)
-    common |= d_args
-    video = VideoDiscriminator(**common, frame_differences=frame_differences, aux_classifier=aux_classifier)
-    return video, FrameDiscriminator(**common) if frame_discriminator else None
+    video = VideoDiscriminator(
+        **common,
+        **d_args,
+        frame_differences=frame_differences,
+        aux_classifier=aux_classifier == "discriminator",
+    )
+    frame = FrameDiscriminator(**common, **d_args) if frame_discriminator else None
+    widths = dict(base_channels=d_args["base_channels"], max_channels=d_args["max_channels"])
+    classifier = MotionClassifier(**common, **widths) if aux_classifier == "separate" else None
+    return video, frame, classifier
 
 
 @TASKS.register("gan", family="generator")
@@ -166,19 +180,15 @@ class GanTask(VidynTask):
         _check_gan_args(
             model, run, num_frames=num_frames, intervals=intervals, r1_gamma=r1_gamma, r1_every=r1_every,
             instance_noise=instance_noise, real_target=real_target, label_drop=label_drop,
-            ema_decay=ema_decay,
+            ema_decay=ema_decay, aux_classifier=aux_classifier,
         )  # fmt: skip
         self.automatic_optimization = False
         self.model = model
         self.class_names = class_names_for(model, run)
         self.num_classes = len(self.class_names)
         self.num_frames, self.frame_intervals = num_frames, intervals
-        self.r1_gamma, self.real_target, self.label_drop = (
-            float(r1_gamma),
-            float(real_target),
-            float(label_drop),
-        )
-        self.r1_every = r1_every
+        self.r1_gamma, self.r1_every = float(r1_gamma), r1_every
+        self.real_target, self.label_drop = float(real_target), float(label_drop)
         self.instance_noise = float(instance_noise)
         self.noise_steps = instance_noise_steps or run.total_steps
         self.optim_cfg, self.total_steps, self.warmup_steps = run.optim, run.total_steps, run.warmup_steps
@@ -189,29 +199,13 @@ class GanTask(VidynTask):
             raise VidynError(
                 "task.args.aux_class_weight must be >= 0, and > 0 only for a class-conditional model"
             )
-        self.aux_class_weight = float(aux_class_weight)
-        if aux_classifier not in ("discriminator", "separate"):
-            raise VidynError(
-                f"task.args.aux_classifier must be discriminator or separate; got {aux_classifier!r}"
-            )
-        separate = aux_class_weight > 0 and aux_classifier == "separate"
+        self.aux_class_weight, self.aux_classifier_lr = float(aux_class_weight), aux_classifier_lr
         d_args = dict(base_channels=d_base_channels, max_channels=d_max_channels, spectral_norm=spectral_norm)
-        self.video_discriminator, self.frame_discriminator = _discriminators(
+        self.video_discriminator, self.frame_discriminator, self.classifier = _discriminators(
             model, self.num_classes, d_args, frame_differences=d_frame_differences,
-            aux_classifier=aux_class_weight > 0 and not separate, frame_discriminator=frame_discriminator,
+            aux_classifier=aux_classifier if aux_class_weight > 0 else None,
+            frame_discriminator=frame_discriminator,
         )  # fmt: skip
-        self.classifier = (
-            MotionClassifier(
-                in_channels=model.in_channels,
-                image_size=model.image_size,
-                num_classes=self.num_classes,
-                base_channels=d_base_channels,
-                max_channels=d_max_channels,
-            )  # fmt: skip
-            if separate
-            else None
-        )
-        self.aux_classifier_lr = aux_classifier_lr
         self.watch = DiscriminatorWatch()
         self.ema: nn.Module | None = None
         if ema_decay > 0:
