@@ -140,7 +140,7 @@ class GanTask(VidynTask):
     the class is read, "discriminator" (a head on the video discriminator's pooled features) or "separate"
     (a `MotionClassifier` network trained on real clips only, by its own optimiser with the discriminators'
     settings at aux_classifier_lr, None = theirs, and not clipped with them); spectral_norm;
-    r1_gamma (0 = off); r1_every: apply R1 on every that many steps only, with gamma times that many
+    r1_gamma (0 = off); r1_every: apply R1 only every that many steps, with gamma times that many
     (StyleGAN2's lazy regularisation, Karras et al. 2020: the same penalty per step on average, and
     the double backward through the video discriminator skipped on the other steps; 1 = every step);
     instance_noise: the std at step 0, annealed
