@@ -200,6 +200,39 @@ def test_separate_aux_classifier_is_trained_by_its_own_optimiser(tmp_path: Path)
         _gan(aux_class_weight=1.0, aux_classifier="judge")
 
 
+def test_adc_fake_classes_teach_the_classifier_what_generated_clips_of_each_class_are() -> None:
+    """aux_fake_classes (ADC-GAN): the separate classifier has 2K classes; in the discriminators' step a
+    generated clip asked for y is a K + y example (null labels ignored), so the classifier learns to tell a
+    generated clip of a class from a real one of the same class, which plain AC-GAN cannot."""
+    task = _gan(aux_class_weight=1.0, aux_classifier="separate", aux_fake_classes=True)
+    assert task.classifier.out.out_features == 14
+    labels = torch.tensor([0, 3, -1, 5])
+    assert task._fake_class_target(labels).tolist() == [7, 10, -1, 12]
+    batch = next(iter(_loader()))
+    real, times = batch["frames"][:, :4], batch["times"][:, :4] - batch["times"][:, :1]
+    labels = batch["label"].long()
+    with torch.no_grad():
+        fake = task.model(task.model.noise(4), times, labels)  # untrained blobs, asked for the real labels
+    opt = torch.optim.Adam(task.classifier.parameters(), lr=3e-3)
+    for _ in range(60):  # the class terms of the discriminators' step, on a fixed batch
+        _, ce_real = task._d_scores(real, times, labels, labels)
+        _, ce_fake = task._d_scores(fake, times, labels, task._fake_class_target(labels))
+        opt.zero_grad()
+        (ce_real + ce_fake).backward()
+        opt.step()
+    with torch.no_grad():
+        assert task.classifier(real, times).argmax(1).tolist() == labels.tolist()
+        assert task.classifier(fake, times).argmax(1).tolist() == (labels + 7).tolist()
+    trainer = _fit(_gan(aux_class_weight=1.0, aux_classifier="separate", aux_fake_classes=True), steps=2)
+    assert torch.isfinite(trainer.callback_metrics["train/class_ce_fake_as_fake"])
+    assert (
+        "train/class_ce_fake_as_fake"
+        not in _fit(_gan(aux_class_weight=1.0, aux_classifier="separate"), 1).callback_metrics
+    )
+    with pytest.raises(VidynError, match="aux_fake_classes needs aux_classifier: separate"):
+        _gan(aux_class_weight=1.0, aux_fake_classes=True)
+
+
 def test_sample_grid_lays_clips_out_in_rows() -> None:
     clips = torch.arange(2 * 3, dtype=torch.float32).view(2, 3, 1, 1, 1) / 10  # (B, T, C, H, W)
     grid = sample_grid(clips)

@@ -12,7 +12,12 @@ models, an auxiliary classifier on the video discriminator's features (AC-GAN, O
 `aux_class_weight`): the discriminator learns the classes of real clips (cross-entropy on real clips only,
 as in most AC-GAN implementations since Gong et al.'s TAC-GAN analysis, 2019), the generator is pushed to
 make clips it classifies as the label asked for, on top of the projection discriminator's signal; with
-`aux_classifier: separate` a `MotionClassifier` network with its own optimiser reads the class instead.
+`aux_classifier: separate` a `MotionClassifier` network with its own optimiser reads the class instead,
+and with `aux_fake_classes` it is ADC-GAN's discriminative classifier (Hou et al., ICML 2022): 2K classes,
+real clips of class y against y and generated clips asked for y against K + y, so the generator cannot
+satisfy it with clips that only cross the real classes' decision boundary (the classifier learns what
+generated clips of each class look like); the generator's term is the cross-entropy of its clips against
+the real-y class over all 2K (ADC-GAN also adds + log p(fake-y), unbounded below; left out here).
 R1 can be lazy (`r1_every`, StyleGAN2's lazy regularisation, Karras et al. 2020).
 
 Continuous time (issue 12): with `frame_intervals: [1, 2, ...]` each batch sub-samples the data's
@@ -79,7 +84,7 @@ def class_names_for(model: nn.Module, run: TaskRun) -> list[str]:
 def _check_gan_args(
     model: nn.Module, run: TaskRun, *, num_frames: int, intervals: list[int], r1_gamma: float,
     r1_every: int, instance_noise: float, real_target: float, label_drop: float, ema_decay: float,
-    aux_classifier: str,
+    aux_classifier: str, aux_fake_classes: bool = False,
 ) -> None:  # fmt: skip
     """`task.args` of the gan task, and a model it can train, or a one-line VidynError."""
     if not (callable(getattr(model, "noise", None)) and isinstance(getattr(model, "in_channels", None), int)):
@@ -98,6 +103,10 @@ def _check_gan_args(
             aux_classifier in ("discriminator", "separate"),
             f"aux_classifier must be discriminator or separate; got {aux_classifier!r}",
         ),
+        (
+            not aux_fake_classes or aux_classifier == "separate",
+            "aux_fake_classes needs aux_classifier: separate",
+        ),
         (isinstance(r1_every, int) and r1_every >= 1, f"r1_every must be an int >= 1; got {r1_every}"),
         (0 < real_target <= 1, f"real_target must be in (0, 1]; got {real_target}"),
         (0 <= label_drop <= 1, f"label_drop must be in [0, 1]; got {label_drop}"),
@@ -111,11 +120,12 @@ def _check_gan_args(
 
 def _discriminators(
     model: nn.Module, num_classes: int, d_args: dict[str, Any], *, frame_differences: bool,
-    aux_classifier: str | None, frame_discriminator: bool,
+    aux_classifier: str | None, frame_discriminator: bool, fake_classes: bool = False,
 ) -> tuple[VideoDiscriminator, FrameDiscriminator | None, MotionClassifier | None]:  # fmt: skip
     """The video discriminator, MoCoGAN's frame discriminator (optional) and the separate class reader for
     `model`'s clips: `aux_classifier` "discriminator" gives the video discriminator a class head,
-    "separate" a `MotionClassifier` of the discriminators' widths, None neither."""
+    "separate" a `MotionClassifier` of the discriminators' widths (2K classes with `fake_classes`), None
+    neither."""
     common = dict(in_channels=model.in_channels, image_size=model.image_size, num_classes=num_classes)
     video = VideoDiscriminator(
         **common,
@@ -125,8 +135,10 @@ def _discriminators(
     )
     frame = FrameDiscriminator(**common, **d_args) if frame_discriminator else None
     widths = dict(base_channels=d_args["base_channels"], max_channels=d_args["max_channels"])
-    classifier = MotionClassifier(**common, **widths) if aux_classifier == "separate" else None
-    return video, frame, classifier
+    if aux_classifier != "separate":
+        return video, frame, None
+    outputs = num_classes * (2 if fake_classes else 1)  # ADC-GAN: real class y, then fake class K + y
+    return video, frame, MotionClassifier(**common | {"num_classes": outputs}, **widths)
 
 
 @TASKS.register("gan", family="generator")
@@ -139,7 +151,9 @@ class GanTask(VidynTask):
     (a motion stream); aux_class_weight: weight of the AC-GAN class terms (0 = off); aux_classifier: where
     the class is read, "discriminator" (a head on the video discriminator's pooled features) or "separate"
     (a `MotionClassifier` network trained on real clips only, by its own optimiser with the discriminators'
-    settings at aux_classifier_lr, None = theirs, and not clipped with them); spectral_norm;
+    settings at aux_classifier_lr, None = theirs, and not clipped with them); aux_fake_classes: the
+    separate classifier also learns the asked class of generated clips as K more classes (ADC-GAN);
+    spectral_norm;
     r1_gamma (0 = off); r1_every: apply R1 only every that many steps, with gamma times that many
     (StyleGAN2's lazy regularisation, Karras et al. 2020: the same penalty per step on average, and
     the double backward through the video discriminator skipped on the other steps; 1 = every step);
@@ -164,6 +178,7 @@ class GanTask(VidynTask):
         aux_class_weight: float = 0.0,
         aux_classifier: str = "discriminator",
         aux_classifier_lr: float | None = None,
+        aux_fake_classes: bool = False,
         spectral_norm: bool = True,
         r1_gamma: float = 0.0,
         r1_every: int = 1,
@@ -180,7 +195,7 @@ class GanTask(VidynTask):
         _check_gan_args(
             model, run, num_frames=num_frames, intervals=intervals, r1_gamma=r1_gamma, r1_every=r1_every,
             instance_noise=instance_noise, real_target=real_target, label_drop=label_drop,
-            ema_decay=ema_decay, aux_classifier=aux_classifier,
+            ema_decay=ema_decay, aux_classifier=aux_classifier, aux_fake_classes=aux_fake_classes,
         )  # fmt: skip
         self.automatic_optimization = False
         self.model = model
@@ -200,11 +215,12 @@ class GanTask(VidynTask):
                 "task.args.aux_class_weight must be >= 0, and > 0 only for a class-conditional model"
             )
         self.aux_class_weight, self.aux_classifier_lr = float(aux_class_weight), aux_classifier_lr
+        self.aux_fake_classes = bool(aux_fake_classes)
         d_args = dict(base_channels=d_base_channels, max_channels=d_max_channels, spectral_norm=spectral_norm)
         self.video_discriminator, self.frame_discriminator, self.classifier = _discriminators(
             model, self.num_classes, d_args, frame_differences=d_frame_differences,
             aux_classifier=aux_classifier if aux_class_weight > 0 else None,
-            frame_discriminator=frame_discriminator,
+            frame_discriminator=frame_discriminator, fake_classes=self.aux_fake_classes,
         )  # fmt: skip
         self.watch = DiscriminatorWatch()
         self.ema: nn.Module | None = None
@@ -272,12 +288,14 @@ class GanTask(VidynTask):
         real_in = add_instance_noise(real, std).requires_grad_(apply_r1)
         true_labels = batch["label"].long() if self.num_classes else None
         d_real, ce_real = self._d_scores(real_in, times, labels, true_labels)
-        d_fake, _ = self._d_scores(add_instance_noise(fake.detach(), std), times, labels)
+        fake_target = self._fake_class_target(labels)
+        d_fake, ce_fake_d = self._d_scores(add_instance_noise(fake.detach(), std), times, labels, fake_target)
         d_loss = sum(
             bce_d_loss(r, f, real_target=self.real_target) for r, f in zip(d_real, d_fake, strict=True)
         )
-        if ce_real is not None:
-            d_loss = d_loss + self.aux_class_weight * ce_real
+        for ce in (ce_real, ce_fake_d):
+            if ce is not None:
+                d_loss = d_loss + self.aux_class_weight * ce
         r1_gamma = self.r1_gamma * self.r1_every
         r1 = sum(r1_penalty(r, real_in, gamma=r1_gamma) for r in d_real) if apply_r1 else None
         for opt in (opt_d, *opt_c):
@@ -307,19 +325,32 @@ class GanTask(VidynTask):
             self.ema.update_parameters(self.model)
         logs = {"d_loss": d_loss, "g_loss": g_loss, "d_real": torch.sigmoid(d_real[0]).mean()}
         logs |= {"d_fake": torch.sigmoid(d_fake[0]).mean(), "grad_norm_d": d_norm, "grad_norm_g": g_norm}
-        d_real_mean, d_fake_mean = float(logs["d_real"].detach()), float(logs["d_fake"].detach())
-        report = self.watch.update(self.global_step, d_real_mean, d_fake_mean)
-        if report is not None and self.trainer.is_global_zero:
-            warnings.warn(report, VidynWarning, stacklevel=1)
         logs |= {"nfe": torch.tensor(nfe), "instance_noise": torch.tensor(std)}
         if r1 is not None:
             logs["r1"] = r1
         if ce_real is not None and ce_fake is not None:
             logs |= {"class_ce_real": ce_real, "class_ce_fake": ce_fake}
-        self.log_dict({f"train/{k}": v.detach().float() for k, v in logs.items()}, batch_size=real.shape[0])
-        self.log("train/loss", g_loss.detach(), prog_bar=True, batch_size=real.shape[0])
+        if ce_fake_d is not None:  # ADC-GAN: how well the classifier tells generated clips' classes apart
+            logs["class_ce_fake_as_fake"] = ce_fake_d
+        self._log_step(logs, real.shape[0])
         self._maybe_log_samples(times[0], real.device)
         return g_loss.detach()
+
+    def _log_step(self, logs: dict[str, Tensor], batch_size: int) -> None:
+        """Log the step's figures under train/, and warn once when the discriminator has collapsed."""
+        d_real_mean, d_fake_mean = float(logs["d_real"].detach()), float(logs["d_fake"].detach())
+        report = self.watch.update(self.global_step, d_real_mean, d_fake_mean)
+        if report is not None and self.trainer.is_global_zero:
+            warnings.warn(report, VidynWarning, stacklevel=1)
+        self.log_dict({f"train/{k}": v.detach().float() for k, v in logs.items()}, batch_size=batch_size)
+        self.log("train/loss", logs["g_loss"].detach(), prog_bar=True, batch_size=batch_size)
+
+    def _fake_class_target(self, labels: Tensor | None) -> Tensor | None:
+        """ADC-GAN's targets `(B,)` of generated clips in the discriminators' step: K + the asked class (-1,
+        the null label, stays -1 and is ignored); None without `aux_fake_classes`."""
+        if not self.aux_fake_classes or labels is None:
+            return None
+        return torch.where(labels >= 0, labels + self.num_classes, labels)
 
     def _d_params(self) -> list[nn.Parameter]:
         extra = list(self.frame_discriminator.parameters()) if self.frame_discriminator is not None else []
