@@ -97,6 +97,19 @@ def test_gan_steps_both_optimisers_and_counts_batches() -> None:
     assert 0 < float(logged["train/d_real"]) < 1 and float(logged["train/nfe"]) > 0
 
 
+def test_frame_discriminator_judges_d_frames_per_clip_frames_of_each_clip() -> None:
+    task = _gan(d_frames_per_clip=3)
+    seen: list[tuple[int, ...]] = []
+    task.frame_discriminator.register_forward_hook(lambda m, args, out: seen.append(tuple(args[0].shape)))
+    labels, times = torch.tensor([0, 3, -1, 5]), torch.arange(4) * 0.1
+    clips = torch.rand(4, 4, 1, 16, 16)
+    scores, _ = task._d_scores(clips, times, labels)
+    assert seen == [(12, 1, 16, 16)] and scores[1].shape == (12,)  # 3 frames of each of the 4 clips
+    assert _gan()._d_scores(clips, times, labels)[0][1].shape == (4,)  # MoCoGAN's default: one per clip
+    with pytest.raises(VidynError, match="d_frames_per_clip must be in 1..num_frames"):
+        _gan(d_frames_per_clip=5)
+
+
 def test_lazy_r1_runs_every_k_steps_with_k_times_gamma(monkeypatch: pytest.MonkeyPatch) -> None:
     import vidyn.tasks.generation as generation
 

@@ -84,7 +84,7 @@ def class_names_for(model: nn.Module, run: TaskRun) -> list[str]:
 def _check_gan_args(
     model: nn.Module, run: TaskRun, *, num_frames: int, intervals: list[int], r1_gamma: float,
     r1_every: int, instance_noise: float, real_target: float, label_drop: float, ema_decay: float,
-    aux_classifier: str, aux_fake_classes: bool = False,
+    aux_classifier: str, aux_fake_classes: bool = False, d_frames_per_clip: int = 1,
 ) -> None:  # fmt: skip
     """`task.args` of the gan task, and a model it can train, or a one-line VidynError."""
     if not (callable(getattr(model, "noise", None)) and isinstance(getattr(model, "in_channels", None), int)):
@@ -94,6 +94,10 @@ def _check_gan_args(
         )
     checks = [
         (num_frames >= 2, f"num_frames must be >= 2; got {num_frames}"),
+        (
+            isinstance(d_frames_per_clip, int) and 1 <= d_frames_per_clip <= num_frames,
+            f"d_frames_per_clip must be in 1..num_frames; got {d_frames_per_clip}",
+        ),
         (
             all(isinstance(k, int) and k >= 1 for k in intervals),
             f"frame_intervals must be ints >= 1: {intervals}",
@@ -146,7 +150,9 @@ class GanTask(VidynTask):
     """Adversarial training of a generator with `noise(B)` and `forward(z, times, labels)`; see module doc.
 
     num_frames: frames per training clip; frame_intervals: frame strides of the data to train on (None =
-    [1]); frame_discriminator: add MoCoGAN's image discriminator; d_base_channels / d_max_channels: the
+    [1]); frame_discriminator: add MoCoGAN's image discriminator; d_frames_per_clip: how many random
+    frames of each clip it judges (MoCoGAN: 1; more gives the generator's appearance more signal per
+    step); d_base_channels / d_max_channels: the
     discriminators' widths; d_frame_differences: give the video discriminator the frame differences too
     (a motion stream); aux_class_weight: weight of the AC-GAN class terms (0 = off); aux_classifier: where
     the class is read, "discriminator" (a head on the video discriminator's pooled features) or "separate"
@@ -172,6 +178,7 @@ class GanTask(VidynTask):
         num_frames: int = 16,
         frame_intervals: list[int] | None = None,
         frame_discriminator: bool = True,
+        d_frames_per_clip: int = 1,
         d_base_channels: int = 32,
         d_max_channels: int = 256,
         d_frame_differences: bool = False,
@@ -196,12 +203,14 @@ class GanTask(VidynTask):
             model, run, num_frames=num_frames, intervals=intervals, r1_gamma=r1_gamma, r1_every=r1_every,
             instance_noise=instance_noise, real_target=real_target, label_drop=label_drop,
             ema_decay=ema_decay, aux_classifier=aux_classifier, aux_fake_classes=aux_fake_classes,
+            d_frames_per_clip=d_frames_per_clip,
         )  # fmt: skip
         self.automatic_optimization = False
         self.model = model
         self.class_names = class_names_for(model, run)
         self.num_classes = len(self.class_names)
         self.num_frames, self.frame_intervals = num_frames, intervals
+        self.d_frames_per_clip = d_frames_per_clip
         self.r1_gamma, self.r1_every = float(r1_gamma), r1_every
         self.real_target, self.label_drop = float(real_target), float(label_drop)
         self.instance_noise = float(instance_noise)
@@ -272,7 +281,7 @@ class GanTask(VidynTask):
             logits, ce = self.video_discriminator(clips, times, labels), None
         scores = [logits]
         if self.frame_discriminator is not None:
-            frames, frame_labels = sample_frames(clips, labels)
+            frames, frame_labels = sample_frames(clips, labels, frames_per_clip=self.d_frames_per_clip)
             scores.append(self.frame_discriminator(frames, frame_labels))
         return scores, ce
 
