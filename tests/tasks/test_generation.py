@@ -110,6 +110,36 @@ def test_frame_discriminator_judges_d_frames_per_clip_frames_of_each_clip() -> N
         _gan(d_frames_per_clip=5)
 
 
+def test_flow_smoothness_penalises_the_generators_flow_roughness() -> None:
+    """With warped frames ode_gan reports its flow roughness (mean |difference| of neighbouring pixels'
+    flows); flow_smoothness adds it to the generator's loss, so training makes the flow smoother than
+    the same run without it, and the module holds no graph tensor after a step (deep copies work)."""
+    import copy
+
+    model = build_model("ode_gan_tiny", in_channels=1, num_classes=7, warp_frames=True)
+    times = torch.arange(4) * 0.1
+    model(model.noise(2), times)
+    rough = model.flow_roughness
+    assert rough.dim() == 0 and rough > 0 and rough.requires_grad
+
+    def roughness_after(weight: float) -> float:
+        torch.manual_seed(0)
+        model = build_model("ode_gan_tiny", in_channels=1, num_classes=7, warp_frames=True)
+        run = TaskRun(optim=OPTIM, total_steps=10, gradient_clip_val=1.0, class_names=CLASSES)
+        task = GanTask(model, run, num_frames=4, sample_every_n_steps=0, d_base_channels=8,
+                       flow_smoothness=weight)  # fmt: skip
+        trainer = _fit(task, steps=8)
+        assert model.flow_roughness is None and copy.deepcopy(model) is not None
+        assert torch.isfinite(trainer.callback_metrics["train/flow_roughness"])
+        with torch.no_grad():
+            model(model.noise(8, torch.Generator().manual_seed(1)), times)
+        return float(model.flow_roughness)
+
+    assert roughness_after(10.0) < 0.8 * roughness_after(0.0)  # 0.26 against 0.40 when written
+    with pytest.raises(VidynError, match="flow_smoothness must be >= 0, and > 0 only for warped frames"):
+        _gan(flow_smoothness=1.0)  # ode_gan_tiny without warp_frames
+
+
 def test_lazy_r1_runs_every_k_steps_with_k_times_gamma(monkeypatch: pytest.MonkeyPatch) -> None:
     import vidyn.tasks.generation as generation
 

@@ -45,7 +45,11 @@ Motion as transport (`warp_frames`, off by default): the head also outputs a flo
 frame is `m * warp(R, flow) + (1 - m) * image`, R the clip's image at its first time (as Vid-ODE's
 decoder composes frames, and flow-based video generators do): moving an object becomes a smooth flow
 field instead of erasing and redrawing it. R is at the clip's start, so frames still depend only on their
-own time and the start (any frame rate gives the same frames at shared times).
+own time and the start (any frame rate gives the same frames at shared times). After each forward,
+`flow_roughness` holds the flows' mean absolute difference between neighbouring pixels (pixels per pixel),
+which the GAN task can penalise (`task.args.flow_smoothness`): one object moving, turning or growing is a
+smooth flow, while an unconstrained flow can gather the frame from scattered parts of R, so the object
+changes shape, splits or appears from nowhere (docs/generation.md).
 
 Deviations: Gordon & Parde's ODE function is one Linear+Tanh on a latent vector over `linspace(0, 1,
 16)`; here a conv net of `ode_layers` tanh layers over a latent map plus a constant conditioning vector,
@@ -79,7 +83,8 @@ class OdeGAN(nn.Module):
 
     `sample(num_samples, times, *, condition=None, generator=None) -> (B, T, C, H, W)` in [0, 1];
     `forward(z, times, labels=None)` is the same from explicit noise `z = noise(B)` (for training).
-    `nfe` is the number of ODE-function evaluations of the last call (the adjoint backward adds to it).
+    `nfe` is the number of ODE-function evaluations of the last call (the adjoint backward adds to it);
+    `flow_roughness` the last call's flow roughness (a 0-d tensor in the graph; None without warp_frames).
     """
 
     continuous_time = True
@@ -143,6 +148,7 @@ class OdeGAN(nn.Module):
             UpBlock2d(widths[i], widths[i + 1]) for i in range(temporal_blocks, num_up)
         )
         self.warp_frames = bool(warp_frames)
+        self.flow_roughness: Tensor | None = None
         head_out = in_channels + (3 if warp_frames else 0)  # image (+ flow from the first frame, mask)
         self.head = nn.Sequential(
             group_norm(widths[-1]), nn.ReLU(), nn.Conv2d(widths[-1], head_out, 3, padding=1)
@@ -220,6 +226,7 @@ class OdeGAN(nn.Module):
         ref_of_clip[clips[is_ref]] = torch.nonzero(is_ref).squeeze(1)
         reference = image[ref_of_clip[clips]]  # (P, C, H, W)
         flow = out[:, c : c + 2] * (self.image_size / 16)  # pixels
+        self.flow_roughness = flow.diff(dim=-1).abs().mean() + flow.diff(dim=-2).abs().mean()
         mask = torch.sigmoid(out[:, c + 2 :])
         return mask * warp(reference, flow) + (1 - mask) * image
 

@@ -49,9 +49,6 @@ from torch import Tensor, nn
 
 from vidyn.errors import VidynError, VidynWarning
 from vidyn.models.video_discriminators import (
-    FrameDiscriminator,
-    MotionClassifier,
-    VideoDiscriminator,
     add_instance_noise,
     bce_d_loss,
     bce_g_loss,
@@ -65,84 +62,8 @@ from vidyn.registry import TASKS
 from vidyn.tasks import optim as optim_lib
 from vidyn.tasks.base import TaskRun, VidynTask
 from vidyn.tasks.gan_monitoring import DiscriminatorWatch, grad_norm, moment_gap, sample_grid
+from vidyn.tasks.gan_setup import check_gan_args, class_names_for, discriminators
 from vidyn.tasks.generator_progress import GeneratorProgress
-
-
-def class_names_for(model: nn.Module, run: TaskRun) -> list[str]:
-    """The class vocabulary a class-conditional generator is exported with ([] for an unconditional one)."""
-    num_classes = int(getattr(model, "num_classes", 0) or 0)
-    if not num_classes:
-        return []
-    if run.class_names and len(run.class_names) != num_classes:
-        raise VidynError(
-            f"the model has num_classes={num_classes} but the training data names {len(run.class_names)} "
-            f"classes; set model.args.num_classes={len(run.class_names)}"
-        )
-    return list(run.class_names) or [str(i) for i in range(num_classes)]
-
-
-def _check_gan_args(
-    model: nn.Module, run: TaskRun, *, num_frames: int, intervals: list[int], r1_gamma: float,
-    r1_every: int, instance_noise: float, real_target: float, label_drop: float, ema_decay: float,
-    aux_classifier: str, aux_fake_classes: bool = False, d_frames_per_clip: int = 1,
-) -> None:  # fmt: skip
-    """`task.args` of the gan task, and a model it can train, or a one-line VidynError."""
-    if not (callable(getattr(model, "noise", None)) and isinstance(getattr(model, "in_channels", None), int)):
-        raise VidynError(
-            f"task gan trains generators with noise(B) and forward(z, times, labels) (e.g. ode_gan); "
-            f"{type(model).__name__} has none: use task.name=latent_sde for sde_video"
-        )
-    checks = [
-        (num_frames >= 2, f"num_frames must be >= 2; got {num_frames}"),
-        (
-            isinstance(d_frames_per_clip, int) and 1 <= d_frames_per_clip <= num_frames,
-            f"d_frames_per_clip must be in 1..num_frames; got {d_frames_per_clip}",
-        ),
-        (
-            all(isinstance(k, int) and k >= 1 for k in intervals),
-            f"frame_intervals must be ints >= 1: {intervals}",
-        ),
-        (r1_gamma >= 0 and instance_noise >= 0, "r1_gamma and instance_noise must be >= 0"),
-        (
-            aux_classifier in ("discriminator", "separate"),
-            f"aux_classifier must be discriminator or separate; got {aux_classifier!r}",
-        ),
-        (
-            not aux_fake_classes or aux_classifier == "separate",
-            "aux_fake_classes needs aux_classifier: separate",
-        ),
-        (isinstance(r1_every, int) and r1_every >= 1, f"r1_every must be an int >= 1; got {r1_every}"),
-        (0 < real_target <= 1, f"real_target must be in (0, 1]; got {real_target}"),
-        (0 <= label_drop <= 1, f"label_drop must be in [0, 1]; got {label_drop}"),
-        (0 <= ema_decay < 1, f"ema_decay must be in [0, 1) (0 = off); got {ema_decay}"),
-        (run.accumulate_grad_batches == 1, "task gan does not support trainer.accumulate_grad_batches"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise VidynError(f"task.args: {message}")
-
-
-def _discriminators(
-    model: nn.Module, num_classes: int, d_args: dict[str, Any], *, frame_differences: bool,
-    aux_classifier: str | None, frame_discriminator: bool, fake_classes: bool = False,
-) -> tuple[VideoDiscriminator, FrameDiscriminator | None, MotionClassifier | None]:  # fmt: skip
-    """The video discriminator, MoCoGAN's frame discriminator (optional) and the separate class reader for
-    `model`'s clips: `aux_classifier` "discriminator" gives the video discriminator a class head,
-    "separate" a `MotionClassifier` of the discriminators' widths (2K classes with `fake_classes`), None
-    neither."""
-    common = dict(in_channels=model.in_channels, image_size=model.image_size, num_classes=num_classes)
-    video = VideoDiscriminator(
-        **common,
-        **d_args,
-        frame_differences=frame_differences,
-        aux_classifier=aux_classifier == "discriminator",
-    )
-    frame = FrameDiscriminator(**common, **d_args) if frame_discriminator else None
-    widths = dict(base_channels=d_args["base_channels"], max_channels=d_args["max_channels"])
-    if aux_classifier != "separate":
-        return video, frame, None
-    outputs = num_classes * (2 if fake_classes else 1)  # ADC-GAN: real class y, then fake class K + y
-    return video, frame, MotionClassifier(**common | {"num_classes": outputs}, **widths)
 
 
 @TASKS.register("gan", family="generator")
@@ -152,7 +73,8 @@ class GanTask(VidynTask):
     num_frames: frames per training clip; frame_intervals: frame strides of the data to train on (None =
     [1]); frame_discriminator: add MoCoGAN's image discriminator; d_frames_per_clip: how many random
     frames of each clip it judges (MoCoGAN: 1; more gives the generator's appearance more signal per
-    step); d_base_channels / d_max_channels: the
+    step); flow_smoothness: weight of the generator's flow roughness in its loss (models with warped
+    frames, e.g. ode_gan with warp_frames; 0 = off); d_base_channels / d_max_channels: the
     discriminators' widths; d_frame_differences: give the video discriminator the frame differences too
     (a motion stream); aux_class_weight: weight of the AC-GAN class terms (0 = off); aux_classifier: where
     the class is read, "discriminator" (a head on the video discriminator's pooled features) or "separate"
@@ -179,6 +101,7 @@ class GanTask(VidynTask):
         frame_intervals: list[int] | None = None,
         frame_discriminator: bool = True,
         d_frames_per_clip: int = 1,
+        flow_smoothness: float = 0.0,
         d_base_channels: int = 32,
         d_max_channels: int = 256,
         d_frame_differences: bool = False,
@@ -199,18 +122,18 @@ class GanTask(VidynTask):
     ) -> None:
         super().__init__()
         intervals = list(frame_intervals or [1])
-        _check_gan_args(
+        check_gan_args(
             model, run, num_frames=num_frames, intervals=intervals, r1_gamma=r1_gamma, r1_every=r1_every,
             instance_noise=instance_noise, real_target=real_target, label_drop=label_drop,
             ema_decay=ema_decay, aux_classifier=aux_classifier, aux_fake_classes=aux_fake_classes,
-            d_frames_per_clip=d_frames_per_clip,
+            d_frames_per_clip=d_frames_per_clip, flow_smoothness=flow_smoothness,
         )  # fmt: skip
         self.automatic_optimization = False
         self.model = model
         self.class_names = class_names_for(model, run)
         self.num_classes = len(self.class_names)
         self.num_frames, self.frame_intervals = num_frames, intervals
-        self.d_frames_per_clip = d_frames_per_clip
+        self.d_frames_per_clip, self.flow_smoothness = d_frames_per_clip, float(flow_smoothness)
         self.r1_gamma, self.r1_every = float(r1_gamma), r1_every
         self.real_target, self.label_drop = float(real_target), float(label_drop)
         self.instance_noise = float(instance_noise)
@@ -226,7 +149,7 @@ class GanTask(VidynTask):
         self.aux_class_weight, self.aux_classifier_lr = float(aux_class_weight), aux_classifier_lr
         self.aux_fake_classes = bool(aux_fake_classes)
         d_args = dict(base_channels=d_base_channels, max_channels=d_max_channels, spectral_norm=spectral_norm)
-        self.video_discriminator, self.frame_discriminator, self.classifier = _discriminators(
+        self.video_discriminator, self.frame_discriminator, self.classifier = discriminators(
             model, self.num_classes, d_args, frame_differences=d_frame_differences,
             aux_classifier=aux_classifier if aux_class_weight > 0 else None,
             frame_discriminator=frame_discriminator, fake_classes=self.aux_fake_classes,
@@ -290,19 +213,41 @@ class GanTask(VidynTask):
         real, times = self.clip_of(batch, self.global_step)
         labels = self.labels_of(batch, self.label_drop)
         fake = self.model(self.model.noise(real.shape[0]).to(real), times, labels)
-        nfe = float(getattr(self.model, "nfe", 0))
         std = instance_noise_std(self.global_step, start=self.instance_noise, anneal_steps=self.noise_steps)
+        logs = {
+            "nfe": torch.tensor(float(getattr(self.model, "nfe", 0))),
+            "instance_noise": torch.tensor(std),
+        }
+        roughness = getattr(self.model, "flow_roughness", None)
+        if roughness is not None:
+            self.model.flow_roughness = None  # a graph tensor on the module would block deep copies
+            logs["flow_roughness"] = roughness
+        true_labels = batch["label"].long() if self.num_classes else None
+        logs |= self._discriminator_step(opt_d, opt_c, real, fake.detach(), times, labels, true_labels, std)
+        logs |= self._generator_step(opt_g, fake, times, labels, std, roughness)
+        for scheduler in self.lr_schedulers():  # type: ignore[union-attr]
+            scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        self._log_step(logs, real.shape[0])
+        self._maybe_log_samples(times[0], real.device)
+        return logs["g_loss"].detach()
 
+    def _discriminator_step(
+        self, opt_d: Any, opt_c: list[Any], real: Tensor, fake: Tensor, times: Tensor, labels: Tensor | None,
+        true_labels: Tensor | None, std: float,
+    ) -> dict[str, Tensor]:  # fmt: skip
+        """One step of the discriminators (and of the separate classifier) on real and detached fake clips;
+        returns the figures to log."""
         apply_r1 = self.r1_gamma > 0 and self.global_step % self.r1_every == 0
         real_in = add_instance_noise(real, std).requires_grad_(apply_r1)
-        true_labels = batch["label"].long() if self.num_classes else None
         d_real, ce_real = self._d_scores(real_in, times, labels, true_labels)
         fake_target = self._fake_class_target(labels)
-        d_fake, ce_fake_d = self._d_scores(add_instance_noise(fake.detach(), std), times, labels, fake_target)
+        d_fake, ce_fake = self._d_scores(add_instance_noise(fake, std), times, labels, fake_target)
         d_loss = sum(
             bce_d_loss(r, f, real_target=self.real_target) for r, f in zip(d_real, d_fake, strict=True)
         )
-        for ce in (ce_real, ce_fake_d):
+        for ce in (ce_real, ce_fake):
             if ce is not None:
                 d_loss = d_loss + self.aux_class_weight * ce
         r1_gamma = self.r1_gamma * self.r1_every
@@ -310,40 +255,36 @@ class GanTask(VidynTask):
         for opt in (opt_d, *opt_c):
             opt.zero_grad()
         self.manual_backward(d_loss + r1 if r1 is not None else d_loss)
-        d_norm = grad_norm(self._d_params())
+        logs = {"d_loss": d_loss, "grad_norm_d": grad_norm(self._d_params())}
         self.clip_gradients(opt_d, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
         # Not `opt_d.step()`: Lightning counts every LightningOptimizer step, which would halve max_steps.
         self.trainer.strategy.optimizer_step(opt_d.optimizer, lambda: None)
         for opt in opt_c:  # the separate classifier: its own optimiser, not clipped with the discriminators
             self.trainer.strategy.optimizer_step(opt.optimizer, lambda: None)
+        logs |= {"d_real": torch.sigmoid(d_real[0]).mean(), "d_fake": torch.sigmoid(d_fake[0]).mean()}
+        optional = {"r1": r1, "class_ce_real": ce_real, "class_ce_fake_as_fake": ce_fake}
+        return logs | {k: v for k, v in optional.items() if v is not None}
 
+    def _generator_step(
+        self, opt_g: Any, fake: Tensor, times: Tensor, labels: Tensor | None, std: float,
+        roughness: Tensor | None,
+    ) -> dict[str, Tensor]:  # fmt: skip
+        """One generator step: the non-saturating loss of each discriminator, the class term and the flow
+        roughness (when weighted); returns the figures to log."""
         self.toggle_optimizer(opt_g)  # the discriminators need no gradients in the generator's backward
         g_scores, ce_fake = self._d_scores(add_instance_noise(fake, std), times, labels, labels)
         g_loss = sum(bce_g_loss(s) for s in g_scores)
         if ce_fake is not None:
             g_loss = g_loss + self.aux_class_weight * ce_fake
+        if self.flow_smoothness > 0 and roughness is not None:
+            g_loss = g_loss + self.flow_smoothness * roughness
         opt_g.zero_grad()
         self.manual_backward(g_loss)
-        g_norm = grad_norm(list(self.model.parameters()))
+        logs = {"g_loss": g_loss, "grad_norm_g": grad_norm(list(self.model.parameters()))}
         self.clip_gradients(opt_g, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
         opt_g.step()
         self.untoggle_optimizer(opt_g)
-        for scheduler in self.lr_schedulers():  # type: ignore[union-attr]
-            scheduler.step()
-        if self.ema is not None:
-            self.ema.update_parameters(self.model)
-        logs = {"d_loss": d_loss, "g_loss": g_loss, "d_real": torch.sigmoid(d_real[0]).mean()}
-        logs |= {"d_fake": torch.sigmoid(d_fake[0]).mean(), "grad_norm_d": d_norm, "grad_norm_g": g_norm}
-        logs |= {"nfe": torch.tensor(nfe), "instance_noise": torch.tensor(std)}
-        if r1 is not None:
-            logs["r1"] = r1
-        if ce_real is not None and ce_fake is not None:
-            logs |= {"class_ce_real": ce_real, "class_ce_fake": ce_fake}
-        if ce_fake_d is not None:  # ADC-GAN: how well the classifier tells generated clips' classes apart
-            logs["class_ce_fake_as_fake"] = ce_fake_d
-        self._log_step(logs, real.shape[0])
-        self._maybe_log_samples(times[0], real.device)
-        return g_loss.detach()
+        return logs | ({"class_ce_fake": ce_fake} if ce_fake is not None else {})
 
     def _log_step(self, logs: dict[str, Tensor], batch_size: int) -> None:
         """Log the step's figures under train/, and warn once when the discriminator has collapsed."""

@@ -25,7 +25,7 @@ from vidyn.errors import VidynError
 from vidyn.registry import TASKS
 from vidyn.tasks import optim as optim_lib
 from vidyn.tasks.base import TaskRun, VidynTask
-from vidyn.tasks.generation import class_names_for
+from vidyn.tasks.gan_setup import class_names_for
 from vidyn.tasks.generator_progress import GeneratorProgress
 
 TERMS = ("nll", "kl_z0", "kl_path", "consistency", "diffusion")
