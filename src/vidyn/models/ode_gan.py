@@ -120,13 +120,7 @@ class OdeGAN(nn.Module):
             latent_channels=latent_channels, latent_size=latent_size,
         )  # fmt: skip
         num_up = _up_levels(image_size, latent_size, temporal_blocks)
-        check_method(method, "ODE method")
-        if (step_size is not None and not step_size > 0) or not tap_interval >= 1 / _TICKS:
-            raise VidynError(
-                f"step_size (or None) must be > 0 and tap_interval >= 0.1 ms; got {step_size}, {tap_interval}"
-            )
-        if num_classes < 0 or (num_classes > 0 and class_dim < 1):
-            raise VidynError(f"num_classes must be >= 0 and class_dim >= 1; got {num_classes}, {class_dim}")
+        _check_solver_and_classes(method, step_size, tap_interval, num_classes, class_dim)
         self.in_channels, self.image_size, self.num_classes = in_channels, image_size, num_classes
         self.latent_dim, self.content_dim = latent_dim, content_dim
         self.latent_shape = (latent_channels, latent_size, latent_size)
@@ -315,6 +309,18 @@ def _up_levels(image_size: int, latent_size: int, temporal_blocks: int) -> int:
             f"{latent_size}"
         )
     return num_up
+
+
+def _check_solver_and_classes(
+    method: str, step_size: float | None, tap_interval: float, num_classes: int, class_dim: int
+) -> None:
+    check_method(method, "ODE method")
+    if (step_size is not None and not step_size > 0) or not tap_interval >= 1 / _TICKS:
+        raise VidynError(
+            f"step_size (or None) must be > 0 and tap_interval >= 0.1 ms; got {step_size}, {tap_interval}"
+        )
+    if num_classes < 0 or (num_classes > 0 and class_dim < 1):
+        raise VidynError(f"num_classes must be >= 0 and class_dim >= 1; got {num_classes}, {class_dim}")
 
 
 def _check_sizes(**values: int) -> None:
