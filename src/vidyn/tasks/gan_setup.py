@@ -29,7 +29,7 @@ def check_gan_args(
     model: nn.Module, run: TaskRun, *, num_frames: int, intervals: list[int], r1_gamma: float,
     r1_every: int, instance_noise: float, real_target: float, label_drop: float, ema_decay: float,
     aux_classifier: str, aux_fake_classes: bool = False, d_frames_per_clip: int = 1,
-    flow_smoothness: float = 0.0,
+    flow_smoothness: float = 0.0, aux_class_weight: float = 0.0,
 ) -> None:  # fmt: skip
     """`task.args` of the gan task, and a model it can train, or a one-line VidynError."""
     if not (callable(getattr(model, "noise", None)) and isinstance(getattr(model, "in_channels", None), int)):
@@ -63,6 +63,11 @@ def check_gan_args(
         (
             flow_smoothness == 0 or (flow_smoothness > 0 and getattr(model, "warp_frames", False)),
             "flow_smoothness must be >= 0, and > 0 only for warped frames (model.args.warp_frames: true)",
+        ),
+        (
+            aux_class_weight == 0
+            or (aux_class_weight > 0 and int(getattr(model, "num_classes", 0) or 0) >= 2),
+            "aux_class_weight must be >= 0, and > 0 only for a class-conditional model",
         ),
         (run.accumulate_grad_batches == 1, "task gan does not support trainer.accumulate_grad_batches"),
     ]

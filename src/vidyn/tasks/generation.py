@@ -127,6 +127,7 @@ class GanTask(VidynTask):
             instance_noise=instance_noise, real_target=real_target, label_drop=label_drop,
             ema_decay=ema_decay, aux_classifier=aux_classifier, aux_fake_classes=aux_fake_classes,
             d_frames_per_clip=d_frames_per_clip, flow_smoothness=flow_smoothness,
+            aux_class_weight=aux_class_weight,
         )  # fmt: skip
         self.automatic_optimization = False
         self.model = model
@@ -142,10 +143,6 @@ class GanTask(VidynTask):
         self.d_lr, self.gradient_clip_val = d_lr, run.gradient_clip_val
         self.sample_every_n_steps = sample_every_n_steps
         self.seed = int(torch.initial_seed()) % 2**31  # the run's seed: stride/start draws repeat on resume
-        if aux_class_weight < 0 or (aux_class_weight > 0 and self.num_classes < 2):
-            raise VidynError(
-                "task.args.aux_class_weight must be >= 0, and > 0 only for a class-conditional model"
-            )
         self.aux_class_weight, self.aux_classifier_lr = float(aux_class_weight), aux_classifier_lr
         self.aux_fake_classes = bool(aux_fake_classes)
         d_args = dict(base_channels=d_base_channels, max_channels=d_max_channels, spectral_norm=spectral_norm)
@@ -155,10 +152,7 @@ class GanTask(VidynTask):
             frame_discriminator=frame_discriminator, fake_classes=self.aux_fake_classes,
         )  # fmt: skip
         self.watch = DiscriminatorWatch()
-        self.ema: nn.Module | None = None
-        if ema_decay > 0:
-            self.ema = ema_model(model, ema_decay)
-            self.ema.requires_grad_(False)
+        self.ema = ema_model(model, ema_decay).requires_grad_(False) if ema_decay > 0 else None
 
     # -- data ---------------------------------------------------------------------------------------
     def clip_of(self, batch: dict[str, Tensor], step: int) -> tuple[Tensor, Tensor]:
