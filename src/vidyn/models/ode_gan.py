@@ -45,11 +45,8 @@ Motion as transport (`warp_frames`, off by default): the head also outputs a flo
 frame is `m * warp(R, flow) + (1 - m) * image`, R the clip's image at its first time (as Vid-ODE's
 decoder composes frames, and flow-based video generators do): moving an object becomes a smooth flow
 field instead of erasing and redrawing it. R is at the clip's start, so frames still depend only on their
-own time and the start (any frame rate gives the same frames at shared times). After each forward,
-`flow_roughness` holds the flows' mean absolute difference between neighbouring pixels (pixels per pixel),
-which the GAN task can penalise (`task.args.flow_smoothness`): one object moving, turning or growing is a
-smooth flow, while an unconstrained flow can gather the frame from scattered parts of R, so the object
-changes shape, splits or appears from nowhere (docs/generation.md).
+own time and the start (any frame rate gives the same frames at shared times). `flow_roughness` (the
+flows' mean |difference| between neighbouring pixels) can be penalised by the GAN task (`flow_smoothness`).
 
 Deviations: Gordon & Parde's ODE function is one Linear+Tanh on a latent vector over `linspace(0, 1,
 16)`; here a conv net of `ode_layers` tanh layers over a latent map plus a constant conditioning vector,
