@@ -55,7 +55,8 @@ def main() -> None:
     base = statistics.mean(results[args.threads[0]])
     for n, runs in results.items():
         speedup = base / statistics.mean(runs)
-        print(f"  {n} thread(s): {' / '.join(f'{t:.3f}' for t in runs)}  ({speedup:.2f}x vs {args.threads[0]})")
+        times = " / ".join(f"{t:.3f}" for t in runs)
+        print(f"  {n} thread(s): {times}  ({speedup:.2f}x vs {args.threads[0]})")
 
 
 if __name__ == "__main__":

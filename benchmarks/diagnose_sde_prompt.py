@@ -32,8 +32,8 @@ import vidyn.models  # noqa: F401  (registers sde_video)
 from vidyn.export import load_model
 from vidyn.metrics.judge import load_judge
 from vidyn.models.interface import Condition
-from vidyn.models.sde_video import _gru
 from vidyn.nn.sde import randn_like
+from vidyn.nn.sde_nets import run_conv_gru
 from vidyn.registry import DATASETS
 
 
@@ -50,7 +50,7 @@ def posterior_paths(model, x: Tensor, t: Tensor, y: Tensor, seed: int) -> tuple[
     b, steps = x.shape[:2]
     rel = (t - t[0]).double()
     emb = model.encoder(x.flatten(0, 1)).unflatten(0, (b, steps))  # (B*T, E, S, S) -> (B, T, E, S, S)
-    out = _gru(model.posterior_rnn, emb, torch.cat([rel.diff(), rel.new_zeros(1)]), backwards=True)
+    out = run_conv_gru(model.posterior_rnn, emb, torch.cat([rel.diff(), rel.new_zeros(1)]), backwards=True)
     mean, log_std = model.to_posterior_z0(out[:, 0]).chunk(2, dim=1)
     z0 = (mean + log_std.exp() * randn_like(mean, gen)).flatten(1)
     first = (x[:, :1], emb[:, :1], rel[:1])

@@ -2,10 +2,11 @@
 0.1 s): trains for `--steps` Adam steps outside Lightning, then prints one RESULT line.
 
 Figures (on 64 validation clips, or the first 32 for the sampled ones):
-- post_mse: per-pixel MSE of the posterior reconstruction (from the ELBO's nll at beta 1): does the latent
-  path carry the motion at all;
+- post_mse: per-pixel MSE of the posterior reconstruction: does the latent path carry the motion at all;
 - best10_mse / mean10_mse: best- and mean-of-10 prior samples from `--ctx` frames and the clip's law,
   against the truth over the predicted frames (copy32_mse: the last context frame held);
+- best10_ssim / mean10_ssim: SSIM over the predicted frames of the best / mean of 10 samples from the
+  `--ctx` frames alone (no law: issue 13's SSIM target), best chosen per clip;
 - frame_change: mean |x(t+1) - x(t)| of those samples (real_fc: of the real clips);
 - prompt_acc: the shapes judge's motion-law accuracy on 2 samples per clip (chance 1/7).
 
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 
 import torch
@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 
 import vidyn.data.synthetic  # noqa: F401  (registers shapes)
 import vidyn.models  # noqa: F401  (registers sde_video)
+from vidyn.evaluation.futures import future_scores
 from vidyn.metrics.judge import motion_law_judge
 from vidyn.models.interface import Condition
 from vidyn.registry import DATASETS, MODELS
@@ -66,9 +67,8 @@ def score(model: torch.nn.Module, ctx: int) -> dict[str, float]:
     batch = next(iter(DataLoader(val, batch_size=64)))
     x, t, y = batch["frames"], batch["times"][0], batch["label"]
     out = model.elbo(x, t, num_context=ctx, labels=y, generator=torch.Generator().manual_seed(0))
-    pixels, s = x[0, 0].numel() * x.shape[1], model.obs_std
-    post = (float(out["nll"]) / pixels - math.log(s * math.sqrt(2 * math.pi))) * 2 * s * s
-    best, mean, change, judged = [], [], [], []
+    post = float(out["recon_mse"])
+    best, mean, change, judged, ssims = [], [], [], [], []
     for i in range(32):
         cond = Condition(frames=x[i : i + 1, :ctx], times=t[:ctx], labels=y[i : i + 1])
         samples = model.sample(10, t, condition=cond, generator=torch.Generator().manual_seed(i))
@@ -77,11 +77,16 @@ def score(model: torch.nn.Module, ctx: int) -> dict[str, float]:
         mean.append(float(err.mean()))
         change.append(float(samples.diff(dim=1).abs().mean()))
         judged.append(samples[:2])
+        unprompted = Condition(frames=x[i : i + 1, :ctx], times=t[:ctx])  # issue 13's SSIM target: no law
+        samples = model.sample(10, t[ctx:], condition=unprompted, generator=torch.Generator().manual_seed(i))
+        ssims.append(future_scores(samples.clamp(0, 1), x[i, ctx:])["ssim"].mean(1))  # (10,)
     acc = motion_law_judge(torch.cat(judged), y[:32].repeat_interleave(2), LAWS)["value"]
     copy = (x[:32, ctx:] - x[:32, ctx - 1 : ctx]).square().mean()
+    ssims = torch.stack(ssims)  # (32, 10)
     return dict(post_mse=post, best10_mse=sum(best) / 32, mean10_mse=sum(mean) / 32,
                 copy32_mse=float(copy), frame_change=sum(change) / 32,
-                real_fc=float(x.diff(dim=1).abs().mean()), prompt_acc=acc)  # fmt: skip
+                real_fc=float(x.diff(dim=1).abs().mean()), prompt_acc=acc,
+                best10_ssim=float(ssims.max(1).values.mean()), mean10_ssim=float(ssims.mean()))  # fmt: skip
 
 
 @torch.no_grad()

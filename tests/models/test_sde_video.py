@@ -139,7 +139,7 @@ def test_elbo_terms_and_kl_weight() -> None:
     model = _model(num_classes=3).eval()  # eval: BatchNorm running statistics stay fixed between the calls
     clips, labels = _clips(), torch.tensor([0, -1])
     out = model.elbo(clips, TIMES, num_context=2, labels=labels, generator=_gen())
-    assert set(out) == {"loss", "nll", "kl_z0", "kl_path", "consistency", "diffusion"}
+    assert set(out) == {"loss", "nll", "kl_z0", "kl_path", "consistency", "diffusion", "recon_mse"}
     assert all(v.dim() == 0 and torch.isfinite(v) for v in out.values())
     assert out["kl_z0"] >= 0 and out["kl_path"] >= 0 and out["consistency"] > 0
     assert 0.01 <= out["diffusion"] <= 0.2  # inside [min_diffusion, max_diffusion]
@@ -152,6 +152,27 @@ def test_elbo_terms_and_kl_weight() -> None:
     torch.testing.assert_close(halves[1]["loss"] - halves[0]["loss"], 1.5 * kl, rtol=1e-4, atol=1e-3)
     expected = out["nll"] + out["kl_z0"] + out["kl_path"] + model.consistency_weight * out["consistency"]
     torch.testing.assert_close(out["loss"], expected)
+
+
+@pytest.mark.parametrize("likelihood", ["gaussian", "laplace"])
+def test_pixel_likelihoods(likelihood: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # With every decoded pixel at 0.5, nll and recon_mse follow from the frames alone.
+    model = _model(likelihood=likelihood, obs_std=0.1).eval()
+    monkeypatch.setattr(model, "_decode", lambda zs, cond: torch.full_like(clips, 0.5))
+    clips = _clips()
+    out = model.elbo(clips, TIMES, num_context=1, generator=_gen())
+    err, pixels = clips - 0.5, clips[0].numel()
+    if likelihood == "gaussian":  # -log N(x | 0.5, 0.1^2) per pixel, summed per clip, mean over clips
+        per_clip = (err.square() / (2 * 0.01)).sum((1, 2, 3, 4)) + pixels * 0.5 * torch.log(
+            torch.tensor(2 * torch.pi * 0.01)
+        )
+    else:  # Laplace of std 0.1: scale b = 0.1 / sqrt(2); -log p = |x - 0.5| / b + log(2 b)
+        b = 0.1 / 2**0.5
+        per_clip = (err.abs() / b).sum((1, 2, 3, 4)) + pixels * torch.log(torch.tensor(2 * b))
+    torch.testing.assert_close(out["nll"], per_clip.mean())
+    torch.testing.assert_close(out["recon_mse"], err.square().mean())
+    with pytest.raises(VidynError, match="likelihood must be one of"):
+        _model(likelihood="poisson")
 
 
 def test_path_kl_vanishes_when_posterior_drift_is_the_prior_drift() -> None:

@@ -38,7 +38,8 @@ test time: the first `num_context` frames with their times and/or the labels, ea
 probability `drop_condition` (the null condition), so one model serves unconditional, frame-, class- and
 frame-and-class-conditional generation. Per clip, summed over frames (mean over the batch):
     nll     = -log N(x | x_hat, obs_std^2), summed over pixels: a Gaussian with fixed std `obs_std`
-              (the reference's fixed noise_std), constants included, so it can be negative;
+              (the reference's fixed noise_std), constants included, so it can be negative
+              (`likelihood="laplace"`: a Laplace of the same std, i.e. an L1 reconstruction term);
     kl_z0   = KL(q(z0 | x) || p(z0 | c)), analytic;  kl_path = KL of the posterior path to the prior
               path (Girsanov; `sdeint(..., logqp=True)`), >= 0 in expectation;
     loss    = nll + kl_weight * (kl_z0 + kl_path) + consistency_weight * consistency.
@@ -70,6 +71,7 @@ from vidyn.errors import VidynError
 from vidyn.models.interface import Condition
 from vidyn.nn.ode import ConvGRUCell
 from vidyn.nn.sde import (
+    LIKELIHOODS,
     LatentSDEFunc,
     check_condition_frames,
     check_frames,
@@ -123,17 +125,19 @@ class SDEVideo(nn.Module):
         min_diffusion: float,
         max_diffusion: float,
         z0_components: int = 1,
+        likelihood: str = "gaussian",
     ) -> None:
         super().__init__()
         sizes = dict(in_channels=in_channels, image_size=image_size, latent_size=latent_size)
         sizes |= dict(latent_channels=latent_channels, hidden_channels=hidden_channels)
         sizes |= dict(drift_channels=drift_channels, base_channels=base_channels)
-        check_sde_video_args(sizes, num_classes, dt, obs_std, consistency_weight)
+        check_sde_video_args(sizes, num_classes, dt, obs_std, consistency_weight, likelihood)
         latent_levels(image_size, latent_size)
         check_solver(sde_type, method)
         self.in_channels, self.image_size, self.num_classes = in_channels, image_size, num_classes
         self.latent_size, self.sde_type, self.method = latent_size, sde_type, method
         self.dt, self.adjoint, self.obs_std = float(dt), bool(adjoint), float(obs_std)
+        self.likelihood = likelihood
         self.consistency, self.consistency_weight = bool(consistency), float(consistency_weight)
         e, zc = hidden_channels, latent_channels
 
@@ -180,7 +184,8 @@ class SDEVideo(nn.Module):
 
         The prior is conditioned on `frames[:, :num_context]` and `labels` `(B,)` (-1 = none), each
         dropped per clip with probability `drop_condition`. Returns scalars: loss (minimise), nll,
-        kl_z0, kl_path, consistency (unweighted; 0 without the module), diffusion (mean g, detached).
+        kl_z0, kl_path, consistency (unweighted; 0 without the module), diffusion (mean g, detached),
+        recon_mse (per-pixel MSE of the posterior reconstruction, detached: comparable across likelihoods).
         """
         check_frames(frames, self.in_channels, self.image_size, "frames")
         b, t = frames.shape[:2]
@@ -213,7 +218,8 @@ class SDEVideo(nn.Module):
         zs, kl_path = self._solve(z0.flatten(1), rel.tolist(), generator, out.transpose(0, 1))
         assert kl_path is not None
         recon = self._decode(zs, cond)  # (B, T, C, H, W)
-        nll = -Normal(recon, self.obs_std).log_prob(frames).sum((1, 2, 3, 4)).mean()
+        pixel = LIKELIHOODS[self.likelihood](recon, self.obs_std)
+        nll = -pixel.log_prob(frames).sum((1, 2, 3, 4)).mean()
         consistency = self._consistency(recon, zs)
         kl = kl_z0 + kl_path.mean()
         loss = nll + kl_weight * kl + self.consistency_weight * consistency
@@ -225,6 +231,7 @@ class SDEVideo(nn.Module):
             kl_path=kl_path.mean(),
             consistency=consistency,
             diffusion=diffusion,
+            recon_mse=(recon - frames).square().mean().detach(),
         )
 
     def _consistency(self, recon: Tensor, zs: Tensor) -> Tensor:
@@ -376,6 +383,7 @@ def sde_video(
     min_diffusion: float = 0.01,
     max_diffusion: float = 0.2,
     z0_components: int = 1,
+    likelihood: str = "gaussian",
 ) -> SDEVideo:
     """Latent-SDE video generator (Li et al. 2020) conditioned on initial frames and/or a class.
 
@@ -385,9 +393,9 @@ def sde_video(
     milstein, reversible_heun); steps of at most `dt` seconds; `adjoint` backpropagates with torchsde's
     adjoint. `num_classes` 0 = no class prompt. `consistency` switches vidyn's consistency module
     (content map, last-frame skip, re-encoding term weighted by `consistency_weight`); `obs_std` is the
-    fixed pixel std of the Gaussian likelihood; the diagonal diffusion lies in [min_diffusion,
-    max_diffusion]. `z0_components` > 1 makes the prior over z0 a mixture with one component drawn per
-    clip (`vidyn.nn.sde_prior`; 1 = a Gaussian per latent cell).
+    fixed pixel std of the `likelihood` ("gaussian" or "laplace"); the diagonal diffusion lies in
+    [min_diffusion, max_diffusion]. `z0_components` > 1 makes the prior over z0 a mixture with one
+    component drawn per clip (`vidyn.nn.sde_prior`; 1 = a Gaussian per latent cell).
     """
     return SDEVideo(**locals())  # the builder's arguments are the constructor's, by name
 

@@ -226,10 +226,24 @@ def solve(
     return torch.stack(states), (kl if logqp else None)
 
 
+# sde_video's pixel likelihoods, of standard deviation `obs_std` (a Laplace of std s has scale s / sqrt(2)).
+LIKELIHOODS = {
+    "gaussian": lambda mean, std: torch.distributions.Normal(mean, std),
+    "laplace": lambda mean, std: torch.distributions.Laplace(mean, std / math.sqrt(2)),
+}
+
+
 def check_sde_video_args(
-    sizes: dict[str, int], num_classes: int, dt: float, obs_std: float, consistency_weight: float
+    sizes: dict[str, int],
+    num_classes: int,
+    dt: float,
+    obs_std: float,
+    consistency_weight: float,
+    likelihood: str = "gaussian",
 ) -> None:
     """Refuse impossible `sde_video` arguments with a one-line error."""
+    if likelihood not in LIKELIHOODS:
+        raise VidynError(f"likelihood must be one of {sorted(LIKELIHOODS)}; got {likelihood!r}")
     for name, value in sizes.items():
         if not isinstance(value, int) or value < 1:
             raise VidynError(f"{name} must be a positive integer; got {value!r}")

@@ -28,7 +28,7 @@ from vidyn.tasks.base import TaskRun, VidynTask
 from vidyn.tasks.gan_setup import class_names_for
 from vidyn.tasks.generator_progress import GeneratorProgress
 
-TERMS = ("nll", "kl_z0", "kl_path", "consistency", "diffusion")
+TERMS = ("nll", "kl_z0", "kl_path", "consistency", "diffusion", "recon_mse")
 
 
 def kl_weight_at(step: int, *, anneal_steps: int, kl_max: float = 1.0) -> float:
