@@ -242,6 +242,25 @@ def _too_long(path: str | Path, size: int | None, factor: int, limit: int) -> Vi
     )
 
 
+def _interpolation_model(model_path: str | Path, factor: int, out: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Check `interpolate`'s factor and output name, then load the continuous-time predictor."""
+    if not isinstance(factor, int) or isinstance(factor, bool) or factor < 2:
+        raise VidynError(f"factor must be an integer >= 2 (2 doubles the frame rate); got {factor!r}")
+    if out.suffix.lower() not in (".mp4", ".gif", ".npy", ".avi"):
+        raise VidynError(f"output {str(out)!r} must end in .mp4, .gif, .avi or .npy")
+    meta = read_model_meta(model_path)
+    if meta.get("family") != "predictor":
+        raise VidynError(f"model {meta['name']!r} is a {meta.get('family')}, not a frame predictor")
+    model = load_model(model_path)
+    io = describe_model(model_path, model)
+    if not io["interpolates"]:
+        raise VidynError(
+            f"model {meta['name']!r} is discrete-time and cannot predict between frames; interpolate with a "
+            "continuous-time predictor (one trained to predict at any timestamp)"
+        )
+    return model, io
+
+
 def interpolate(
     model_path: str | Path,
     input_path: str | Path,
@@ -268,21 +287,8 @@ def interpolate(
     "size", "channels", "windows", "nfe", "infer_s"}`, `nfe` holding the ODE function evaluations
     (encoder, decoder, per new frame) when the model counts them.
     """
-    if not isinstance(factor, int) or isinstance(factor, bool) or factor < 2:
-        raise VidynError(f"factor must be an integer >= 2 (2 doubles the frame rate); got {factor!r}")
     out = Path(out)
-    if out.suffix.lower() not in (".mp4", ".gif", ".npy", ".avi"):
-        raise VidynError(f"output {str(out)!r} must end in .mp4, .gif, .avi or .npy")
-    meta = read_model_meta(model_path)
-    if meta.get("family") != "predictor":
-        raise VidynError(f"model {meta['name']!r} is a {meta.get('family')}, not a frame predictor")
-    model = load_model(model_path)
-    io = describe_model(model_path, model)
-    if not io["interpolates"]:
-        raise VidynError(
-            f"model {meta['name']!r} is discrete-time and cannot predict between frames; interpolate with a "
-            "continuous-time predictor (one trained to predict at any timestamp)"
-        )
+    model, io = _interpolation_model(model_path, factor, out)
     size, channels = run_size(io, size), io["in_channels"]
     frames, times = _interpolation_input(input_path, size, channels, factor, start, duration)
     n, t64 = frames.shape[0], times.to(torch.float64)

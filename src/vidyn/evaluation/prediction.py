@@ -87,18 +87,13 @@ def evaluate_predictors(
             if lpips is not None:
                 lpips_sums[name] += float(lpips.clips(pred, tgt).double().sum())
             preds[name] = pred
-        have = visuals["context"].shape[0] if visuals else 0
-        if have < num_visual_clips:
-            take = slice(0, num_visual_clips - have)
-            new = {
-                "context": ctx[take],
-                "truth": tgt[take],
-                "target_times": tgt_t[take],
-                **{f"pred/{k}": v[take] for k, v in preds.items()},
-            }
-            visuals = {
-                k: torch.cat([visuals[k], v.cpu()]) if k in visuals else v.cpu() for k, v in new.items()
-            }
+        new = {
+            "context": ctx,
+            "truth": tgt,
+            "target_times": tgt_t,
+            **{f"pred/{k}": v for k, v in preds.items()},
+        }
+        visuals = _add_visuals(visuals, new, num_visual_clips)
     if clips == 0:
         raise VidynError("the evaluation split has no clips; check the dataset arguments")
     results = {}
@@ -109,6 +104,15 @@ def evaluate_predictors(
         res["lpips"] = None if lpips is None else lpips_sums[name] / (clips * tracker.num_steps)
         results[name] = res
     return results, visuals
+
+
+def _add_visuals(visuals: dict[str, Tensor], batch: dict[str, Tensor], limit: int) -> dict[str, Tensor]:
+    """The first `limit` clips of the batches seen so far, on the CPU, for the comparison media."""
+    have = visuals["context"].shape[0] if visuals else 0
+    if have >= limit:
+        return visuals
+    new = {k: v[: limit - have].cpu() for k, v in batch.items()}
+    return {k: torch.cat([visuals[k], v]) if k in visuals else v for k, v in new.items()}
 
 
 def prediction_args(cfg: Config) -> dict[str, Any]:
