@@ -154,7 +154,7 @@ def test_elbo_terms_and_kl_weight() -> None:
     torch.testing.assert_close(out["loss"], expected)
 
 
-@pytest.mark.parametrize("likelihood", ["gaussian", "laplace"])
+@pytest.mark.parametrize("likelihood", ["gaussian", "laplace", "gauss_laplace"])
 def test_pixel_likelihoods(likelihood: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # With every decoded pixel at 0.5, nll and recon_mse follow from the frames alone.
     model = _model(likelihood=likelihood, obs_std=0.1).eval()
@@ -166,9 +166,17 @@ def test_pixel_likelihoods(likelihood: str, monkeypatch: pytest.MonkeyPatch) -> 
         per_clip = (err.square() / (2 * 0.01)).sum((1, 2, 3, 4)) + pixels * 0.5 * torch.log(
             torch.tensor(2 * torch.pi * 0.01)
         )
-    else:  # Laplace of std 0.1: scale b = 0.1 / sqrt(2); -log p = |x - 0.5| / b + log(2 b)
+    elif (
+        likelihood == "laplace"
+    ):  # Laplace of std 0.1: scale b = 0.1 / sqrt(2); -log p = |x - 0.5| / b + log(2 b)
         b = 0.1 / 2**0.5
         per_clip = (err.abs() / b).sum((1, 2, 3, 4)) + pixels * torch.log(torch.tensor(2 * b))
+    else:  # exp(-e^2 / (2 * 0.01) - |e| / b) / Z, with Z integrated numerically
+        b = 0.1 / 2**0.5
+        kernel = lambda e: e.square() / (2 * 0.01) + e.abs() / b  # noqa: E731
+        grid = torch.linspace(-2, 2, 400001, dtype=torch.float64)
+        log_z = torch.trapezoid((-kernel(grid)).exp(), grid).log().float()
+        per_clip = kernel(err).sum((1, 2, 3, 4)) + pixels * log_z
     torch.testing.assert_close(out["nll"], per_clip.mean())
     torch.testing.assert_close(out["recon_mse"], err.square().mean())
     with pytest.raises(VidynError, match="likelihood must be one of"):

@@ -39,7 +39,8 @@ probability `drop_condition` (the null condition), so one model serves unconditi
 frame-and-class-conditional generation. Per clip, summed over frames (mean over the batch):
     nll     = -log N(x | x_hat, obs_std^2), summed over pixels: a Gaussian with fixed std `obs_std`
               (the reference's fixed noise_std), constants included, so it can be negative
-              (`likelihood="laplace"`: a Laplace of the same std, i.e. an L1 reconstruction term);
+              (`likelihood="laplace"`: a Laplace of the same std, i.e. an L1 reconstruction term;
+              "gauss_laplace": both terms, `vidyn.nn.sde.GaussLaplace`);
     kl_z0   = KL(q(z0 | x) || p(z0 | c)), analytic;  kl_path = KL of the posterior path to the prior
               path (Girsanov; `sdeint(..., logqp=True)`), >= 0 in expectation;
     loss    = nll + kl_weight * (kl_z0 + kl_path) + consistency_weight * consistency.
@@ -393,9 +394,9 @@ def sde_video(
     milstein, reversible_heun); steps of at most `dt` seconds; `adjoint` backpropagates with torchsde's
     adjoint. `num_classes` 0 = no class prompt. `consistency` switches vidyn's consistency module
     (content map, last-frame skip, re-encoding term weighted by `consistency_weight`); `obs_std` is the
-    fixed pixel std of the `likelihood` ("gaussian" or "laplace"); the diagonal diffusion lies in
-    [min_diffusion, max_diffusion]. `z0_components` > 1 makes the prior over z0 a mixture with one
-    component drawn per clip (`vidyn.nn.sde_prior`; 1 = a Gaussian per latent cell).
+    fixed pixel scale of the `likelihood` ("gaussian", "laplace", "gauss_laplace"); the diagonal
+    diffusion lies in [min_diffusion, max_diffusion]. `z0_components` > 1 makes the prior over z0 a
+    mixture with one component drawn per clip (`vidyn.nn.sde_prior`; 1 = a Gaussian per latent cell).
     """
     return SDEVideo(**locals())  # the builder's arguments are the constructor's, by name
 
