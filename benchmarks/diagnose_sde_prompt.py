@@ -10,7 +10,7 @@ judge in seven modes, on `--clips` test clips of the model's config data (split 
 - frame_only: prior samples from the first frame with the null label (no law);
 plus the judge's confusion matrix for frame_law and how much the label moves the prior (z0 mean and drift,
 relative to the null label), and optionally classifier-free guidance of the prior drift (`--guidance W`:
-h_null + W (h_law - h_null), W = 1 is no guidance).
+h_null + W (h_law - h_null), W = 1 is no guidance) and of the z0 prior's mean (`--z0-guidance W`).
 
     .venv/bin/python benchmarks/diagnose_sde_prompt.py /tmp/gen/runs/sde4 --clips 64 --samples 4
 
@@ -20,12 +20,14 @@ Prints one line per mode (accuracy, N, per-law accuracy, judge histogram) and on
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import Tensor
+from torch.distributions import Normal
 
 import vidyn.data.synthetic  # noqa: F401  (registers shapes)
 import vidyn.models  # noqa: F401  (registers sde_video)
@@ -90,6 +92,29 @@ def guided(model, weight: float) -> Iterator[None]:
         del sde._prior
 
 
+@contextmanager
+def guided_z0(model, weight: float) -> Iterator[None]:
+    """Classifier-free guidance of the z0 prior's mean inside the block: mu_null + w (mu_cond - mu_null),
+    the std of the conditional prior (the null condition as in `guided`)."""
+    if weight == 1.0:
+        yield
+        return
+    e, original = model.label_embedding.embedding_dim, model._prior_z0
+    null_label = model.label_embedding.weight[model.num_classes]  # (E,)
+
+    def prior(cond):
+        null = cond.map.clone()
+        null[:, -2 - e : -2] = null_label[None, :, None, None]  # channels [frames, label, x/y]
+        p, p_null = original(cond), original(dataclasses.replace(cond, map=null))
+        return Normal(p_null.loc + weight * (p.loc - p_null.loc), p.scale)
+
+    model._prior_z0 = prior
+    try:
+        yield
+    finally:
+        del model._prior_z0
+
+
 def prior_samples(model, data: dict[str, Tensor], samples: int, mode: str) -> tuple[Tensor, Tensor]:
     """`samples` prior samples per clip in `mode` (frame_law, law_only, frame_only) and the asked laws."""
     x, t, y = data["x"], data["t"], data["y"]
@@ -137,7 +162,14 @@ def label_effect(model, data: dict[str, Tensor]) -> dict[str, float]:
                 drift_change=rms(h_law - h_null) / rms(h_law), drift_rms=rms(h_law))  # fmt: skip
 
 
-def diagnose(model, data: dict[str, Tensor], samples: int, names: list[str], guidance: float = 1.0) -> dict:
+def diagnose(
+    model,
+    data: dict[str, Tensor],
+    samples: int,
+    names: list[str],
+    guidance: float = 1.0,
+    z0_guidance: float = 1.0,
+) -> dict:
     judge = load_judge()
     x, y = data["x"], data["y"]
     recon, post_prior, post_null = posterior_paths(model, x, data["t"], y, seed=0)
@@ -149,7 +181,7 @@ def diagnose(model, data: dict[str, Tensor], samples: int, names: list[str], gui
         ("frame_law", lambda: prior_samples(model, data, samples, "frame_law"))
     ]
     modes += [(m, lambda m=m: prior_samples(model, data, samples, m)) for m in ("law_only", "frame_only")]
-    with guided(model, guidance):
+    with guided(model, guidance), guided_z0(model, z0_guidance):
         for mode, run in modes:
             clips, asked = run()
             results[mode] = judged(judge, clips, asked, names)
@@ -178,6 +210,7 @@ def main() -> None:
     p.add_argument("--clips", type=int, default=64)
     p.add_argument("--samples", type=int, default=4, help="prior samples per clip and mode")
     p.add_argument("--guidance", type=float, default=1.0, help="CFG weight of the prior drift (1 = none)")
+    p.add_argument("--z0-guidance", type=float, default=1.0, help="CFG weight of the z0 prior's mean")
     args = p.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -185,9 +218,10 @@ def main() -> None:
     names = list(model.vidyn_meta["class_names"])
     with torch.no_grad():
         data = test_clips(model.vidyn_meta["config"]["data"]["args"], args.clips)
-        results = diagnose(model, data, args.samples, names, args.guidance)
+        results = diagnose(model, data, args.samples, names, args.guidance, args.z0_guidance)
     report(results, names)
-    print("RESULT", json.dumps(dict(run=args.run, guidance=args.guidance) | results))
+    guidance = dict(guidance=args.guidance, z0_guidance=args.z0_guidance)
+    print("RESULT", json.dumps(dict(run=args.run) | guidance | results))
 
 
 if __name__ == "__main__":
