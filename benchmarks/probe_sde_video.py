@@ -32,7 +32,9 @@ import vidyn.models  # noqa: F401  (registers sde_video)
 from vidyn.evaluation.futures import future_scores
 from vidyn.metrics.judge import motion_law_judge
 from vidyn.models.interface import Condition
+from vidyn.models.video_discriminators import MotionClassifier
 from vidyn.registry import DATASETS, MODELS
+from vidyn.tasks.prompt_consistency import class_consistency
 
 LAWS = ["bounce", "orbit", "pendulum", "spring", "spin", "pulse", "gravity"]
 BASE = dict(in_channels=1, image_size=32, latent_size=8, latent_channels=8, hidden_channels=32,
@@ -44,15 +46,24 @@ DATA = dict(size=32, channels=1, num_frames=16, frame_interval=0.1, max_objects=
 def train(model: torch.nn.Module, args: argparse.Namespace) -> float:
     data = DATASETS.build("shapes", split="train", num_samples=100000, **DATA)
     loader = iter(DataLoader(data, batch_size=args.batch, shuffle=True, num_workers=1))
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    classifier = MotionClassifier(in_channels=1, image_size=32, num_classes=7) if args.class_weight else None
+    params = [*model.parameters(), *(classifier.parameters() if classifier else [])]
+    opt = torch.optim.Adam(params, lr=args.lr)
     start = time.time()
     for step in range(args.steps):
         batch = next(loader)
         beta = args.kl_max * (min(1.0, (step + 1) / args.anneal) if args.anneal else 1.0)
         out = model.elbo(batch["frames"], batch["times"][0], num_context=args.ctx, labels=batch["label"],
                          kl_weight=beta, drop_condition=0.1)  # fmt: skip
+        loss = out["loss"]
+        if classifier is not None:  # vidyn.tasks.prompt_consistency, as latent_sde's class_weight
+            real, prior = class_consistency(
+                model, classifier, batch["frames"], batch["times"], batch["label"], args.ctx
+            )
+            loss = loss + real + args.class_weight * prior
+            out |= {"class_real": real, "class_prior": prior}
         opt.zero_grad()
-        out["loss"].backward()
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         opt.step()
         if step % 50 == 0 or step == args.steps - 1:
@@ -109,6 +120,7 @@ def main() -> None:
     p.add_argument("--kl-max", type=float, default=1.0, help="the KL weight after the warm-up")
     p.add_argument("--ctx", type=int, default=1, help="context frames of the prior")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--class-weight", type=float, default=0.0, help="latent_sde's class_weight (0 = off)")
     p.add_argument("--tag", default="probe")
     p.add_argument("--diagnose", type=int, default=0, help="also run diagnose_sde_prompt on N test clips")
     args = p.parse_args()

@@ -16,10 +16,12 @@ from vidyn import api
 from vidyn.data.datamodule import build_dataset
 from vidyn.errors import VidynError
 from vidyn.export import build_model
+from vidyn.models.video_discriminators import MotionClassifier
 from vidyn.tasks import TaskRun
 from vidyn.tasks.gan_monitoring import DiscriminatorWatch, sample_grid
 from vidyn.tasks.generation import GanTask
 from vidyn.tasks.latent_sde import LatentSdeTask, kl_weight_at
+from vidyn.tasks.prompt_consistency import class_consistency
 
 OPTIM = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "betas": [0.5, 0.999], "min_lr_ratio": 1.0,
          "schedule": "constant"}  # fmt: skip
@@ -344,6 +346,42 @@ def test_latent_sde_trains_with_annealed_kl_and_logs_its_terms() -> None:
     assert float(logged["train/diffusion"]) > 0
     with pytest.raises(VidynError, match="task.name=gan"):
         LatentSdeTask(build_model("ode_gan_tiny"), run)
+
+
+def test_class_consistency_teaches_the_classifier_on_real_clips_and_charges_only_the_generator() -> None:
+    torch.manual_seed(0)
+    model = build_model("sde_video_tiny", num_classes=7)
+    classifier = MotionClassifier(
+        in_channels=1, image_size=16, num_classes=7, base_channels=4, max_channels=8
+    )
+    batch = next(iter(_loader(frames=6)))
+    frames, times, labels = batch["frames"], batch["times"], batch["label"].clone()
+    real, prior = class_consistency(model, classifier, frames, times, labels, num_context=1)
+    prior.backward(retain_graph=True)  # the prior-sample term: the generator's prior, not the classifier
+    assert all(p.grad is None for p in classifier.parameters())
+    assert (
+        model.to_prior_z0[0].weight.grad.abs().sum() > 0 and model.label_embedding.weight.grad.abs().sum() > 0
+    )
+    model.zero_grad(set_to_none=True)
+    real.backward()  # the real-clip term: the classifier only
+    assert all(p.grad is None for p in model.parameters())
+    assert sum(float(p.grad.abs().sum()) for p in classifier.parameters()) > 0
+    labels[1:] = -1  # clips without a label are left out of both terms
+    only_first = class_consistency(model, classifier, frames, times, labels, num_context=1)[0]
+    expected = torch.nn.functional.cross_entropy(classifier(frames[:1], times[:1]), labels[:1])
+    torch.testing.assert_close(only_first, expected)
+
+
+def test_latent_sde_class_weight_trains_and_logs_the_class_terms() -> None:
+    torch.manual_seed(0)
+    run = TaskRun(optim=OPTIM, total_steps=10, class_names=CLASSES)
+    task = LatentSdeTask(build_model("sde_video_tiny", num_classes=7), run, num_context=1, class_weight=10.0)
+    before = _params(task.classifier)
+    logged = _fit(task, steps=2).callback_metrics
+    assert torch.isfinite(logged["train/class_real"]) and torch.isfinite(logged["train/class_prior"])
+    assert _changed(before, task.classifier)  # in the task's optimiser
+    with pytest.raises(VidynError, match="class_weight"):
+        LatentSdeTask(build_model("sde_video_tiny"), TaskRun(optim=OPTIM, total_steps=10), class_weight=1.0)
 
 
 def test_latent_sde_trains_through_api(tmp_path: Path) -> None:

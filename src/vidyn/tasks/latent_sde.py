@@ -10,8 +10,9 @@ unconditional, frame-, class- and frame+class-conditioned sampling.
 
 Logged separately (the torchsde users' most common failure is a diffusion that collapses to zero):
 `train/nll`, `train/kl_z0`, `train/kl_path`, `train/consistency`, `train/diffusion` (mean g along the
-posterior path), `train/kl_weight`, solver counts. Validation: the negative ELBO at beta = 1 with the
-condition kept (`val/loss`), and its terms.
+posterior path), `train/recon_mse`, `train/kl_weight`, solver counts; with `class_weight`,
+`train/class_real` and `train/class_prior` (the class-consistency term, `vidyn.tasks.prompt_consistency`).
+Validation: the negative ELBO at beta = 1 with the condition kept (`val/loss`), and its terms.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ import torch
 from torch import Tensor, nn
 
 from vidyn.errors import VidynError
+from vidyn.models.video_discriminators import MotionClassifier
 from vidyn.registry import TASKS
 from vidyn.tasks import optim as optim_lib
 from vidyn.tasks.base import TaskRun, VidynTask
 from vidyn.tasks.gan_setup import class_names_for
 from vidyn.tasks.generator_progress import GeneratorProgress
+from vidyn.tasks.prompt_consistency import class_consistency
 
 TERMS = ("nll", "kl_z0", "kl_path", "consistency", "diffusion", "recon_mse")
 
@@ -45,7 +48,9 @@ class LatentSdeTask(VidynTask):
 
     num_context: frames the prior is conditioned on; num_frames: frames per training clip (None = the
     data's); kl_anneal_steps: steps of the linear KL warm-up (0 = none); kl_max: its final weight;
-    drop_condition: per-clip probability of dropping the frames and (independently) the label.
+    drop_condition: per-clip probability of dropping the frames and (independently) the label;
+    class_weight: weight of the class-consistency term of prompted prior samples
+    (`vidyn.tasks.prompt_consistency`; 0 = off, the plain ELBO).
     """
 
     def __init__(
@@ -58,6 +63,7 @@ class LatentSdeTask(VidynTask):
         kl_anneal_steps: int = 500,
         kl_max: float = 1.0,
         drop_condition: float = 0.1,
+        class_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if not callable(getattr(model, "elbo", None)):
@@ -71,7 +77,19 @@ class LatentSdeTask(VidynTask):
             )
         if kl_anneal_steps < 0 or kl_max < 0 or not 0 <= drop_condition <= 1:
             raise VidynError("task.args: need kl_anneal_steps >= 0, kl_max >= 0 and drop_condition in [0, 1]")
+        if class_weight < 0 or (class_weight > 0 and int(getattr(model, "num_classes", 0) or 0) < 2):
+            raise VidynError(
+                "task.args: class_weight must be >= 0, and > 0 only for a class-conditional model"
+            )
         self.model = model
+        self.class_weight = float(class_weight)
+        self.classifier = (
+            MotionClassifier(
+                in_channels=model.in_channels, image_size=model.image_size, num_classes=model.num_classes
+            )
+            if class_weight > 0
+            else None
+        )
         self.class_names = class_names_for(model, run)
         self.num_context, self.num_frames = num_context, num_frames
         self.kl_anneal_steps, self.kl_max, self.drop_condition = (
@@ -92,10 +110,14 @@ class LatentSdeTask(VidynTask):
     def kl_weight(self) -> float:
         return kl_weight_at(self.global_step, anneal_steps=self.kl_anneal_steps, kl_max=self.kl_max)
 
-    def _elbo(self, batch: dict[str, Tensor], *, kl_weight: float, drop: float, gen: Any = None) -> dict:
+    def _clips(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         frames, times = batch["frames"], batch["times"]
         if self.num_frames is not None:
             frames, times = frames[:, : self.num_frames], times[:, : self.num_frames]
+        return frames, times
+
+    def _elbo(self, batch: dict[str, Tensor], *, kl_weight: float, drop: float, gen: Any = None) -> dict:
+        frames, times = self._clips(batch)
         if frames.shape[1] <= self.num_context:
             raise VidynError(
                 f"clips of {frames.shape[1]} frames leave nothing to generate after num_context="
@@ -120,8 +142,18 @@ class LatentSdeTask(VidynTask):
         self.log("train/kl_weight", beta, batch_size=bs)
         for key, value in getattr(self.model, "last_nfe", {}).items():
             self.log(f"train/nfe_{key}", float(value), batch_size=bs)
-        self.log("train/loss", out["loss"].detach(), prog_bar=True, batch_size=bs)
-        return out["loss"]
+        loss = out["loss"]
+        if self.classifier is not None:
+            frames, times = self._clips(batch)
+            real, prior = class_consistency(
+                self.model, self.classifier, frames, times, batch["label"].long(), self.num_context
+            )
+            self.log_dict(
+                {"train/class_real": real.detach(), "train/class_prior": prior.detach()}, batch_size=bs
+            )
+            loss = loss + real + self.class_weight * prior
+        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=bs)
+        return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         gen = torch.Generator().manual_seed(batch_idx)  # the same noise each round: comparable values
@@ -131,9 +163,8 @@ class LatentSdeTask(VidynTask):
         self.log_dict({f"val/{k}": out[k] for k in TERMS}, sync_dist=True, batch_size=bs)
 
     def configure_optimizers(self) -> dict:
-        return optim_lib.configure(
-            self.model.parameters(), self.optim_cfg, self.total_steps, self.warmup_steps
-        )
+        params = [*self.model.parameters(), *(self.classifier.parameters() if self.classifier else [])]
+        return optim_lib.configure(params, self.optim_cfg, self.total_steps, self.warmup_steps)
 
     def export_extra(self) -> dict[str, Any]:
         return {"class_names": self.class_names}
