@@ -15,9 +15,11 @@ from vidyn import api
 from vidyn.api.generation import generate
 from vidyn.api.models import io_spec
 from vidyn.config import build_config
+from vidyn.data.datamodule import build_dataset
 from vidyn.data.video_io import read_video
 from vidyn.errors import VidynError
 from vidyn.evaluation.generation import (
+    _judge_with_frames,
     best_mean_worst,
     future_scores,
     nearest_real_ssim,
@@ -110,7 +112,42 @@ def test_sde_evaluation_scores_futures_beside_copy_last(sde_run: tuple[Path, dic
     assert len(fut["copy_last"]["ssim_per_step"]) == 4
     long = metrics["futures_context_4"]  # from 4 frames, where the law is visible: 2 frames left
     assert long["num_context"] == 4 and long["target_times"] == [0.4, 0.5]
+    prompted = metrics["judge_with_frames"]  # first frames + law; the judge reads 16 frames, these have 6
+    assert prompted["num_context"] == 2 and prompted["samples_per_clip"] == 4
+    assert prompted["value"] is None and "16 frames" in prompted["reason"]
     assert (run / "generated_vs_real.png").is_file()
+
+
+class _Continuation(torch.nn.Module):
+    """A stand-in generator whose samples from a clip's first frame are that clip itself."""
+
+    def __init__(self, clips: torch.Tensor) -> None:
+        super().__init__()
+        self.clips, self.weight = clips, torch.nn.Parameter(torch.zeros(()))
+
+    def sample(self, n, times, *, condition=None, generator=None):
+        match = (self.clips[:, 0] == condition.frames[0, 0]).flatten(1).all(1)  # the clip starting so
+        return self.clips[match][:1].expand(n, -1, -1, -1, -1)
+
+
+def test_judge_with_frames_scores_samples_against_the_law_asked_with_each_first_frame() -> None:
+    args = {
+        "size": 32,
+        "channels": 1,
+        "num_frames": 16,
+        "frame_interval": 0.1,
+        "max_objects": 1,
+        "textured": False,
+    }
+    data = build_dataset("shapes", "test", args | {"num_samples": 14})
+    clips = torch.stack([data[i]["frames"] for i in range(14)])
+    laws = torch.tensor([int(data[i]["label"]) for i in range(14)])
+    times = data[0]["times"]
+    model = _Continuation(clips)
+    right = _judge_with_frames(model, clips, laws, times, 1, list(CLASSES))
+    assert right["value"] == 1.0 and right["samples_per_clip"] == 4  # the real continuations: the asked law
+    wrong = _judge_with_frames(model, clips, (laws + 1) % 7, times, 1, list(CLASSES))
+    assert wrong["value"] == 0.0
 
 
 def test_predictors_given_with_a_generator_predict_the_same_futures(

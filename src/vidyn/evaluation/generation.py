@@ -20,7 +20,9 @@ times; per horizon step, best-/mean-/worst-of-N SSIM and PSNR against the truth 
 is chosen per clip and per metric by its mean over the predicted frames), diversity (per-pixel std across
 the N samples, and mean pairwise SSIM between them), coverage (the fraction of true pixels inside the
 samples' per-pixel 5-95% band) and the `copy_last` baseline; `futures_context_4` repeats it from 4
-frames, where the shapes' motion law is visible (mean-of-N should approach best-of-N there). Exported
+frames, where the shapes' motion law is visible (mean-of-N should approach best-of-N there), and a
+class-conditional one `judge_with_frames`: the motion-law accuracy of `PROMPT_SAMPLES` (4) samples per
+clip from its first `num_context` frames plus its law (`judge` asks with the law alone). Exported
 predictors given as `others` (`vidyn evaluate RUN --with PREDICTOR`) predict the same futures from the
 same context frames (`futures.predictors`).
 
@@ -61,6 +63,7 @@ from vidyn.report.media import write_labelled_grid
 
 DEFAULT_CLIPS = 16
 FUTURE_SAMPLES = 20
+PROMPT_SAMPLES = 4
 LONG_CONTEXT = 4
 
 
@@ -165,6 +168,37 @@ def _per_class(
     return rows, motion_law_accuracy(torch.cat(clips), torch.cat(labels), names)
 
 
+def _from_initial_frames(
+    model: nn.Module, clips: Tensor, labels: Tensor | None, times: Tensor, num_context: int,
+    names: list[str], others: dict[str, nn.Module] | None,
+) -> dict[str, Any]:  # fmt: skip
+    """`futures` (`others` beside it), `futures_context_4` and, given the laws, `judge_with_frames`."""
+    out = {"futures": sample_futures(model, clips, times, num_context, FUTURE_SAMPLES)}
+    if others:
+        out["futures"]["predictors"] = predictor_futures(others, clips, times, num_context)
+    if num_context < LONG_CONTEXT < clips.shape[1]:  # where the law is visible in the context
+        out[f"futures_context_{LONG_CONTEXT}"] = sample_futures(
+            model, clips, times, LONG_CONTEXT, FUTURE_SAMPLES
+        )
+    if labels is not None:
+        out["judge_with_frames"] = _judge_with_frames(model, clips, labels, times, num_context, names)
+    return out
+
+
+def _judge_with_frames(
+    model: nn.Module, clips: Tensor, labels: Tensor, times: Tensor, num_context: int, names: list[str]
+) -> dict[str, Any]:
+    """Motion-law accuracy of `PROMPT_SAMPLES` samples per clip from its first `num_context` frames plus its
+    law (issue 13's prompted target: the first frame alone does not reveal the law)."""
+    samples, asked = [], []
+    for i, clip in enumerate(clips):
+        cond = Condition(frames=clip[None, :num_context], times=times[:num_context], labels=labels[i : i + 1])
+        samples.append(sample_clips(model, PROMPT_SAMPLES, times, cond, seed=2000 + i))
+        asked.append(labels[i].expand(PROMPT_SAMPLES))
+    out = motion_law_accuracy(torch.cat(samples), torch.cat(asked), names)
+    return out | {"num_context": num_context, "samples_per_clip": PROMPT_SAMPLES}
+
+
 def _double_rate(
     model: nn.Module, dataset: Any, half: int, times: Tensor, cond: Condition | None, real_split: str
 ) -> dict[str, Any]:
@@ -259,7 +293,7 @@ def generator_report(
     device: torch.device | None = None,
 ) -> dict[str, Any]:
     """The module docstring's evaluation: {"models", "fd_judge", "judge", "per_class"?, "futures"?,
-    "futures_context_4"?, "double_rate"?, "fvd", "protocol"}."""
+    "futures_context_4"?, "judge_with_frames"?, "double_rate"?, "fvd", "protocol"}."""
     if others and not takes_initial_frames(model):
         raise VidynError(
             f"{meta['name']!r} does not continue initial frames, so no predictor can be scored beside it"
@@ -288,13 +322,8 @@ def generator_report(
         out["judge"] = motion_law_accuracy(fake, None, names)
     num_context = int(cfg.task.args.get("num_context", 1))
     if takes_initial_frames(model) and 1 <= num_context < clips.shape[1]:
-        out["futures"] = sample_futures(model, scored, times, num_context, FUTURE_SAMPLES)
-        if others:
-            out["futures"]["predictors"] = predictor_futures(others, scored, times, num_context)
-        if num_context < LONG_CONTEXT < clips.shape[1]:  # where the law is visible in the context
-            out[f"futures_context_{LONG_CONTEXT}"] = sample_futures(
-                model, scored, times, LONG_CONTEXT, FUTURE_SAMPLES
-            )
+        laws = labels[:half] if conditional else None
+        out |= _from_initial_frames(model, scored, laws, times, num_context, names, others)
     if hasattr(dataset, "render"):
         out["double_rate"] = _double_rate(model, dataset, half, times, cond, real_split)
     out["fvd"] = _fvd("fvd" in cfg.eval.baselines, fake, ref, real_split)
