@@ -384,6 +384,23 @@ def test_latent_sde_class_weight_trains_and_logs_the_class_terms() -> None:
         LatentSdeTask(build_model("sde_video_tiny"), TaskRun(optim=OPTIM, total_steps=10), class_weight=1.0)
 
 
+def test_latent_sde_classifier_has_its_own_lr_and_is_not_clipped_with_the_generator() -> None:
+    run = TaskRun(optim=OPTIM, total_steps=10, class_names=CLASSES)
+    model = build_model("sde_video_tiny", num_classes=7)
+    task = LatentSdeTask(model, run, class_weight=1.0, classifier_lr=3e-3)
+    groups = task.configure_optimizers()["optimizer"].param_groups
+    assert [g["lr"] for g in groups] == [1e-3, 3e-3]
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in task.classifier.parameters()}
+    for p in task.parameters():
+        p.grad = torch.full_like(p, 100.0)
+    task.configure_gradient_clipping(None, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
+    norm = torch.cat([p.grad.flatten() for p in model.parameters()]).norm()
+    assert norm == pytest.approx(1.0, rel=1e-3)  # the generator: clipped to 1
+    assert all(
+        bool((p.grad == 100.0).all()) for p in task.classifier.parameters()
+    )  # the classifier: as it was
+
+
 def test_latent_sde_trains_through_api(tmp_path: Path) -> None:
     cfg = generation_config("sde_video_tiny", "latent_sde", {"num_context": 2, "kl_anneal_steps": 5},
                             frames=6, num_classes=7)  # fmt: skip

@@ -50,7 +50,8 @@ class LatentSdeTask(VidynTask):
     data's); kl_anneal_steps: steps of the linear KL warm-up (0 = none); kl_max: its final weight;
     drop_condition: per-clip probability of dropping the frames and (independently) the label;
     class_weight: weight of the class-consistency term of prompted prior samples
-    (`vidyn.tasks.prompt_consistency`; 0 = off, the plain ELBO).
+    (`vidyn.tasks.prompt_consistency`; 0 = off, the plain ELBO); classifier_lr: its classifier's learning
+    rate (None = optim.lr; same schedule, never clipped with the generator).
     """
 
     def __init__(
@@ -64,6 +65,7 @@ class LatentSdeTask(VidynTask):
         kl_max: float = 1.0,
         drop_condition: float = 0.1,
         class_weight: float = 0.0,
+        classifier_lr: float | None = None,
     ) -> None:
         super().__init__()
         if not callable(getattr(model, "elbo", None)):
@@ -82,7 +84,7 @@ class LatentSdeTask(VidynTask):
                 "task.args: class_weight must be >= 0, and > 0 only for a class-conditional model"
             )
         self.model = model
-        self.class_weight = float(class_weight)
+        self.class_weight, self.classifier_lr = float(class_weight), classifier_lr
         self.classifier = (
             MotionClassifier(
                 in_channels=model.in_channels, image_size=model.image_size, num_classes=model.num_classes
@@ -163,8 +165,26 @@ class LatentSdeTask(VidynTask):
         self.log_dict({f"val/{k}": out[k] for k in TERMS}, sync_dist=True, batch_size=bs)
 
     def configure_optimizers(self) -> dict:
-        params = [*self.model.parameters(), *(self.classifier.parameters() if self.classifier else [])]
-        return optim_lib.configure(params, self.optim_cfg, self.total_steps, self.warmup_steps)
+        groups: list[dict[str, Any]] = [{"params": list(self.model.parameters())}]
+        if self.classifier is not None:
+            lr = self.classifier_lr or self.optim_cfg["lr"]
+            groups.append({"params": list(self.classifier.parameters()), "lr": lr})
+        return optim_lib.configure(groups, self.optim_cfg, self.total_steps, self.warmup_steps)
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: Any,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip the generator alone: clipped together, the ELBO's gradient norm (thousands of nats) would
+        scale the classifier's gradients towards zero."""
+        if self.classifier is None or not gradient_clip_val:
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        elif gradient_clip_algorithm == "value":
+            nn.utils.clip_grad_value_(self.model.parameters(), gradient_clip_val)
+        else:
+            nn.utils.clip_grad_norm_(self.model.parameters(), gradient_clip_val)
 
     def export_extra(self) -> dict[str, Any]:
         return {"class_names": self.class_names}
