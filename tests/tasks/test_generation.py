@@ -370,6 +370,8 @@ def test_class_consistency_teaches_the_classifier_on_real_clips_and_charges_only
     only_first = class_consistency(model, classifier, frames, times, labels, num_context=1)[0]
     expected = torch.nn.functional.cross_entropy(classifier(frames[:1], times[:1]), labels[:1])
     torch.testing.assert_close(only_first, expected)
+    none = class_consistency(model, classifier, frames, times, torch.full_like(labels, -1), num_context=1)
+    assert [float(v) for v in none] == [0.0, 0.0]
 
 
 def test_latent_sde_class_weight_trains_and_logs_the_class_terms() -> None:

@@ -305,20 +305,11 @@ def interpolate(
     fps_in = (n - 1) / duration_s
     write_video(out, video, fps=fps_in * factor, times=(_interpolated_times(t64, factor) - start).tolist())
     per_new_frame = (nfe["encoder"] + nfe["decoder"]) / ((n - 1) * (factor - 1))
-    return {
-        "out": str(out),
-        "input_frames": n,
-        "output_frames": int(video.shape[0]),
-        "factor": factor,
-        "fps_in": fps_in,
-        "fps_out": (video.shape[0] - 1) / duration_s,
-        "duration": duration_s,
-        "size": size,
-        "channels": channels,
-        "windows": len(windows),
-        "nfe": {**nfe, "per_new_frame": per_new_frame} if any(nfe.values()) else None,
-        "infer_s": seconds,
-    }
+    return {"out": str(out), "input_frames": n, "output_frames": int(video.shape[0]), "factor": factor,
+            "fps_in": fps_in, "fps_out": (video.shape[0] - 1) / duration_s, "duration": duration_s,
+            "size": size, "channels": channels, "windows": len(windows),
+            "nfe": {**nfe, "per_new_frame": per_new_frame} if any(nfe.values()) else None,
+            "infer_s": seconds}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ classify

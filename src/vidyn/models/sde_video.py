@@ -137,8 +137,12 @@ class SDEVideo(nn.Module):
         check_solver(sde_type, method)
         self.in_channels, self.image_size, self.num_classes = in_channels, image_size, num_classes
         self.latent_size, self.sde_type, self.method = latent_size, sde_type, method
-        self.dt, self.adjoint, self.obs_std = float(dt), bool(adjoint), float(obs_std)
-        self.likelihood = likelihood
+        self.dt, self.adjoint, self.obs_std, self.likelihood = (
+            float(dt),
+            bool(adjoint),
+            float(obs_std),
+            likelihood,
+        )
         self.consistency, self.consistency_weight = bool(consistency), float(consistency_weight)
         e, zc = hidden_channels, latent_channels
 
@@ -225,15 +229,9 @@ class SDEVideo(nn.Module):
         kl = kl_z0 + kl_path.mean()
         loss = nll + kl_weight * kl + self.consistency_weight * consistency
         diffusion = self.sde.diffusion(self._maps(zs).flatten(0, 1)).mean().detach()  # mean g on the path
-        return dict(
-            loss=loss,
-            nll=nll,
-            kl_z0=kl_z0,
-            kl_path=kl_path.mean(),
-            consistency=consistency,
-            diffusion=diffusion,
-            recon_mse=(recon - frames).square().mean().detach(),
-        )
+        recon_mse = (recon - frames).square().mean().detach()
+        return dict(loss=loss, nll=nll, kl_z0=kl_z0, kl_path=kl_path.mean(), consistency=consistency,
+                    diffusion=diffusion, recon_mse=recon_mse)  # fmt: skip
 
     def _consistency(self, recon: Tensor, zs: Tensor) -> Tensor:
         if not self.consistency:

@@ -42,6 +42,9 @@ def class_consistency(
     cross-entropy of the frozen classifier on one prior sample per clip from its first `num_context`
     frames and its label, at the same times). Clips with label -1 are left out of both."""
     keep = labels >= 0
+    if not bool(keep.any()):  # no labelled clip in the batch: nothing to ask
+        zero = frames.new_zeros(())
+        return zero, zero
     frames, times, labels = frames[keep], times[keep], labels[keep]
     real = F.cross_entropy(classifier(frames, times), labels)
     context = (frames[:, :num_context], times[0, :num_context]) if num_context else (None, None)
