@@ -87,22 +87,16 @@ def evaluate_predictors(
             if lpips is not None:
                 lpips_sums[name] += float(lpips.clips(pred, tgt).double().sum())
             preds[name] = pred
-        new = {
-            "context": ctx,
-            "truth": tgt,
-            "target_times": tgt_t,
-            **{f"pred/{k}": v for k, v in preds.items()},
-        }
-        visuals = _add_visuals(visuals, new, num_visual_clips)
+        shown = {"context": ctx, "truth": tgt, "target_times": tgt_t}
+        visuals = _add_visuals(visuals, shown | {f"pred/{k}": v for k, v in preds.items()}, num_visual_clips)
     if clips == 0:
         raise VidynError("the evaluation split has no clips; check the dataset arguments")
-    results = {}
-    for name, tracker in trackers.items():
-        res = tracker.compute()
-        res["infer_clip_s"] = seconds[name] / clips
-        res["num_clips"] = clips
-        res["lpips"] = None if lpips is None else lpips_sums[name] / (clips * tracker.num_steps)
-        results[name] = res
+    lpips_means = {
+        k: None if lpips is None else v / (clips * trackers[k].num_steps) for k, v in lpips_sums.items()
+    }
+    results = {name: tracker.compute() for name, tracker in trackers.items()}
+    for name, res in results.items():
+        res |= {"infer_clip_s": seconds[name] / clips, "num_clips": clips, "lpips": lpips_means[name]}
     return results, visuals
 
 
