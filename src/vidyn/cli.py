@@ -32,11 +32,14 @@ def cmd_demo(a: argparse.Namespace) -> None:
 
 def cmd_train(a: argparse.Namespace) -> None:
     from vidyn import api
-    from vidyn.tasks.distributed import is_rank_zero
+    from vidyn.tasks.distributed import is_rank_zero, release_process_group
 
-    res = api.train(
-        a.config, a.overrides, run_dir=a.out, resume=a.resume, echo=lambda s: print(s, flush=True)
-    )
+    try:
+        res = api.train(
+            a.config, a.overrides, run_dir=a.out, resume=a.resume, echo=lambda s: print(s, flush=True)
+        )
+    finally:
+        release_process_group()  # the process ends here: close the DDP group before interpreter teardown
     if not is_rank_zero():  # a DDP rank other than 0: rank 0 wrote the run folder, exported and evaluated
         print(f"trained in {res.seconds:.0f} s as a rank other than 0; rank 0 wrote the run folder")
         return

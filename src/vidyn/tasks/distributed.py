@@ -12,6 +12,10 @@ NODE_RANK set. From these:
   run folder, export, metrics); Lightning already keeps checkpoints and loggers to rank 0 (ModelCheckpoint
   takes rank 0's folder), so the folder another rank would have picked is never created.
 - `peer_lost` / `peer_lost_error` turn the backend's failure when a rank dies into one line.
+- `release_process_group` ends this process's part of the job before the interpreter exits: left to
+  interpreter teardown, the gloo process group's threads were sometimes destroyed still running
+  ("terminate called without an active exception", exit -6), torchrun then reported the rank failed and
+  the other node's agent lost its rendezvous store (seen in tests/engine/test_torchrun.py).
 """
 
 from __future__ import annotations
@@ -107,3 +111,15 @@ def peer_lost_error(exc: BaseException, trainer: Any) -> VidynError:
         f"folder keeps {run / 'checkpoints' / 'last.ckpt'}: relaunch every node with the same torchrun "
         f"command and `vidyn train --resume {run}`"
     )
+
+
+def release_process_group() -> None:
+    """Destroy the default process group if this process has one (a no-op otherwise); local, so a rank
+    that finished need not wait for rank 0's export and evaluation."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except Exception:  # noqa: BLE001  (best effort at exit: never mask the run's own error)
+            pass
