@@ -137,12 +137,8 @@ class SDEVideo(nn.Module):
         check_solver(sde_type, method)
         self.in_channels, self.image_size, self.num_classes = in_channels, image_size, num_classes
         self.latent_size, self.sde_type, self.method = latent_size, sde_type, method
-        self.dt, self.adjoint, self.obs_std, self.likelihood = (
-            float(dt),
-            bool(adjoint),
-            float(obs_std),
-            likelihood,
-        )
+        self.dt, self.adjoint, self.obs_std = float(dt), bool(adjoint), float(obs_std)
+        self.likelihood = likelihood
         self.consistency, self.consistency_weight = bool(consistency), float(consistency_weight)
         e, zc = hidden_channels, latent_channels
 
