@@ -32,7 +32,7 @@ import vidyn.models  # noqa: F401  (registers sde_video)
 from vidyn.evaluation.futures import future_scores
 from vidyn.metrics.judge import motion_law_judge
 from vidyn.models.interface import Condition
-from vidyn.models.video_discriminators import MotionClassifier
+from vidyn.models.motion_classifier import MotionClassifier
 from vidyn.registry import DATASETS, MODELS
 from vidyn.tasks.prompt_consistency import class_consistency
 

@@ -11,9 +11,9 @@ from torch import nn
 import vidyn
 import vidyn.models.ode_gan  # noqa: F401  (registers ode_gan_tiny)
 from vidyn.errors import VidynError
+from vidyn.models.motion_classifier import MotionClassifier, build_motion_classifier, map_moments
 from vidyn.models.video_discriminators import (
     FrameDiscriminator,
-    MotionClassifier,
     VideoDiscriminator,
     add_instance_noise,
     bce_d_loss,
@@ -135,11 +135,14 @@ def test_aux_classifier_learns_the_class_of_real_motion() -> None:
         _video_d(aux_classifier=True)
 
 
-def test_motion_classifier_learns_the_direction_of_motion_and_checks_its_input() -> None:
-    """The separate AC-GAN classifier (no spectral norm, a GRU over time) learns left- against right-moving
-    squares from the same frames, at any batch size, and refuses clips of the wrong channel count."""
+@pytest.mark.parametrize("reader", ["gru", "trajectory"])
+def test_motion_classifier_learns_the_direction_of_motion_and_checks_its_input(reader: str) -> None:
+    """The separate AC-GAN classifier, with either reader, learns left- against right-moving squares from
+    the same frames, at any batch size, and refuses clips of the wrong channel count."""
     torch.manual_seed(0)
-    clf = MotionClassifier(in_channels=3, image_size=16, num_classes=2, base_channels=8, max_channels=16)
+    clf = MotionClassifier(
+        in_channels=3, image_size=16, num_classes=2, base_channels=8, max_channels=16, reader=reader
+    )
     assert clf(_clips(), TIMES).shape == (3, 2)
     opt = torch.optim.Adam(clf.parameters(), lr=3e-3)
     labels = torch.tensor([0] * 8 + [1] * 8)
@@ -157,6 +160,61 @@ def test_motion_classifier_learns_the_direction_of_motion_and_checks_its_input()
         clf(torch.rand(2, 6, 1, 16, 16), TIMES)
     with pytest.raises(VidynError, match="num_classes >= 2"):
         MotionClassifier(in_channels=3, image_size=16, num_classes=1)
+    with pytest.raises(VidynError, match="unknown motion classifier reader 'lstm'; use one of gru, traj"):
+        MotionClassifier(in_channels=3, image_size=16, num_classes=2, reader="lstm")
+    with pytest.raises(VidynError, match=r"task.args.x: unknown key\(s\) depth; known: base_channels"):
+        build_motion_classifier(
+            in_channels=1, image_size=16, num_classes=2, args={"depth": 3}, where="task.args.x"
+        )
+
+
+def _disc(cy: float, cx: float, radius: float, size: int = 33) -> torch.Tensor:
+    """A binary disc on a size x size grid whose pixel centres run from -1 to 1."""
+    grid = torch.linspace(-1, 1, size)
+    return (((grid[:, None] - cy) ** 2 + (grid[None, :] - cx) ** 2) <= radius**2).float()
+
+
+def test_map_moments_give_position_size_and_orientation() -> None:
+    """Moments of known maps, against their closed forms: a disc's centre and its variance r^2/4 per axis
+    (zero covariance); a single pixel's position and zero spread; a diagonal bar's positive covariance."""
+    disc = _disc(-0.25, 0.5, 0.4)
+    m = map_moments((disc / disc.sum())[None, None])[0, 0]
+    torch.testing.assert_close(m[:2], torch.tensor([0.5, -0.25]), atol=1e-4, rtol=0)  # (x, y)
+    torch.testing.assert_close(m[2:4], torch.tensor([0.04, 0.04]), atol=2e-3, rtol=0)  # r^2 / 4
+    assert abs(float(m[4])) < 1e-5
+    pixel = torch.zeros(1, 1, 5, 5)
+    pixel[0, 0, 4, 1] = 1.0  # row 4 (y = 1), column 1 (x = -0.5)
+    torch.testing.assert_close(map_moments(pixel)[0, 0], torch.tensor([-0.5, 1.0, 0.0, 0.0, 0.0]))
+    bar = torch.eye(9)[None, None] / 9  # from top left to bottom right: x and y grow together
+    assert float(map_moments(bar)[0, 0, 4]) > 0.3
+
+
+def test_trajectory_reader_scales_on_its_first_training_batch_and_gates_its_keypoints() -> None:
+    """The moments' scale is set once, from the first batch seen in training (not in eval, not again);
+    the learned keypoints start with no say in the logits (their gate is 0) and get one once it opens;
+    clips of any length and frame rate are read."""
+    torch.manual_seed(0)
+    clf = MotionClassifier(in_channels=3, image_size=16, num_classes=2, reader="trajectory", keypoints=4)
+    clips = _moving_squares(1, 4, 0)
+    clf.eval()
+    clf(clips, TIMES)
+    assert not bool(clf.reader.scale.any())  # eval never sets it
+    clf.train()
+    out = clf(clips, TIMES)
+    scale = clf.reader.scale.clone()
+    assert bool((scale > 0).all())
+    clf(_moving_squares(-1, 4, 1) * 0.5, TIMES)
+    torch.testing.assert_close(clf.reader.scale, scale)  # set once
+    with torch.no_grad():
+        for p in clf.reader.keypoint_net.parameters():
+            p.add_(torch.randn_like(p))
+    torch.testing.assert_close(clf(clips, TIMES), out)  # gate 0: the keypoints do not count yet
+    with torch.no_grad():
+        clf.reader.gate.fill_(1.0)
+    assert (clf(clips, TIMES) - out).abs().max() > 1e-3
+    assert clf(_moving_squares(1, 2, 3)[:, :4], TIMES[:4] * 2).shape == (2, 2)
+    long = torch.cat([clips, clips], dim=1)  # 12 frames, resampled to the 16 steps its MLP reads
+    assert clf(long, torch.arange(12) * 0.05).shape == (4, 2)
 
 
 def test_motion_classifier_gru_does_not_saturate_when_its_features_grow() -> None:
@@ -169,12 +227,12 @@ def test_motion_classifier_gru_does_not_saturate_when_its_features_grow() -> Non
     def gru_grad() -> float:
         clf.zero_grad()
         nn.functional.cross_entropy(clf(clips, TIMES), labels).backward()
-        return float(clf.gru.weight_ih_l0.grad.norm())
+        return float(clf.reader.gru.weight_ih_l0.grad.norm())
 
     before = gru_grad()
     with torch.no_grad():
-        clf.reduce.weight.mul_(100)
-        clf.reduce.bias.mul_(100)
+        clf.reader.reduce.weight.mul_(100)
+        clf.reader.reduce.bias.mul_(100)
     assert gru_grad() == pytest.approx(before, rel=0.05)
 
 

@@ -16,7 +16,7 @@ from vidyn import api
 from vidyn.data.datamodule import build_dataset
 from vidyn.errors import VidynError
 from vidyn.export import build_model
-from vidyn.models.video_discriminators import MotionClassifier
+from vidyn.models.motion_classifier import MotionClassifier
 from vidyn.tasks import TaskRun
 from vidyn.tasks.gan_monitoring import DiscriminatorWatch, sample_grid
 from vidyn.tasks.generation import GanTask
@@ -221,12 +221,16 @@ def test_aux_class_weight_adds_ac_gan_terms_that_reach_the_generator(tmp_path: P
         GanTask(build_model("ode_gan_tiny"), TaskRun(optim=OPTIM, total_steps=10), aux_class_weight=1.0)
 
 
-def test_separate_aux_classifier_is_trained_by_its_own_optimiser(tmp_path: Path) -> None:
-    """aux_classifier=separate: no class head on the video discriminator; a MotionClassifier reads the
-    class, has its own optimiser at its own learning rate, is trained on real clips and gives the
-    generator its class term."""
-    task = _gan(aux_class_weight=1.0, aux_classifier="separate", aux_classifier_lr=0.01)
-    assert task.video_discriminator.classifier is None and task.classifier is not None
+@pytest.mark.parametrize("reader", ["gru", "trajectory"])
+def test_separate_aux_classifier_is_trained_by_its_own_optimiser(reader: str) -> None:
+    """aux_classifier=separate: no class head on the video discriminator; a MotionClassifier (either
+    reader) reads the class, has its own optimiser at its own learning rate, is trained on real clips and
+    gives the generator its class term."""
+    task = _gan(
+        aux_class_weight=1.0, aux_classifier="separate", aux_classifier_lr=0.01,
+        aux_classifier_args={"reader": reader},
+    )  # fmt: skip
+    assert task.video_discriminator.classifier is None and task.classifier.reader_name == reader
     labels, times = torch.tensor([0, 3, -1, 5]), torch.arange(4) * 0.1
     fake = task.model(task.model.noise(4), times, labels)
     _, ce = task._d_scores(fake, times, labels, labels)
@@ -243,6 +247,8 @@ def test_separate_aux_classifier_is_trained_by_its_own_optimiser(tmp_path: Path)
     assert torch.isfinite(trainer.callback_metrics["train/class_ce_real"])
     with pytest.raises(VidynError, match="aux_classifier must be discriminator or separate"):
         _gan(aux_class_weight=1.0, aux_classifier="judge")
+    with pytest.raises(VidynError, match="task.args.aux_classifier_args: unknown key"):
+        _gan(aux_class_weight=1.0, aux_classifier="separate", aux_classifier_args={"layers": 2})
 
 
 def test_adc_fake_classes_teach_the_classifier_what_generated_clips_of_each_class_are() -> None:
@@ -250,7 +256,7 @@ def test_adc_fake_classes_teach_the_classifier_what_generated_clips_of_each_clas
     generated clip asked for y is a K + y example (null labels ignored), so the classifier learns to tell a
     generated clip of a class from a real one of the same class, which plain AC-GAN cannot."""
     task = _gan(aux_class_weight=1.0, aux_classifier="separate", aux_fake_classes=True)
-    assert task.classifier.out.out_features == 14
+    assert task.classifier.reader.out.out_features == 14
     labels = torch.tensor([0, 3, -1, 5])
     assert task._fake_class_target(labels).tolist() == [7, 10, -1, 12]
     batch = next(iter(_loader()))
@@ -374,16 +380,21 @@ def test_class_consistency_teaches_the_classifier_on_real_clips_and_charges_only
     assert [float(v) for v in none] == [0.0, 0.0]
 
 
-def test_latent_sde_class_weight_trains_and_logs_the_class_terms() -> None:
+@pytest.mark.parametrize("classifier_args", [None, {"reader": "trajectory", "keypoints": 0}])
+def test_latent_sde_class_weight_trains_and_logs_the_class_terms(classifier_args: dict | None) -> None:
     torch.manual_seed(0)
     run = TaskRun(optim=OPTIM, total_steps=10, class_names=CLASSES)
-    task = LatentSdeTask(build_model("sde_video_tiny", num_classes=7), run, num_context=1, class_weight=10.0)
+    model = build_model("sde_video_tiny", num_classes=7)
+    task = LatentSdeTask(model, run, num_context=1, class_weight=10.0, classifier_args=classifier_args)
+    assert task.classifier.reader_name == (classifier_args or {"reader": "gru"})["reader"]
     before = _params(task.classifier)
     logged = _fit(task, steps=2).callback_metrics
     assert torch.isfinite(logged["train/class_real"]) and torch.isfinite(logged["train/class_prior"])
     assert _changed(before, task.classifier)  # in the task's optimiser
     with pytest.raises(VidynError, match="class_weight"):
         LatentSdeTask(build_model("sde_video_tiny"), TaskRun(optim=OPTIM, total_steps=10), class_weight=1.0)
+    with pytest.raises(VidynError, match="task.args.classifier_args: unknown key"):
+        LatentSdeTask(model, run, class_weight=1.0, classifier_args={"readr": "gru"})
 
 
 def test_latent_sde_classifier_has_its_own_lr_and_is_not_clipped_with_the_generator() -> None:

@@ -165,44 +165,6 @@ class VideoDiscriminator(nn.Module):
         return self.head(phi, labels), self.classifier(phi)
 
 
-class MotionClassifier(nn.Module):
-    """A clip classifier for the generation task's separate AC-GAN classifier (`task.args.aux_classifier:
-    separate`): `forward(clips (B, T, C, H, W), times) -> (B, K)` class logits.
-
-    The video discriminator's conv stack on frames, frame differences and time gaps, without spectral norm
-    (it is trained on real clips only, never adversarially); each time step's 4x4 map, reduced to 8
-    channels, is flattened, layer-normalised and read by a GRU, so the classifier sees the trajectory over
-    the whole clip (a motion law is a path shape: an arc, a line, a circle), not only the space-time mean
-    of local features that the discriminator's own class head reads.
-    """
-
-    def __init__(
-        self, *, in_channels: int, image_size: int, num_classes: int, base_channels: int = 16,
-        max_channels: int = 64, hidden: int = 64, time_unit: float = 0.1,
-    ) -> None:  # fmt: skip
-        super().__init__()
-        if num_classes < 2:
-            raise VidynError(f"a motion classifier needs num_classes >= 2; got {num_classes}")
-        widths = _widths(image_size, base_channels, max_channels)
-        self.in_channels, self.time_unit = in_channels, float(time_unit)
-        self.net = _conv_stack(2 * in_channels + 2, widths)
-        self.reduce = nn.Conv3d(widths[-1], 8, 1)
-        # Without normalisation the conv features grew (std 34 in one GAN run) and saturated the GRU's gates:
-        # gradients of 1e-5 and a cross-entropy stuck at chance for 1,700 steps (docs/generation.md).
-        self.norm = nn.LayerNorm(8 * 16)
-        self.gru = nn.GRU(8 * 16, hidden, batch_first=True)
-        self.out = nn.Linear(hidden, num_classes)
-
-    def forward(self, clips: Tensor, times: Tensor) -> Tensor:
-        if clips.dim() != 5 or clips.shape[2] != self.in_channels:
-            raise VidynError(f"clips must be (B, T, {self.in_channels}, H, W); got {tuple(clips.shape)}")
-        x = self.reduce(self.net(clip_input(clips, times, self.time_unit, frame_differences=True)))
-        b, c, t = x.shape[:3]
-        seq = x.permute(0, 2, 1, 3, 4).reshape(b, t, c * 16)  # (B, 8, T, 4, 4) -> (B, T, 128)
-        _, last = self.gru(self.norm(seq.float()))  # (1, B, hidden)
-        return self.out(last[0])
-
-
 class FrameDiscriminator(nn.Module):
     """MoCoGAN's image discriminator: `forward(frames (N, C, H, W), labels=None) -> (N,)` logits; 4x4
     stride-2 convs and LeakyReLU 0.2 down to 4x4, average pooling, projection head."""

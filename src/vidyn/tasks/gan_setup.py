@@ -8,7 +8,8 @@ from typing import Any
 from torch import nn
 
 from vidyn.errors import VidynError
-from vidyn.models.video_discriminators import FrameDiscriminator, MotionClassifier, VideoDiscriminator
+from vidyn.models.motion_classifier import MotionClassifier, build_motion_classifier
+from vidyn.models.video_discriminators import FrameDiscriminator, VideoDiscriminator
 from vidyn.tasks.base import TaskRun
 
 
@@ -79,6 +80,7 @@ def check_gan_args(
 def discriminators(
     model: nn.Module, num_classes: int, d_args: dict[str, Any], *, frame_differences: bool,
     aux_classifier: str | None, frame_discriminator: bool, fake_classes: bool = False,
+    classifier_args: dict[str, Any] | None = None,
 ) -> tuple[VideoDiscriminator, FrameDiscriminator | None, MotionClassifier | None]:  # fmt: skip
     """The video discriminator, MoCoGAN's frame discriminator (optional) and the separate class reader for
     `model`'s clips: `aux_classifier` "discriminator" gives the video discriminator a class head,
@@ -96,4 +98,7 @@ def discriminators(
     if aux_classifier != "separate":
         return video, frame, None
     outputs = num_classes * (2 if fake_classes else 1)  # ADC-GAN: real class y, then fake class K + y
-    return video, frame, MotionClassifier(**common | {"num_classes": outputs}, **widths)
+    return video, frame, build_motion_classifier(
+        **common | {"num_classes": outputs}, args=widths | (classifier_args or {}),
+        where="task.args.aux_classifier_args",
+    )  # fmt: skip

@@ -81,6 +81,8 @@ class GanTask(VidynTask):
     (a `MotionClassifier` network trained on real clips only, by its own optimiser with the discriminators'
     settings at aux_classifier_lr, None = theirs, and not clipped with them); aux_fake_classes: the
     separate classifier also learns the asked class of generated clips as K more classes (ADC-GAN);
+    aux_classifier_args: the separate `MotionClassifier`'s arguments (e.g. `{reader: trajectory}`; None =
+    the discriminators' widths and its defaults);
     spectral_norm;
     r1_gamma (0 = off); r1_every: apply R1 only every that many steps, with gamma times that many
     (StyleGAN2's lazy regularisation, Karras et al. 2020: the same penalty per step on average, and
@@ -109,6 +111,7 @@ class GanTask(VidynTask):
         aux_classifier: str = "discriminator",
         aux_classifier_lr: float | None = None,
         aux_fake_classes: bool = False,
+        aux_classifier_args: dict[str, Any] | None = None,
         spectral_norm: bool = True,
         r1_gamma: float = 0.0,
         r1_every: int = 1,
@@ -150,6 +153,7 @@ class GanTask(VidynTask):
             model, self.num_classes, d_args, frame_differences=d_frame_differences,
             aux_classifier=aux_classifier if aux_class_weight > 0 else None,
             frame_discriminator=frame_discriminator, fake_classes=self.aux_fake_classes,
+            classifier_args=aux_classifier_args,
         )  # fmt: skip
         self.watch = DiscriminatorWatch()
         self.ema = ema_model(model, ema_decay).requires_grad_(False) if ema_decay > 0 else None

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from vidyn.errors import VidynError
-from vidyn.models.video_discriminators import MotionClassifier
+from vidyn.models.motion_classifier import build_motion_classifier
 from vidyn.registry import TASKS
 from vidyn.tasks import optim as optim_lib
 from vidyn.tasks.base import TaskRun, VidynTask
@@ -51,7 +51,8 @@ class LatentSdeTask(VidynTask):
     drop_condition: per-clip probability of dropping the frames and (independently) the label;
     class_weight: weight of the class-consistency term of prompted prior samples
     (`vidyn.tasks.prompt_consistency`; 0 = off, the plain ELBO); classifier_lr: its classifier's learning
-    rate (None = optim.lr; same schedule, never clipped with the generator).
+    rate (None = optim.lr; same schedule, never clipped with the generator); classifier_args: the
+    `MotionClassifier`'s arguments (e.g. `{reader: trajectory, keypoints: 0}`; None = its defaults).
     """
 
     def __init__(
@@ -66,6 +67,7 @@ class LatentSdeTask(VidynTask):
         drop_condition: float = 0.1,
         class_weight: float = 0.0,
         classifier_lr: float | None = None,
+        classifier_args: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if not callable(getattr(model, "elbo", None)):
@@ -86,9 +88,13 @@ class LatentSdeTask(VidynTask):
         self.model = model
         self.class_weight, self.classifier_lr = float(class_weight), classifier_lr
         self.classifier = (
-            MotionClassifier(
-                in_channels=model.in_channels, image_size=model.image_size, num_classes=model.num_classes
-            )
+            build_motion_classifier(
+                in_channels=model.in_channels,
+                image_size=model.image_size,
+                num_classes=model.num_classes,
+                args=classifier_args,
+                where="task.args.classifier_args",
+            )  # fmt: skip
             if class_weight > 0
             else None
         )
