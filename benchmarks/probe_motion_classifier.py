@@ -57,6 +57,7 @@ def _run(variant: str, seed: int, data, test, steps: int, lr: float) -> dict:
             left = step
         if step % 50 == 0:
             curve[step] = round(ema, 2)
+    model.eval()
     with torch.no_grad():
         acc = (model(test[0], test[1]).argmax(1) == test[2]).float().mean().item()
     return {"curve": curve, "left": left, "acc": acc, "step_s": statistics.median(step_times)}

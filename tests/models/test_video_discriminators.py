@@ -135,7 +135,7 @@ def test_aux_classifier_learns_the_class_of_real_motion() -> None:
         _video_d(aux_classifier=True)
 
 
-@pytest.mark.parametrize("reader", ["gru", "trajectory"])
+@pytest.mark.parametrize("reader", ["gru", "mlp", "trajectory"])
 def test_motion_classifier_learns_the_direction_of_motion_and_checks_its_input(reader: str) -> None:
     """The separate AC-GAN classifier, with either reader, learns left- against right-moving squares from
     the same frames, at any batch size, and refuses clips of the wrong channel count."""
@@ -160,12 +160,25 @@ def test_motion_classifier_learns_the_direction_of_motion_and_checks_its_input(r
         clf(torch.rand(2, 6, 1, 16, 16), TIMES)
     with pytest.raises(VidynError, match="num_classes >= 2"):
         MotionClassifier(in_channels=3, image_size=16, num_classes=1)
-    with pytest.raises(VidynError, match="unknown motion classifier reader 'lstm'; use one of gru, traj"):
+    with pytest.raises(VidynError, match="reader 'lstm'; use one of gru, mlp, trajectory"):
         MotionClassifier(in_channels=3, image_size=16, num_classes=2, reader="lstm")
     with pytest.raises(VidynError, match=r"task.args.x: unknown key\(s\) depth; known: base_channels"):
         build_motion_classifier(
             in_channels=1, image_size=16, num_classes=2, args={"depth": 3}, where="task.args.x"
         )
+
+
+def test_mlp_reader_reads_each_clip_on_its_own() -> None:
+    """The mlp reader normalises each clip's features by their own statistics (instance norm, not batch
+    norm): a clip's logits do not depend on the clips beside it in the batch, in training mode too, so
+    generated clips are read as they are, not relative to a batch of them."""
+    torch.manual_seed(0)
+    clf = MotionClassifier(
+        in_channels=3, image_size=16, num_classes=2, base_channels=8, max_channels=16, reader="mlp"
+    )
+    clips = torch.cat([_moving_squares(1, 2, 0), _clips(2)])
+    torch.testing.assert_close(clf(clips, TIMES)[:1], clf(clips[:1], TIMES), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(clf(clips, TIMES)[2:], clf(clips[2:], TIMES), atol=1e-5, rtol=1e-4)
 
 
 def _disc(cy: float, cx: float, radius: float, size: int = 33) -> torch.Tensor:

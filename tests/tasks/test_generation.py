@@ -221,7 +221,7 @@ def test_aux_class_weight_adds_ac_gan_terms_that_reach_the_generator(tmp_path: P
         GanTask(build_model("ode_gan_tiny"), TaskRun(optim=OPTIM, total_steps=10), aux_class_weight=1.0)
 
 
-@pytest.mark.parametrize("reader", ["gru", "trajectory"])
+@pytest.mark.parametrize("reader", ["gru", "mlp", "trajectory"])
 def test_separate_aux_classifier_is_trained_by_its_own_optimiser(reader: str) -> None:
     """aux_classifier=separate: no class head on the video discriminator; a MotionClassifier (either
     reader) reads the class, has its own optimiser at its own learning rate, is trained on real clips and
@@ -380,7 +380,9 @@ def test_class_consistency_teaches_the_classifier_on_real_clips_and_charges_only
     assert [float(v) for v in none] == [0.0, 0.0]
 
 
-@pytest.mark.parametrize("classifier_args", [None, {"reader": "trajectory", "keypoints": 0}])
+@pytest.mark.parametrize(
+    "classifier_args", [None, {"reader": "mlp"}, {"reader": "trajectory", "keypoints": 0}]
+)
 def test_latent_sde_class_weight_trains_and_logs_the_class_terms(classifier_args: dict | None) -> None:
     torch.manual_seed(0)
     run = TaskRun(optim=OPTIM, total_steps=10, class_names=CLASSES)
