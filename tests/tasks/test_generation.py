@@ -399,6 +399,26 @@ def test_latent_sde_class_weight_trains_and_logs_the_class_terms(classifier_args
         LatentSdeTask(model, run, class_weight=1.0, classifier_args={"readr": "gru"})
 
 
+def test_latent_sde_class_start_step_holds_the_prior_term_back() -> None:
+    """Before class_start_step the classifier learns on real clips and the generator is not charged: no
+    prior sample is drawn for the term (its sampling would move the generator's RNG and parameters)."""
+    run = TaskRun(optim=OPTIM, total_steps=10, class_names=CLASSES)
+    task = LatentSdeTask(
+        build_model("sde_video_tiny", num_classes=7), run, class_weight=10.0, class_start_step=5
+    )
+    calls = []
+    original = task.model.sample
+    task.model.sample = lambda *a, **k: calls.append(1) or original(*a, **k)
+    before = _params(task.classifier)
+    logged = _fit(task, steps=2).callback_metrics
+    assert calls == [] and "train/class_prior" not in logged and torch.isfinite(logged["train/class_real"])
+    assert _changed(before, task.classifier)
+    with pytest.raises(VidynError, match="class_start_step must be >= 0"):
+        LatentSdeTask(
+            build_model("sde_video_tiny", num_classes=7), run, class_weight=1.0, class_start_step=-1
+        )
+
+
 def test_latent_sde_classifier_has_its_own_lr_and_is_not_clipped_with_the_generator() -> None:
     run = TaskRun(optim=OPTIM, total_steps=10, class_names=CLASSES)
     model = build_model("sde_video_tiny", num_classes=7)

@@ -52,7 +52,8 @@ class LatentSdeTask(VidynTask):
     class_weight: weight of the class-consistency term of prompted prior samples
     (`vidyn.tasks.prompt_consistency`; 0 = off, the plain ELBO); classifier_lr: its classifier's learning
     rate (None = optim.lr; same schedule, never clipped with the generator); classifier_args: the
-    `MotionClassifier`'s arguments (e.g. `{reader: trajectory, keypoints: 0}`; None = its defaults).
+    `MotionClassifier`'s arguments (e.g. `{reader: mlp}`; None = its defaults); class_start_step: the
+    step from which the generator pays the term (before it only the classifier learns, on real clips).
     """
 
     def __init__(
@@ -68,6 +69,7 @@ class LatentSdeTask(VidynTask):
         class_weight: float = 0.0,
         classifier_lr: float | None = None,
         classifier_args: dict[str, Any] | None = None,
+        class_start_step: int = 0,
     ) -> None:
         super().__init__()
         if not callable(getattr(model, "elbo", None)):
@@ -81,12 +83,15 @@ class LatentSdeTask(VidynTask):
             )
         if kl_anneal_steps < 0 or kl_max < 0 or not 0 <= drop_condition <= 1:
             raise VidynError("task.args: need kl_anneal_steps >= 0, kl_max >= 0 and drop_condition in [0, 1]")
+        if class_start_step < 0:
+            raise VidynError(f"task.args: class_start_step must be >= 0; got {class_start_step}")
         if class_weight < 0 or (class_weight > 0 and int(getattr(model, "num_classes", 0) or 0) < 2):
             raise VidynError(
                 "task.args: class_weight must be >= 0, and > 0 only for a class-conditional model"
             )
         self.model = model
         self.class_weight, self.classifier_lr = float(class_weight), classifier_lr
+        self.class_start_step = class_start_step
         self.classifier = (
             build_motion_classifier(
                 in_channels=model.in_channels,
@@ -153,12 +158,14 @@ class LatentSdeTask(VidynTask):
         loss = out["loss"]
         if self.classifier is not None:
             frames, times = self._clips(batch)
+            asked = self.global_step >= self.class_start_step  # before it, only the classifier learns
             real, prior = class_consistency(
-                self.model, self.classifier, frames, times, batch["label"].long(), self.num_context
-            )
-            self.log_dict(
-                {"train/class_real": real.detach(), "train/class_prior": prior.detach()}, batch_size=bs
-            )
+                self.model, self.classifier, frames, times, batch["label"].long(), self.num_context,
+                with_prior=asked,
+            )  # fmt: skip
+            self.log("train/class_real", real.detach(), batch_size=bs)
+            if asked:  # no prior term before class_start_step: nothing to log
+                self.log("train/class_prior", prior.detach(), batch_size=bs)
             loss = loss + real + self.class_weight * prior
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=bs)
         return loss

@@ -36,17 +36,21 @@ def frozen(module: nn.Module) -> Iterator[None]:
 
 
 def class_consistency(
-    model: nn.Module, classifier: nn.Module, frames: Tensor, times: Tensor, labels: Tensor, num_context: int
-) -> tuple[Tensor, Tensor]:
+    model: nn.Module, classifier: nn.Module, frames: Tensor, times: Tensor, labels: Tensor, num_context: int,
+    *, with_prior: bool = True,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
     """(cross-entropy of `classifier` on the real clips `(B, T, C, H, W)` at `times` `(B, T)`,
     cross-entropy of the frozen classifier on one prior sample per clip from its first `num_context`
-    frames and its label, at the same times). Clips with label -1 are left out of both."""
+    frames and its label, at the same times; 0 without sampling unless `with_prior`). Clips with label -1
+    are left out of both."""
     keep = labels >= 0
     if not bool(keep.any()):  # no labelled clip in the batch: nothing to ask
         zero = frames.new_zeros(())
         return zero, zero
     frames, times, labels = frames[keep], times[keep], labels[keep]
     real = F.cross_entropy(classifier(frames, times), labels)
+    if not with_prior:
+        return real, frames.new_zeros(())
     context = (frames[:, :num_context], times[0, :num_context]) if num_context else (None, None)
     cond = Condition(frames=context[0], times=context[1], labels=labels)
     samples = model.sample(frames.shape[0], times[0], condition=cond)  # (B, T, C, H, W), differentiable
