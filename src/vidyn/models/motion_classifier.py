@@ -19,16 +19,15 @@ Three readers, one input: frames, frame differences and time gaps (`clip_input`)
   Krähenbühl et al., ICLR 2016), the learned keypoints enter through a gate initialised at 0 (ReZero,
   Bachlechner et al. 2020), and an MLP reads the tracks resampled to `length` steps.
 
-Why three: a class term is only as good as its classifier, and the `gru` reader sits at chance
-(cross-entropy ln 7) for 400-750 steps on `shapes` before it learns, a point that varies by seed. Its
-features are dominated by what every clip shares (a black background, the constant time-gap channels,
-the biases): one small moving object is a small change in them, which layer norm over a time step's
-features does not undo. Normalising each channel per clip removes the shared part: the `mlp` reader leaves
-chance at step 120-140 for seeds 0-2. The `trajectory` reader learns faster still (step ~70) but is the
-wrong teacher: generators trained against it move their samples' moments, not their objects (one run each
-of `gan` and `latent_sde`: frame change 0.0014-0.0017 against 0.0084 in real clips, and the independent
-judge found the laws less often than without it). Measured in docs/generation.md, "A motion classifier
-that learns early" (`benchmarks/probe_motion_classifier.py`).
+Why three: a class term is only as good as its classifier, and the `gru` reader sits at chance on `shapes`
+for hundreds of steps before it learns, a point that varies by seed. Its features are dominated by what
+every clip shares (a black background, the constant time-gap channels, the biases): one small moving
+object is a small change in them, which layer norm over a time step's features does not undo. Normalising
+each channel per clip removes the shared part, and the `mlp` reader learns early and reliably. The
+`trajectory` reader learns earlier still but is the wrong teacher: generators trained against it move
+their samples' moments, not their objects. An early learner is not a better teacher in general: measured
+in docs/generation.md ("Session 11: a motion classifier that learns early",
+`benchmarks/probe_motion_classifier.py`); the task defaults keep `gru`.
 
 Batch independence: every reader scores each clip on its own (no batch norm), so generated clips are read
 as they are, not relative to the batch they come in.
