@@ -133,8 +133,7 @@ class GanTask(VidynTask):
             aux_class_weight=aux_class_weight,
         )  # fmt: skip
         self.automatic_optimization = False
-        self.model = model
-        self.class_names = class_names_for(model, run)
+        self.model, self.class_names = model, class_names_for(model, run)
         self.num_classes = len(self.class_names)
         self.num_frames, self.frame_intervals = num_frames, intervals
         self.d_frames_per_clip, self.flow_smoothness = d_frames_per_clip, float(flow_smoothness)
@@ -147,7 +146,7 @@ class GanTask(VidynTask):
         self.sample_every_n_steps = sample_every_n_steps
         self.seed = int(torch.initial_seed()) % 2**31  # the run's seed: stride/start draws repeat on resume
         self.aux_class_weight, self.aux_classifier_lr = float(aux_class_weight), aux_classifier_lr
-        self.aux_fake_classes = bool(aux_fake_classes)
+        self.aux_fake_classes, self.watch = bool(aux_fake_classes), DiscriminatorWatch()
         d_args = dict(base_channels=d_base_channels, max_channels=d_max_channels, spectral_norm=spectral_norm)
         self.video_discriminator, self.frame_discriminator, self.classifier = discriminators(
             model, self.num_classes, d_args, frame_differences=d_frame_differences,
@@ -155,7 +154,6 @@ class GanTask(VidynTask):
             frame_discriminator=frame_discriminator, fake_classes=self.aux_fake_classes,
             classifier_args=aux_classifier_args,
         )  # fmt: skip
-        self.watch = DiscriminatorWatch()
         self.ema = ema_model(model, ema_decay).requires_grad_(False) if ema_decay > 0 else None
 
     # -- data ---------------------------------------------------------------------------------------
