@@ -59,47 +59,53 @@ def map_moments(prob: Tensor) -> Tensor:
     return torch.stack([mx, my, var_x, var_y, cov], dim=2)
 
 
-class _GruReader(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int, widths: list[int], hidden: int):
+class _ConvSteps(nn.Module):
+    """The conv stack on frames, differences and gaps -> per time step features `(B, T, 128)`: each step's
+    4x4 map reduced to 8 channels, flattened and layer-normalised. `instance_norm` after each conv."""
+
+    def __init__(self, in_channels: int, widths: list[int], *, instance_norm: bool):
         super().__init__()
-        self.net = _conv_stack(2 * in_channels + 2, widths)
+        layers: list[nn.Module] = []
+        for layer in _conv_stack(2 * in_channels + 2, widths):
+            layers.append(layer)
+            if instance_norm and isinstance(layer, nn.Conv3d):  # GroupNorm with one channel per group
+                layers.append(nn.GroupNorm(layer.out_channels, layer.out_channels))
+        self.net = nn.Sequential(*layers)
         self.reduce = nn.Conv3d(widths[-1], 8, 1)
         # Without normalisation the conv features grew (std 34 in one GAN run) and saturated the GRU's gates:
         # gradients of 1e-5 and a cross-entropy stuck at chance for 1,700 steps (docs/generation.md).
         self.norm = nn.LayerNorm(8 * 16)
+
+    def steps(self, clips: Tensor, times: Tensor, time_unit: float) -> Tensor:
+        x = self.reduce(self.net(clip_input(clips, times, time_unit, frame_differences=True)))
+        b, c, t = x.shape[:3]
+        return self.norm(
+            x.permute(0, 2, 1, 3, 4).reshape(b, t, c * 16).float()
+        )  # (B, 8, T, 4, 4) -> (B, T, 128)
+
+
+class _GruReader(_ConvSteps):
+    def __init__(self, in_channels: int, num_classes: int, widths: list[int], hidden: int):
+        super().__init__(in_channels, widths, instance_norm=False)
         self.gru = nn.GRU(8 * 16, hidden, batch_first=True)
         self.out = nn.Linear(hidden, num_classes)
 
     def forward(self, clips: Tensor, times: Tensor, time_unit: float) -> Tensor:
-        x = self.reduce(self.net(clip_input(clips, times, time_unit, frame_differences=True)))
-        b, c, t = x.shape[:3]
-        seq = x.permute(0, 2, 1, 3, 4).reshape(b, t, c * 16)  # (B, 8, T, 4, 4) -> (B, T, 128)
-        _, last = self.gru(self.norm(seq.float()))  # (1, B, hidden)
+        _, last = self.gru(self.steps(clips, times, time_unit))  # (1, B, hidden)
         return self.out(last[0])
 
 
-class _MlpReader(nn.Module):
+class _MlpReader(_ConvSteps):
     def __init__(self, in_channels: int, num_classes: int, widths: list[int], hidden: int, length: int):
-        super().__init__()
+        super().__init__(in_channels, widths, instance_norm=True)
         self.length = length
-        layers: list[nn.Module] = []
-        for layer in _conv_stack(2 * in_channels + 2, widths):  # each conv followed by instance norm
-            layers.append(layer)
-            if isinstance(layer, nn.Conv3d):
-                layers.append(nn.GroupNorm(layer.out_channels, layer.out_channels))
-        self.net = nn.Sequential(*layers)
-        self.reduce = nn.Conv3d(widths[-1], 8, 1)
-        self.norm = nn.LayerNorm(8 * 16)
         self.mlp = nn.Sequential(
             nn.Linear(8 * 16 * length, 2 * hidden), nn.GELU(), nn.Linear(2 * hidden, num_classes)
         )
 
     def forward(self, clips: Tensor, times: Tensor, time_unit: float) -> Tensor:
-        x = self.reduce(self.net(clip_input(clips, times, time_unit, frame_differences=True)))
-        b, c, t = x.shape[:3]
-        seq = self.norm(x.permute(0, 2, 1, 3, 4).reshape(b, t, c * 16).float())  # (B, T, 128)
-        seq = seq.transpose(1, 2)  # (B, 128, T)
-        if t != self.length:
+        seq = self.steps(clips, times, time_unit).transpose(1, 2)  # (B, 128, T)
+        if seq.shape[2] != self.length:
             seq = F.adaptive_avg_pool1d(seq, self.length)  # any clip length -> (B, 128, length)
         return self.mlp(seq.flatten(1))
 
@@ -116,7 +122,7 @@ class _TrajectoryReader(nn.Module):
                 nn.Conv2d(width, width, 3, padding=1),
                 nn.LeakyReLU(0.2),
                 nn.Conv2d(width, keypoints, 1),
-            )  # fmt: skip
+            )
             if keypoints
             else None
         )
@@ -146,10 +152,12 @@ class _TrajectoryReader(nn.Module):
         gaps = time_gaps(times.to(clips.device), b, t).transpose(1, 2) / time_unit  # (B, T, 2)
         rates = moments.diff(dim=1) / gaps[:, 1:, :1, None].clamp_min(1e-3)  # per unit of time
         tracks = torch.stack([moments, torch.cat([torch.zeros_like(rates[:, :1]), rates], 1)], 3)
-        if self.training and not bool(self.scale.any()):  # (B, T, K + 2, 2, 5) -> std per (2, 5)
+        scaled = bool(self.scale.any())
+        if self.training and not scaled:  # (B, T, K + 2, 2, 5) -> std per (2, 5)
             std = tracks.detach()[:, :, -2:].permute(3, 4, 0, 1, 2).flatten(2).std(dim=2)
             self.scale.copy_(torch.where(std > 1e-6, 1 / std, torch.ones_like(std)))
-        tracks = tracks * (self.scale if bool(self.scale.any()) else 1.0)
+            scaled = True
+        tracks = tracks * (self.scale if scaled else 1.0)
         if self.keypoints:
             gate = torch.cat([self.gate.expand(self.keypoints), self.gate.new_ones(2)])
             tracks = tracks * gate[:, None, None]
