@@ -6,7 +6,9 @@ one untextured object), batch 16, Adam, interleaving seeds, and prints the movin
 every 50 steps, the first step it falls below 1.6 nats (chance: ln 7 = 1.95), held-out accuracy at the end
 and the median step time.
 
-    python benchmarks/probe_motion_classifier.py --variants gru,trajectory --seeds 0,1,2 --steps 400
+    python benchmarks/probe_motion_classifier.py --variants gru,mlp,trajectory,trajectory0 --seeds 0,1,2
+
+Results: docs/generation.md, "Session 11".
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def _clips(split: str, num: int, seed: int) -> tuple[torch.Tensor, torch.Tensor,
 
 
 def _build(variant: str) -> torch.nn.Module:
-    """ "gru", "trajectory" (8 learned keypoints) or "trajectoryK" (K learned keypoints)."""
+    """A reader name ("gru", "mlp", "trajectory": 8 learned keypoints) or "trajectoryK" (K keypoints)."""
     reader, keypoints = variant.rstrip("0123456789"), variant.lstrip("abcdefghijklmnopqrstuvwxyz")
     extra = {"keypoints": int(keypoints)} if keypoints else {}
     return MotionClassifier(in_channels=1, image_size=32, num_classes=7, reader=reader, **extra)
@@ -65,7 +67,7 @@ def _run(variant: str, seed: int, data, test, steps: int, lr: float) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--variants", default="gru,trajectory,trajectory0")
+    p.add_argument("--variants", default="gru,mlp,trajectory,trajectory0")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--lr", type=float, default=1e-3)
