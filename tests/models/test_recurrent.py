@@ -151,6 +151,31 @@ def test_rollout_reads_truth_only_where_the_mask_says(name: str) -> None:
     torch.testing.assert_close(model.rollout(changed, mask)[0], base, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("name", RECURRENT)
+def test_rollout_is_the_same_with_host_decisions_and_with_a_where_per_step(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Which input each step reads is decided on the host (no device sync per step); under torch.compile
+    every step is a torch.where instead. Both give the same predictions and gradients, for steps that read
+    all truth, all predictions, or a mix."""
+    model = _build(name)
+    frames = torch.rand(2, 6, 1, 16, 16)
+    mask = torch.tensor([[False, True, False, True, False], [True, True, False, False, False]])
+
+    def rollout_and_grads() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        out, aux = model.rollout(frames, mask)
+        (out.square().mean() + sum(aux.values(), torch.zeros(()))).backward()
+        return out.detach(), [p.grad.clone() for p in model.parameters()]
+
+    host_out, host_grads = rollout_and_grads()
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    where_out, where_grads = rollout_and_grads()
+    torch.testing.assert_close(where_out, host_out, rtol=0, atol=0)
+    for where_grad, host_grad in zip(where_grads, host_grads, strict=True):
+        torch.testing.assert_close(where_grad, host_grad, rtol=1e-5, atol=1e-6)
+
+
 def _reference_predrnn(model: torch.nn.Module, frames: torch.Tensor, zigzag: bool) -> torch.Tensor:
     """Teacher-forced PredRNN written out: M from layer l to l+1, and from the top layer to layer 1."""
     seq = patchify(frames, model.patch_size)  # (B, T, 16, 4, 4)

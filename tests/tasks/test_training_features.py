@@ -139,3 +139,21 @@ def test_discrete_models_get_the_frame_grid_of_jittery_real_timestamps() -> None
         )
         with pytest.raises(ValueError, match="discrete-time"):
             convlstm(torch.rand(1, 3, 1, 16, 16), jitter[:, :3], jitter[:, 3:])
+
+
+def test_a_logged_host_tensor_moves_to_the_tasks_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU, Lightning failed the second step of any task that logged a host tensor (the prediction
+    task's truth fraction, the gan task's NFE): every logged tensor now reaches Lightning on the task's
+    device. Here the task's device is `meta` (no GPU on CI), which a host tensor never is."""
+    import lightning as L  # noqa: PLC0415
+
+    task = build_task("prediction", {}, build_model("convlstm_tiny"), TaskRun(optim=OPTIM, total_steps=10))
+    seen: dict[str, torch.Tensor | float] = {}
+    monkeypatch.setattr(L.LightningModule, "log", lambda _s, key, value, *_a, **_k: seen.update({key: value}))
+    task._device = torch.device("meta")
+    task.log("train/truth_fraction", torch.tensor(0.5))
+    task.log_dict({"train/nfe": torch.tensor(4.0)})
+    task.log("train/kl_weight", 0.25)
+    assert seen["train/truth_fraction"].device.type == "meta"
+    assert seen["train/nfe"].device.type == "meta"
+    assert seen["train/kl_weight"] == 0.25  # numbers pass as they are (Lightning puts them on the device)

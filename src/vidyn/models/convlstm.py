@@ -69,6 +69,18 @@ def check_recurrent_args(
         )
 
 
+def _step_sources(truth_mask: Tensor) -> list[bool | None]:
+    """Per rollout step, what every clip reads: True = its true frame, False = its own prediction, None =
+    mixed (a `torch.where`). Decided on the host from one copy of the mask (none when it is there already)
+    instead of two device syncs per step; under `torch.compile` every step is a `torch.where`, which the
+    compiler can trace, with the same results."""
+    if torch.compiler.is_compiling():
+        return [None] * truth_mask.shape[1]
+    mask = truth_mask.cpu()  # (B, T-1)
+    every, some = mask.all(dim=0).tolist(), mask.any(dim=0).tolist()
+    return [True if e else (None if s else False) for e, s in zip(every, some, strict=True)]
+
+
 class RecurrentFramePredictor(nn.Module):
     """Discrete-time recurrent predictor: the training rollout and `forward` built on a per-step `step`.
 
@@ -149,16 +161,18 @@ class RecurrentFramePredictor(nn.Module):
         aux_terms: list[Tensor] = []
         x = seq[0]
         pred = x
+        sources = _step_sources(truth_mask)
         positions = batch * seq.shape[-2] * seq.shape[-1]  # of one step's convolutions
-        with time_batched_weight_grads(self.cells, enabled=positions <= TIME_BATCH_MAX_POSITIONS):
+        batched = positions <= TIME_BATCH_MAX_POSITIONS and not torch.compiler.is_compiling()
+        with time_batched_weight_grads(self.cells, enabled=batched):
             for t in range(length - 1):
                 if t > 0:
-                    keep = truth_mask[:, t]
-                    if bool(keep.all()):
+                    if sources[t] is True:
                         x = seq[t]
-                    elif not bool(keep.any()):
+                    elif sources[t] is False:
                         x = pred
                     else:
+                        keep = truth_mask[:, t].to(seq.device)
                         x = torch.where(keep.view(batch, 1, 1, 1), seq[t], pred)
                 pred, state, aux = self.step(x, state, with_aux)
                 preds.append(pred)
@@ -183,7 +197,7 @@ class RecurrentFramePredictor(nn.Module):
                 f"truth_mask must be a bool tensor of shape ({batch}, {length - 1}); "
                 f"got {truth_mask.dtype} {tuple(truth_mask.shape)}"
             )
-        return self._unroll(frames, truth_mask.to(frames.device), with_aux=True)
+        return self._unroll(frames, truth_mask, with_aux=True)
 
     def forward(self, context: Tensor, context_times: Tensor, target_times: Tensor) -> Tensor:
         """Predict the frames at `target_times`, which must continue the context's regular grid.
@@ -199,7 +213,7 @@ class RecurrentFramePredictor(nn.Module):
         _, num_future = regular_continuation(ctx_times, batch_times(target_times, batch))
         # The future frames are placeholders: the mask below never lets the model read them.
         frames = torch.cat([context, context.new_zeros(batch, num_future, *context.shape[2:])], dim=1)
-        truth_mask = torch.zeros(batch, num_context + num_future - 1, dtype=torch.bool, device=context.device)
+        truth_mask = torch.zeros(batch, num_context + num_future - 1, dtype=torch.bool)  # host: no syncs
         truth_mask[:, :num_context] = True
         next_frames, _ = self._unroll(frames, truth_mask, with_aux=False)
         return next_frames[:, num_context - 1 :].clamp(0.0, 1.0)

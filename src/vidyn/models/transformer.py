@@ -232,6 +232,7 @@ class VideoTransformerPredictor(nn.Module):
         feed_truth[:, 0] = True  # step 0 always sees the true frame
         all_true = feed_truth.all(dim=0)  # (T-1,)
         prefix = int(all_true.long().cumprod(0).sum())  # leading steps with truth for the whole batch
+        feed_truth = feed_truth.to(frames.device)  # (a mask on the host: the prefix took no device sync)
         state = self.new_state()
         parallel = self.step(frames[:, :prefix], times[:, :prefix], times[:, 1 : prefix + 1], state)
         predictions = list(parallel.unbind(dim=1))

@@ -54,7 +54,15 @@ class VidynTask(L.LightningModule):
 
     def log(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
         """Lightning's `log`; scalar training terms (`train/...`) are also kept for the step's finiteness
-        check (`vidyn.tasks.guards.FiniteCheck`), so every task names the loss term that went NaN."""
+        check (`vidyn.tasks.guards.FiniteCheck`), so every task names the loss term that went NaN.
+
+        A tensor on another device than the task's (a host-side statistic of a GPU run) is moved to the
+        task's device first: Lightning keeps each logged key's running value on the device of its first
+        value, then moves its results to the module's device, and the next step's host tensor failed
+        with "Expected all tensors to be on the same device" (every GPU run of the prediction and gan
+        tasks did, found on an H200: docs/speed.md)."""
+        if isinstance(value, torch.Tensor) and value.device != self.device:
+            value = value.to(self.device)
         if name.startswith("train/") and isinstance(value, torch.Tensor) and value.numel() == 1:
             terms = self.__dict__.get("_vidyn_train_terms")
             if terms is not None:

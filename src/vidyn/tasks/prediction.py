@@ -228,7 +228,7 @@ class PredictionTask(VidynTask):
                 kind,
                 self.schedule_step,
                 **self.schedule_kwargs(kind),
-            ).to(clip.device)
+            )  # on the host: the models read which steps see truth from it without a device sync
             if getattr(self.model, "continuous_time", False):
                 # Continuous-time autoregressive models (the Transformer) condition on real timestamps.
                 next_frames, aux = self.model.rollout(clip, mask, times=times[:, : clip.shape[1]])
