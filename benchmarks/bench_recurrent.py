@@ -37,36 +37,45 @@ CONFIGS = {
 NUM_CONTEXT, NUM_FRAMES, IMAGE_SIZE = 10, 20, 64
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
-    """Peak fp32 sgemm throughput: the best of `repeats` timed products after three warm-up ones (the
-    first products run at a fraction of the sustained rate while the thread pool and clocks ramp up, so a
-    median of a few would understate the peak and flatter the models' ratios)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def _best_seconds(fn, device: torch.device, repeats: int) -> float:
+    """The fastest of `repeats` timed calls after three warm-up ones (the first calls run at a fraction of
+    the sustained rate while thread pools, clocks and cuDNN's algorithm choice settle, so a median of a
+    few would understate the peak and flatter the models' ratios). CUDA: synchronised around each call."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(3):
-        a @ b  # warm-up
+        fn()
     times = []
     for _ in range(repeats):
+        sync()
         start = time.perf_counter()
-        a @ b
+        fn()
+        sync()
         times.append(time.perf_counter() - start)
-    return 2 * n**3 / min(times) / 1e9
+    return min(times)
 
 
-def conv_gflops(repeats: int = 10) -> float:
-    """oneDNN forward convolution throughput at a shape typical of these models (128 -> 512, k3, 16x16, B4).
+def matmul_gflops(n: int = 2048, repeats: int = 10, device: torch.device | str = "cpu") -> float:
+    """Peak fp32 matrix-product throughput (n x n by n x n; on CUDA n 8192 without TF32, torch's default
+    for matmuls)."""
+    device = torch.device(device)
+    n = 8192 if device.type == "cuda" else n
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    return 2 * n**3 / _best_seconds(lambda: a @ b, device, repeats) / 1e9
+
+
+def conv_gflops(repeats: int = 10, device: torch.device | str = "cpu") -> float:
+    """Forward convolution throughput at a shape typical of these models (128 -> 512, k3, 16x16; batch 4 on
+    a CPU, oneDNN; 256 on CUDA, cuDNN with torch's default TF32 for convolutions).
 
     On these AMD CPUs MKL's sgemm reaches well under what oneDNN's convolutions do, so a model can exceed
     100% of the matmul figure; this one is the more telling ceiling.
     """
-    x, w = torch.randn(4, 128, 16, 16), torch.randn(512, 128, 3, 3)
-    for _ in range(3):
-        F.conv2d(x, w, padding=1)  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        F.conv2d(x, w, padding=1)
-        times.append(time.perf_counter() - start)
-    return 2 * 128 * 512 * 9 * 16 * 16 * 4 / min(times) / 1e9  # the peak, as for matmul
+    device = torch.device(device)
+    batch = 256 if device.type == "cuda" else 4
+    x = torch.randn(batch, 128, 16, 16, device=device)
+    w = torch.randn(512, 128, 3, 3, device=device)
+    seconds = _best_seconds(lambda: F.conv2d(x, w, padding=1), device, repeats)
+    return 2 * 128 * 512 * 9 * 16 * 16 * batch / seconds / 1e9  # the peak, as for matmul
 
 
 def training_step(

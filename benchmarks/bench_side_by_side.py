@@ -60,13 +60,20 @@ NUM_CONTEXT, NUM_FRAMES, SIZE, PATCH = 10, 20, 64, 4
 Step = Callable[[], torch.Tensor]
 
 
-def recurrent_pair(name: str, cfg: dict, openstl: Path | None, device: torch.device) -> dict:
-    """vidyn's model and step (and OpenSTL's, given its path) on one batch and mask."""
+def _recurrent_model(name: str, cfg: dict, device: torch.device) -> torch.nn.Module:
     torch.manual_seed(0)
-    ours = MODELS.build(
+    return MODELS.build(
         name, image_size=SIZE, hidden_channels=cfg["hidden"], num_layers=cfg["layers"],
         kernel_size=cfg["kernel"], patch_size=PATCH,
     ).to(device)  # fmt: skip
+
+
+def recurrent_pair(
+    name: str, cfg: dict, openstl: Path | None, device: torch.device, compile_mode: str | None = None
+) -> dict:
+    """vidyn's model and step (and OpenSTL's, given its path) on one batch and mask; with `compile_mode`
+    also vidyn's step under `torch.compile(mode=compile_mode)` ("reduce-overhead": CUDA graphs)."""
+    ours = _recurrent_model(name, cfg, device)
     batch = cfg["batch"]
     frames = torch.rand(batch, NUM_FRAMES, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
     kwargs = {"stop_iter": 100} if ours.scheduled_sampling == "standard" else {"r_step_1": 0, "r_step_2": 100}
@@ -79,13 +86,13 @@ def recurrent_pair(name: str, cfg: dict, openstl: Path | None, device: torch.dev
         torch.Generator().manual_seed(0),
         **kwargs,
     )  # (B, T-1) bool; iteration 50 of 100: about half the future inputs are the model's own
-    frames, mask = frames.to(device), mask.to(device)
+    frames = frames.to(device)  # the mask stays on the host, as in vidyn's prediction task
 
-    def our_loss() -> torch.Tensor:
-        next_frames, aux = ours.rollout(frames, mask)
+    def loss_of(model: torch.nn.Module) -> torch.Tensor:
+        next_frames, aux = model.rollout(frames, mask)
         return F.mse_loss(next_frames, frames[:, 1:]) + sum(aux.values(), frames.new_zeros(()))
 
-    pair = {"vidyn": (ours, our_loss)}
+    pair = {"vidyn": (ours, lambda: loss_of(ours))}
     if openstl is not None:
         classes = load_openstl(openstl)
         reverse = ours.scheduled_sampling == "reverse"
@@ -95,9 +102,19 @@ def recurrent_pair(name: str, cfg: dict, openstl: Path | None, device: torch.dev
         ims = patchify(frames, PATCH).permute(0, 1, 3, 4, 2).contiguous()
         # OpenSTL's mask covers steps t >= num_context (standard) or t >= 1 (reverse), one value per pixel
         steps = mask[:, 1:] if reverse else mask[:, NUM_CONTEXT:]
-        flag = steps.float()[:, :, None, None, None].expand(-1, -1, *ims.shape[2:]).contiguous()
+        flag = steps.float()[:, :, None, None, None].expand(-1, -1, *ims.shape[2:]).contiguous().to(device)
         copy_openstl_weights(ref, ours)
         pair["OpenSTL"] = (ref, lambda: ref(ims, flag)[1])
+    if compile_mode:
+        twin = _recurrent_model(name, cfg, device)
+        twin.load_state_dict(ours.state_dict())  # the same weights (OpenSTL's, where copied)
+        compiled = torch.compile(loss_of, mode=compile_mode, fullgraph=True)
+
+        def compiled_loss() -> torch.Tensor:
+            torch.compiler.cudagraph_mark_step_begin()  # a new training step (CUDA graphs' buffers)
+            return compiled(twin)
+
+        pair["vidyn compiled"] = (twin, compiled_loss)
     return pair
 
 
@@ -194,21 +211,28 @@ def count_gflop(pair: dict, side: str = "vidyn") -> float:
 
 
 def bench_recurrent(args: argparse.Namespace, device: torch.device) -> None:
+    extra = f"{'compiled s':>11}{'speed-up':>9}{'compile s':>10}" if args.compile else ""
     for config in args.configs:
         cfg = CONFIGS[config]
         print(f"\n[{config}] {cfg['layers']}x{cfg['hidden']} k{cfg['kernel']}, batch {cfg['batch']}, "
               f"64x64x1, {NUM_CONTEXT} -> {NUM_FRAMES - NUM_CONTEXT}, patch {PATCH}, Adam")  # fmt: skip
         print(f"{'model':<11}{'OpenSTL s':>10}{'vidyn s':>9}{'speed-up':>9}{'|dloss|':>9}{'GFLOP':>7}"
-              f"{'GFLOP/s':>8}")  # fmt: skip
+              f"{'GFLOP/s':>8}{extra}")  # fmt: skip
         for name in args.models:
-            pair = recurrent_pair(name, cfg, args.openstl, device)
-            diff = same_function(pair) if len(pair) > 1 else float("nan")
+            pair = recurrent_pair(name, cfg, args.openstl, device, args.compile)
+            start = time.perf_counter()
+            diff = same_function(pair) if len(pair) > 1 else float("nan")  # (the compiled side compiles here)
+            compile_s = time.perf_counter() - start
             gflop = count_gflop(pair)
             steps = {side: make_step(m, fn, torch.optim.Adam, 5e-4) for side, (m, fn) in pair.items()}
             med = interleaved(steps, args.steps, args.warmup, device)
-            ref = med.get("OpenSTL", float("nan"))
-            print(f"{name:<11}{ref:>10.3f}{med['vidyn']:>9.3f}{ref / med['vidyn']:>8.2f}x{diff:>9.1e}"
-                  f"{gflop:>7.1f}{gflop / med['vidyn']:>8.1f}")  # fmt: skip
+            ref, ours = med.get("OpenSTL", float("nan")), med["vidyn"]
+            line = f"{name:<11}{ref:>10.4f}{ours:>9.4f}{ref / ours:>8.2f}x{diff:>9.1e}{gflop:>7.1f}"
+            line += f"{gflop / ours:>8.1f}"
+            if args.compile:
+                fast = med["vidyn compiled"]
+                line += f"{fast:>11.4f}{ref / fast:>8.2f}x{compile_s:>10.1f}"
+            print(line, flush=True)
 
 
 def bench_vid_ode(args: argparse.Namespace, device: torch.device) -> None:
@@ -247,6 +271,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=7, help="timed steps per side (after warm-up)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--compile",
+        metavar="MODE",
+        help="also time vidyn's recurrent step under torch.compile(mode=MODE): default, "
+        "reduce-overhead (CUDA graphs)",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     checkouts = (("--openstl", args.openstl, "openstl/models"), ("--vid-ode", args.vid_ode, "models"))
@@ -259,8 +289,10 @@ def main() -> None:
     for threads in args.threads:
         torch.set_num_threads(threads)
         where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {threads} thread(s)"
-        print(f"\n=== torch {torch.__version__}, {where}: fp32 matmul {matmul_gflops():.0f} GFLOP/s, "
-              f"oneDNN conv {conv_gflops():.0f} GFLOP/s (peaks, this run); {clock_name(device)}")  # fmt: skip
+        conv = "cuDNN" if device.type == "cuda" else "oneDNN"
+        print(f"\n=== torch {torch.__version__}, {where}: fp32 matmul {matmul_gflops(device=device):.0f} "
+              f"GFLOP/s, {conv} conv {conv_gflops(device=device):.0f} GFLOP/s (peaks, this run); "
+              f"{clock_name(device)}")  # fmt: skip
         bench_recurrent(args, device)
         if not args.skip_vid_ode:
             bench_vid_ode(args, device)

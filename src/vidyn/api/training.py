@@ -251,6 +251,7 @@ def train(
     resume: str | Path | None = None,
     evaluate_after: bool = True,
     echo: Any = None,
+    callbacks: list[Any] | None = None,
 ) -> TrainResult:
     """Train the configured model; export it and (by default) evaluate it beside the baselines.
 
@@ -258,6 +259,7 @@ def train(
     model (model.safetensors + model.json), metrics.json, per_step.png and samples.gif. `resume` (a run
     folder or a .ckpt) continues a run with its own config.yaml plus `overrides` (`vidyn.api.resume`);
     `config` is then not read. `echo` receives one-line notes (the run folder, a resume) for a front end.
+    `callbacks` are Lightning callbacks added to the run's own (e.g. a step timer: benchmarks/).
     A run stopped by a signal raises `RunInterrupted` after saving last.ckpt; NaN/inf raises VidynError.
     """
     start = time.perf_counter()
@@ -286,7 +288,11 @@ def train(
     deterministic = torch.are_deterministic_algorithms_enabled()  # Lightning sets it process-wide
     try:
         trainer = build_trainer(
-            trainer_cfg, out, task.extra_callbacks(), optim_update=update, resuming=plan is not None
+            trainer_cfg,
+            out,
+            task.extra_callbacks() + list(callbacks or []),
+            optim_update=update,
+            resuming=plan is not None,
         )
         stop = _fit(trainer, task, dm, plan.checkpoint if plan else None)
     finally:
