@@ -212,6 +212,23 @@ def _fit(trainer: Any, task: VidynTask, dm: VideoDataModule, ckpt: Path | None) 
     return None
 
 
+def _build_and_fit(
+    cfg: Config, task: VidynTask, dm: VideoDataModule, out: Path, plan: ResumePlan | None, callbacks: list
+) -> tuple[Any, BaseException | None]:
+    """The run's Trainer, and what ended its fit early (`_fit`), if anything."""
+    trainer_cfg = cfg.trainer
+    if not task.automatic_optimization:  # the task clips its own gradients (GAN training)
+        trainer_cfg = copy.copy(cfg.trainer)
+        trainer_cfg.gradient_clip_val = None
+    update = plan.optim_update if plan else None
+    deterministic = torch.are_deterministic_algorithms_enabled()  # Lightning sets it process-wide
+    try:
+        trainer = build_trainer(trainer_cfg, out, callbacks, optim_update=update, resuming=plan is not None)
+        return trainer, _fit(trainer, task, dm, plan.checkpoint if plan else None)
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+
+
 def _stopped_error(stop: BaseException, out: Path, best: str | None) -> VidynError:
     last = out / "checkpoints" / "last.ckpt"
     if isinstance(stop, StopRequested):
@@ -280,23 +297,7 @@ def train(
     if is_rank_zero():  # under DDP only rank 0 writes (Lightning keeps checkpoints and logs to it too)
         _write_run_start(out, cfg, plan)
         _announce(out, cfg, plan, run_dir is not None, say)
-    trainer_cfg = cfg.trainer
-    if not task.automatic_optimization:  # the task clips its own gradients (GAN training)
-        trainer_cfg = copy.copy(cfg.trainer)
-        trainer_cfg.gradient_clip_val = None
-    update = plan.optim_update if plan else None
-    deterministic = torch.are_deterministic_algorithms_enabled()  # Lightning sets it process-wide
-    try:
-        trainer = build_trainer(
-            trainer_cfg,
-            out,
-            task.extra_callbacks() + list(callbacks or []),
-            optim_update=update,
-            resuming=plan is not None,
-        )
-        stop = _fit(trainer, task, dm, plan.checkpoint if plan else None)
-    finally:
-        torch.use_deterministic_algorithms(deterministic)
+    trainer, stop = _build_and_fit(cfg, task, dm, out, plan, task.extra_callbacks() + list(callbacks or []))
     # best.ckpt by name: in a run folder that was moved, Lightning's best_model_path names the old place.
     best = next((str(p) for p in (out / "checkpoints" / "best.ckpt",) if p.is_file()), None)
     if best is None and isinstance(stop, NonFiniteError) and (out / "checkpoints" / "last.ckpt").is_file():
