@@ -176,6 +176,28 @@ def test_shipped_compare_configs_parse_and_name_their_command() -> None:
         assert {"convlstm", "predrnn", "transformer"} <= set(names)
 
 
+def test_the_profiled_task_is_on_the_profiling_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The task whose training step is timed sits on the profiling device, not only its model: a task left
+    at "cpu" copied every value it logged during a GPU step back to the host. The meta device stands in
+    for the GPU (the timers, which would run the model, are stubbed)."""
+    import torch
+
+    from vidyn.api import comparison
+    from vidyn.export import build_model
+
+    made = []
+    build = comparison.task_for
+    monkeypatch.setattr(comparison, "task_for", lambda *a, **k: made.append(build(*a, **k)) or made[-1])
+    for timer in ("flops_per_clip", "time_inference", "peak_memory_mb", "time_train_step"):
+        monkeypatch.setattr(comparison, timer, lambda *a, **k: 0.0)
+    run_cfg = build_config(tiny_prediction_config())
+    batch = {"frames": torch.rand(2, 8, 1, 16, 16), "times": torch.arange(8.0).expand(2, -1) / 10}
+    model = build_model("convlstm_tiny", in_channels=1, image_size=16)
+    split = {"num_context": 4, "num_future": 4, "mode": "extrapolate"}
+    comparison._profile_predictor(model, split, run_cfg, batch, 1, torch.device("meta"))
+    assert len(made) == 1 and made[0].device == torch.device("meta")
+
+
 def test_a_rerun_reuses_finished_models_and_retrains_interrupted_ones(compared: tuple[Path, str]) -> None:
     # Last in this file: it reruns the shared comparison in place.
     out, _ = compared

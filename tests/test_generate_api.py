@@ -83,6 +83,23 @@ def test_only_frame_conditioned_generators_take_initial_frames() -> None:
     assert not takes_initial_frames(build_model("ode_gan_tiny", in_channels=1))
 
 
+def test_the_untrained_row_is_seeded_and_leaves_the_global_generators_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The `untrained` row's weights come from seed 0 inside a CPU-only fork of the RNG; `torch.manual_seed`
+    there also reseeded every GPU's generator, for good (seen here through `torch.cuda.manual_seed_all`,
+    which it calls even without a GPU)."""
+    from vidyn.evaluation.generation import _untrained
+
+    seeded: list[int] = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", seeded.append)
+    before = torch.get_rng_state()
+    first, second = (_untrained({"name": "ode_gan_tiny"}, torch.device("cpu")) for _ in range(2))
+    assert torch.equal(torch.get_rng_state(), before) and seeded == []
+    pairs = zip(first.state_dict().values(), second.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+
+
 def test_gan_evaluation_has_the_documented_keys(gan_run: tuple[Path, dict]) -> None:
     _, metrics = gan_run
     rows = metrics["models"]

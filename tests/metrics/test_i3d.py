@@ -81,6 +81,29 @@ def test_folded_inception_module_matches_plain():
     assert torch.allclose(plain, folded, atol=1e-5, rtol=1e-5)
 
 
+def test_folded_weights_move_with_the_module():
+    """`.to()` after `fold()` moves the folded and merged weights too: an FVD metric moved to a GPU kept
+    them on the CPU and failed on its first clip. A dtype (and the meta device) stands in for the GPU."""
+    from vidyn.metrics.i3d import InceptionModule, Unit3D
+
+    torch.manual_seed(0)
+    block = InceptionModule(24, (8, 6, 10, 4, 6, 5)).eval()
+    for unit in block.modules():
+        if isinstance(unit, Unit3D):
+            unit.weight.data.normal_(0, 0.2)
+            unit.bn_var.uniform_(0.5, 2.0)
+    x = torch.rand(2, 24, 4, 9, 9).contiguous(memory_format=torch.channels_last_3d)
+    with torch.no_grad():
+        plain = block(x)
+        block.fold()
+        folded = block.to(torch.float64)(x.double())
+        on_meta = block.to("meta")(x.to("meta", torch.float64))
+    assert folded.dtype == torch.float64
+    assert torch.allclose(plain.double(), folded, atol=1e-5, rtol=1e-5)
+    assert on_meta.device.type == "meta" and on_meta.shape == plain.shape
+    assert "Branch_0.Conv3d_0a_1x1.folded_weight" not in block.state_dict()  # checkpoints stay as loaded
+
+
 def test_clip_preprocessing_contract():
     clips = torch.rand(2, 20, 1, 32, 32)
     x = clips_for_i3d(clips)

@@ -149,7 +149,9 @@ def _profile_predictor(
         return res
     work = copy.deepcopy(model).train()  # the timed steps update weights: never touch the evaluated model
     total = run_cfg.trainer.max_steps or 1
-    task = task_for(run_cfg, work, total, run_cfg.optim.warmup_steps)
+    # `.to(device)` although `work` is there already: a LightningModule's `device` follows only its own
+    # `.to()`, and a task left at "cpu" copied every value it logs back to the host, a sync per timed step.
+    task = task_for(run_cfg, work, total, run_cfg.optim.warmup_steps).to(device)
     task.pinned_step = task.sampling_stop_step  # time the end state of scheduled sampling
     optimizer = task.configure_optimizers()["optimizer"]
     clip = run_cfg.trainer.gradient_clip_val

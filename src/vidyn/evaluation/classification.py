@@ -22,6 +22,7 @@ from vidyn.data.datamodule import class_names_of
 from vidyn.errors import VidynError
 from vidyn.fileio import atomic_write_text
 from vidyn.metrics import ClassificationMetrics, most_confused_pairs
+from vidyn.models.profile import synchronize
 from vidyn.registry import EVALUATORS
 from vidyn.report.plots import plot_confusion
 
@@ -52,8 +53,10 @@ def evaluate_classifier(
     seconds, clips = 0.0, 0
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         frames, labels = batch["frames"].to(device), batch["label"].to(device)
+        synchronize(device)  # CUDA runs asynchronously: time the forward alone, to its end
         t0 = time.perf_counter()
         logits = model(frames).float()
+        synchronize(device)
         seconds += time.perf_counter() - t0
         metric.update(logits, labels)
         clips += labels.shape[0]

@@ -256,7 +256,9 @@ def _untrained(meta: dict[str, Any], device: torch.device) -> nn.Module | None:
     if meta.get("name") not in MODELS:
         return None
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+        # the CPU generator alone (the weights are drawn on the CPU): `torch.manual_seed` also reseeds
+        # every GPU's generator, which the CPU-only fork does not restore
+        torch.default_generator.manual_seed(0)
         return MODELS.build(meta["name"], **meta.get("args", {})).to(device).eval()
 
 

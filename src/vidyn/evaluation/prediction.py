@@ -23,6 +23,7 @@ from vidyn.config import Config
 from vidyn.errors import VidynError
 from vidyn.evaluation.continuous import evaluate_continuous
 from vidyn.metrics import FrameMetrics, try_load_lpips
+from vidyn.models.profile import synchronize
 from vidyn.registry import EVALUATORS, MODELS
 from vidyn.report.media import write_comparison
 from vidyn.report.plots import plot_per_step
@@ -77,8 +78,10 @@ def evaluate_predictors(
         preds = {}
         for name, model in models.items():
             _, ctx_m, _, tgt_m = split_clip(frames, times_for(model, times), num_context, num_future, mode)
+            synchronize(device)  # CUDA runs asynchronously: time the forward alone, to its end
             t0 = time.perf_counter()
             pred = model(ctx, ctx_m, tgt_m).clamp(0, 1)
+            synchronize(device)
             seconds[name] += time.perf_counter() - t0
             if name not in trackers:
                 # One process scores the whole split (rank 0 after a DDP fit): never wait for peers.

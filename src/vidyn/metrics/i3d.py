@@ -101,7 +101,10 @@ class Unit3D(nn.Module):
             self.register_buffer("bn_bias", torch.zeros(cout))
             self.register_buffer("bn_mean", torch.zeros(cout))
             self.register_buffer("bn_var", torch.ones(cout))
-        self.folded: tuple[Tensor, Tensor] | None = None
+        # The folded (weight, bias) of `fold()`: buffers, so `.to(device)` / `.double()` move them with the
+        # weights (a plain tuple stayed on the CPU under a metric moved to a GPU); not in the state dict.
+        self.register_buffer("folded_weight", None, persistent=False)
+        self.register_buffer("folded_bias", None, persistent=False)
 
     def fold(self) -> tuple[Tensor, Tensor]:
         """(weight, bias) with the BatchNorm folded in: w * s, bias - mean * s, s = 1/sqrt(var + eps)."""
@@ -116,8 +119,9 @@ class Unit3D(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x, pad = _pad_same(x, self.kernel, self.stride, 0.0)
-        if self.folded is not None:
-            return conv_relu(x, self.folded[0], self.folded[1], list(self.stride), [pad] * 3, not self.logits)
+        if self.folded_weight is not None:
+            w, b = self.folded_weight, self.folded_bias
+            return conv_relu(x, w, b, list(self.stride), [pad] * 3, not self.logits)
         y = F.conv3d(x, self.weight, self.bias if self.logits else None, self.stride, pad)
         if self.logits:
             return y
@@ -139,13 +143,15 @@ class InceptionModule(nn.Module):
         )
         self.Branch_3 = nn.ModuleDict({"Conv3d_0b_1x1": Unit3D(cin, out[5])})
         self.splits = (out[0], out[1], out[3])
-        self.merged: tuple[Tensor, Tensor] | None = None
+        # the merged 1x1 heads of `fold()`, buffers for the reason given in `Unit3D`
+        self.register_buffer("merged_weight", None, persistent=False)
+        self.register_buffer("merged_bias", None, persistent=False)
 
     def fold(self) -> None:
         """Fold BatchNorms; merge the three 1x1 convs reading `x` into one (one pass over the input)."""
         for unit in self.modules():
             if isinstance(unit, Unit3D):
-                unit.folded = unit.fold()
+                unit.folded_weight, unit.folded_bias = unit.fold()
         heads = [
             self.Branch_0["Conv3d_0a_1x1"],
             self.Branch_1["Conv3d_0a_1x1"],
@@ -153,11 +159,11 @@ class InceptionModule(nn.Module):
         ]
         folded = [h.fold() for h in heads]
         weight = torch.cat([w for w, _ in folded]).contiguous(memory_format=torch.channels_last_3d)
-        self.merged = (weight, torch.cat([b for _, b in folded]))
+        self.merged_weight, self.merged_bias = weight, torch.cat([b for _, b in folded])
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.merged is not None:
-            heads = conv_relu(x, self.merged[0], self.merged[1], [1, 1, 1], [0, 0, 0])
+        if self.merged_weight is not None:
+            heads = conv_relu(x, self.merged_weight, self.merged_bias, [1, 1, 1], [0, 0, 0])
             b0, b1, b2 = heads.split(self.splits, dim=1)
         else:
             b0 = self.Branch_0["Conv3d_0a_1x1"](x)
@@ -191,7 +197,7 @@ class InceptionI3d(nn.Module):
             if isinstance(module, InceptionModule):
                 module.fold()
             elif isinstance(module, Unit3D):
-                module.folded = module.fold()
+                module.folded_weight, module.folded_bias = module.fold()
         return self
 
     def forward(self, video: Tensor) -> Tensor:

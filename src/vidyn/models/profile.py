@@ -76,7 +76,9 @@ def flops_per_clip(model: nn.Module, context: Tensor, context_times: Tensor, tar
     return int(counter.get_total_flops()) // max(1, context.shape[0])
 
 
-def _synchronize(device: torch.device | None) -> None:
+def synchronize(device: torch.device | None) -> None:
+    """Wait for the work queued on a CUDA `device` (a no-op elsewhere): CUDA runs asynchronously, so a
+    wall-clock time read without it covers only the launches."""
     if device is not None and device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -89,12 +91,12 @@ def median_seconds(
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     for _ in range(warmup):
         fn()
-    _synchronize(device)
+    synchronize(device)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
-        _synchronize(device)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
