@@ -1,7 +1,7 @@
 """Training steps of every vidyn model through `vidyn train`'s own path, in fp32 and bf16-mixed.
 
     python benchmarks/bench_train_steps.py [--device cuda|cpu] [--scales quick seed] [--steps 30]
-        [--precisions 32-true bf16-mixed] [--models convlstm ode_gan ...] [--json out.json]
+        [--precisions 32-true bf16-mixed] [--models convlstm ode_gan ...] [--json out.json] [--set KEY=VALUE]
 
 Each run is `vidyn.api.train` on a shipped config (the task, the Trainer, its callbacks and the data
 loader exactly as `vidyn train` runs them), cut to `--warmup + --steps` optimiser steps with validation
@@ -37,7 +37,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from vidyn.api.training import train
-from vidyn.config import read_yaml, shipped_config_path
+from vidyn.config import parse_override, read_yaml, shipped_config_path
 
 TRANSFORMER = {  # as in compare/seed003_shapes
     "name": "transformer",
@@ -128,6 +128,7 @@ def _as_synthetic(raw: dict[str, Any]) -> dict[str, Any]:
 def run_config(name: str, scale: str, precision: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     config, changes = (QUICK if scale == "quick" else SEED)[name]
     raw = _changed(read_yaml(shipped_config_path(config)), changes)
+    raw = _changed(raw, {".".join(keys): value for keys, value in map(parse_override, args.set)})
     if scale == "seed":
         raw = _as_synthetic(raw)
     raw["trainer"].update(
@@ -187,9 +188,18 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (CPU runs)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override for every run, e.g. task.args.compile_rollout=reduce-overhead",
+    )
     args = parser.parse_args()
     where = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {args.threads} thread(s)"
-    print(f"=== torch {torch.__version__}, {where}; {args.steps} timed steps after {args.warmup} warm-up")
+    changes = f"; with {', '.join(args.set)}" if args.set else ""
+    steps = f"{args.steps} timed steps after {args.warmup} warm-up"
+    print(f"=== torch {torch.__version__}, {where}; {steps}{changes}")
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for scale in args.scales:

@@ -4,6 +4,7 @@ arguments, the l1_diff loss, exporting the best checkpoint, early stopping, and 
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,7 +16,7 @@ from tiny_configs import tiny_prediction_config
 from vidyn import api
 from vidyn.api.training import _total_steps
 from vidyn.config import build_config
-from vidyn.errors import VidynError
+from vidyn.errors import VidynError, VidynWarning
 from vidyn.export import build_model
 from vidyn.registry import TASKS
 from vidyn.tasks import TaskRun, build_task
@@ -157,3 +158,39 @@ def test_a_logged_host_tensor_moves_to_the_tasks_device(monkeypatch: pytest.Monk
     assert seen["train/truth_fraction"].device.type == "meta"
     assert seen["train/nfe"].device.type == "meta"
     assert seen["train/kl_weight"] == 0.25  # numbers pass as they are (Lightning puts them on the device)
+
+
+def test_compiled_rollout_trains_the_same_function() -> None:
+    """task.args.compile_rollout runs the model's rollout under torch.compile: the same predictions and
+    gradients as eager, for the mixed truth/prediction steps of scheduled sampling."""
+    model = build_model("convlstm_tiny")
+    run = TaskRun(optim=OPTIM, total_steps=10)
+    compiled = build_task("prediction", {"compile_rollout": "default"}, model, run)
+    eager = build_task("prediction", {}, model, run)
+    frames = torch.rand(2, 6, 1, *([model.image_size] * 2), generator=torch.Generator().manual_seed(0))
+    mask = torch.tensor([[False, True, False, True, False], [True, True, False, False, True]])
+    results = []
+    for task in (eager, compiled):
+        model.zero_grad(set_to_none=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", VidynWarning)  # compile's eager fallback warns: fail on it
+            out, _ = task._rollout(frames, mask)
+        out.square().mean().backward()
+        results.append((out.detach(), [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-5, atol=1e-6)
+    for got, want in zip(results[1][1], results[0][1], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    assert compiled.__dict__["_compiled_rollout"][0] is model
+
+
+def test_compile_rollout_refuses_unknown_modes_and_models_without_a_rollout() -> None:
+    run = TaskRun(optim=OPTIM, total_steps=10)
+    with pytest.raises(VidynError, match="choose one of default, reduce-overhead"):
+        build_task("prediction", {"compile_rollout": "fast"}, build_model("convlstm_tiny"), run)
+    with pytest.raises(VidynError, match="compiles a recurrent rollout"):
+        build_task(
+            "prediction",
+            {"compile_rollout": "default", "mode": "irregular"},
+            build_model("vid_ode_tiny"),
+            run,
+        )

@@ -36,23 +36,31 @@ def set_compile(enabled: bool) -> None:
     _state["enabled"] = bool(enabled)
 
 
-def compiled_or_eager(fast: Callable[..., Any], eager: Callable[..., Any]) -> Callable[..., Any]:
-    """`torch.compile(fast)` when enabled and working, else `eager` (see the module docstring)."""
+def compile_enabled() -> bool:
+    """Whether vidyn may use `torch.compile` in this process (`set_compile`, `VIDYN_COMPILE`)."""
+    return bool(_state["enabled"])
+
+
+def compiled_or_eager(
+    fast: Callable[..., Any], eager: Callable[..., Any], mode: str | None = None
+) -> Callable[..., Any]:
+    """`torch.compile(fast, mode=mode)` when enabled and working, else `eager` (see the module
+    docstring)."""
     compiled: Callable[..., Any] | None = None  # made on first use: importing Dynamo takes ~1 s
     failed = False
 
-    def call(*args: Any) -> Any:
+    def call(*args: Any, **kwargs: Any) -> Any:
         nonlocal compiled, failed
         if torch.compiler.is_compiling():
-            return fast(*args)
+            return fast(*args, **kwargs)
         if failed or not _state["enabled"] or _get_current_dispatch_mode() is not None:
-            return eager(*args)  # (under a dispatch mode such as FlopCounterMode: count the eager ops)
+            return eager(*args, **kwargs)  # (under a dispatch mode such as FlopCounterMode: count eager ops)
         try:
             if compiled is None:
-                compiled = torch.compile(fast)
-            return compiled(*args)
+                compiled = torch.compile(fast, mode=mode)
+            return compiled(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001  (any backend failure: fall back, say so once)
-            result = eager(*args)  # bad inputs raise here, exactly as they would without compile
+            result = eager(*args, **kwargs)  # bad inputs raise here, exactly as they would without compile
             failed = True
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             warnings.warn(
