@@ -9,6 +9,8 @@
 - `--vid-ode PATH`: the official Vid-ODE `models/*.py` and `utils.py`, unmodified, from PATH.
 - Without either path, vidyn's models are timed alone.
 - Vid-ODE is also timed with `torch.compile` off ("eager", `VIDYN_COMPILE=0`), interleaved with the rest.
+- `--no-tf32` (CUDA): fp32 convolutions in full fp32 (torch lets cuDNN use TF32 by default); on an H200
+  vidyn's Vid-ODE decoder took 20 solver evaluations against 14 on a CPU, TF32 being one suspect.
 
 One training step, both sides: the same configuration, the same inputs and scheduled-sampling mask, the
 same loss (next-frame MSE, + PredRNN-V2's decoupling term; Vid-ODE: the L1 frame and difference terms)
@@ -277,8 +279,11 @@ def main() -> None:
         help="also time vidyn's recurrent step under torch.compile(mode=MODE): default, "
         "reduce-overhead (CUDA graphs)",
     )
+    parser.add_argument("--no-tf32", action="store_true", help="CUDA: fp32 convolutions without TF32")
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.no_tf32:  # torch's default lets cuDNN run fp32 convolutions in TF32 (10-bit mantissa)
+        torch.backends.cudnn.allow_tf32 = False
     checkouts = (("--openstl", args.openstl, "openstl/models"), ("--vid-ode", args.vid_ode, "models"))
     for flag, path, inside in checkouts:
         if path is not None and not (path.expanduser() / inside).is_dir():

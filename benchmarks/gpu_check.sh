@@ -44,5 +44,9 @@ timeout "${COMPILE_LIMIT:-150}" python3 benchmarks/bench_side_by_side.py --devic
   --configs small --skip-vid-ode --compile reduce-overhead --steps 10 --warmup 3 2>&1 \
   | grep -v "Warning\|warped_x\|sol_out\|return Variable" | tee "$OUT/compiled.log"
 status=$((status | PIPESTATUS[0]))
+timeout "${TF32_LIMIT:-90}" python3 benchmarks/bench_side_by_side.py --device cuda --threads 1 "${refs[@]}" \
+  --models --no-tf32 --steps 10 --warmup 3 2>&1 | grep -v "Warning\|warped_x\|sol_out\|return Variable" \
+  | tee "$OUT/vid_ode_no_tf32.log"
+status=$((status | PIPESTATUS[0]))
 echo "gpu_check: exit status $status (0: every part ran)"
 exit $status
