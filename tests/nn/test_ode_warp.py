@@ -147,3 +147,42 @@ def test_odesolve_keeps_times_and_state_in_fp32_under_bf16_autocast() -> None:
         assert y0.dtype == torch.bfloat16
         out = odesolve(func, y0, times, method="euler", rtol=1e-3, atol=1e-4)
     assert out.shape == (4, 1, 4, 4, 4) and out.dtype == torch.float32 and bool(torch.isfinite(out).all())
+
+
+class _PrecisionProbe(torch.nn.Module):
+    """dy/dt = conv(y), recording the dtype of its convolution and the TF32 switches at each evaluation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.seen: list[tuple[torch.dtype, bool, bool]] = []
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out = torch.tanh(self.conv(y))
+        self.seen.append((out.dtype, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+        return out
+
+
+def test_adaptive_solves_run_in_full_fp32_and_fixed_step_solves_in_the_ambient_precision() -> None:
+    """bf16 or TF32 rounding in the function reads as error to an adaptive solver's step control (Vid-ODE's
+    decoder took 20 evaluations instead of 14): adaptive solves switch autocast and TF32 off, so under
+    bf16 autocast they compute exactly the fp32 solve, and the switches are restored after."""
+    torch.manual_seed(0)
+    func, y0 = _PrecisionProbe(), torch.rand(2, 4, 6, 6)
+    times = torch.tensor([0.0, 0.5, 1.0])
+    fp32 = odesolve(func, y0, times, method="dopri5", rtol=1e-3, atol=1e-4)
+    nfe_fp32, func.seen = len(func.seen), []
+    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = odesolve(func, y0, times, method="dopri5", rtol=1e-3, atol=1e-4)
+            assert {s for s in func.seen} == {(torch.float32, False, False)}
+            assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)
+            func.seen = []
+            odesolve(func, y0, times, method="rk4", rtol=1e-3, atol=1e-4)
+            assert {s for s in func.seen} == {(torch.bfloat16, True, True)}  # fixed steps: the user's choice
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+    torch.testing.assert_close(mixed, fp32, rtol=0, atol=0)
+    assert nfe_fp32 > 0

@@ -22,6 +22,8 @@ starts from h = 0 at that observation, which is what this module does.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -109,12 +111,35 @@ def odesolve(
         y0 = y0.float()
     times = times.to(y0.dtype)
     try:
-        return _odeint(func, y0, times, method, rtol, atol, options, adjoint)
+        with full_fp32(y0.device, enabled=method not in FIXED_STEP_METHODS):
+            return _odeint(func, y0, times, method, rtol, atol, options, adjoint)
     except AssertionError as exc:  # torchdiffeq reports a failed solve with assert
         text = str(exc)
         if text.startswith(("underflow in dt", "max_num_steps exceeded")):
             raise ODESolverError(f"{method}, rtol {rtol:g}, atol {atol:g}: {text}") from None
         raise
+
+
+@contextlib.contextmanager
+def full_fp32(device: torch.device, enabled: bool = True) -> Iterator[None]:
+    """Within the block: no autocast on `device`'s type and no TF32 (cuDNN convolutions, CUDA matmuls).
+
+    Adaptive solves need it: their error control compares two estimates of each step to rtol/atol, and
+    the rounding of bf16 (8 bits) or TF32 (11 bits) in the function's convolutions shows up in that
+    difference as error. vidyn's Vid-ODE decoder took 20 evaluations instead of 14 under either (bf16
+    autocast on a CPU; TF32, torch's default for cuDNN convolutions, on an H200 and in a CPU emulation of
+    its rounding): docs/speed.md. The backward pass runs outside the block, in the ambient precision.
+    """
+    if not enabled:
+        yield
+        return
+    conv, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.autocast(device.type, enabled=False):
+            yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, matmul
 
 
 def _odeint(
