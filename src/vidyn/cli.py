@@ -214,9 +214,6 @@ def cmd_configs(a: argparse.Namespace) -> None:
     print("\n".join(list_shipped_configs()))
 
 
-# ---------------------------------------------------------------------------------------------- table
-
-
 def cmd_generate(a: argparse.Namespace) -> None:
     from vidyn import api
 
@@ -262,64 +259,69 @@ def cmd_score(a: argparse.Namespace) -> None:
         print(f"\nscores written to {a.json}")
 
 
+# ---------------------------------------------------------------------------------------------- table
+
+# (name, help and description, handler, adds its arguments or None), in `vidyn --help` order
+_COMMANDS = [
+    (
+        "demo",
+        "train convlstm on shapes, evaluate it against baselines, write a report",
+        cmd_demo,
+        cli_args.demo,
+    ),
+    ("train", "train a model from a YAML config", cmd_train, cli_args.train),
+    ("evaluate", "evaluate an exported model on its dataset", cmd_evaluate, cli_args.evaluate),
+    (
+        "compare",
+        "train several predictors under one budget; compare quality and speed",
+        cmd_compare,
+        cli_args.compare,
+    ),
+    ("predict", "continue your own video with a trained predictor", cmd_predict, cli_args.predict),
+    (
+        "interpolate",
+        "raise a video's frame rate with a continuous-time predictor",
+        cmd_interpolate,
+        cli_args.interpolate,
+    ),
+    ("render", "render a clip of the procedural shapes dataset", cmd_render, cli_args.render),
+    ("ui", "start the web UI over your exported models", cmd_ui, cli_args.ui),
+    ("models", "list registered models", cmd_models, cli_args.models),
+    ("configs", "list shipped configs", cmd_configs, None),
+    (
+        "classify",
+        "name the action in your own video with a trained classifier",
+        cmd_classify,
+        cli_args.classify,
+    ),
+    (
+        "prepare",
+        "decode a video dataset once into a fast prepared-clip store",
+        cmd_prepare,
+        cli_args.prepare,
+    ),
+    ("weights", "install or list the verified FID/FVD/LPIPS networks", cmd_weights, cli_args.weights),
+    (
+        "score",
+        "FVD, FID, KID, FD-judge, SSIM, PSNR between real and generated clips",
+        cmd_score,
+        cli_args.score,
+    ),
+    (
+        "generate",
+        "sample clips from a trained generator (any timestamps, prompts)",
+        cmd_generate,
+        cli_args.generate,
+    ),
+]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vidyn", description="Learn video dynamics: predict, interpolate, generate and recognise video."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands = [
-        (
-            "demo",
-            "train convlstm on shapes, evaluate it against baselines, write a report",
-            cmd_demo,
-            cli_args.demo,
-        ),
-        ("train", "train a model from a YAML config", cmd_train, cli_args.train),
-        ("evaluate", "evaluate an exported model on its dataset", cmd_evaluate, cli_args.evaluate),
-        (
-            "compare",
-            "train several predictors under one budget; compare quality and speed",
-            cmd_compare,
-            cli_args.compare,
-        ),
-        ("predict", "continue your own video with a trained predictor", cmd_predict, cli_args.predict),
-        (
-            "interpolate",
-            "raise a video's frame rate with a continuous-time predictor",
-            cmd_interpolate,
-            cli_args.interpolate,
-        ),
-        ("render", "render a clip of the procedural shapes dataset", cmd_render, cli_args.render),
-        ("ui", "start the web UI over your exported models", cmd_ui, cli_args.ui),
-        ("models", "list registered models", cmd_models, cli_args.models),
-        ("configs", "list shipped configs", cmd_configs, None),
-        (
-            "classify",
-            "name the action in your own video with a trained classifier",
-            cmd_classify,
-            cli_args.classify,
-        ),
-        (
-            "prepare",
-            "decode a video dataset once into a fast prepared-clip store",
-            cmd_prepare,
-            cli_args.prepare,
-        ),
-        ("weights", "install or list the verified FID/FVD/LPIPS networks", cmd_weights, cli_args.weights),
-        (
-            "score",
-            "FVD, FID, KID, FD-judge, SSIM, PSNR between real and generated clips",
-            cmd_score,
-            cli_args.score,
-        ),
-        (
-            "generate",
-            "sample clips from a trained generator (any timestamps, prompts)",
-            cmd_generate,
-            cli_args.generate,
-        ),
-    ]
-    for name, help_text, fn, add_arguments in commands:
+    for name, help_text, fn, add_arguments in _COMMANDS:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(func=fn)
         if add_arguments is not None:

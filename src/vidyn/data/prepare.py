@@ -249,6 +249,36 @@ def _decode_pending(
     return manifest, done
 
 
+def _open_writer(
+    dataset: str, out: Path, root: Path, params: dict[str, Any], class_names: list[str], num_videos: int,
+    clip_shape: tuple[int, ...], videos_per_shard: int, missing: list[KineticsClip],
+) -> StoreWriter:  # fmt: skip
+    """The writer of the store at `out` (new, or resumed when `params` match); Kinetics also gets
+    `out/missing.csv`, written after the writer's checks so that a refused `out` is left as it was."""
+    writer = StoreWriter(
+        out, params, class_names, num_videos, videos_per_shard, clip_shape, str(root.resolve())
+    )
+    if dataset == "kinetics":
+        with atomic_path(out / MISSING) as tmp:
+            tmp.write_text(missing_csv(missing), encoding="utf-8")
+    return writer
+
+
+def _summary(
+    manifest: dict[str, Any], num_videos: int, missing: list[KineticsClip], start: float, out: Path, done: int
+) -> dict[str, Any]:
+    """`prepare_store`'s result from the finished manifest; `start` is `time.perf_counter()` at its call."""
+    return {
+        "videos": num_videos,
+        "clips": len(manifest["clips"]),
+        "skipped": [{"file": s["file"], "reason": s["reason"]} for s in manifest["skipped"]],
+        "seconds": time.perf_counter() - start,
+        "store": str(out),
+        "resumed_videos": done,
+        "missing": len(missing),
+    }
+
+
 def prepare_store(
     dataset: str,
     root: str | os.PathLike,
@@ -294,29 +324,13 @@ def prepare_store(
         raise VidynError(f"no videos found under {root} for the chosen classes; check root and classes")
     decoding = {"size": size, "frames": frames, "stride": stride, "clips_per_video": clips_per_video}
     decoding |= {"grayscale": grayscale, "shard_size": shard_size}
-    folder = {
-        "val_fraction": val_fraction,
-        "test_fraction": test_fraction,
-        "pt_fps": pt_fps,
-        "labels": labels,
-    }
+    folder = dict(val_fraction=val_fraction, test_fraction=test_fraction, pt_fps=pt_fps, labels=labels)
     params = _store_params(dataset, classes, decoding, fold, folder, window_stride, entries)
     clip_shape = (frames, size, size, 1 if grayscale else 3)
     videos_per_shard = max(1, shard_size // (clips_per_video or ALL_WINDOWS_ESTIMATE))
-    writer = StoreWriter(
-        out, params, class_names, len(entries), videos_per_shard, clip_shape, str(root.resolve())
+    writer = _open_writer(
+        dataset, out, root, params, class_names, len(entries), clip_shape, videos_per_shard, missing
     )
-    if dataset == "kinetics":  # after the writer's checks, so a refused --out is left as it was
-        with atomic_path(out / MISSING) as tmp:
-            tmp.write_text(missing_csv(missing), encoding="utf-8")
     decode = (size, grayscale, frames, stride, clips_per_video, pt_fps, window_stride)
     manifest, done = _decode_pending(writer, entries, decode, clip_shape, workers, progress, out.name)
-    return {
-        "videos": len(entries),
-        "clips": len(manifest["clips"]),
-        "skipped": [{"file": s["file"], "reason": s["reason"]} for s in manifest["skipped"]],
-        "seconds": time.perf_counter() - start,
-        "store": str(out),
-        "resumed_videos": done,
-        "missing": len(missing),
-    }
+    return _summary(manifest, len(entries), missing, start, out, done)

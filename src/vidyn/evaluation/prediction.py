@@ -78,11 +78,8 @@ def evaluate_predictors(
         preds = {}
         for name, model in models.items():
             _, ctx_m, _, tgt_m = split_clip(frames, times_for(model, times), num_context, num_future, mode)
-            synchronize(device)  # CUDA runs asynchronously: time the forward alone, to its end
-            t0 = time.perf_counter()
-            pred = model(ctx, ctx_m, tgt_m).clamp(0, 1)
-            synchronize(device)
-            seconds[name] += time.perf_counter() - t0
+            pred, took = _timed_prediction(model, ctx, ctx_m, tgt_m, device)
+            seconds[name] += took
             if name not in trackers:
                 # One process scores the whole split (rank 0 after a DDP fit): never wait for peers.
                 trackers[name] = FrameMetrics(num_steps=tgt.shape[1], sync_on_compute=False).to(device)
@@ -94,13 +91,33 @@ def evaluate_predictors(
         visuals = _add_visuals(visuals, shown | {f"pred/{k}": v for k, v in preds.items()}, num_visual_clips)
     if clips == 0:
         raise VidynError("the evaluation split has no clips; check the dataset arguments")
-    lpips_means = {
-        k: None if lpips is None else v / (clips * trackers[k].num_steps) for k, v in lpips_sums.items()
-    }
+    return _results(trackers, seconds, lpips_sums if lpips is not None else None, clips), visuals
+
+
+def _timed_prediction(
+    model: nn.Module, context: Tensor, context_times: Tensor, target_times: Tensor, device: torch.device
+) -> tuple[Tensor, float]:
+    """The model's prediction clamped to [0, 1], and the wall time of its forward (and clamp) alone."""
+    synchronize(device)  # CUDA runs asynchronously: time the forward alone, to its end
+    t0 = time.perf_counter()
+    pred = model(context, context_times, target_times).clamp(0, 1)
+    synchronize(device)
+    return pred, time.perf_counter() - t0
+
+
+def _results(
+    trackers: dict[str, FrameMetrics],
+    seconds: dict[str, float],
+    lpips_sums: dict[str, float] | None,
+    clips: int,
+) -> dict[str, dict[str, Any]]:
+    """Each model's metrics with its mean inference time per clip, the clip count and its mean per-frame
+    LPIPS (`lpips_sums` over all frames; None without an LPIPS network)."""
     results = {name: tracker.compute() for name, tracker in trackers.items()}
     for name, res in results.items():
-        res |= {"infer_clip_s": seconds[name] / clips, "num_clips": clips, "lpips": lpips_means[name]}
-    return results, visuals
+        lpips = None if lpips_sums is None else lpips_sums[name] / (clips * trackers[name].num_steps)
+        res |= {"infer_clip_s": seconds[name] / clips, "num_clips": clips, "lpips": lpips}
+    return results
 
 
 def _add_visuals(visuals: dict[str, Tensor], batch: dict[str, Tensor], limit: int) -> dict[str, Tensor]:
