@@ -376,28 +376,7 @@ def ode_gan(
     up-blocks are (2+1)D over latent taps `tap_interval` seconds apart. `warp_frames`: each frame blends
     its own image with the clip's first image warped by a decoded flow (motion as transport).
     """
-    return OdeGAN(
-        in_channels=in_channels,
-        image_size=image_size,
-        latent_dim=latent_dim,
-        latent_channels=latent_channels,
-        latent_size=latent_size,
-        content_dim=content_dim,
-        ode_hidden=ode_hidden,
-        ode_layers=ode_layers,
-        method=method,
-        rtol=rtol,
-        atol=atol,
-        step_size=step_size,
-        adjoint=adjoint,
-        num_classes=num_classes,
-        class_dim=class_dim,
-        base_channels=base_channels,
-        max_channels=max_channels,
-        temporal_blocks=temporal_blocks,
-        tap_interval=tap_interval,
-        warp_frames=warp_frames,
-    )
+    return OdeGAN(**locals())  # the builder's arguments are the constructor's, by name
 
 
 MODELS.variant(

@@ -62,8 +62,6 @@ time instead of interpolating between steps.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 from torch.distributions import Normal, kl_divergence
@@ -73,6 +71,7 @@ from vidyn.models.interface import Condition
 from vidyn.nn.ode import ConvGRUCell
 from vidyn.nn.sde import (
     LIKELIHOODS,
+    ConditionMaps,
     LatentSDEFunc,
     check_condition_frames,
     check_frames,
@@ -82,20 +81,13 @@ from vidyn.nn.sde import (
     check_solver,
     rand_n,
     randn_like,
-    running_statistics,
+    reencoding_loss,
     shared_grid,
     solve,
 )
 from vidyn.nn.sde_nets import MapDecoder, MapEncoder, conv_net, coordinates, latent_levels, run_conv_gru
 from vidyn.nn.sde_prior import MixturePrior
 from vidyn.registry import MODELS
-
-
-@dataclass
-class _Cond:
-    map: Tensor  # (N, cond_channels, S, S) for the prior
-    content: Tensor | None  # (N, E, S, S) with consistency
-    skip: Tensor | None  # (N, C, H, W) last context frame (zeros without one) with consistency
 
 
 class SDEVideo(nn.Module):
@@ -151,22 +143,11 @@ class SDEVideo(nn.Module):
         cond_channels = e * (2 if num_classes else 1) + 2  # frames, label, x/y
         self._build_prior_z0(cond_channels, e, zc, z0_components)
         self.sde = LatentSDEFunc(
-            latent_channels=zc,
-            latent_size=latent_size,
-            cond_channels=cond_channels,
-            context_channels=e,
-            hidden_channels=drift_channels,
-            sde_type=sde_type,
-            min_diffusion=min_diffusion,
+            latent_channels=zc, latent_size=latent_size, cond_channels=cond_channels, context_channels=e,
+            hidden_channels=drift_channels, sde_type=sde_type, min_diffusion=min_diffusion,
             max_diffusion=max_diffusion,
-        )
-        if consistency:
-            self.to_content = nn.Conv2d(e, e, 1)
-            self.null_content = nn.Parameter(torch.zeros(e, latent_size, latent_size))
-            self.reencode = nn.Conv2d(e, zc, 1)
-        decoder_in = zc + (e if consistency else 0)
-        decoder_out = in_channels + (1 if consistency else 0)  # image (+ skip mask)
-        self.decoder = MapDecoder(decoder_in, decoder_out, image_size, latent_size, base_channels)
+        )  # fmt: skip
+        self._build_decoder(e, zc, base_channels)
         self.last_nfe = {"drift": 0, "diffusion": 0, "steps": 0}
 
     # -- training -----------------------------------------------------------------------------------
@@ -230,17 +211,10 @@ class SDEVideo(nn.Module):
                     diffusion=diffusion, recon_mse=recon_mse)  # fmt: skip
 
     def _consistency(self, recon: Tensor, zs: Tensor) -> Tensor:
+        """The re-encoding term of the decoded frames `(B, T, C, H, W)` (0 without the consistency module)."""
         if not self.consistency:
             return recon.new_zeros(())
-        b, t = recon.shape[:2]
-        with running_statistics(self.encoder):  # decoded frames must not shift the real frames' statistics
-            z_hat = self.reencode(self.encoder(recon.flatten(0, 1)))  # (B*T, C_z, S, S)
-        target = self._maps(zs).transpose(0, 1).flatten(0, 1).detach()  # (T, B, ...) -> (B*T, C_z, S, S)
-        # Standardised per channel: the latent's scale is free (the z0 prior is learned), and an
-        # unnormalised error grew with it to dominate the loss (measured: 2e4 nats within 100 steps).
-        scale = target.var((0, 2, 3), correction=0, keepdim=True).clamp_min(1e-4)  # (1, C_z, 1, 1)
-        err = (z_hat - target).square() / scale
-        return 0.5 * err.mean((1, 2, 3)).unflatten(0, (b, t)).sum(1).mean()
+        return reencoding_loss(self.encoder, self.reencode, recon, self._maps(zs))
 
     # -- generation ---------------------------------------------------------------------------------
     def sample(
@@ -292,7 +266,7 @@ class SDEVideo(nn.Module):
         labels: Tensor | None,
         n: int,
         keep_frames: Tensor | None = None,
-    ) -> _Cond:
+    ) -> ConditionMaps:
         """ctx = (frames `(N, T_c, C, H, W)`, embeddings `(N, T_c, E, S, S)`, times from t_ref `(T_c,)`)."""
         frames_map = self.null_frames.expand(n, -1, -1, -1)  # (N, E, S, S)
         content = self.null_content.expand(n, -1, -1, -1) if self.consistency else None
@@ -316,7 +290,7 @@ class SDEVideo(nn.Module):
             s = self.latent_size
             parts.append(self.label_embedding(idx)[:, :, None, None].expand(-1, -1, s, s))  # (N, E, S, S)
         parts.append(coordinates(self.latent_size, frames_map).expand(n, -1, -1, -1))
-        return _Cond(torch.cat(parts, dim=1), content, skip)
+        return ConditionMaps(torch.cat(parts, dim=1), content, skip)
 
     def _build_prior_z0(self, cond_channels: int, hidden: int, zc: int, components: int) -> None:
         """p(z0 | c): a Gaussian per latent cell (`to_prior_z0`), or with `components` > 1 a mixture with
@@ -328,7 +302,19 @@ class SDEVideo(nn.Module):
         else:
             self.to_prior_z0 = conv_net(cond_channels, hidden, 2 * zc, layers=1)
 
-    def _prior_z0(self, cond: _Cond) -> Normal:
+    def _build_decoder(self, hidden: int, zc: int, base_channels: int) -> None:
+        """The frame decoder of z(t) (`decoder`); with consistency it also takes the content map and outputs
+        the skip mask, and the content map's 1x1 conv and null map and the re-encoding head are built."""
+        e, s = hidden, self.latent_size
+        if self.consistency:
+            self.to_content = nn.Conv2d(e, e, 1)
+            self.null_content = nn.Parameter(torch.zeros(e, s, s))
+            self.reencode = nn.Conv2d(e, zc, 1)
+        decoder_in = zc + (e if self.consistency else 0)
+        decoder_out = self.in_channels + (1 if self.consistency else 0)  # image (+ skip mask)
+        self.decoder = MapDecoder(decoder_in, decoder_out, self.image_size, s, base_channels)
+
+    def _prior_z0(self, cond: ConditionMaps) -> Normal:
         mean, log_std = self.to_prior_z0(cond.map).chunk(2, dim=1)
         return Normal(mean, log_std.exp())
 
@@ -344,7 +330,7 @@ class SDEVideo(nn.Module):
     def _maps(self, zs: Tensor) -> Tensor:
         return zs.view(*zs.shape[:2], *self.sde.shape)  # (K, N, d) -> (K, N, C_z, S, S)
 
-    def _decode(self, zs: Tensor, cond: _Cond) -> Tensor:
+    def _decode(self, zs: Tensor, cond: ConditionMaps) -> Tensor:
         """Flat latents `(K, N, d)` -> frames `(N, K, C, H, W)` in [0, 1]."""
         k, n = zs.shape[:2]
         inp = self._maps(zs)

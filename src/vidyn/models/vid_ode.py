@@ -11,7 +11,7 @@ pixels), an image difference D (C ch, no activation) and a mask M (1 ch, sigmoid
 recursively, `warped_k = warp(warped_{k-1}, F_k)` from an observed frame, `frame_k = M_k * warped_k +
 (1 - M_k) * D_k`, and D is trained towards the frame difference (the losses are in
 `vidyn.models.vid_ode_loss`). The optional adversarial terms (image and sequence discriminators, LSGAN)
-are in `vidyn.models.discriminators`.
+are in `vidyn.models.discriminators`; the encoder and decoder networks in `vidyn.nn.vid_ode_nets`.
 
 Times (the official code has two fixed modes and one time vector; here any times are well defined):
 targets at or before the last context time form, in time order, an interpolation chain started from the
@@ -67,7 +67,7 @@ from vidyn.models import vid_ode_loss
 from vidyn.models.interface import check_predictor_inputs
 from vidyn.models.vid_ode_fusion import two_sided_terms, warp_chains
 from vidyn.nn.ode import ConvODEFunc, ODEConvGRU, ODESolverError, check_method, odesolve
-from vidyn.nn.upsample import UpsampleConv
+from vidyn.nn.vid_ode_nets import frame_decoder, frame_encoder
 from vidyn.registry import MODELS
 
 INTERPOLATION = ("chain", "bidirectional")
@@ -76,10 +76,6 @@ _SOLVER_FIX = (
     "set model.args.rtol / atol looser (e.g. 1e-2 / 1e-3), model.args.max_num_steps higher, or a fixed-step "
     "decoder: model.args.decoder_method=rk4 (model.args.step_size sets its step)"
 )
-
-
-def _conv_bn_relu(conv: nn.Module, channels: int) -> list[nn.Module]:
-    return [conv, nn.BatchNorm2d(channels), nn.ReLU()]
 
 
 class VidODE(nn.Module):
@@ -113,7 +109,6 @@ class VidODE(nn.Module):
         max_num_steps: int | None = None,
     ) -> None:
         super().__init__()
-        scale = 2**downsample
         self.in_channels, self.image_size, self.downsample = in_channels, image_size, downsample
         self.frame_size_multiple = 2**downsample  # fully convolutional: any size divisible by this
         self.decoder_method, self.rtol, self.atol = decoder_method, rtol, atol
@@ -121,12 +116,7 @@ class VidODE(nn.Module):
         self.interpolation = interpolation
         self.velocity_unit, self.blend_time = float(velocity_unit), float(blend_time)
 
-        ch = hidden_channels // scale
-        enc: list[nn.Module] = _conv_bn_relu(nn.Conv2d(in_channels, ch, 3, 1, 1), ch)
-        for _ in range(downsample):
-            enc += _conv_bn_relu(nn.Conv2d(ch, 2 * ch, 4, 2, 1), 2 * ch)
-            ch *= 2
-        self.encoder = nn.Sequential(*enc)
+        self.encoder = frame_encoder(in_channels, hidden_channels, downsample)
         self.encoder_rnn = ODEConvGRU(
             hidden_channels,
             hidden_channels,
@@ -141,16 +131,10 @@ class VidODE(nn.Module):
             nn.Conv2d(hidden_channels, hidden_channels, 1),
         )
         self.decoder_func = ConvODEFunc(hidden_channels, ode_hidden_channels, ode_layers)
-        dec: list[nn.Module] = []
-        ch = 2 * hidden_channels
-        for _ in range(downsample):
-            dec += _conv_bn_relu(UpsampleConv(ch, ch // 2), ch // 2)
-            ch //= 2
         # flow (2), difference (C), mask (1); bidirectional adds the flow to the next observation (2) and
         # the visibility of the earlier one (1)
         extra = 3 if interpolation == "bidirectional" else 0
-        dec.append(nn.Conv2d(ch, 2 + in_channels + 1 + extra, 3, 1, 1))
-        self.decoder = nn.Sequential(*dec)
+        self.decoder = frame_decoder(hidden_channels, downsample, 2 + in_channels + 1 + extra)
         self.last_nfe: dict[str, int] = {"encoder": 0, "decoder": 0}
 
     def forward(self, context: Tensor, context_times: Tensor, target_times: Tensor) -> Tensor:
@@ -188,7 +172,7 @@ class VidODE(nn.Module):
         observation) and two_sided (bool `(B, T_out)`: the target lies between two observations).
         """
         ctx_t, tgt_t = self._check(context, context_times, target_times)
-        b, t_in, c, h, w = context.shape
+        b, t_in = context.shape[:2]
         tgt_sorted, order = tgt_t.sort(dim=1, stable=True)
         k = tgt_sorted.shape[1]
         emb = self.encoder(context.flatten(0, 1)).unflatten(0, (b, t_in))  # (B, T_in, Ch, h', w')
@@ -204,6 +188,19 @@ class VidODE(nn.Module):
         prev = torch.cat([latents[:, :1], latents[:, :-1]], dim=1)  # slot 0 is always a chain start
         prev = torch.where(chain_start.view(b, k, 1, 1, 1), start_emb, prev)
         out = self.decoder(torch.cat([latents, prev], dim=2).flatten(0, 1)).unflatten(0, (b, k))
+        result = self._compose(out, context, ctx_t, tgt_sorted, (from_last, anchor, chain_start))
+        return _in_caller_order(result, order)
+
+    def _compose(
+        self, out: Tensor, context: Tensor, ctx_t: Tensor, tgt_sorted: Tensor, anchors: tuple[Tensor, ...]
+    ) -> dict[str, Tensor]:
+        """`forward_components`' outputs `(B, K, ...)` for the sorted targets, from the decoder output `out`
+        `(B, K, 2 + C + 1 [+ 3], H, W)` and `_anchors`: flow, difference and mask (with `bidirectional`
+        time-scaled and gated between observations), each chain's start frame warped along it, the frames."""
+        from_last, anchor, chain_start = anchors
+        b, k = anchor.shape
+        t_in, c = context.shape[1:3]
+        rows = torch.arange(b, device=context.device).unsqueeze(1)  # (B, 1) broadcasts against anchor
         flow, difference = out[:, :, :2], out[:, :, 2 : 2 + c]  # (B, K, 2 | C, H, W)
         mask = torch.sigmoid(out[:, :, 2 + c : 3 + c])  # (B, K, 1, H, W)
         start_frame = context[rows, anchor]  # (B, K, C, H, W)
@@ -235,7 +232,7 @@ class VidODE(nn.Module):
             result["flow_back"] = side["flow_back"]
             result["warped_a"], result["warped_b"] = warped_a, warped_b
             result["two_sided"] = two_sided
-        return _in_caller_order(result, order)
+        return result
 
     def _anchors(self, ctx_t: Tensor, tgt_sorted: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """For sorted targets `(B, K)`: (from_last: extrapolation targets, anchor: each target's start-frame
