@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# The GPU checks of vidyn in one short run (docs/speed.md, "GPU"): every model's training step through
-# `vidyn train`'s own path in 32-true and bf16-mixed, the recurrent models trained with
-# task.args.compile_rollout=reduce-overhead (CUDA graphs), the side-by-side table against the reference
-# code, and the recurrent steps under torch.compile with CUDA graphs beside it. Each part has its own time
-# limit and log, so one that fails or runs long leaves the others' results. The whole script takes about
-# 12 minutes on an H200 (compiling included); set the *_LIMIT variables to fit a shorter lease.
-# Carry av, torchsde and trampoline as wheels where the machine lacks them (WHEELS).
+# vidyn's GPU checks (figures: docs/speed.md, "GPU"), as parts that each have a time limit and a log, so
+# one that fails or runs long leaves the others' results:
+#   train     every model's training step through `vidyn train`'s own path, 32-true and bf16-mixed (240 s)
+#   compiled  the recurrent models trained with task.args.compile_rollout=reduce-overhead (200 s)
+#   workers   three quick configs with data.num_workers=4 (90 s)
+#   side      the side-by-side table against OpenSTL and the official Vid-ODE (120 s)
+#   graphs    the recurrent steps under torch.compile + CUDA graphs beside OpenSTL (150 s)
+#   tf32      Vid-ODE beside the official code with TF32 off (90 s)
+# All parts together run up to ~15 minutes on an H200 (compiling included): more than one 10-minute call
+# of a lent machine, so choose with PARTS (default: all, in this order) and the *_LIMIT variables.
 #
-#   OPENSTL=~/src/OpenSTL VID_ODE=~/src/Vid-ODE WHEELS=dir OUT=dir bash benchmarks/gpu_check.sh
+#   PARTS="train compiled" OPENSTL=~/src/OpenSTL VID_ODE=~/src/Vid-ODE WHEELS=dir OUT=dir \
+#       bash benchmarks/gpu_check.sh
 #
-# WHEELS (optional): a folder of wheels for packages the GPU machine lacks (e.g. torchsde, trampoline),
+# WHEELS (optional): a folder of wheels for packages the GPU machine lacks (av, torchsde, trampoline),
 # installed with --no-deps into /tmp/site. Results go to $OUT (default /tmp/vidyn-gpu-check).
 set -u
 OUT=${OUT:-/tmp/vidyn-gpu-check}
@@ -28,25 +32,25 @@ print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.bac
       'lightning', lightning.__version__, 'torchdiffeq', torchdiffeq.__version__, 'torchmetrics',
       torchmetrics.__version__)" | tee -a "$OUT/gpu.txt"
 
+quiet() { grep -v "available:\|LOCAL_RANK\|Warning\|warped_x\|sol_out\|return Variable\|^$"; }
+train_steps=(python3 benchmarks/bench_train_steps.py --device cuda --steps 20 --warmup 5)
+side_by_side=(python3 benchmarks/bench_side_by_side.py --device cuda --threads 1 ${refs[@]+"${refs[@]}"})
+
 status=0
-timeout "${TRAIN_LIMIT:-240}" python3 benchmarks/bench_train_steps.py --device cuda --steps 20 --warmup 5 \
-  --json "$OUT/train_steps.json" 2>&1 | grep -v "available:\|LOCAL_RANK\|^$" | tee "$OUT/train_steps.log"
-status=$((status | PIPESTATUS[0]))
-timeout "${COMPILED_TRAIN_LIMIT:-200}" python3 benchmarks/bench_train_steps.py --device cuda --steps 20 --warmup 5 \
-  --models convlstm predrnn predrnn_v2 transformer --precisions 32-true \
-  --set task.args.compile_rollout=reduce-overhead --json "$OUT/train_steps_compiled.json" 2>&1 \
-  | grep -v "available:\|LOCAL_RANK\|^$" | tee "$OUT/train_steps_compiled.log"
-status=$((status | PIPESTATUS[0]))
-timeout "${SIDE_LIMIT:-120}" python3 benchmarks/bench_side_by_side.py --device cuda --threads 1 "${refs[@]}" \
-  --steps 10 --warmup 3 2>&1 | grep -v "Warning\|warped_x\|sol_out\|return Variable" | tee "$OUT/side_by_side.log"
-status=$((status | PIPESTATUS[0]))
-timeout "${COMPILE_LIMIT:-150}" python3 benchmarks/bench_side_by_side.py --device cuda --threads 1 "${refs[@]}" \
-  --configs small --skip-vid-ode --compile reduce-overhead --steps 10 --warmup 3 2>&1 \
-  | grep -v "Warning\|warped_x\|sol_out\|return Variable" | tee "$OUT/compiled.log"
-status=$((status | PIPESTATUS[0]))
-timeout "${TF32_LIMIT:-90}" python3 benchmarks/bench_side_by_side.py --device cuda --threads 1 "${refs[@]}" \
-  --models --no-tf32 --steps 10 --warmup 3 2>&1 | grep -v "Warning\|warped_x\|sol_out\|return Variable" \
-  | tee "$OUT/vid_ode_no_tf32.log"
-status=$((status | PIPESTATUS[0]))
+for part in ${PARTS:-train compiled workers side graphs tf32}; do
+  case $part in
+    train) timeout "${TRAIN_LIMIT:-240}" "${train_steps[@]}" --json "$OUT/train_steps.json" ;;
+    compiled) timeout "${COMPILED_LIMIT:-200}" "${train_steps[@]}" --models convlstm predrnn predrnn_v2 transformer \
+      --precisions 32-true --set task.args.compile_rollout=reduce-overhead --json "$OUT/compiled.json" ;;
+    workers) timeout "${WORKERS_LIMIT:-90}" "${train_steps[@]}" --scales quick --models convlstm cnn_rnn ode_gan \
+      --precisions 32-true --set data.num_workers=4 --json "$OUT/workers.json" ;;
+    side) timeout "${SIDE_LIMIT:-120}" "${side_by_side[@]}" --steps 10 --warmup 3 ;;
+    graphs) timeout "${GRAPHS_LIMIT:-150}" "${side_by_side[@]}" --configs small --skip-vid-ode \
+      --compile reduce-overhead --steps 10 --warmup 3 ;;
+    tf32) timeout "${TF32_LIMIT:-90}" "${side_by_side[@]}" --models --no-tf32 --steps 10 --warmup 3 ;;
+    *) echo "gpu_check: unknown part $part (train compiled workers side graphs tf32)"; false ;;
+  esac 2>&1 | quiet | tee "$OUT/$part.log"
+  status=$((status | PIPESTATUS[0]))
+done
 echo "gpu_check: exit status $status (0: every part ran)"
 exit $status
