@@ -57,7 +57,7 @@ def compiled_or_eager(
             return eager(*args, **kwargs)  # (under a dispatch mode such as FlopCounterMode: count eager ops)
         try:
             if compiled is None:
-                compiled = torch.compile(fast, mode=mode)
+                compiled = torch.compile(fast) if mode is None else torch.compile(fast, mode=mode)
             return compiled(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001  (any backend failure: fall back, say so once)
             result = eager(*args, **kwargs)  # bad inputs raise here, exactly as they would without compile
