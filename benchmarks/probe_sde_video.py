@@ -57,7 +57,7 @@ def train(model: torch.nn.Module, args: argparse.Namespace) -> float:
                          kl_weight=beta, drop_condition=0.1)  # fmt: skip
         loss = out["loss"]
         if classifier is not None:  # vidyn.tasks.prompt_consistency, as latent_sde's class_weight
-            real, prior = class_consistency(
+            real, prior, _ = class_consistency(
                 model, classifier, batch["frames"], batch["times"], batch["label"], args.ctx
             )
             loss = loss + real + args.class_weight * prior

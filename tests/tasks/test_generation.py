@@ -362,7 +362,8 @@ def test_class_consistency_teaches_the_classifier_on_real_clips_and_charges_only
     )
     batch = next(iter(_loader(frames=6)))
     frames, times, labels = batch["frames"], batch["times"], batch["label"].clone()
-    real, prior = class_consistency(model, classifier, frames, times, labels, num_context=1)
+    real, prior, fake = class_consistency(model, classifier, frames, times, labels, num_context=1)
+    assert float(fake) == 0.0  # no fake class asked
     prior.backward(retain_graph=True)  # the prior-sample term: the generator's prior, not the classifier
     assert all(p.grad is None for p in classifier.parameters())
     assert (
@@ -377,7 +378,33 @@ def test_class_consistency_teaches_the_classifier_on_real_clips_and_charges_only
     expected = torch.nn.functional.cross_entropy(classifier(frames[:1], times[:1]), labels[:1])
     torch.testing.assert_close(only_first, expected)
     none = class_consistency(model, classifier, frames, times, torch.full_like(labels, -1), num_context=1)
-    assert [float(v) for v in none] == [0.0, 0.0]
+    assert [float(v) for v in none] == [0.0, 0.0, 0.0]
+
+
+def test_a_fake_class_teaches_the_classifier_the_samples_and_charges_the_generator_nothing_for_it() -> None:
+    """class_fake: the classifier (one output more) learns the prompted samples as the extra class; that
+    term reaches the classifier only, and the generator's term still asks for the prompted law."""
+    torch.manual_seed(0)
+    model = build_model("sde_video_tiny", num_classes=7)
+    classifier = MotionClassifier(
+        in_channels=1, image_size=16, num_classes=8, base_channels=4, max_channels=8
+    )
+    batch = next(iter(_loader(frames=6)))
+    frames, times, labels = batch["frames"], batch["times"], batch["label"]
+    torch.manual_seed(1)
+    terms = class_consistency(model, classifier, frames, times, labels, num_context=1, fake_class=7)
+    torch.manual_seed(1)
+    plain = class_consistency(model, classifier, frames, times, labels, num_context=1)
+    torch.testing.assert_close(terms.prior, plain.prior)  # the same samples, the same generator term
+    assert float(terms.fake) > 0
+    terms.fake.backward()
+    assert all(p.grad is None for p in model.parameters())  # the samples are detached for it
+    assert sum(float(p.grad.abs().sum()) for p in classifier.parameters()) > 0
+    run = TaskRun(optim=OPTIM, total_steps=10, class_names=CLASSES)
+    task = LatentSdeTask(model, run, class_weight=1.0, class_fake=True)
+    assert task.classifier(frames, times).shape == (frames.shape[0], 8)  # the 7 laws + generated
+    with pytest.raises(VidynError, match="class_fake trains the class term's classifier"):
+        LatentSdeTask(model, run, class_fake=True)
 
 
 @pytest.mark.parametrize(

@@ -53,7 +53,9 @@ class LatentSdeTask(VidynTask):
     (`vidyn.tasks.prompt_consistency`; 0 = off, the plain ELBO); classifier_lr: its classifier's learning
     rate (None = optim.lr; same schedule, never clipped with the generator); classifier_args: the
     `MotionClassifier`'s arguments (e.g. `{reader: mlp}`; None = its defaults); class_start_step: the
-    step from which the generator pays the term (before it only the classifier learns, on real clips).
+    step from which the generator pays the term (before it only the classifier learns, on real clips);
+    class_fake: the classifier also learns the prompted samples as an extra class (semi-supervised GAN),
+    so the generator cannot pass it with cues it has only seen on real clips.
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class LatentSdeTask(VidynTask):
         classifier_lr: float | None = None,
         classifier_args: dict[str, Any] | None = None,
         class_start_step: int = 0,
+        class_fake: bool = False,
     ) -> None:
         super().__init__()
         if not callable(getattr(model, "elbo", None)):
@@ -89,14 +92,16 @@ class LatentSdeTask(VidynTask):
             raise VidynError(
                 "task.args: class_weight must be >= 0, and > 0 only for a class-conditional model"
             )
+        if class_fake and not class_weight > 0:
+            raise VidynError("task.args: class_fake trains the class term's classifier; set class_weight > 0")
         self.model = model
         self.class_weight, self.classifier_lr = float(class_weight), classifier_lr
-        self.class_start_step = class_start_step
+        self.class_start_step, self.class_fake = class_start_step, bool(class_fake)
         self.classifier = (
             build_motion_classifier(
                 in_channels=model.in_channels,
                 image_size=model.image_size,
-                num_classes=model.num_classes,
+                num_classes=model.num_classes + int(class_fake),  # + the generated clips' class
                 args=classifier_args,
                 where="task.args.classifier_args",
             )  # fmt: skip
@@ -159,14 +164,16 @@ class LatentSdeTask(VidynTask):
         if self.classifier is not None:
             frames, times = self._clips(batch)
             asked = self.global_step >= self.class_start_step  # before it, only the classifier learns
-            real, prior = class_consistency(
+            terms = class_consistency(
                 self.model, self.classifier, frames, times, batch["label"].long(), self.num_context,
-                with_prior=asked,
+                with_prior=asked, fake_class=self.model.num_classes if self.class_fake else None,
             )  # fmt: skip
-            self.log("train/class_real", real.detach(), batch_size=bs)
+            self.log("train/class_real", terms.real.detach(), batch_size=bs)
             if asked:  # no prior term before class_start_step: nothing to log
-                self.log("train/class_prior", prior.detach(), batch_size=bs)
-            loss = loss + real + self.class_weight * prior
+                self.log("train/class_prior", terms.prior.detach(), batch_size=bs)
+                if self.class_fake:
+                    self.log("train/class_fake", terms.fake.detach(), batch_size=bs)
+            loss = loss + terms.real + terms.fake + self.class_weight * terms.prior
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=bs)
         return loss
 

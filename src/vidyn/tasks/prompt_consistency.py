@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NamedTuple
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -35,25 +37,42 @@ def frozen(module: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
+class ClassTerms(NamedTuple):
+    """real: the classifier's cross-entropy on real clips; prior: the frozen classifier's cross-entropy on
+    the prompted prior samples (the generator's term); fake: with a fake class, the classifier's
+    cross-entropy on the same samples, detached, against that class (0 without)."""
+
+    real: Tensor
+    prior: Tensor
+    fake: Tensor
+
+
 def class_consistency(
     model: nn.Module, classifier: nn.Module, frames: Tensor, times: Tensor, labels: Tensor, num_context: int,
-    *, with_prior: bool = True,
-) -> tuple[Tensor, Tensor]:  # fmt: skip
-    """(cross-entropy of `classifier` on the real clips `(B, T, C, H, W)` at `times` `(B, T)`,
-    cross-entropy of the frozen classifier on one prior sample per clip from its first `num_context`
-    frames and its label, at the same times; 0 without sampling unless `with_prior`). Clips with label -1
-    are left out of both."""
+    *, with_prior: bool = True, fake_class: int | None = None,
+) -> ClassTerms:  # fmt: skip
+    """The class terms on real clips `(B, T, C, H, W)` at `times` `(B, T)`: one prior sample per clip from
+    its first `num_context` frames and its label, at the same times (none unless `with_prior`). Clips with
+    label -1 are left out of all terms.
+
+    `fake_class` (a classifier with one output more than the model has classes): the classifier also
+    learns to put the generator's samples in that extra class, as the discriminator of a semi-supervised
+    GAN does (Salimans et al., "Improved Techniques for Training GANs", NeurIPS 2016), so the generator
+    cannot satisfy it with cues that only separate real clips of one law from another."""
     keep = labels >= 0
+    zero = frames.new_zeros(())
     if not bool(keep.any()):  # no labelled clip in the batch: nothing to ask
-        zero = frames.new_zeros(())
-        return zero, zero
+        return ClassTerms(zero, zero, zero)
     frames, times, labels = frames[keep], times[keep], labels[keep]
     real = F.cross_entropy(classifier(frames, times), labels)
     if not with_prior:
-        return real, frames.new_zeros(())
+        return ClassTerms(real, zero, zero)
     context = (frames[:, :num_context], times[0, :num_context]) if num_context else (None, None)
     cond = Condition(frames=context[0], times=context[1], labels=labels)
     samples = model.sample(frames.shape[0], times[0], condition=cond)  # (B, T, C, H, W), differentiable
     with frozen(classifier):
         prior = F.cross_entropy(classifier(samples, times), labels)
-    return real, prior
+    fake = zero
+    if fake_class is not None:
+        fake = F.cross_entropy(classifier(samples.detach(), times), torch.full_like(labels, fake_class))
+    return ClassTerms(real, prior, fake)
