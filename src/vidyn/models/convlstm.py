@@ -162,6 +162,8 @@ class RecurrentFramePredictor(nn.Module):
         x = seq[0]
         pred = x
         sources = _step_sources(truth_mask)
+        if None in sources[1:]:  # some steps mix truth and predictions: the mask on the device, copied once
+            truth_mask = truth_mask.to(seq.device)
         positions = batch * seq.shape[-2] * seq.shape[-1]  # of one step's convolutions
         batched = positions <= TIME_BATCH_MAX_POSITIONS and not torch.compiler.is_compiling()
         with time_batched_weight_grads(self.cells, enabled=batched):
@@ -172,8 +174,7 @@ class RecurrentFramePredictor(nn.Module):
                     elif sources[t] is False:
                         x = pred
                     else:
-                        keep = truth_mask[:, t].to(seq.device)
-                        x = torch.where(keep.view(batch, 1, 1, 1), seq[t], pred)
+                        x = torch.where(truth_mask[:, t].view(batch, 1, 1, 1), seq[t], pred)
                 pred, state, aux = self.step(x, state, with_aux)
                 preds.append(pred)
                 if aux is not None:

@@ -22,8 +22,9 @@ clip and per predicted frame) are logged for models that count them (`last_nfe`)
 `compile_rollout` (off by default) trains through `torch.compile(model.rollout, mode=...)`: Inductor fuses
 each step's gate arithmetic, and `reduce-overhead` replays the whole recurrence as CUDA graphs. Measured
 in `benchmarks/bench_side_by_side.py` (docs/speed.md): 6-10x faster steps on an H200 with
-`reduce-overhead`; on a CPU 1.10-1.14x at the small configuration but 0.76x at OpenSTL's 4x128 k5 one, and
-the first step compiles for 20-80 s, so CPU runs stay eager. The outputs are the same (tested).
+`reduce-overhead`; on a CPU 1.10-1.14x at the small configuration but 0.76-0.81x at OpenSTL's 4x128 k5
+one, and the first step compiles for up to 140 s, so CPU runs stay eager. The outputs are the same
+(tested).
 """
 
 from __future__ import annotations
