@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vidyn.errors import VidynError
-from vidyn.nn.ode import ConvGRUCell, ConvODEFunc, ODEConvGRU, odesolve
+from vidyn.nn.ode import ConvGRUCell, ConvODEFunc, ODEConvGRU, full_fp32, odesolve
 from vidyn.nn.warp import warp
 
 
@@ -155,15 +155,28 @@ class _PrecisionProbe(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.conv = torch.nn.Conv2d(4, 4, 3, padding=1)
-        self.seen: list[tuple[torch.dtype, bool, bool]] = []
+        self.seen: list[tuple[torch.dtype, str, str]] = []
 
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         out = torch.tanh(self.conv(y))
-        self.seen.append((out.dtype, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+        switches = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
+        self.seen.append((out.dtype, *switches))
         return out
 
 
-def test_adaptive_solves_run_in_full_fp32_and_fixed_step_solves_in_the_ambient_precision() -> None:
+@pytest.fixture
+def tf32_on():
+    """TF32 allowed for CUDA matmuls and cuDNN convolutions (torch's fp32_precision API), as a user may set
+    it; the previous switches are restored after the test."""
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    before = (matmul.fp32_precision, conv.fp32_precision, torch.get_float32_matmul_precision())
+    matmul.fp32_precision = conv.fp32_precision = "tf32"
+    yield
+    matmul.fp32_precision, conv.fp32_precision = before[:2]
+    torch.set_float32_matmul_precision(before[2])
+
+
+def test_adaptive_solves_run_in_full_fp32_and_fixed_step_solves_in_the_ambient_precision(tf32_on) -> None:
     """bf16 or TF32 rounding in the function reads as error to an adaptive solver's step control (Vid-ODE's
     decoder took 20 evaluations instead of 14): adaptive solves switch autocast and TF32 off, so under
     bf16 autocast they compute exactly the fp32 solve, and the switches are restored after."""
@@ -171,18 +184,44 @@ def test_adaptive_solves_run_in_full_fp32_and_fixed_step_solves_in_the_ambient_p
     func, y0 = _PrecisionProbe(), torch.rand(2, 4, 6, 6)
     times = torch.tensor([0.0, 0.5, 1.0])
     fp32 = odesolve(func, y0, times, method="dopri5", rtol=1e-3, atol=1e-4)
-    nfe_fp32, func.seen = len(func.seen), []
-    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
-    try:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            mixed = odesolve(func, y0, times, method="dopri5", rtol=1e-3, atol=1e-4)
-            assert {s for s in func.seen} == {(torch.float32, False, False)}
-            assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)
-            func.seen = []
-            odesolve(func, y0, times, method="rk4", rtol=1e-3, atol=1e-4)
-            assert {s for s in func.seen} == {(torch.bfloat16, True, True)}  # fixed steps: the user's choice
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+    assert func.seen and set(func.seen) == {(torch.float32, "ieee", "ieee")}
+    func.seen = []
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = odesolve(func, y0, times, method="dopri5", rtol=1e-3, atol=1e-4)
+        assert set(func.seen) == {(torch.float32, "ieee", "ieee")}
+        assert (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision) == (
+            "tf32",
+            "tf32",
+        )
+        func.seen = []
+        odesolve(func, y0, times, method="rk4", rtol=1e-3, atol=1e-4)
+        assert set(func.seen) == {(torch.bfloat16, "tf32", "tf32")}  # fixed steps: the user's choice
     torch.testing.assert_close(mixed, fp32, rtol=0, atol=0)
-    assert nfe_fp32 > 0
+
+
+def test_the_adjoint_backward_solve_runs_in_full_fp32_too(tf32_on) -> None:
+    """The adjoint method solves its backward ODE after `odesolve` has returned: its evaluations of the
+    function are in full fp32 as well (under bf16 autocast they were bf16 and took 518 against 32)."""
+    torch.manual_seed(0)
+    func, y0 = _PrecisionProbe(), torch.rand(2, 4, 6, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = odesolve(
+            func, y0, torch.tensor([0.0, 1.0]), method="dopri5", rtol=1e-3, atol=1e-4, adjoint=True
+        )
+        forward_evals, func.seen = len(func.seen), []
+        out.square().sum().backward()
+    assert forward_evals > 0 and func.seen  # the backward solve evaluated the function
+    assert set(func.seen) == {(torch.float32, "ieee", "ieee")}
+    assert func.conv.weight.grad is not None
+
+
+def test_full_fp32_leaves_the_users_matmul_precision_as_it_was() -> None:
+    before = torch.get_float32_matmul_precision()
+    try:
+        for precision in ("medium", "high", "highest"):
+            torch.set_float32_matmul_precision(precision)
+            with full_fp32(torch.device("cpu")):
+                pass
+            assert torch.get_float32_matmul_precision() == precision
+    finally:
+        torch.set_float32_matmul_precision(before)

@@ -120,6 +120,16 @@ def odesolve(
         raise
 
 
+def _tf32_switches() -> list[tuple[Any, str]]:
+    """(object, attribute) of the switches that let CUDA run fp32 matmuls and cuDNN convolutions in TF32:
+    torch's `fp32_precision` API where it exists (reading the legacy `allow_tf32` flags there raises once
+    a user has set the new one), else the legacy flags."""
+    matmul, conv = torch.backends.cuda.matmul, getattr(torch.backends.cudnn, "conv", None)
+    if hasattr(matmul, "fp32_precision") and hasattr(conv, "fp32_precision"):
+        return [(matmul, "fp32_precision"), (conv, "fp32_precision")]
+    return [(matmul, "allow_tf32"), (torch.backends.cudnn, "allow_tf32")]
+
+
 @contextlib.contextmanager
 def full_fp32(device: torch.device, enabled: bool = True) -> Iterator[None]:
     """Within the block: no autocast on `device`'s type and no TF32 (cuDNN convolutions, CUDA matmuls).
@@ -128,18 +138,34 @@ def full_fp32(device: torch.device, enabled: bool = True) -> Iterator[None]:
     the rounding of bf16 (8 bits) or TF32 (11 bits) in the function's convolutions shows up in that
     difference as error. vidyn's Vid-ODE decoder took 20 evaluations instead of 14 under either (bf16
     autocast on a CPU; TF32, torch's default for cuDNN convolutions, on an H200 and in a CPU emulation of
-    its rounding): docs/speed.md. The backward pass runs outside the block, in the ambient precision.
+    its rounding): docs/speed.md. The switches are process-wide and restored on exit.
     """
     if not enabled:
         yield
         return
-    conv, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    switches = _tf32_switches()
+    saved = [getattr(obj, name) for obj, name in switches]
+    for obj, name in switches:
+        setattr(obj, name, "ieee" if name == "fp32_precision" else False)
     try:
         with torch.autocast(device.type, enabled=False):
             yield
     finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, matmul
+        for (obj, name), value in zip(switches, saved, strict=True):
+            setattr(obj, name, value)
+
+
+class _InFullFp32(nn.Module):
+    """`func` evaluated in `full_fp32`: the adjoint method solves its backward ODE after the forward solve
+    has returned, outside the block around it (the vector-Jacobian products stay in the ambient setting)."""
+
+    def __init__(self, func: nn.Module) -> None:
+        super().__init__()
+        self.func = func
+
+    def forward(self, t: Tensor, y: Tensor) -> Tensor:
+        with full_fp32(y.device):
+            return self.func(t, y)
 
 
 def _odeint(
@@ -153,6 +179,8 @@ def _odeint(
     adjoint: bool,
 ) -> Tensor:
     if adjoint:
+        if method not in FIXED_STEP_METHODS:
+            func = _InFullFp32(func)  # (same parameters: adjoint_params below are the wrapped function's)
         return odeint_adjoint(
             func,
             y0,
