@@ -3,6 +3,7 @@ arguments, the l1_diff loss, exporting the best checkpoint, early stopping, and 
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from pathlib import Path
@@ -180,13 +181,25 @@ def test_compiled_rollout_trains_the_same_function() -> None:
     torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-5, atol=1e-6)
     for got, want in zip(results[1][1], results[0][1], strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
-    assert compiled.__dict__["_compiled_rollout"][0] is model
+    assert compiled.__dict__["_compiled_rollout"][0] == id(model)
+    twin = copy.deepcopy(compiled)  # a copy compiles its own model's rollout, not the original's
+    twin.model.zero_grad(set_to_none=True)
+    model.zero_grad(set_to_none=True)
+    twin._rollout(frames, mask)[0].square().mean().backward()
+    assert all(p.grad is None for p in model.parameters())
+    assert all(p.grad is not None for p in twin.model.parameters())
 
 
 def test_compile_rollout_refuses_unknown_modes_and_models_without_a_rollout() -> None:
     run = TaskRun(optim=OPTIM, total_steps=10)
     with pytest.raises(VidynError, match="choose one of default, reduce-overhead"):
         build_task("prediction", {"compile_rollout": "fast"}, build_model("convlstm_tiny"), run)
+    accumulating = TaskRun(optim=OPTIM, total_steps=10, accumulate_grad_batches=2)
+    with pytest.raises(VidynError, match="cannot accumulate gradients"):
+        build_task(
+            "prediction", {"compile_rollout": "reduce-overhead"}, build_model("convlstm_tiny"), accumulating
+        )
+    build_task("prediction", {"compile_rollout": "default"}, build_model("convlstm_tiny"), accumulating)
     with pytest.raises(VidynError, match="compiles a recurrent rollout"):
         build_task(
             "prediction",

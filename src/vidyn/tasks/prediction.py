@@ -57,7 +57,7 @@ LOSSES = ("mse", "l1", "l1_diff", "model")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile
 
 
-def _checked_compile_mode(mode: str | None, uses_rollout: bool) -> str | None:
+def _checked_compile_mode(mode: str | None, uses_rollout: bool, accumulate: int) -> str | None:
     if mode is None:
         return None
     if mode not in COMPILE_MODES:
@@ -68,6 +68,13 @@ def _checked_compile_mode(mode: str | None, uses_rollout: bool) -> str | None:
         raise VidynError(
             "task.args.compile_rollout compiles a recurrent rollout; this model and mode train without one: "
             "leave it unset"
+        )
+    if mode in ("reduce-overhead", "max-autotune") and accumulate > 1:
+        # CUDA graphs replay into the memory of the previous micro-batch's gradients (an open PyTorch issue)
+        raise VidynError(
+            f"task.args.compile_rollout={mode!r} uses CUDA graphs, which cannot accumulate gradients over "
+            f"micro-batches (trainer.accumulate_grad_batches={accumulate}): use 'default' or "
+            "'max-autotune-no-cudagraphs', or accumulate 1"
         )
     return mode
 
@@ -160,7 +167,9 @@ class PredictionTask(VidynTask):
         self.adversarial_weight, self.gradient_clip_val = float(adversarial_weight), run.gradient_clip_val
         self.split_seed = int(torch.initial_seed()) % 2**31  # the run's seed: random splits differ per seed
         self.pinned_step: int | None = None  # set to time a training step at a chosen point of the schedule
-        self.compile_rollout = _checked_compile_mode(compile_rollout, self.uses_rollout)
+        self.compile_rollout = _checked_compile_mode(
+            compile_rollout, self.uses_rollout, run.accumulate_grad_batches
+        )
         if adversarial_weight > 0:
             self._add_discriminators(run)
 
@@ -169,10 +178,10 @@ class PredictionTask(VidynTask):
         with a warning, where compiling fails; `VIDYN_COMPILE=0` turns it off)."""
         if not self.compile_rollout:
             return self.model.rollout(*args, **kwargs)
-        made = self.__dict__.get("_compiled_rollout")  # (model, function), made for this task's model
-        if made is None or made[0] is not self.model:
+        made = self.__dict__.get("_compiled_rollout")  # (id of the model, its compiled rollout)
+        if made is None or made[0] != id(self.model):  # (a deep copy of the task gets its own)
             rollout = self.model.rollout
-            made = (self.model, compiled_or_eager(rollout, rollout, mode=self.compile_rollout))
+            made = (id(self.model), compiled_or_eager(rollout, rollout, mode=self.compile_rollout))
             self.__dict__["_compiled_rollout"] = made
         return made[1](*args, **kwargs)
 
