@@ -116,3 +116,16 @@ def test_clip_preprocessing_contract():
     assert (as_uint8 - x).abs().max() < 1 / 255 + 1e-6
     with pytest.raises(VidynError, match="at least 16 frames"):
         clips_for_i3d(torch.rand(1, 15, 3, 32, 32))
+
+
+def test_folding_trainable_weights_gives_plain_buffers_that_copy():
+    """`fold()` on weights that require gradients (a user's own InceptionModule, not `load_i3d`'s frozen
+    one) stores detached buffers: a deep copy of the folded module works."""
+    import copy
+
+    from vidyn.metrics.i3d import InceptionModule
+
+    block = InceptionModule(24, (8, 6, 10, 4, 6, 5)).eval()
+    block.fold()
+    assert not block.merged_weight.requires_grad
+    copy.deepcopy(block)  # raised "Only Tensors created explicitly by the user support the deepcopy"

@@ -121,3 +121,11 @@ def test_median_seconds_calls_warmup_plus_repeats() -> None:
     assert len(calls) == 5
     with pytest.raises(ValueError):
         median_seconds(lambda: None, repeats=0)
+
+
+def test_synchronize_takes_a_device_name_too() -> None:
+    from vidyn.models.profile import synchronize  # noqa: PLC0415
+
+    synchronize("cpu")  # a no-op off CUDA, whether given a name or a torch.device (raised AttributeError)
+    synchronize(torch.device("cpu"))
+    synchronize(None)

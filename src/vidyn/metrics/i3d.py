@@ -106,6 +106,7 @@ class Unit3D(nn.Module):
         self.register_buffer("folded_weight", None, persistent=False)
         self.register_buffer("folded_bias", None, persistent=False)
 
+    @torch.no_grad()
     def fold(self) -> tuple[Tensor, Tensor]:
         """(weight, bias) with the BatchNorm folded in: w * s, bias - mean * s, s = 1/sqrt(var + eps)."""
         cl = torch.channels_last_3d  # oneDNN's layout: stored once instead of reordered at every call
@@ -147,6 +148,7 @@ class InceptionModule(nn.Module):
         self.register_buffer("merged_weight", None, persistent=False)
         self.register_buffer("merged_bias", None, persistent=False)
 
+    @torch.no_grad()
     def fold(self) -> None:
         """Fold BatchNorms; merge the three 1x1 convs reading `x` into one (one pass over the input)."""
         for unit in self.modules():
@@ -191,6 +193,7 @@ class InceptionI3d(nn.Module):
             cin = out[0] + out[2] + out[4] + out[5]
         self.Logits = nn.ModuleDict({"Conv3d_0c_1x1": Unit3D(cin, self.num_classes, logits=True)})
 
+    @torch.no_grad()
     def fold(self) -> InceptionI3d:
         """Inference form (same outputs up to float rounding): BatchNorm folded, 1x1 heads merged."""
         for module in self.children():

@@ -76,10 +76,10 @@ def flops_per_clip(model: nn.Module, context: Tensor, context_times: Tensor, tar
     return int(counter.get_total_flops()) // max(1, context.shape[0])
 
 
-def synchronize(device: torch.device | None) -> None:
+def synchronize(device: torch.device | str | None) -> None:
     """Wait for the work queued on a CUDA `device` (a no-op elsewhere): CUDA runs asynchronously, so a
     wall-clock time read without it covers only the launches."""
-    if device is not None and device.type == "cuda":
+    if device is not None and torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
 
 
