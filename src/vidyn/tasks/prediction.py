@@ -24,7 +24,9 @@ each step's gate arithmetic, and `reduce-overhead` replays the whole recurrence 
 in `benchmarks/bench_side_by_side.py` (docs/speed.md): 6-10x faster steps on an H200 with
 `reduce-overhead`; on a CPU 1.10-1.14x at the small configuration but 0.76-0.81x at OpenSTL's 4x128 k5
 one, and the first step compiles for up to 140 s, so CPU runs stay eager. The outputs are the same
-(tested).
+(tested). The Transformer's rollout compiles in pieces (its time checks and its teacher-forced prefix
+read values on the host) and recompiles when that prefix changes; CUDA-graph modes refuse gradient
+accumulation.
 """
 
 from __future__ import annotations
