@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import vidyn.models  # noqa: F401  (registers the builders)
+from vidyn.models.profile import synchronize
 from vidyn.registry import MODELS
 from vidyn.tasks.sampling import sample_truth_mask
 
@@ -41,15 +42,14 @@ def _best_seconds(fn, device: torch.device, repeats: int) -> float:
     """The fastest of `repeats` timed calls after three warm-up ones (the first calls run at a fraction of
     the sustained rate while thread pools, clocks and cuDNN's algorithm choice settle, so a median of a
     few would understate the peak and flatter the models' ratios). CUDA: synchronised around each call."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(3):
         fn()
     times = []
     for _ in range(repeats):
-        sync()
+        synchronize(device)
         start = time.perf_counter()
         fn()
-        sync()
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return min(times)
 

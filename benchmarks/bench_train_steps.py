@@ -11,7 +11,7 @@ synchronised before and after) and the table gives, after the warm-up steps:
   discriminator and generator updates), data already loaded;
 - `interval ms`: the median time from one step's end to the next's (the step plus waiting for data and
   Lightning's own work between batches), i.e. what a training run achieves;
-- `peak MiB` (CUDA): the most memory allocated during the run; `loss`: the last logged training loss,
+- `peak MiB` (CUDA): the most memory allocated during the run; `loss`: the last logged `train/loss`,
   finite in every row (a bf16 run that diverged at once would show here).
 
 Scales: `quick` = the shipped `*_shapes_quick` configs (and `predict/demo` for the prediction models);
@@ -38,6 +38,7 @@ from lightning.pytorch.callbacks import Callback
 
 from vidyn.api.training import train
 from vidyn.config import parse_override, read_yaml, shipped_config_path
+from vidyn.models.profile import synchronize
 
 TRANSFORMER = {  # as in compare/seed003_shapes
     "name": "transformer",
@@ -71,24 +72,20 @@ class StepTimer(Callback):
         self.last_loss = float("nan")
         self._start = self._end = 0.0
 
-    @staticmethod
-    def _now() -> float:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        return time.perf_counter()
-
     def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, batch_idx: int) -> None:
-        self._start = self._now()
+        synchronize(module.device)
+        self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        end = self._now()
+        synchronize(module.device)
+        end = time.perf_counter()
         self.steps.append(end - self._start)
         if self._end:
             self.intervals.append(end - self._end)
         self._end = end
-        losses = [v for k, v in trainer.callback_metrics.items() if k.startswith("train/") and "loss" in k]
-        if losses:
-            self.last_loss = float(losses[0])
+        loss = trainer.callback_metrics.get("train/loss")  # every task logs it
+        if loss is not None:
+            self.last_loss = float(loss)
 
 
 def _changed(raw: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:

@@ -201,7 +201,8 @@ def test_adaptive_solves_run_in_full_fp32_and_fixed_step_solves_in_the_ambient_p
 
 def test_the_adjoint_backward_solve_runs_in_full_fp32_too(tf32_on) -> None:
     """The adjoint method solves its backward ODE after `odesolve` has returned: its evaluations of the
-    function are in full fp32 as well (under bf16 autocast they were bf16 and took 518 against 32)."""
+    function are in full fp32 as well (under bf16 autocast they were bf16: a dopri5 solve at rtol 1e-5 / atol
+    1e-6 took 434 backward evaluations against 38)."""
     torch.manual_seed(0)
     func, y0 = _PrecisionProbe(), torch.rand(2, 4, 6, 6)
     with torch.autocast("cpu", dtype=torch.bfloat16):
