@@ -7,6 +7,10 @@
 #   side      the side-by-side table against OpenSTL and the official Vid-ODE (120 s)
 #   graphs    the recurrent steps under torch.compile + CUDA graphs beside OpenSTL (150 s)
 #   tf32      Vid-ODE beside the official code with TF32 off (90 s)
+#   vidode    Vid-ODE beside the official code as a user runs it (TF32 as torch's defaults leave it) (90 s)
+#   e2e       what users run, end to end on the GPU: short `vidyn train` runs of the quick configs (validation
+#             rounds, checkpoint pick, final evaluation), then `vidyn evaluate`, `generate`, `predict`,
+#             `interpolate` and `classify` on the exported models (300 s)
 # All parts together run up to ~15 minutes on an H200 (compiling included): more than one 10-minute call
 # of a lent machine, so choose with PARTS (default: all, in this order) and the *_LIMIT variables.
 #
@@ -36,8 +40,31 @@ quiet() { grep -v "available:\|LOCAL_RANK\|Warning\|warped_x\|sol_out\|return Va
 train_steps=(python3 benchmarks/bench_train_steps.py --device cuda --steps 20 --warmup 5)
 side_by_side=(python3 benchmarks/bench_side_by_side.py --device cuda --threads 1 ${refs[@]+"${refs[@]}"})
 
+# Short runs of the quick configs: 40 steps, a validation round every 20, the shipped evaluation after.
+e2e() {
+  local d="$OUT/e2e" short=(--set trainer.max_steps=40 --set trainer.val_check_interval=20)
+  local v=(python3 -m vidyn)
+  mkdir -p "$d"
+  "${v[@]}" render shapes --out "$d/clip.mp4" --frames 24 --size 64 --channels 3 || return 1
+  "${v[@]}" train -c generate/ode_gan_shapes_quick --out "$d/ode_gan" "${short[@]}" \
+    --set trainer.precision=32-true --set eval.max_clips=64 &&
+    "${v[@]}" evaluate "$d/ode_gan" --max-clips 64 --json "$d/ode_gan_eval.json" &&
+    "${v[@]}" generate "$d/ode_gan" --num-samples 4 --prompt orbit --fps 20 --out "$d/ode_gan_gen" || return 1
+  "${v[@]}" train -c generate/sde_video_shapes_quick --out "$d/sde_video" "${short[@]}" \
+    --set trainer.precision=bf16-mixed &&
+    "${v[@]}" generate "$d/sde_video" --num-samples 4 --initial-frames "$d/clip.mp4" --out "$d/sde_gen" || return 1
+  "${v[@]}" train -c predict/demo --out "$d/convlstm" "${short[@]}" \
+    --set task.args.compile_rollout=reduce-overhead &&
+    "${v[@]}" predict "$d/convlstm" --input "$d/clip.mp4" --steps 10 --out "$d/convlstm_pred.mp4" || return 1
+  "${v[@]}" train -c interpolate/vid_ode_shapes_quick --out "$d/vid_ode" "${short[@]}" \
+    --set trainer.precision=bf16-mixed &&
+    "${v[@]}" interpolate "$d/vid_ode" --input "$d/clip.mp4" --factor 2 --out "$d/vid_ode_x2.mp4" || return 1
+  "${v[@]}" train -c recognize/cnn_rnn_shapes_quick --out "$d/cnn_rnn" "${short[@]}" --set data.num_workers=4 &&
+    "${v[@]}" classify "$d/cnn_rnn" "$d/clip.mp4"
+}
+
 status=0
-for part in ${PARTS:-train compiled workers side graphs tf32}; do
+for part in ${PARTS:-train compiled workers side graphs tf32 vidode e2e}; do
   case $part in
     train) timeout "${TRAIN_LIMIT:-240}" "${train_steps[@]}" --json "$OUT/train_steps.json" ;;
     compiled) timeout "${COMPILED_LIMIT:-200}" "${train_steps[@]}" --models convlstm predrnn predrnn_v2 transformer \
@@ -47,8 +74,10 @@ for part in ${PARTS:-train compiled workers side graphs tf32}; do
     side) timeout "${SIDE_LIMIT:-120}" "${side_by_side[@]}" --steps 10 --warmup 3 ;;
     graphs) timeout "${GRAPHS_LIMIT:-150}" "${side_by_side[@]}" --configs small --skip-vid-ode \
       --compile reduce-overhead --steps 10 --warmup 3 ;;
+    vidode) timeout "${VIDODE_LIMIT:-90}" "${side_by_side[@]}" --models --steps 10 --warmup 3 ;;
+    e2e) export -f e2e; export OUT; timeout "${E2E_LIMIT:-300}" bash -c e2e ;;
     tf32) timeout "${TF32_LIMIT:-90}" "${side_by_side[@]}" --models --no-tf32 --steps 10 --warmup 3 ;;
-    *) echo "gpu_check: unknown part $part (train compiled workers side graphs tf32)"; false ;;
+    *) echo "gpu_check: unknown part $part (train compiled workers side graphs tf32 vidode e2e)"; false ;;
   esac 2>&1 | quiet | tee "$OUT/$part.log"
   status=$((status | PIPESTATUS[0]))
 done
