@@ -126,6 +126,12 @@ def test_classify_holds_the_last_frame_of_a_short_video(run: Path, tmp_path: Pat
     assert got[SHAPES_CLASSES[0]] == pytest.approx(float(expected[0]), abs=1e-5)
 
 
+def test_the_note_on_a_colour_clip_names_the_classifiers_own_videos_config(run: Path, video: Path) -> None:
+    note = api.input_note(run, video, "classify")
+    assert note is not None and "grayscale" in note
+    assert "vidyn train -c recognize/own_videos" in note  # not the predictors' config
+
+
 def test_classify_bad_input_is_a_user_error(run: Path, tmp_path: Path) -> None:
     text = tmp_path / "notes.mp4"
     text.write_text("not a video")

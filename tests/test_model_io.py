@@ -75,6 +75,7 @@ def test_the_cli_says_up_front_what_a_large_colour_clip_loses(convlstm_run: Path
     write_video(clip, np.zeros((12, 72, 128, 3), np.uint8), fps=25.0)
     note = api.input_note(convlstm_run, clip)
     assert note is not None and "16x16 grayscale" in note and "128x72" in note and "grayscale" in note
+    assert "vidyn train -c predict/own_videos" in note  # the config that trains a colour predictor
     out = tmp_path / "out.mp4"
     cmd = [
         sys.executable,

@@ -143,8 +143,16 @@ def input_note(
     return (
         f"note: {spec['name']} works on {size}x{size} {'grayscale' if gray else 'colour'} frames; your "
         f"{w}x{h} clip is {' and '.join(changes)}"
-        + (" (for colour, train on your own videos: vidyn train -c predict/own_videos)" if gray else "")
+        + (f" (for colour, train on your own videos: vidyn train -c {_OWN_VIDEOS[verb]})" if gray else "")
     )
+
+
+# The shipped own-videos config of each verb's kind of model (configs/*/own_videos.yaml).
+_OWN_VIDEOS = {
+    "predict": "predict/own_videos",
+    "interpolate": "interpolate/own_videos",
+    "classify": "recognize/own_videos",
+}
 
 
 def run_size(spec: dict[str, Any], size: int | None) -> int | None:
