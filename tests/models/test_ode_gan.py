@@ -58,9 +58,13 @@ def test_forward_takes_explicit_noise() -> None:
         model(torch.zeros(2, 3), TIMES)
 
 
-@pytest.mark.parametrize("warp_frames", [False, True], ids=["pixels", "warp"])
-def test_batched_irregular_and_shifted_times(warp_frames: bool) -> None:
-    model = _model(warp_frames=warp_frames)
+DECODINGS = [{}, {"warp_frames": True}, {"warp_frames": True, "motion_regions": 2}]
+DECODING_IDS = ["pixels", "warp", "regions"]
+
+
+@pytest.mark.parametrize("decoding", DECODINGS, ids=DECODING_IDS)
+def test_batched_irregular_and_shifted_times(decoding: dict) -> None:
+    model = _model(**decoding)
     z = model.noise(2, _seeded(4))
     irregular = torch.tensor([[0.0, 0.03, 0.2, 0.21, 0.5], [0.0, 0.1, 0.15, 0.4, 0.9]])
     with torch.no_grad():
@@ -89,11 +93,11 @@ def test_batched_irregular_and_shifted_times(warp_frames: bool) -> None:
         model(z, torch.tensor([0.0, float("nan")]))
 
 
-@pytest.mark.parametrize("warp_frames", [False, True], ids=["pixels", "warp"])
-def test_double_frame_rate_gives_same_frames_at_shared_times(warp_frames: bool) -> None:
+@pytest.mark.parametrize("decoding", DECODINGS, ids=DECODING_IDS)
+def test_double_frame_rate_gives_same_frames_at_shared_times(decoding: dict) -> None:
     """A frame depends on its own time (and, warping, on the clip's start) only: the 2x-rate clip contains
     the 1x-rate clip, and each new frame lies between its neighbours (close to their blend)."""
-    model = _model(warp_frames=warp_frames)
+    model = _model(**decoding)
     z = model.noise(2, _seeded(5))
     dense = torch.stack([TIMES, TIMES + 0.05], dim=1).flatten()[:-1]  # 0, 0.05, 0.1, ..., 0.5
     with torch.no_grad():
@@ -158,9 +162,9 @@ def test_class_conditioning() -> None:
         unconditional.sample(2, TIMES, condition=Condition(labels=torch.tensor([0, 1])))
 
 
-@pytest.mark.parametrize("warp_frames", [False, True], ids=["pixels", "warp"])
-def test_gradient_reaches_every_parameter(warp_frames: bool) -> None:
-    model = _model(num_classes=2, warp_frames=warp_frames).train()
+@pytest.mark.parametrize("decoding", DECODINGS, ids=DECODING_IDS)
+def test_gradient_reaches_every_parameter(decoding: dict) -> None:
+    model = _model(num_classes=2, **decoding).train()
     z = model.noise(2, _seeded(9))
     model(z, TIMES[:4], torch.tensor([0, -1])).mean().backward()
     for name, p in model.named_parameters():
@@ -204,6 +208,8 @@ def test_bad_arguments_are_clear_errors() -> None:
         vidyn.build_model("ode_gan_tiny", image_size=8, temporal_blocks=2)
     with pytest.raises(VidynError, match="ODE method"):
         vidyn.build_model("ode_gan_tiny", method="leapfrog")
+    with pytest.raises(VidynError, match="motion_regions"):
+        vidyn.build_model("ode_gan_tiny", motion_regions=2)  # regions move the warp: warp_frames needed
     with pytest.raises(VidynError, match="num_samples"):
         _model().sample(0, TIMES)
 

@@ -7,7 +7,7 @@ import torch
 
 from vidyn.errors import VidynError
 from vidyn.nn.ode import ConvGRUCell, ConvODEFunc, ODEConvGRU, full_fp32, odesolve
-from vidyn.nn.warp import warp
+from vidyn.nn.warp import AffineRegionFlow, warp
 
 
 def _image(b: int = 2, c: int = 3, h: int = 7, w: int = 9) -> torch.Tensor:
@@ -44,6 +44,44 @@ def test_half_pixel_flow_averages_neighbours() -> None:
 def test_warp_rejects_mismatched_shapes() -> None:
     with pytest.raises(ValueError):
         warp(_image(), torch.zeros(2, 2, 7, 8))
+
+
+def _regions(params: list[float], logits: torch.Tensor) -> torch.Tensor:
+    """AffineRegionFlow with one region whose (A - I, b) is `params` (b in pixels), on `logits`."""
+    flow = AffineRegionFlow(3, 5, 1, pixel_scale=1.0)
+    with torch.no_grad():
+        flow.from_frame.bias.copy_(torch.tensor(params))
+    p, _, h, w = logits.shape
+    return flow(torch.rand(p, 3, h, w), torch.rand(p, 5, 2, 2), logits)
+
+
+def test_affine_regions_start_still_and_translate_their_region_only() -> None:
+    logits = torch.full((1, 2, 12, 12), -20.0)
+    logits[:, 0] = 20.0  # background everywhere but a 4x4 square at rows 2-5, cols 6-9
+    logits[:, 0, 2:6, 6:10], logits[:, 1, 2:6, 6:10] = -20.0, 20.0
+    torch.testing.assert_close(
+        AffineRegionFlow(3, 5, 1, pixel_scale=1.0)(torch.rand(1, 3, 12, 12), torch.rand(1, 5, 2, 2), logits),
+        torch.zeros(1, 2, 12, 12),
+    )
+    flow = _regions([0.0, 0.0, 0.0, 0.0, -3.0, 2.0], logits)
+    torch.testing.assert_close(flow[0, :, 2:6, 6:10], torch.tensor([-3.0, 2.0]).view(2, 1, 1).expand(2, 4, 4))
+    assert flow[0, :, :2].abs().max() < 1e-6 and flow[0, :, 6:].abs().max() < 1e-6
+
+
+def test_affine_region_turns_about_its_own_centroid_and_keeps_its_shape() -> None:
+    """A quarter turn (A = R90) of a square region: the centroid's flow is b alone, and the warp carries
+    the region's pixels as one rigid piece (a rotated square of the source, sampled exactly)."""
+    logits = torch.full((1, 2, 11, 11), -20.0)
+    logits[:, 0] = 20.0
+    logits[:, 0, 3:8, 2:7], logits[:, 1, 3:8, 2:7] = -20.0, 20.0  # a 5x5 square centred at (x 4, y 5)
+    turn = [-1.0, -1.0, 1.0, -1.0]  # A - I for A = [[0, -1], [1, 0]]
+    flow = _regions([*turn, 1.0, 0.0], logits)
+    torch.testing.assert_close(flow[0, :, 5, 4], torch.tensor([1.0, 0.0]))  # centroid: b only
+    source = torch.rand(1, 1, 11, 11, generator=torch.Generator().manual_seed(3))
+    out = warp(source, flow)[0, 0, 3:8, 2:7]  # (5, 5): out[y, x] = source[c + A (p - c) + b]
+    dy, dx = torch.meshgrid(torch.arange(-2, 3), torch.arange(-2, 3), indexing="ij")
+    expected = source[0, 0, 5 + dx, 5 - dy]  # x' = 4 + 1 - dy, y' = 5 + dx
+    torch.testing.assert_close(out, expected)
 
 
 def _func(channels: int = 4, seed: int = 0) -> ConvODEFunc:

@@ -48,6 +48,12 @@ field instead of erasing and redrawing it. R is at the clip's start, so frames s
 own time and the start (any frame rate gives the same frames at shared times). `flow_roughness` (the
 flows' mean |difference| between neighbouring pixels) can be penalised by the GAN task (`flow_smoothness`).
 
+Affine motion regions (`motion_regions` K > 0, with `warp_frames`): the flow is K soft regions over a
+still background, each moving by one affine map about its centroid (`vidyn.nn.warp.AffineRegionFlow`:
+FOMM's local affine motion, Siarohin et al. 2019/2021, driven by the ODE path instead of a driving
+video). A free flow lets an object's pixels drift apart (a square becomes a crescent); a region's affine
+map moves them together, so translation, rotation and scale keep its shape.
+
 Deviations: Gordon & Parde's ODE function is one Linear+Tanh on a latent vector over `linspace(0, 1,
 16)`; here a conv net of `ode_layers` tanh layers over a latent map plus a constant conditioning vector,
 with time in seconds (this module's first version had a vector latent and an MLP; docs/generation.md
@@ -67,7 +73,7 @@ from vidyn.errors import VidynError
 from vidyn.models.interface import Condition
 from vidyn.nn.ode import FIXED_STEP_METHODS, LatentODEFunc, check_method, odesolve, with_condition
 from vidyn.nn.resnet3d import UpBlock2d, UpBlock3d, group_norm
-from vidyn.nn.warp import warp
+from vidyn.nn.warp import AffineRegionFlow, warp
 from vidyn.registry import MODELS
 
 # Times are resolved to 0.1 ms ticks, so taps shared by neighbouring frames match exactly, and float32 ODE
@@ -109,6 +115,7 @@ class OdeGAN(nn.Module):
         temporal_blocks: int,
         tap_interval: float,
         warp_frames: bool = False,
+        motion_regions: int = 0,
     ) -> None:
         super().__init__()
         _check_sizes(
@@ -138,12 +145,20 @@ class OdeGAN(nn.Module):
         self.blocks2d = nn.ModuleList(
             UpBlock2d(widths[i], widths[i + 1]) for i in range(temporal_blocks, num_up)
         )
-        self.warp_frames = bool(warp_frames)
+        self.warp_frames, self.motion_regions = bool(warp_frames), int(motion_regions)
+        if self.motion_regions < 0 or (self.motion_regions and not self.warp_frames):
+            raise VidynError("motion_regions must be >= 0, and > 0 only with warp_frames: true")
         self.flow_roughness: Tensor | None = None
-        head_out = in_channels + (3 if warp_frames else 0)  # image (+ flow from the first frame, mask)
+        # image (+ a flow (2) or the logits of K regions and the background (K + 1), then a blend mask)
+        motion_out = (self.motion_regions + 1) if self.motion_regions else 2
+        head_out = in_channels + ((1 + motion_out) if warp_frames else 0)
         self.head = nn.Sequential(
             group_norm(widths[-1]), nn.ReLU(), nn.Conv2d(widths[-1], head_out, 3, padding=1)
         )
+        if self.motion_regions:
+            self.regions = AffineRegionFlow(
+                widths[-1], widths[temporal_blocks], self.motion_regions, pixel_scale=image_size / 16
+            )
 
     @property
     def noise_dim(self) -> int:
@@ -197,16 +212,17 @@ class OdeGAN(nn.Module):
         for block, index in zip(self.blocks3d, stacks, strict=True):
             # each point's stack of 3 taps: (P_i, 3) indices -> (P_i, 3, C, h, w) -> (P_i, C, 3, h, w)
             x = block(x[index].transpose(1, 2))[:, :, 0]  # -> (P_i, C', 1, 2h, 2w) -> (P_i, C', 2h, 2w)
+        mid = x  # (P_L, C_mid, h, w): the frame points' features after the temporal blocks
         for block in self.blocks2d:
             x = block(x)
-        frames = self._frames(self.head(x), frame_points)  # (P_L, C, H, W) at the distinct frame times
+        frames = self._frames(x, mid, frame_points)  # (P_L, C, H, W) at the distinct frame times
         return frames[frame_index].view(b, k, *frames.shape[1:])  # (B*K, C, H, W) -> (B, K, C, H, W)
 
-    def _frames(self, out: Tensor, frame_points: Tensor) -> Tensor:
-        """Head outputs `(P, C [+ 3], H, W)` at the frame points `(P, 2)` -> frames in [0, 1]. With
+    def _frames(self, x: Tensor, mid: Tensor, frame_points: Tensor) -> Tensor:
+        """Decoder features `(P, C_x, H, W)` at the frame points `(P, 2)` -> frames in [0, 1]. With
         `warp_frames`, each clip's image at its first time (u = start, the reference R) is warped by
         each frame's flow and blended with that frame's own image: `m * warp(R, flow) + (1 - m) * image`."""
-        c = self.in_channels
+        out, c = self.head(x), self.in_channels
         image = torch.sigmoid(out[:, :c])
         if not self.warp_frames:
             return image
@@ -216,9 +232,12 @@ class OdeGAN(nn.Module):
         ref_of_clip = torch.zeros(int(clips.max()) + 1, dtype=torch.long, device=out.device)
         ref_of_clip[clips[is_ref]] = torch.nonzero(is_ref).squeeze(1)
         reference = image[ref_of_clip[clips]]  # (P, C, H, W)
-        flow = out[:, c : c + 2] * (self.image_size / 16)  # pixels
+        motion, mask = out[:, c:-1], torch.sigmoid(out[:, -1:])  # flow or region logits; blend mask
+        if self.motion_regions:
+            flow = self.regions(x, mid, motion)
+        else:
+            flow = motion * (self.image_size / 16)  # pixels
         self.flow_roughness = flow.diff(dim=-1).abs().mean() + flow.diff(dim=-2).abs().mean()
-        mask = torch.sigmoid(out[:, c + 2 :])
         return mask * warp(reference, flow) + (1 - mask) * image
 
     def _plan(self, times: Tensor) -> tuple[Tensor, list[Tensor], Tensor, Tensor]:
@@ -363,6 +382,7 @@ def ode_gan(
     temporal_blocks: int = 2,
     tap_interval: float = 0.1,
     warp_frames: bool = False,
+    motion_regions: int = 0,
 ) -> OdeGAN:
     """Neural-ODE video GAN generator (seed 000; Gordon & Parde 2021): tanh ODE + (2+1)D ResNet decoder.
 
@@ -374,7 +394,8 @@ def ode_gan(
     adds a label embedding of `class_dim` with a null label (-1). Decoder widths double from
     `base_channels` at full size up to `max_channels` at the latent size; the first `temporal_blocks`
     up-blocks are (2+1)D over latent taps `tap_interval` seconds apart. `warp_frames`: each frame blends
-    its own image with the clip's first image warped by a decoded flow (motion as transport).
+    its own image with the clip's first image warped by a decoded flow (motion as transport);
+    `motion_regions` K > 0 makes that flow K affine regions over a still background.
     """
     return OdeGAN(**locals())  # the builder's arguments are the constructor's, by name
 
