@@ -58,8 +58,13 @@ def test_forward_takes_explicit_noise() -> None:
         model(torch.zeros(2, 3), TIMES)
 
 
-DECODINGS = [{}, {"warp_frames": True}, {"warp_frames": True, "motion_regions": 2}]
-DECODING_IDS = ["pixels", "warp", "regions"]
+DECODINGS = [
+    {},
+    {"warp_frames": True},
+    {"warp_frames": True, "motion_regions": 2},
+    {"warp_frames": True, "motion_regions": 1, "region_transform": "similarity"},
+]
+DECODING_IDS = ["pixels", "warp", "regions", "similar"]
 
 
 @pytest.mark.parametrize("decoding", DECODINGS, ids=DECODING_IDS)
@@ -210,6 +215,8 @@ def test_bad_arguments_are_clear_errors() -> None:
         vidyn.build_model("ode_gan_tiny", method="leapfrog")
     with pytest.raises(VidynError, match="motion_regions"):
         vidyn.build_model("ode_gan_tiny", motion_regions=2)  # regions move the warp: warp_frames needed
+    with pytest.raises(VidynError, match="region_transform"):
+        vidyn.build_model("ode_gan_tiny", warp_frames=True, motion_regions=1, region_transform="shear")
     with pytest.raises(VidynError, match="num_samples"):
         _model().sample(0, TIMES)
 

@@ -116,6 +116,7 @@ class OdeGAN(nn.Module):
         tap_interval: float,
         warp_frames: bool = False,
         motion_regions: int = 0,
+        region_transform: str = "affine",
     ) -> None:
         super().__init__()
         _check_sizes(
@@ -148,6 +149,8 @@ class OdeGAN(nn.Module):
         self.warp_frames, self.motion_regions = bool(warp_frames), int(motion_regions)
         if self.motion_regions < 0 or (self.motion_regions and not self.warp_frames):
             raise VidynError("motion_regions must be >= 0, and > 0 only with warp_frames: true")
+        if region_transform not in AffineRegionFlow.TRANSFORMS:
+            raise VidynError(f"region_transform must be affine or similarity; got {region_transform!r}")
         self.flow_roughness: Tensor | None = None
         # image (+ a flow (2) or the logits of K regions and the background (K + 1), then a blend mask)
         motion_out = (self.motion_regions + 1) if self.motion_regions else 2
@@ -157,8 +160,9 @@ class OdeGAN(nn.Module):
         )
         if self.motion_regions:
             self.regions = AffineRegionFlow(
-                widths[-1], widths[temporal_blocks], self.motion_regions, pixel_scale=image_size / 16
-            )
+                widths[-1], widths[temporal_blocks], self.motion_regions, pixel_scale=image_size / 16,
+                transform=region_transform,
+            )  # fmt: skip
 
     @property
     def noise_dim(self) -> int:
@@ -383,6 +387,7 @@ def ode_gan(
     tap_interval: float = 0.1,
     warp_frames: bool = False,
     motion_regions: int = 0,
+    region_transform: str = "affine",
 ) -> OdeGAN:
     """Neural-ODE video GAN generator (seed 000; Gordon & Parde 2021): tanh ODE + (2+1)D ResNet decoder.
 
@@ -395,7 +400,8 @@ def ode_gan(
     `base_channels` at full size up to `max_channels` at the latent size; the first `temporal_blocks`
     up-blocks are (2+1)D over latent taps `tap_interval` seconds apart. `warp_frames`: each frame blends
     its own image with the clip's first image warped by a decoded flow (motion as transport);
-    `motion_regions` K > 0 makes that flow K affine regions over a still background.
+    `motion_regions` K > 0 makes that flow K regions over a still background, each moved by one
+    `region_transform` ("affine" or "similarity": rotation and uniform scale).
     """
     return OdeGAN(**locals())  # the builder's arguments are the constructor's, by name
 

@@ -53,23 +53,32 @@ class AffineRegionFlow(nn.Module):
 
     `forward(x, mid, logits)`: region logits `(P, K + 1, H, W)` (channel 0 the background, softmax over
     all), features x `(P, C, H, W)` pooled over each region (its mask, normalised) and mid features `(P,
-    C_mid, h, w)` pooled over the frame give each region's A_k - I and b_k (b in units of `pixel_scale`
-    pixels); c_k is the region's centroid, so A_k turns and scales the region about its own centre. Both
-    linear maps start at zero: every region starts still. Returns the flow `(P, 2, H, W)` in pixels.
+    C_mid, h, w)` pooled over the frame give each region's transform (b in units of `pixel_scale`
+    pixels); c_k is the region's centroid, so A_k turns and scales the region about its own centre.
+    `transform`: "affine" (A_k any 2x2 matrix, FOMM's local affine map) or "similarity" (A_k = s R(theta),
+    a rotation and a uniform scale: the region keeps its shape and cannot fold to a line or a point).
+    Both linear maps start at zero: every region starts still. Returns the flow `(P, 2, H, W)` in pixels.
     """
 
-    def __init__(self, channels: int, mid_channels: int, regions: int, *, pixel_scale: float) -> None:
+    TRANSFORMS = {"affine": 6, "similarity": 4}  # parameters per region
+
+    def __init__(
+        self, channels: int, mid_channels: int, regions: int, *, pixel_scale: float, transform: str = "affine"
+    ) -> None:
         super().__init__()
-        self.num_regions, self.pixel_scale = regions, float(pixel_scale)
-        self.from_region = nn.Linear(channels, 6)  # a region's pooled features -> its (A - I, b)
-        self.from_frame = nn.Linear(mid_channels, 6 * regions)  # the frame's -> every region's
+        if transform not in self.TRANSFORMS:
+            raise ValueError(f"transform must be one of {sorted(self.TRANSFORMS)}; got {transform!r}")
+        self.num_regions, self.pixel_scale, self.transform = regions, float(pixel_scale), transform
+        n = self.TRANSFORMS[transform]
+        self.from_region = nn.Linear(channels, n)  # a region's pooled features -> its transform
+        self.from_frame = nn.Linear(mid_channels, n * regions)  # the frame's -> every region's
         for layer in (self.from_region, self.from_frame):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
     def forward(self, x: Tensor, mid: Tensor, logits: Tensor) -> Tensor:
         p, _, h, w = logits.shape
-        k = self.num_regions
+        k, n = self.num_regions, self.TRANSFORMS[self.transform]
         regions = logits.softmax(dim=1)[:, 1:]  # (P, K, H, W)
         weights = regions / regions.sum(dim=(2, 3), keepdim=True).clamp_min(1e-6)
         ys, xs = torch.meshgrid(
@@ -80,9 +89,18 @@ class AffineRegionFlow(nn.Module):
         grid = torch.stack((xs, ys))  # (2, H, W): pixel x, y
         centre = torch.einsum("pkhw,dhw->pkd", weights, grid)  # (P, K, 2)
         pooled = torch.einsum("pkhw,pchw->pkc", weights, x)  # (P, K, C)
-        params = self.from_region(pooled) + self.from_frame(mid.mean(dim=(2, 3))).view(p, k, 6)
-        linear = params[..., :4].reshape(p, k, 2, 2)  # A - I
-        shift = params[..., 4:] * self.pixel_scale  # b, pixels
+        params = self.from_region(pooled) + self.from_frame(mid.mean(dim=(2, 3))).view(p, k, n)
+        linear = self._linear(params[..., : n - 2])  # (P, K, 2, 2): A - I
+        shift = params[..., n - 2 :] * self.pixel_scale  # b, pixels
         offset = grid.view(1, 1, 2, h, w) - centre.view(p, k, 2, 1, 1)  # (P, K, 2, H, W): p - c_k
         flows = torch.einsum("pkij,pkjhw->pkihw", linear, offset) + shift.view(p, k, 2, 1, 1)
         return (regions.unsqueeze(2) * flows).sum(dim=1)  # (P, K, 2, H, W) -> (P, 2, H, W)
+
+    def _linear(self, params: Tensor) -> Tensor:
+        """A - I `(P, K, 2, 2)` from the linear parameters `(P, K, 4)` (affine) or `(P, K, 2)` (similarity:
+        log-scale, angle in radians)."""
+        if self.transform == "affine":
+            return params.reshape(*params.shape[:-1], 2, 2)
+        scale, angle = params[..., 0].exp(), params[..., 1]
+        cos, sin = scale * angle.cos() - 1, scale * angle.sin()
+        return torch.stack((cos, -sin, sin, cos), dim=-1).reshape(*params.shape[:-1], 2, 2)
