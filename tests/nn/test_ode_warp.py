@@ -87,16 +87,22 @@ def test_affine_region_turns_about_its_own_centroid_and_keeps_its_shape() -> Non
 
 
 def test_a_similarity_region_turns_and_scales_without_shear() -> None:
-    """`transform="similarity"`: (log s, theta) give A = s R(theta); a quarter turn at scale 2 moves the
-    pixel one step right of the centroid to two steps below it in the source, and A cannot lose rank."""
+    """`transform="similarity"`: (u, theta) give A = s R(theta), s = 3 ** tanh(u); a quarter turn at scale 2
+    moves the pixel one step right of the centroid to two steps below it in the source; s stays in [1/3, 3]."""
     logits = torch.full((1, 2, 9, 9), 20.0)  # one region over the whole frame: centroid (4, 4)
     logits[:, 0] = -20.0
     flow = AffineRegionFlow(3, 5, 1, pixel_scale=1.0, transform="similarity")
     with torch.no_grad():
-        flow.from_frame.bias.copy_(torch.tensor([math.log(2.0), math.pi / 2, 0.0, 0.0]))
+        flow.from_frame.bias.copy_(
+            torch.tensor([math.atanh(math.log(2.0) / math.log(3.0)), math.pi / 2, 0, 0])
+        )
     out = flow(torch.rand(1, 3, 9, 9), torch.rand(1, 5, 2, 2), logits)
     source = torch.tensor([5.0, 4.0]) + out[0, :, 4, 5]  # pixel (x 5, y 4) samples from here
     torch.testing.assert_close(source, torch.tensor([4.0, 6.0]), atol=1e-5, rtol=0)
+    with torch.no_grad():
+        flow.from_frame.bias.copy_(torch.tensor([-50.0, 0.0, 0.0, 0.0]))  # as small as the scale goes
+    out = flow(torch.rand(1, 3, 9, 9), torch.rand(1, 5, 2, 2), logits)
+    torch.testing.assert_close(out[0, :, 4, 7], torch.tensor([-2.0, 0.0]))  # 3 px right -> 1 px right
     with pytest.raises(ValueError, match="transform"):
         AffineRegionFlow(3, 5, 1, pixel_scale=1.0, transform="shear")
 

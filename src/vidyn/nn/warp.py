@@ -15,6 +15,8 @@ the region form of "Motion Representations for Articulated Animation", CVPR 2021
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -56,11 +58,13 @@ class AffineRegionFlow(nn.Module):
     C_mid, h, w)` pooled over the frame give each region's transform (b in units of `pixel_scale`
     pixels); c_k is the region's centroid, so A_k turns and scales the region about its own centre.
     `transform`: "affine" (A_k any 2x2 matrix, FOMM's local affine map) or "similarity" (A_k = s R(theta),
-    a rotation and a uniform scale: the region keeps its shape and cannot fold to a line or a point).
+    a rotation and a uniform scale s in [1/3, 3]: the region keeps its shape and cannot fold to a line or
+    shrink to a point).
     Both linear maps start at zero: every region starts still. Returns the flow `(P, 2, H, W)` in pixels.
     """
 
     TRANSFORMS = {"affine": 6, "similarity": 4}  # parameters per region
+    MAX_SCALE = 3.0  # a similarity scales a region by 1/3 to 3 (a free scale shrank to 0.03)
 
     def __init__(
         self, channels: int, mid_channels: int, regions: int, *, pixel_scale: float, transform: str = "affine"
@@ -98,9 +102,9 @@ class AffineRegionFlow(nn.Module):
 
     def _linear(self, params: Tensor) -> Tensor:
         """A - I `(P, K, 2, 2)` from the linear parameters `(P, K, 4)` (affine) or `(P, K, 2)` (similarity:
-        log-scale, angle in radians)."""
+        u and the angle theta in radians, s = MAX_SCALE ** tanh(u))."""
         if self.transform == "affine":
             return params.reshape(*params.shape[:-1], 2, 2)
-        scale, angle = params[..., 0].exp(), params[..., 1]
+        scale, angle = (math.log(self.MAX_SCALE) * params[..., 0].tanh()).exp(), params[..., 1]
         cos, sin = scale * angle.cos() - 1, scale * angle.sin()
         return torch.stack((cos, -sin, sin, cos), dim=-1).reshape(*params.shape[:-1], 2, 2)
