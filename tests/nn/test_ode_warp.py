@@ -87,8 +87,9 @@ def test_affine_region_turns_about_its_own_centroid_and_keeps_its_shape() -> Non
 
 
 def test_a_similarity_region_turns_and_scales_without_shear() -> None:
-    """`transform="similarity"`: (u, theta) give A = s R(theta), s = 3 ** tanh(u); a quarter turn at scale 2
-    moves the pixel one step right of the centroid to two steps below it in the source; s stays in [1/3, 3]."""
+    """`transform="similarity"`: (u, theta) give A = s R(theta), s = 3 ** tanh(u); a quarter turn at
+    scale 2 moves the pixel one step right of the centroid to two steps below it in the source; s stays
+    in [1/3, 3]."""
     logits = torch.full((1, 2, 9, 9), 20.0)  # one region over the whole frame: centroid (4, 4)
     logits[:, 0] = -20.0
     flow = AffineRegionFlow(3, 5, 1, pixel_scale=1.0, transform="similarity")

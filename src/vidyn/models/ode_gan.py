@@ -48,11 +48,12 @@ field instead of erasing and redrawing it. R is at the clip's start, so frames s
 own time and the start (any frame rate gives the same frames at shared times). `flow_roughness` (the
 flows' mean |difference| between neighbouring pixels) can be penalised by the GAN task (`flow_smoothness`).
 
-Affine motion regions (`motion_regions` K > 0, with `warp_frames`): the flow is K soft regions over a
-still background, each moving by one affine map about its centroid (`vidyn.nn.warp.AffineRegionFlow`:
-FOMM's local affine motion, Siarohin et al. 2019/2021, driven by the ODE path instead of a driving
-video). A free flow lets an object's pixels drift apart (a square becomes a crescent); a region's affine
-map moves them together, so translation, rotation and scale keep its shape.
+Motion regions (`motion_regions` K > 0, with `warp_frames`): the flow is K soft regions over a still
+background, each moved by one map about its centroid (`vidyn.nn.warp.AffineRegionFlow`: FOMM's local
+affine motion, Siarohin et al. 2019/2021, driven by the ODE path instead of a driving video);
+`region_transform` "affine" (any 2x2 map) or "similarity" (rotation and a bounded uniform scale). A free
+flow lets an object's pixels drift apart (a square becomes a crescent); a region's map moves them
+together, and a similarity keeps the object's shape.
 
 Deviations: Gordon & Parde's ODE function is one Linear+Tanh on a latent vector over `linspace(0, 1,
 16)`; here a conv net of `ode_layers` tanh layers over a latent map plus a constant conditioning vector,
