@@ -57,8 +57,7 @@ together, and a similarity keeps the object's shape.
 
 Deviations: Gordon & Parde's ODE function is one Linear+Tanh on a latent vector over `linspace(0, 1,
 16)`; here a conv net of `ode_layers` tanh layers over a latent map plus a constant conditioning vector,
-with time in seconds (this module's first version had a vector latent and an MLP; docs/generation.md
-compares the two).
+with time in seconds (a first version's vector latent and MLP: docs/generation.md).
 The seed does not say how its latent trajectory reaches the 3D decoder; the tap stack above is this
 package's design. GroupNorm, not BatchNorm, so a sample never depends on its batch or on train/eval mode.
 """
@@ -148,20 +147,25 @@ class OdeGAN(nn.Module):
             UpBlock2d(widths[i], widths[i + 1]) for i in range(temporal_blocks, num_up)
         )
         self.warp_frames, self.motion_regions = bool(warp_frames), int(motion_regions)
-        if self.motion_regions < 0 or (self.motion_regions and not self.warp_frames):
+        self.flow_roughness: Tensor | None = None
+        self._build_head(widths, temporal_blocks, region_transform)
+
+    def _build_head(self, widths: list[int], temporal_blocks: int, region_transform: str) -> None:
+        """The output head: the image (+ with `warp_frames` a flow (2), or the logits of K regions and
+        the background (K + 1), then a blend mask), and the motion regions' transforms."""
+        k = self.motion_regions
+        if k < 0 or (k and not self.warp_frames):
             raise VidynError("motion_regions must be >= 0, and > 0 only with warp_frames: true")
         if region_transform not in AffineRegionFlow.TRANSFORMS:
             raise VidynError(f"region_transform must be affine or similarity; got {region_transform!r}")
-        self.flow_roughness: Tensor | None = None
-        # image (+ a flow (2) or the logits of K regions and the background (K + 1), then a blend mask)
-        motion_out = (self.motion_regions + 1) if self.motion_regions else 2
-        head_out = in_channels + ((1 + motion_out) if warp_frames else 0)
+        motion_out = k + 1 if k else 2  # region logits, or a flow
+        head_out = self.in_channels + (motion_out + 1 if self.warp_frames else 0)  # + the blend mask
         self.head = nn.Sequential(
             group_norm(widths[-1]), nn.ReLU(), nn.Conv2d(widths[-1], head_out, 3, padding=1)
         )
-        if self.motion_regions:
+        if k:
             self.regions = AffineRegionFlow(
-                widths[-1], widths[temporal_blocks], self.motion_regions, pixel_scale=image_size / 16,
+                widths[-1], widths[temporal_blocks], k, pixel_scale=self.image_size / 16,
                 transform=region_transform,
             )  # fmt: skip
 
