@@ -40,7 +40,9 @@ def test_a_folder_against_itself_scores_zero_with_protocols_and_json(baselines, 
     result = _quiet_score(baselines["real_b"], baselines["real_b"], metrics=metrics, json_path=out)
     m = result["metrics"]
     assert list(m) == list(metrics) and len(result["protocol_lines"]) == 4
-    assert abs(m["fd_judge"]["value"]) < 1e-8 and m["motion_law"]["value"] == 0.0
+    # Zero up to float64 rounding of the covariance square root: 1.5e-8 on an AVX2-only CPU, below 1e-8
+    # with AVX-512 (real-vs-real of two different folders is ~0.5).
+    assert abs(m["fd_judge"]["value"]) < 1e-6 and m["motion_law"]["value"] == 0.0
     assert m["ssim"]["value"] == pytest.approx(1.0) and m["psnr"]["value"] == pytest.approx(100.0)
     assert m["fd_judge"]["protocol"]["n_real"] == m["fd_judge"]["protocol"]["n_fake"] == 140
     assert "real split: folder" in m["fd_judge"]["protocol_line"]
