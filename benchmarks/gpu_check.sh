@@ -11,6 +11,9 @@
 #   e2e       what users run, end to end on the GPU: short `vidyn train` runs of the quick configs (validation
 #             rounds, checkpoint pick, final evaluation), then `vidyn evaluate`, `generate`, `predict`,
 #             `interpolate` and `classify` on the exported models (300 s)
+#   sdeprompt (not in the default PARTS) the sde_video quick config trained alone for SDE_STEPS (1,400; at
+#             most SDE_SECONDS, 330; fp32; its shipped evaluation after), then benchmarks/diagnose_sde_prompt.py
+#             on 64 test clips; SDE_SET: extra --set options (480 s)
 # All parts together run up to ~15 minutes on an H200 (compiling included): more than one 10-minute call
 # of a lent machine, so choose with PARTS (default: all, in this order) and the *_LIMIT variables.
 #
@@ -63,6 +66,15 @@ e2e() {
     "${v[@]}" classify "$d/cnn_rnn" "$d/clip.mp4"
 }
 
+sdeprompt() {
+  local d="$OUT/sdeprompt"
+  mkdir -p "$d"
+  python3 -m vidyn train -c generate/sde_video_shapes_quick --out "$d/run" --set trainer.precision=32-true \
+    --set trainer.max_steps="${SDE_STEPS:-1400}" --set trainer.max_time="${SDE_SECONDS:-330}" \
+    --set trainer.num_threads=4 \
+    ${SDE_SET:-} && python3 benchmarks/diagnose_sde_prompt.py "$d/run" --clips 64 --samples 4
+}
+
 status=0
 for part in ${PARTS:-train compiled workers side graphs tf32 vidode e2e}; do
   case $part in
@@ -76,8 +88,9 @@ for part in ${PARTS:-train compiled workers side graphs tf32 vidode e2e}; do
       --compile reduce-overhead --steps 10 --warmup 3 ;;
     vidode) timeout "${VIDODE_LIMIT:-90}" "${side_by_side[@]}" --models --steps 10 --warmup 3 ;;
     e2e) export -f e2e; export OUT; timeout "${E2E_LIMIT:-300}" bash -c e2e ;;
+    sdeprompt) export -f sdeprompt; export OUT; timeout "${SDEPROMPT_LIMIT:-480}" bash -c sdeprompt ;;
     tf32) timeout "${TF32_LIMIT:-90}" "${side_by_side[@]}" --models --no-tf32 --steps 10 --warmup 3 ;;
-    *) echo "gpu_check: unknown part $part (train compiled workers side graphs tf32 vidode e2e)"; false ;;
+    *) echo "gpu_check: unknown part $part (train compiled workers side graphs tf32 vidode e2e sdeprompt)"; false ;;
   esac 2>&1 | quiet | tee "$OUT/$part.log"
   status=$((status | PIPESTATUS[0]))
 done

@@ -34,6 +34,7 @@ from vidyn.metrics.judge import motion_law_judge
 from vidyn.models.interface import Condition
 from vidyn.models.motion_classifier import MotionClassifier
 from vidyn.registry import DATASETS, MODELS
+from vidyn.tasks.latent_sde import clip_groups
 from vidyn.tasks.prompt_consistency import class_consistency
 
 LAWS = ["bounce", "orbit", "pendulum", "spring", "spin", "pulse", "gravity"]
@@ -53,8 +54,9 @@ def train(model: torch.nn.Module, args: argparse.Namespace) -> float:
     for step in range(args.steps):
         batch = next(loader)
         beta = args.kl_max * (min(1.0, (step + 1) / args.anneal) if args.anneal else 1.0)
+        path = beta if args.kl_path_anneal else args.kl_max  # latent_sde's kl_path_anneal
         out = model.elbo(batch["frames"], batch["times"][0], num_context=args.ctx, labels=batch["label"],
-                         kl_weight=beta, drop_condition=0.1)  # fmt: skip
+                         kl_weight=beta, drop_condition=0.1, kl_path_weight=path)  # fmt: skip
         loss = out["loss"]
         if classifier is not None:  # vidyn.tasks.prompt_consistency, as latent_sde's class_weight
             real, prior, _ = class_consistency(
@@ -64,7 +66,8 @@ def train(model: torch.nn.Module, args: argparse.Namespace) -> float:
             out |= {"class_real": real, "class_prior": prior}
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        for group in clip_groups(model):  # the ELBO's parameters, then the z0 sampler's, as latent_sde
+            torch.nn.utils.clip_grad_norm_(group, 10.0)
         opt.step()
         if step % 50 == 0 or step == args.steps - 1:
             terms = {k: round(float(v.detach()), 3) for k, v in out.items()}
@@ -121,11 +124,13 @@ def main() -> None:
     p.add_argument("--ctx", type=int, default=1, help="context frames of the prior")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--class-weight", type=float, default=0.0, help="latent_sde's class_weight (0 = off)")
+    p.add_argument("--kl-path-anneal", type=int, default=1, help="0: the path KL at --kl-max from step 0")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tag", default="probe")
     p.add_argument("--diagnose", type=int, default=0, help="also run diagnose_sde_prompt on N test clips")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     model_args = BASE | json.loads(args.args)
     model = MODELS.build("sde_video", **model_args)
     seconds = train(model, args)

@@ -139,7 +139,8 @@ def test_elbo_terms_and_kl_weight() -> None:
     model = _model(num_classes=3).eval()  # eval: BatchNorm running statistics stay fixed between the calls
     clips, labels = _clips(), torch.tensor([0, -1])
     out = model.elbo(clips, TIMES, num_context=2, labels=labels, generator=_gen())
-    assert set(out) == {"loss", "nll", "kl_z0", "kl_path", "consistency", "diffusion", "recon_mse"}
+    terms = {"loss", "nll", "kl_z0", "kl_path", "consistency", "diffusion", "recon_mse", "z0_sampler"}
+    assert set(out) == terms and float(out["z0_sampler"]) == 0.0  # no z0 sampler: no term
     assert all(v.dim() == 0 and torch.isfinite(v) for v in out.values())
     assert out["kl_z0"] >= 0 and out["kl_path"] >= 0 and out["consistency"] > 0
     assert 0.01 <= out["diffusion"] <= 0.2  # inside [min_diffusion, max_diffusion]
@@ -152,6 +153,9 @@ def test_elbo_terms_and_kl_weight() -> None:
     torch.testing.assert_close(halves[1]["loss"] - halves[0]["loss"], 1.5 * kl, rtol=1e-4, atol=1e-3)
     expected = out["nll"] + out["kl_z0"] + out["kl_path"] + model.consistency_weight * out["consistency"]
     torch.testing.assert_close(out["loss"], expected)
+    # the path KL's own weight: 3 * kl_path instead of 1 * kl_path, the rest unchanged
+    heavier = model.elbo(clips, TIMES, num_context=2, labels=labels, kl_path_weight=3.0, generator=_gen())
+    torch.testing.assert_close(heavier["loss"] - out["loss"], 2 * out["kl_path"], rtol=1e-4, atol=1e-3)
 
 
 @pytest.mark.parametrize("likelihood", ["gaussian", "laplace", "gauss_laplace"])

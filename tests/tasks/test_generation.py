@@ -354,6 +354,19 @@ def test_latent_sde_trains_with_annealed_kl_and_logs_its_terms() -> None:
         LatentSdeTask(build_model("ode_gan_tiny"), run)
 
 
+@pytest.mark.parametrize("anneal", [True, False])
+def test_kl_path_anneal_off_weights_the_path_kl_fully_from_the_first_step(anneal: bool) -> None:
+    torch.manual_seed(0)
+    run = TaskRun(optim=OPTIM, total_steps=10)
+    model = build_model("sde_video_tiny")
+    task = LatentSdeTask(model, run, num_context=2, kl_anneal_steps=10, kl_max=3.0, kl_path_anneal=anneal)
+    seen, elbo = [], model.elbo
+    model.elbo = lambda *a, **kw: seen.append((kw["kl_weight"], kw["kl_path_weight"])) or elbo(*a, **kw)
+    _fit(task, steps=2)
+    betas = [pytest.approx(0.3), pytest.approx(0.6)]  # 3 * (step + 1) / 10
+    assert seen == [(b, None if anneal else 3.0) for b in betas]  # None: the path KL shares beta
+
+
 def test_class_consistency_teaches_the_classifier_on_real_clips_and_charges_only_the_generator() -> None:
     torch.manual_seed(0)
     model = build_model("sde_video_tiny", num_classes=7)

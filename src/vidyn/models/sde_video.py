@@ -43,7 +43,8 @@ frame-and-class-conditional generation. Per clip, summed over frames (mean over 
               "gauss_laplace": both terms, `vidyn.nn.sde.GaussLaplace`);
     kl_z0   = KL(q(z0 | x) || p(z0 | c)), analytic;  kl_path = KL of the posterior path to the prior
               path (Girsanov; `sdeint(..., logqp=True)`), >= 0 in expectation;
-    loss    = nll + kl_weight * (kl_z0 + kl_path) + consistency_weight * consistency.
+    loss    = nll + kl_weight * (kl_z0 + kl_path) + consistency_weight * consistency
+              (the path KL may carry its own weight, `kl_path_weight`: see the task's `kl_path_anneal`).
 `kl_weight` is the annealed beta of the reference (the task schedules it). `diffusion` = mean g along
 the posterior path (detached), logged to catch the collapse g -> 0.
 
@@ -86,7 +87,7 @@ from vidyn.nn.sde import (
     solve,
 )
 from vidyn.nn.sde_nets import MapDecoder, MapEncoder, conv_net, coordinates, latent_levels, run_conv_gru
-from vidyn.nn.sde_prior import MixturePrior
+from vidyn.nn.sde_prior import CodeSampler, MixturePrior
 from vidyn.registry import MODELS
 
 
@@ -119,6 +120,7 @@ class SDEVideo(nn.Module):
         max_diffusion: float,
         z0_components: int = 1,
         likelihood: str = "gaussian",
+        z0_sampler_code: int = 0,
     ) -> None:
         super().__init__()
         sizes = dict(in_channels=in_channels, image_size=image_size, latent_size=latent_size)
@@ -142,6 +144,13 @@ class SDEVideo(nn.Module):
         self.label_embedding = nn.Embedding(num_classes + 1, e) if num_classes else None
         cond_channels = e * (2 if num_classes else 1) + 2  # frames, label, x/y
         self._build_prior_z0(cond_channels, e, zc, z0_components)
+        if z0_sampler_code < 0 or (z0_sampler_code and z0_components > 1):
+            raise VidynError(
+                "z0_sampler_code must be >= 0 (0 = off), and 0 with a mixture prior (z0_components > 1)"
+            )
+        self.z0_sampler = (
+            CodeSampler(cond_channels, zc, latent_size, e, z0_sampler_code) if z0_sampler_code else None
+        )
         self.sde = LatentSDEFunc(
             latent_channels=zc, latent_size=latent_size, cond_channels=cond_channels, context_channels=e,
             hidden_channels=drift_channels, sde_type=sde_type, min_diffusion=min_diffusion,
@@ -161,11 +170,13 @@ class SDEVideo(nn.Module):
         kl_weight: float = 1.0,
         drop_condition: float = 0.0,
         generator: torch.Generator | None = None,
+        kl_path_weight: float | None = None,
     ) -> dict[str, Tensor]:
         """Negative ELBO and its terms for clips `(B, T, C, H, W)` at `times` `(T,)` (or identical rows).
 
         The prior is conditioned on `frames[:, :num_context]` and `labels` `(B,)` (-1 = none), each
-        dropped per clip with probability `drop_condition`. Returns scalars: loss (minimise), nll,
+        dropped per clip with probability `drop_condition`. `kl_path_weight` weights the path KL (None =
+        `kl_weight`, the ELBO's single beta). Returns scalars: loss (minimise), nll,
         kl_z0, kl_path, consistency (unweighted; 0 without the module), diffusion (mean g, detached),
         recon_mse (per-pixel MSE of the posterior reconstruction, detached: comparable across likelihoods).
         """
@@ -203,12 +214,18 @@ class SDEVideo(nn.Module):
         pixel = LIKELIHOODS[self.likelihood](recon, self.obs_std)
         nll = -pixel.log_prob(frames).sum((1, 2, 3, 4)).mean()
         consistency = self._consistency(recon, zs)
-        kl = kl_z0 + kl_path.mean()
-        loss = nll + kl_weight * kl + self.consistency_weight * consistency
+        kl = kl_weight * kl_z0 + (kl_weight if kl_path_weight is None else kl_path_weight) * kl_path.mean()
+        loss = nll + kl + self.consistency_weight * consistency
+        sampler = loss.new_zeros(())
+        if self.z0_sampler is not None:  # fitted to the detached posterior z0: no gradient into the ELBO
+            sampler = self.z0_sampler.loss(
+                z0, cond.map, randn_like(z0.new_empty(b, self.z0_sampler.code), generator)
+            ).mean()
+            loss = loss + sampler
         diffusion = self.sde.diffusion(self._maps(zs).flatten(0, 1)).mean().detach()  # mean g on the path
         recon_mse = (recon - frames).square().mean().detach()
         return dict(loss=loss, nll=nll, kl_z0=kl_z0, kl_path=kl_path.mean(), consistency=consistency,
-                    diffusion=diffusion, recon_mse=recon_mse)  # fmt: skip
+                    diffusion=diffusion, recon_mse=recon_mse, z0_sampler=sampler)  # fmt: skip
 
     def _consistency(self, recon: Tensor, zs: Tensor) -> Tensor:
         """The re-encoding term of the decoded frames `(B, T, C, H, W)` (0 without the consistency module)."""
@@ -249,7 +266,9 @@ class SDEVideo(nn.Module):
             ctx = (frames, emb, ctx_t - t_ref)
         labels = check_labels(condition.labels, n, self.num_classes, self.null_frames.device)
         cond = self._encode_condition(ctx, labels, n)
-        if self.z0_components > 1:
+        if self.z0_sampler is not None:
+            z0 = self.z0_sampler.sample(cond.map, generator)
+        elif self.z0_components > 1:
             z0 = self.prior_mixture.sample(cond.map, generator)
         else:
             prior = self._prior_z0(cond)
@@ -365,6 +384,7 @@ def sde_video(
     max_diffusion: float = 0.2,
     z0_components: int = 1,
     likelihood: str = "gaussian",
+    z0_sampler_code: int = 0,
 ) -> SDEVideo:
     """Latent-SDE video generator (Li et al. 2020) conditioned on initial frames and/or a class.
 
@@ -377,6 +397,8 @@ def sde_video(
     fixed pixel scale of the `likelihood` ("gaussian", "laplace", "gauss_laplace"); the diagonal
     diffusion lies in [min_diffusion, max_diffusion]. `z0_components` > 1 makes the prior over z0 a
     mixture with one component drawn per clip (`vidyn.nn.sde_prior`; 1 = a Gaussian per latent cell).
+    `z0_sampler_code` > 0: `sample` draws z0 from a conditional VAE with a code of that size fitted to the
+    posterior's z0 beside the ELBO (`vidyn.nn.sde_prior.CodeSampler`; 0 = from the ELBO's prior).
     """
     return SDEVideo(**locals())  # the builder's arguments are the constructor's, by name
 

@@ -31,7 +31,7 @@ from vidyn.tasks.gan_setup import class_names_for
 from vidyn.tasks.generator_progress import GeneratorProgress
 from vidyn.tasks.prompt_consistency import class_consistency
 
-TERMS = ("nll", "kl_z0", "kl_path", "consistency", "diffusion", "recon_mse")
+TERMS = ("nll", "kl_z0", "kl_path", "consistency", "diffusion", "recon_mse", "z0_sampler")
 
 
 def kl_weight_at(step: int, *, anneal_steps: int, kl_max: float = 1.0) -> float:
@@ -40,6 +40,15 @@ def kl_weight_at(step: int, *, anneal_steps: int, kl_max: float = 1.0) -> float:
     if anneal_steps <= 0:
         return kl_max
     return kl_max * min(1.0, (step + 1) / anneal_steps)
+
+
+def clip_groups(model: nn.Module) -> list[list[nn.Parameter]]:
+    """The parameter groups whose gradients are clipped apart: the ELBO's, then the z0 sampler's if any."""
+    sampler = getattr(model, "z0_sampler", None)
+    if sampler is None:
+        return [list(model.parameters())]
+    own = {id(p) for p in sampler.parameters()}
+    return [[p for p in model.parameters() if id(p) not in own], list(sampler.parameters())]
 
 
 @TASKS.register("latent_sde", family="generator")
@@ -55,7 +64,9 @@ class LatentSdeTask(VidynTask):
     `MotionClassifier`'s arguments (e.g. `{reader: mlp}`; None = its defaults); class_start_step: the
     step from which the generator pays the term (before it only the classifier learns, on real clips);
     class_fake: the classifier also learns the prompted samples as an extra class (semi-supervised GAN),
-    so the generator cannot pass it with cues it has only seen on real clips.
+    so the generator cannot pass it with cues it has only seen on real clips; kl_path_anneal: False
+    weights the path KL by kl_max from the first step (only KL(z0) is warmed up), so the posterior's drift
+    correction is never cheap and the prior drift must carry the dynamics (docs/generation.md).
     """
 
     def __init__(
@@ -73,6 +84,7 @@ class LatentSdeTask(VidynTask):
         classifier_args: dict[str, Any] | None = None,
         class_start_step: int = 0,
         class_fake: bool = False,
+        kl_path_anneal: bool = True,
     ) -> None:
         super().__init__()
         if not callable(getattr(model, "elbo", None)):
@@ -115,6 +127,7 @@ class LatentSdeTask(VidynTask):
             float(kl_max),
             drop_condition,
         )
+        self.kl_path_anneal = bool(kl_path_anneal)
         self.optim_cfg, self.total_steps, self.warmup_steps = run.optim, run.total_steps, run.warmup_steps
 
     @property
@@ -134,7 +147,9 @@ class LatentSdeTask(VidynTask):
             frames, times = frames[:, : self.num_frames], times[:, : self.num_frames]
         return frames, times
 
-    def _elbo(self, batch: dict[str, Tensor], *, kl_weight: float, drop: float, gen: Any = None) -> dict:
+    def _elbo(
+        self, batch: dict[str, Tensor], *, kl_weight: float, drop: float, gen: Any = None, path: Any = None
+    ) -> dict:
         frames, times = self._clips(batch)
         if frames.shape[1] <= self.num_context:
             raise VidynError(
@@ -150,11 +165,13 @@ class LatentSdeTask(VidynTask):
             kl_weight=kl_weight,
             drop_condition=drop,
             generator=gen,
+            kl_path_weight=path,
         )
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         beta = self.kl_weight()
-        out = self._elbo(batch, kl_weight=beta, drop=self.drop_condition)
+        path = None if self.kl_path_anneal else self.kl_max  # None: the path KL shares beta
+        out = self._elbo(batch, kl_weight=beta, drop=self.drop_condition, path=path)
         bs = batch["frames"].shape[0]
         self.log_dict({f"train/{k}": out[k].detach() for k in TERMS}, batch_size=bs)
         self.log("train/kl_weight", beta, batch_size=bs)
@@ -197,14 +214,15 @@ class LatentSdeTask(VidynTask):
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str | None = None,
     ) -> None:
-        """Clip the generator alone: clipped together, the ELBO's gradient norm (thousands of nats) would
-        scale the classifier's gradients towards zero."""
-        if self.classifier is None or not gradient_clip_val:
-            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
-        elif gradient_clip_algorithm == "value":
-            nn.utils.clip_grad_value_(self.model.parameters(), gradient_clip_val)
-        else:
-            nn.utils.clip_grad_norm_(self.model.parameters(), gradient_clip_val)
+        """Clip the ELBO's parameters alone: clipped together, its gradient norm (thousands of nats) would
+        scale the class term's classifier (never clipped) and the z0 sampler (clipped apart) towards zero."""
+        if not gradient_clip_val:
+            return
+        for params in clip_groups(self.model):
+            if gradient_clip_algorithm == "value":
+                nn.utils.clip_grad_value_(params, gradient_clip_val)
+            else:
+                nn.utils.clip_grad_norm_(params, gradient_clip_val)
 
     def export_extra(self) -> dict[str, Any]:
         return {"class_names": self.class_names}
