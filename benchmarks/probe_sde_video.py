@@ -126,6 +126,7 @@ def main() -> None:
     p.add_argument("--class-weight", type=float, default=0.0, help="latent_sde's class_weight (0 = off)")
     p.add_argument("--kl-path-anneal", type=int, default=1, help="0: the path KL at --kl-max from step 0")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save", default="", help="write the trained model's builder args and weights here (.pt)")
     p.add_argument("--tag", default="probe")
     p.add_argument("--diagnose", type=int, default=0, help="also run diagnose_sde_prompt on N test clips")
     args = p.parse_args()
@@ -134,6 +135,8 @@ def main() -> None:
     model_args = BASE | json.loads(args.args)
     model = MODELS.build("sde_video", **model_args)
     seconds = train(model, args)
+    if args.save:  # for offline diagnosis: MODELS.build("sde_video", **args) then load_state_dict(state)
+        torch.save({"args": model_args, "state": model.state_dict()}, args.save)
     figures = {k: round(v, 5) for k, v in score(model.eval(), args.ctx).items()}
     if args.diagnose:
         figures |= diagnosis(model, args.diagnose)

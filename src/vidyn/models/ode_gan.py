@@ -64,21 +64,16 @@ package's design. GroupNorm, not BatchNorm, so a sample never depends on its bat
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
 from vidyn.errors import VidynError
 from vidyn.models.interface import Condition
-from vidyn.nn.ode import FIXED_STEP_METHODS, LatentODEFunc, check_method, odesolve, with_condition
+from vidyn.models.ode_gan_checks import TICKS, check_sizes, check_solver_and_classes, check_times, up_levels
+from vidyn.nn.ode import FIXED_STEP_METHODS, LatentODEFunc, odesolve, with_condition
 from vidyn.nn.resnet3d import UpBlock2d, UpBlock3d, group_norm
 from vidyn.nn.warp import AffineRegionFlow, warp
 from vidyn.registry import MODELS
-
-# Times are resolved to 0.1 ms ticks, so taps shared by neighbouring frames match exactly, and float32 ODE
-# times stay distinct for clips up to ~800 s.
-_TICKS = 10_000
 
 
 class OdeGAN(nn.Module):
@@ -119,13 +114,13 @@ class OdeGAN(nn.Module):
         region_transform: str = "affine",
     ) -> None:
         super().__init__()
-        _check_sizes(
+        check_sizes(
             in_channels=in_channels, image_size=image_size, latent_dim=latent_dim, content_dim=content_dim,
             ode_hidden=ode_hidden, ode_layers=ode_layers, base_channels=base_channels,
             latent_channels=latent_channels, latent_size=latent_size,
         )  # fmt: skip
-        num_up = _up_levels(image_size, latent_size, temporal_blocks)
-        _check_solver_and_classes(method, step_size, tap_interval, num_classes, class_dim)
+        num_up = up_levels(image_size, latent_size, temporal_blocks)
+        check_solver_and_classes(method, step_size, tap_interval, num_classes, class_dim)
         self.in_channels, self.image_size, self.num_classes = in_channels, image_size, num_classes
         self.latent_dim, self.content_dim = latent_dim, content_dim
         self.latent_shape = (latent_channels, latent_size, latent_size)
@@ -212,7 +207,7 @@ class OdeGAN(nn.Module):
         if z.dim() != 2 or z.shape[1] != self.noise_dim:
             raise VidynError(f"z must be (B, {self.noise_dim}) from model.noise(B); got {tuple(z.shape)}")
         b = z.shape[0]
-        times = _check_times(times, b).to(z.device)
+        times = check_times(times, b).to(z.device)
         k = times.shape[1]
         cond, y0 = self._codes(z, labels)
         points, stacks, frame_index, frame_points = self._plan(times)
@@ -235,7 +230,7 @@ class OdeGAN(nn.Module):
         image = torch.sigmoid(out[:, :c])
         if not self.warp_frames:
             return image
-        start = round(self.tap_interval * _TICKS) * len(self.blocks3d)  # u of each clip's first time
+        start = round(self.tap_interval * TICKS) * len(self.blocks3d)  # u of each clip's first time
         clips = frame_points[:, 0]
         is_ref = frame_points[:, 1] == start  # exactly one point per clip
         ref_of_clip = torch.zeros(int(clips.max()) + 1, dtype=torch.long, device=out.device)
@@ -258,8 +253,8 @@ class OdeGAN(nn.Module):
         stage's points, each frame's index `(B*K,)` among the last stage's points, and those points.
         """
         b, k = times.shape
-        rel = torch.round((times.double() - times.double().amin(dim=1, keepdim=True)) * _TICKS).long()
-        tap = round(self.tap_interval * _TICKS)
+        rel = torch.round((times.double() - times.double().amin(dim=1, keepdim=True)) * TICKS).long()
+        tap = round(self.tap_interval * TICKS)
         rows = torch.arange(b, device=times.device).unsqueeze(1).expand(b, k)  # (B, K)
         frames = torch.stack([rows, rel + tap * len(self.blocks3d)], dim=-1).view(b * k, 2)  # (clip, u)
         points, frame_index = torch.unique(frames, dim=0, return_inverse=True)
@@ -277,7 +272,7 @@ class OdeGAN(nn.Module):
         u = points[:, 1].contiguous()
         grid = [u.new_zeros(1), u]
         if self.step_size is not None and self.method in FIXED_STEP_METHODS:
-            step = max(round(self.step_size * _TICKS), 1)
+            step = max(round(self.step_size * TICKS), 1)
             grid.append(torch.arange(0, int(u.max()) + step, step, device=u.device))
         grid_us = torch.unique(torch.cat(grid))  # sorted, distinct ticks
         self.func.nfe = 0
@@ -285,7 +280,7 @@ class OdeGAN(nn.Module):
         path = odesolve(
             self.func,
             state0,
-            grid_us.double() / _TICKS,
+            grid_us.double() / TICKS,
             method=self.method,
             rtol=self.rtol,
             atol=self.atol,
@@ -318,54 +313,6 @@ class OdeGAN(nn.Module):
             return torch.full((b,), self.num_classes, dtype=torch.long, device=device)
         labels = labels.to(device=device, dtype=torch.long)
         return torch.where(labels < 0, self.num_classes, labels)
-
-
-def _up_levels(image_size: int, latent_size: int, temporal_blocks: int) -> int:
-    """Decoder up-blocks from latent_size to image_size; refuses sizes and temporal_blocks that do not fit."""
-    num_up = round(math.log2(image_size / latent_size))
-    if image_size != latent_size * 2**num_up or num_up < 1:
-        raise VidynError(
-            f"image_size must be latent_size * 2**k with k >= 1 (e.g. 32 with latent_size 8); "
-            f"got {image_size} and {latent_size}"
-        )
-    if not 0 <= temporal_blocks <= num_up:
-        raise VidynError(
-            f"temporal_blocks must be in 0..{num_up} for image_size {image_size} and latent_size "
-            f"{latent_size}"
-        )
-    return num_up
-
-
-def _check_solver_and_classes(
-    method: str, step_size: float | None, tap_interval: float, num_classes: int, class_dim: int
-) -> None:
-    check_method(method, "ODE method")
-    if (step_size is not None and not step_size > 0) or not tap_interval >= 1 / _TICKS:
-        raise VidynError(
-            f"step_size (or None) must be > 0 and tap_interval >= 0.1 ms; got {step_size}, {tap_interval}"
-        )
-    if num_classes < 0 or (num_classes > 0 and class_dim < 1):
-        raise VidynError(f"num_classes must be >= 0 and class_dim >= 1; got {num_classes}, {class_dim}")
-
-
-def _check_sizes(**values: int) -> None:
-    for name, value in values.items():
-        if not isinstance(value, int) or value < 1:
-            raise VidynError(f"{name} must be a positive integer; got {value!r}")
-
-
-def _check_times(times: Tensor, b: int) -> Tensor:
-    """Times as `(B, T)` float; `(T,)` is shared by the batch."""
-    if not isinstance(times, Tensor):
-        raise VidynError(f"times must be a tensor of seconds, (T,) or ({b}, T); got {type(times).__name__}")
-    if times.dim() == 1:
-        times = times.unsqueeze(0).expand(b, -1)  # (T,) -> (B, T)
-    if times.dim() != 2 or times.shape[0] != b or times.shape[1] < 1:
-        raise VidynError(f"times must have shape (T,) or ({b}, T) with T >= 1; got {tuple(times.shape)}")
-    times = times.to(torch.float32)
-    if not bool(torch.isfinite(times).all()):
-        raise VidynError("times contains NaN or infinite values; pass finite times in seconds")
-    return times
 
 
 @MODELS.register("ode_gan", family="generator")
