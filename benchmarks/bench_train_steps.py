@@ -39,6 +39,7 @@ from lightning.pytorch.callbacks import Callback
 from vidyn.api.training import train
 from vidyn.config import parse_override, read_yaml, shipped_config_path
 from vidyn.models.profile import synchronize
+from vidyn.tasks.engine import precision_for_device
 
 TRANSFORMER = {  # as in compare/seed003_shapes
     "name": "transformer",
@@ -140,13 +141,14 @@ def run_config(name: str, scale: str, precision: str, args: argparse.Namespace, 
     timer = StepTimer()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        ran = precision_for_device(precision, raw["trainer"]["accelerator"])  # what train() will run
         train(raw, run_dir=out / f"{name}-{scale}-{precision}", evaluate_after=False, callbacks=[timer])
     steps, intervals = timer.steps[args.warmup :], timer.intervals[args.warmup :]
     return {
         "model": name,
         "scale": scale,
         "config": config,
-        "precision": precision,
+        "precision": precision if ran == precision else f"{precision}->{ran}",  # e.g. bf16 emulated: fp32
         "batch": raw["data"]["batch_size"],
         "step_ms": 1000 * statistics.median(steps),
         "interval_ms": 1000 * statistics.median(intervals or steps),
@@ -156,13 +158,13 @@ def run_config(name: str, scale: str, precision: str, args: argparse.Namespace, 
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    print(f"\n{'model':<12}{'scale':<7}{'precision':<11}{'batch':>6}{'step ms':>9}{'interval ms':>12}"
+    print(f"\n{'model':<12}{'scale':<7}{'precision':<21}{'batch':>6}{'step ms':>9}{'interval ms':>12}"
           f"{'peak MiB':>10}{'loss':>11}  config")  # fmt: skip
     for r in rows:
         if "error" in r:
-            print(f"{r['model']:<12}{r['scale']:<7}{r['precision']:<11}  FAILED: {r['error']}")
+            print(f"{r['model']:<12}{r['scale']:<7}{r['precision']:<21}  FAILED: {r['error']}")
             continue
-        print(f"{r['model']:<12}{r['scale']:<7}{r['precision']:<11}{r['batch']:>6}{r['step_ms']:>9.1f}"
+        print(f"{r['model']:<12}{r['scale']:<7}{r['precision']:<21}{r['batch']:>6}{r['step_ms']:>9.1f}"
               f"{r['interval_ms']:>12.1f}{r['peak_mib']:>10.0f}{r['loss']:>11.4g}  "
               f"{r['config']}")  # fmt: skip
     fp32 = {(r["model"], r["scale"]): r for r in rows if "error" not in r and r["precision"] == "32-true"}

@@ -14,8 +14,8 @@
 #   sdeprompt (not in the default PARTS) the sde_video quick config trained alone for SDE_STEPS (1,400; at
 #             most SDE_SECONDS, 330; fp32; its shipped evaluation after), then benchmarks/diagnose_sde_prompt.py
 #             on 64 test clips; SDE_SET: extra --set options (480 s)
-# All parts together run up to ~15 minutes on an H200 (compiling included): more than one 10-minute call
-# of a lent machine, so choose with PARTS (default: all, in this order) and the *_LIMIT variables.
+# The default parts together run up to ~20 minutes on an H200 (compiling included): more than one 10-minute call
+# of a lent machine, so choose with PARTS (default: all but sdeprompt, in this order) and the *_LIMIT variables.
 #
 #   PARTS="train compiled" OPENSTL=~/src/OpenSTL VID_ODE=~/src/Vid-ODE WHEELS=dir OUT=dir \
 #       bash benchmarks/gpu_check.sh
