@@ -8,7 +8,6 @@ judge in seven modes, on `--clips` test clips of the model's config data (split 
 - frame_law: prior samples from the true first frame + the true law (the issue's prompted target);
 - law_only: prior samples from the law alone (no frames);
 - frame_only: prior samples from the first frame with the null label (no law);
-- frame_law_elbo_prior (models with a z0 sampler): frame_law with z0 from the ELBO's prior instead;
 plus the judge's confusion matrix for frame_law and how much the label moves the prior (z0 mean and drift,
 relative to the null label), and optionally classifier-free guidance of the prior drift (`--guidance W`:
 h_null + W (h_law - h_null), W = 1 is no guidance) and of the z0 prior's mean (`--z0-guidance W`).
@@ -128,15 +127,6 @@ def prior_samples(model, data: dict[str, Tensor], samples: int, mode: str) -> tu
     return torch.cat(clips), y.repeat_interleave(samples)
 
 
-def without_sampler(model, data: dict[str, Tensor], samples: int) -> tuple[Tensor, Tensor]:
-    """`prior_samples(..., "frame_law")` with z0 drawn from the ELBO's prior rather than the z0 sampler."""
-    sampler, model.z0_sampler = model.z0_sampler, None
-    try:
-        return prior_samples(model, data, samples, "frame_law")
-    finally:
-        model.z0_sampler = sampler
-
-
 def judged(judge, clips: Tensor, asked: Tensor, names: list[str]) -> dict:
     """Accuracy, per-law accuracy, the judge's histogram and its confusion (rows: asked, columns: judged)."""
     back = torch.tensor([names.index(c) for c in judge.class_names])  # judge index -> model index
@@ -191,8 +181,6 @@ def diagnose(
         ("frame_law", lambda: prior_samples(model, data, samples, "frame_law"))
     ]
     modes += [(m, lambda m=m: prior_samples(model, data, samples, m)) for m in ("law_only", "frame_only")]
-    if getattr(model, "z0_sampler", None) is not None:  # the same model, z0 from the ELBO's prior instead
-        modes.append(("frame_law_elbo_prior", lambda: without_sampler(model, data, samples)))
     with guided(model, guidance), guided_z0(model, z0_guidance):
         for mode, run in modes:
             clips, asked = run()

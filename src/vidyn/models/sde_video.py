@@ -87,7 +87,7 @@ from vidyn.nn.sde import (
     solve,
 )
 from vidyn.nn.sde_nets import MapDecoder, MapEncoder, conv_net, coordinates, latent_levels, run_conv_gru
-from vidyn.nn.sde_prior import CodeSampler, MixturePrior
+from vidyn.nn.sde_prior import MixturePrior
 from vidyn.registry import MODELS
 
 
@@ -120,7 +120,6 @@ class SDEVideo(nn.Module):
         max_diffusion: float,
         z0_components: int = 1,
         likelihood: str = "gaussian",
-        z0_sampler_code: int = 0,
     ) -> None:
         super().__init__()
         sizes = dict(in_channels=in_channels, image_size=image_size, latent_size=latent_size)
@@ -144,13 +143,6 @@ class SDEVideo(nn.Module):
         self.label_embedding = nn.Embedding(num_classes + 1, e) if num_classes else None
         cond_channels = e * (2 if num_classes else 1) + 2  # frames, label, x/y
         self._build_prior_z0(cond_channels, e, zc, z0_components)
-        if z0_sampler_code < 0 or (z0_sampler_code and z0_components > 1):
-            raise VidynError(
-                "z0_sampler_code must be >= 0 (0 = off), and 0 with a mixture prior (z0_components > 1)"
-            )
-        self.z0_sampler = (
-            CodeSampler(cond_channels, zc, latent_size, e, z0_sampler_code) if z0_sampler_code else None
-        )
         self.sde = LatentSDEFunc(
             latent_channels=zc, latent_size=latent_size, cond_channels=cond_channels, context_channels=e,
             hidden_channels=drift_channels, sde_type=sde_type, min_diffusion=min_diffusion,
@@ -216,16 +208,10 @@ class SDEVideo(nn.Module):
         consistency = self._consistency(recon, zs)
         kl = kl_weight * kl_z0 + (kl_weight if kl_path_weight is None else kl_path_weight) * kl_path.mean()
         loss = nll + kl + self.consistency_weight * consistency
-        sampler = loss.new_zeros(())
-        if self.z0_sampler is not None:  # fitted to the detached posterior z0: no gradient into the ELBO
-            sampler = self.z0_sampler.loss(
-                z0, cond.map, randn_like(z0.new_empty(b, self.z0_sampler.code), generator)
-            ).mean()
-            loss = loss + sampler
         diffusion = self.sde.diffusion(self._maps(zs).flatten(0, 1)).mean().detach()  # mean g on the path
         recon_mse = (recon - frames).square().mean().detach()
         return dict(loss=loss, nll=nll, kl_z0=kl_z0, kl_path=kl_path.mean(), consistency=consistency,
-                    diffusion=diffusion, recon_mse=recon_mse, z0_sampler=sampler)  # fmt: skip
+                    diffusion=diffusion, recon_mse=recon_mse)  # fmt: skip
 
     def _consistency(self, recon: Tensor, zs: Tensor) -> Tensor:
         """The re-encoding term of the decoded frames `(B, T, C, H, W)` (0 without the consistency module)."""
@@ -266,9 +252,7 @@ class SDEVideo(nn.Module):
             ctx = (frames, emb, ctx_t - t_ref)
         labels = check_labels(condition.labels, n, self.num_classes, self.null_frames.device)
         cond = self._encode_condition(ctx, labels, n)
-        if self.z0_sampler is not None:
-            z0 = self.z0_sampler.sample(cond.map, generator)
-        elif self.z0_components > 1:
+        if self.z0_components > 1:
             z0 = self.prior_mixture.sample(cond.map, generator)
         else:
             prior = self._prior_z0(cond)
@@ -384,7 +368,6 @@ def sde_video(
     max_diffusion: float = 0.2,
     z0_components: int = 1,
     likelihood: str = "gaussian",
-    z0_sampler_code: int = 0,
 ) -> SDEVideo:
     """Latent-SDE video generator (Li et al. 2020) conditioned on initial frames and/or a class.
 
@@ -397,8 +380,6 @@ def sde_video(
     fixed pixel scale of the `likelihood` ("gaussian", "laplace", "gauss_laplace"); the diagonal
     diffusion lies in [min_diffusion, max_diffusion]. `z0_components` > 1 makes the prior over z0 a
     mixture with one component drawn per clip (`vidyn.nn.sde_prior`; 1 = a Gaussian per latent cell).
-    `z0_sampler_code` > 0: `sample` draws z0 from a conditional VAE with a code of that size fitted to the
-    posterior's z0 beside the ELBO (`vidyn.nn.sde_prior.CodeSampler`; 0 = from the ELBO's prior).
     """
     return SDEVideo(**locals())  # the builder's arguments are the constructor's, by name
 

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Normal, kl_divergence
-
-from vidyn.nn.sde import randn_like
+from torch.distributions import Normal
 
 
 class MixturePrior(nn.Module):
@@ -56,74 +54,3 @@ class MixturePrior(nn.Module):
         loc, scale = comps.loc.gather(1, idx).squeeze(1), comps.scale.gather(1, idx).squeeze(1)
         noise = torch.randn(loc.shape, generator=generator, device=probs.device).to(loc)
         return loc + scale * noise
-
-
-class CodeSampler(nn.Module):
-    """A learned sampling prior over z0 with a global code: a conditional VAE fitted to the posterior's z0.
-
-    The ELBO's prior p(z0 | c) stays a Gaussian per cell (it keeps the dynamics in the prior drift, see
-    the module docstring); this second model is fitted, beside it and on detached inputs, to the
-    posterior's samples z0 ~ q(z0 | x) given the same condition map c, and `sample` draws z0 from it:
-        v ~ p(v | c) = N(mu(c), sigma(c))  (`code` dims, one draw per clip: the law's random parameters),
-        z0 ~ N(m(c, v), s(c, v))           (per cell, given the code),
-    trained on -log p(z0 | c, v) + KL(r(v | z0, c) || p(v | c)) with v ~ r (a conditional VAE, Sohn et al.,
-    NeurIPS 2015). This is ex-post density estimation of the aggregate posterior (Ghosh et al., "From
-    Variational to Deterministic Autoencoders", ICLR 2020; the two-stage priors of VQ-VAE and of Dai & Wipf,
-    ICLR 2019): the posterior's z0, with the prior drift, continues a clip's law; fitted after the fact, a
-    richer prior cannot pull the dynamics into the posterior's drift correction, as the global code and
-    the mixture inside the ELBO did (docs/generation.md). The code enters the decoder as a learned map
-    (a linear layer to `(code_channels, S, S)`), so it can act where the object is.
-    """
-
-    def __init__(
-        self, cond_channels: int, latent_channels: int, latent_size: int, hidden: int, code: int
-    ) -> None:
-        super().__init__()
-        s, self.code, self.code_channels = latent_size, code, 8
-        self.shape = (latent_channels, s, s)
-        self.posterior = nn.Sequential(
-            _pooled(cond_channels + latent_channels, hidden, s), nn.Linear(hidden, 2 * code)
-        )
-        self.prior = nn.Sequential(_pooled(cond_channels, hidden, s), nn.Linear(hidden, 2 * code))
-        self.code_map = nn.Linear(code, self.code_channels * s * s)
-        self.decoder = nn.Sequential(
-            nn.Conv2d(cond_channels + self.code_channels, hidden, 3, 1, 1), nn.SiLU(),
-            nn.Conv2d(hidden, hidden, 3, 1, 1), nn.SiLU(),
-            nn.Conv2d(hidden, 2 * latent_channels, 3, 1, 1),
-        )  # fmt: skip
-
-    def _decode(self, cond_map: Tensor, v: Tensor) -> Normal:
-        n, _, s, _ = cond_map.shape
-        code = self.code_map(v).view(n, self.code_channels, s, s)  # (N, code) -> (N, 8, S, S)
-        return self._normal(self.decoder(torch.cat([cond_map, code], dim=1)))
-
-    @staticmethod
-    def _normal(out: Tensor) -> Normal:
-        mean, log_std = out.chunk(2, dim=1)
-        return Normal(mean, log_std.clamp(-7, 2).exp())
-
-    def loss(self, z0: Tensor, cond_map: Tensor, noise: Tensor) -> Tensor:
-        """Negative ELBO of z0 `(N, C_z, S, S)` under the sampler, per clip `(N,)`; `noise` `(N, code)` is
-        the standard normal draw of the reparameterised code. Inputs are detached here."""
-        z0, cond_map = z0.detach(), cond_map.detach()
-        r = self._normal(self.posterior(torch.cat([cond_map, z0], dim=1)))
-        v = r.loc + r.scale * noise
-        nll = -self._decode(cond_map, v).log_prob(z0).sum((1, 2, 3))
-        return nll + kl_divergence(r, self._normal(self.prior(cond_map))).sum(1)
-
-    def sample(self, cond_map: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """z0 `(N, C_z, S, S)`: a code per clip from p(v | c), then z0 from p(z0 | c, v)."""
-        p = self._normal(self.prior(cond_map))
-        v = p.loc + p.scale * randn_like(p.loc, generator)
-        q = self._decode(cond_map, v)
-        return q.loc + q.scale * randn_like(q.loc, generator)
-
-
-def _pooled(in_channels: int, hidden: int, size: int) -> nn.Sequential:
-    """`(N, in, S, S) -> (N, hidden)`: two 3x3 convs (the second of stride 2), then a linear layer."""
-    half = (size + 1) // 2
-    return nn.Sequential(
-        nn.Conv2d(in_channels, hidden, 3, 1, 1), nn.SiLU(),
-        nn.Conv2d(hidden, hidden, 3, 2, 1), nn.SiLU(),
-        nn.Flatten(), nn.Linear(hidden * half * half, hidden), nn.SiLU(),
-    )  # fmt: skip

@@ -31,7 +31,7 @@ from vidyn.tasks.gan_setup import class_names_for
 from vidyn.tasks.generator_progress import GeneratorProgress
 from vidyn.tasks.prompt_consistency import class_consistency
 
-TERMS = ("nll", "kl_z0", "kl_path", "consistency", "diffusion", "recon_mse", "z0_sampler")
+TERMS = ("nll", "kl_z0", "kl_path", "consistency", "diffusion", "recon_mse")
 
 
 def kl_weight_at(step: int, *, anneal_steps: int, kl_max: float = 1.0) -> float:
@@ -40,15 +40,6 @@ def kl_weight_at(step: int, *, anneal_steps: int, kl_max: float = 1.0) -> float:
     if anneal_steps <= 0:
         return kl_max
     return kl_max * min(1.0, (step + 1) / anneal_steps)
-
-
-def clip_groups(model: nn.Module) -> list[list[nn.Parameter]]:
-    """The parameter groups whose gradients are clipped apart: the ELBO's, then the z0 sampler's if any."""
-    sampler = getattr(model, "z0_sampler", None)
-    if sampler is None:
-        return [list(model.parameters())]
-    own = {id(p) for p in sampler.parameters()}
-    return [[p for p in model.parameters() if id(p) not in own], list(sampler.parameters())]
 
 
 @TASKS.register("latent_sde", family="generator")
@@ -66,7 +57,8 @@ class LatentSdeTask(VidynTask):
     class_fake: the classifier also learns the prompted samples as an extra class (semi-supervised GAN),
     so the generator cannot pass it with cues it has only seen on real clips; kl_path_anneal: False
     weights the path KL by kl_max from the first step (only KL(z0) is warmed up), so the posterior's drift
-    correction is never cheap and the prior drift must carry the dynamics (docs/generation.md).
+    correction is never cheap (whether the prior drift then carries the dynamics: docs/generation.md,
+    session 14).
     """
 
     def __init__(
@@ -214,15 +206,14 @@ class LatentSdeTask(VidynTask):
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str | None = None,
     ) -> None:
-        """Clip the ELBO's parameters alone: clipped together, its gradient norm (thousands of nats) would
-        scale the class term's classifier (never clipped) and the z0 sampler (clipped apart) towards zero."""
-        if not gradient_clip_val:
-            return
-        for params in clip_groups(self.model):
-            if gradient_clip_algorithm == "value":
-                nn.utils.clip_grad_value_(params, gradient_clip_val)
-            else:
-                nn.utils.clip_grad_norm_(params, gradient_clip_val)
+        """Clip the generator alone: clipped together, the ELBO's gradient norm (thousands of nats) would
+        scale the classifier's gradients towards zero."""
+        if self.classifier is None or not gradient_clip_val:
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        elif gradient_clip_algorithm == "value":
+            nn.utils.clip_grad_value_(self.model.parameters(), gradient_clip_val)
+        else:
+            nn.utils.clip_grad_norm_(self.model.parameters(), gradient_clip_val)
 
     def export_extra(self) -> dict[str, Any]:
         return {"class_names": self.class_names}
