@@ -26,8 +26,11 @@ weights: $(STAMP)
 	$(VENV)/bin/vidyn weights install all
 
 # The metric tests run against the real networks, so the test command installs (or re-verifies) them first.
+# Tests run one torch thread each (tests/conftest.py), so pytest-xdist spreads them over the cores
+# (TEST_JOBS workers, default one per core, at most 8; TEST_JOBS=0 runs them in this process).
+TEST_JOBS ?= auto
 test: weights
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_JOBS) --maxprocesses 8 $(ARGS)
 
 bench: $(STAMP)
 	for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
