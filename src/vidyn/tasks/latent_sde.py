@@ -140,7 +140,13 @@ class LatentSdeTask(VidynTask):
         return frames, times
 
     def _elbo(
-        self, batch: dict[str, Tensor], *, kl_weight: float, drop: float, gen: Any = None, path: Any = None
+        self,
+        batch: dict[str, Tensor],
+        *,
+        kl_weight: float,
+        drop: float,
+        gen: Any = None,
+        path: float | None = None,
     ) -> dict:
         frames, times = self._clips(batch)
         if frames.shape[1] <= self.num_context:
