@@ -362,9 +362,10 @@ def test_kl_path_anneal_off_weights_the_path_kl_fully_from_the_first_step(anneal
     task = LatentSdeTask(model, run, num_context=2, kl_anneal_steps=10, kl_max=3.0, kl_path_anneal=anneal)
     seen, elbo = [], model.elbo
     model.elbo = lambda *a, **kw: seen.append((kw["kl_weight"], kw["kl_path_weight"])) or elbo(*a, **kw)
-    _fit(task, steps=2)
+    logged = _fit(task, steps=2).callback_metrics
     betas = [pytest.approx(0.3), pytest.approx(0.6)]  # 3 * (step + 1) / 10
     assert seen == [(b, None if anneal else 3.0) for b in betas]  # None: the path KL shares beta
+    assert float(logged["train/kl_path_weight"]) == pytest.approx(0.6 if anneal else 3.0)
 
 
 def test_class_consistency_teaches_the_classifier_on_real_clips_and_charges_only_the_generator() -> None:

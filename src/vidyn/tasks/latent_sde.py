@@ -10,8 +10,9 @@ unconditional, frame-, class- and frame+class-conditioned sampling.
 
 Logged separately (the torchsde users' most common failure is a diffusion that collapses to zero):
 `train/nll`, `train/kl_z0`, `train/kl_path`, `train/consistency`, `train/diffusion` (mean g along the
-posterior path), `train/recon_mse`, `train/kl_weight`, solver counts; with `class_weight`,
-`train/class_real` and `train/class_prior` (the class-consistency term, `vidyn.tasks.prompt_consistency`).
+posterior path), `train/recon_mse`, `train/kl_weight` and `train/kl_path_weight`, solver counts; with
+`class_weight`, `train/class_real` and `train/class_prior` (the class-consistency term,
+`vidyn.tasks.prompt_consistency`).
 Validation: the negative ELBO at beta = 1 with the condition kept (`val/loss`), and its terms.
 """
 
@@ -173,6 +174,7 @@ class LatentSdeTask(VidynTask):
         bs = batch["frames"].shape[0]
         self.log_dict({f"train/{k}": out[k].detach() for k in TERMS}, batch_size=bs)
         self.log("train/kl_weight", beta, batch_size=bs)
+        self.log("train/kl_path_weight", beta if path is None else path, batch_size=bs)
         for key, value in getattr(self.model, "last_nfe", {}).items():
             self.log(f"train/nfe_{key}", float(value), batch_size=bs)
         loss = out["loss"]
