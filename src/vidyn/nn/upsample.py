@@ -1,7 +1,10 @@
 """`UpsampleConv`: a 3x3 convolution of a bilinear x2 upsampling, computed exactly at a quarter of the cost.
 
 Vid-ODE's decoder (`vidyn.models.vid_ode`) upsamples its latent by 2 and convolves it at every level; this
-module gives the same function and parameters in a cheaper order (see `UpsampleConv`).
+module gives the same function and parameters in a cheaper order (see `UpsampleConv`). Three forms of the
+phase mixing, one function: `_UpShiftSum` (eager, in place, its adjoint by hand), and `_shift_sum` /
+`_shift_sum_adjoint` (out of place, for TorchInductor to fuse into one loop each), which the CPU training
+path `_FusedUpsampleConv` runs batch chunk by chunk.
 """
 
 from __future__ import annotations
@@ -9,8 +12,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-from vidyn.nn.compiled import compiled_or_eager
+from vidyn.nn.compiled import compile_enabled, compiled_or_eager
 
 
 class _UpShiftSum(torch.autograd.Function):
@@ -88,24 +93,51 @@ class _UpShiftSum(torch.autograd.Function):
         return gz, None, None
 
 
+def _shift(u: Tensor, dim: int, offset: int) -> Tensor:
+    """`u[clamp(i + offset)]` along `dim`: a gather TorchInductor turns into clamped loads inside one loop."""
+    n = u.shape[dim]
+    index = (torch.arange(n, device=u.device) + offset).clamp(0, n - 1)
+    return u.index_select(dim, index)
+
+
+def _edges(u: Tensor, dim: int) -> tuple[Tensor, Tensor]:
+    """Indicators of the first and last index along `dim`, broadcastable against `u`."""
+    n = u.shape[dim]
+    index = torch.arange(n, device=u.device).view([-1 if k == dim else 1 for k in range(u.dim())])
+    return (index == 0).to(u.dtype), (index == n - 1).to(u.dtype)
+
+
 def _shift_sum(z: Tensor, tap_dim: int, dim: int) -> Tensor:
-    """`_UpShiftSum` written out of place, for TorchInductor to fuse into one pass (and to derive the
-    adjoint itself): the same formula, with the clamped shifts as concatenations."""
+    """`_UpShiftSum` written out of place for TorchInductor, which fuses it into one pass: the same formula,
+    with the clamped shifts as gathers (`_shift`)."""
     z0, z1, z2 = z.unbind(tap_dim)
     dim = dim - 1 if dim > tap_dim else dim
-    n = z0.shape[dim]
-
-    def prev(u: Tensor) -> Tensor:  # S-: u[i-1], clamped
-        return torch.cat([u.narrow(dim, 0, 1), u.narrow(dim, 0, n - 1)], dim=dim)
-
-    def next_(u: Tensor) -> Tensor:  # S+: u[i+1], clamped
-        return torch.cat([u.narrow(dim, 1, n - 1), u.narrow(dim, n - 1, 1)], dim=dim)
-
-    index = torch.arange(n, device=z.device).view([-1 if k == dim else 1 for k in range(z0.dim())])
-    first, last = (index == 0).to(z.dtype), (index == n - 1).to(z.dtype)
-    even = 0.25 * z0 + 0.75 * (z1 + z2) + prev(0.75 * z0 + 0.25 * z1) + 0.25 * next_(z2) - first * z0
-    odd = 0.75 * (z0 + z1) + 0.25 * z2 + 0.25 * prev(z0) + next_(0.25 * z1 + 0.75 * z2) - last * z2
+    first, last = _edges(z0, dim)
+    even = (0.25 * z0 + 0.75 * (z1 + z2) + _shift(0.75 * z0 + 0.25 * z1, dim, -1) + 0.25 * _shift(z2, dim, 1)
+            - first * z0)  # fmt: skip
+    odd = (0.75 * (z0 + z1) + 0.25 * z2 + 0.25 * _shift(z0, dim, -1) + _shift(0.25 * z1 + 0.75 * z2, dim, 1)
+           - last * z2)  # fmt: skip
     return torch.stack([even, odd], dim=tap_dim)
+
+
+def _shift_sum_adjoint(grad: Tensor, tap_dim: int, dim: int) -> Tensor:
+    """The adjoint of `_shift_sum` (2 -> 3 along `tap_dim`), out of place, as `_UpShiftSum.backward`:
+    S-^T(u)[j] = u[j+1] (0 at j = n-1) + [j = 0] u[0], S+^T(u)[j] = u[j-1] (0 at j = 0) + [j = n-1] u[n-1]."""
+    ge, go = grad.unbind(tap_dim)
+    dim = dim - 1 if dim > tap_dim else dim
+    first, last = _edges(ge, dim)
+    n = ge.shape[dim]
+
+    def prev_t(u: Tensor) -> Tensor:  # S-^T
+        return (1 - last) * _shift(u, dim, 1) + first * u.narrow(dim, 0, 1)
+
+    def next_t(u: Tensor) -> Tensor:  # S+^T
+        return (1 - first) * _shift(u, dim, -1) + last * u.narrow(dim, n - 1, 1)
+
+    g0 = 0.25 * ge + 0.75 * go + prev_t(0.75 * ge + 0.25 * go) - first * ge
+    g1 = 0.75 * (ge + go) + 0.25 * prev_t(ge) + 0.25 * next_t(go)
+    g2 = 0.75 * ge + 0.25 * go + next_t(0.25 * ge + 0.75 * go) - last * go
+    return torch.stack([g0, g1, g2], dim=tap_dim)
 
 
 def _interleave(cols: Tensor, bias: Tensor) -> Tensor:
@@ -121,22 +153,86 @@ def _phases_eager(z: Tensor, bias: Tensor) -> Tensor:
     return _interleave(_UpShiftSum.apply(rows, 4, 2), bias)  # column phases, interleaved
 
 
-def _phases_fused(z: Tensor, bias: Tensor) -> Tensor:
-    return _interleave(_shift_sum(_shift_sum(z, 3, 1), 4, 2), bias)
+def _mix(z: Tensor, bias: Tensor) -> Tensor:
+    """Taps `(N, h, w, 3, 3, O)` -> `(N, 2h, 2w, O)` + bias: the phase mixing, as one compiled function."""
+    return _interleave(_shift_sum(_shift_sum(z, 3, 1), 4, 2), bias).permute(0, 2, 3, 1)
 
 
-# Compiled, the dozen passes of each shift-sum (and their adjoints) become one loop each; eager, the
-# in-place custom Function is the faster form. Compiling takes seconds, so it is used where it pays back:
-# in training (gradients on) on tensors of at least COMPILE_MIN_ELEMENTS (Vid-ODE's decoder at 64x64,
-# batch 4: 6M and 12M); inference and small tensors stay eager. Measured: docs/prediction.md.
+def _mix_adjoint(grad: Tensor) -> Tensor:
+    """`(N, 2h, 2w, O)` -> `(N, h, w, 3, 3, O)`: the adjoint of `_mix` without its bias."""
+    n, hh, ww, o = grad.shape
+    g = grad.reshape(n, hh // 2, 2, ww // 2, 2, o).permute(0, 1, 3, 2, 4, 5)  # (N, h, w, row, column, O)
+    return _shift_sum_adjoint(_shift_sum_adjoint(g, 4, 2), 3, 1)
+
+
+# Compiling takes seconds, so the fused path is used where it pays back: CPU training (gradients on) on
+# layers whose 9-tap intermediate has at least COMPILE_MIN_ELEMENTS (Vid-ODE's decoder at 64x64, batch 4:
+# 6M and 12M). Inference, small layers, autocast and GPUs (where the eager form measured faster on an H200,
+# docs/speed.md) stay eager.
+# Measured: docs/speed.md.
 COMPILE_MIN_ELEMENTS = 1 << 20
-_phases_compiled = compiled_or_eager(_phases_fused, _phases_eager)
+# Batch chunk of the fused path: the 9-tap intermediate of one chunk (at most this many elements, at least
+# one sample) stays in cache between the matrix product and the mixing, and is reused from chunk to chunk.
+CHUNK_ELEMENTS = 1 << 20
+_mix_compiled = compiled_or_eager(_mix, _mix)
+_mix_adjoint_compiled = compiled_or_eager(_mix_adjoint, _mix_adjoint)
 
 
-def _phases(z: Tensor, bias: Tensor) -> Tensor:
-    if torch.is_grad_enabled() and z.numel() >= COMPILE_MIN_ELEMENTS:
-        return _phases_compiled(z, bias)
-    return _phases_eager(z, bias)
+class _FusedUpsampleConv(torch.autograd.Function):
+    """`UpsampleConv` on CPU in training: the nine 1x1 products as one matrix product and the phase mixing
+    compiled, batch chunk by chunk (`CHUNK_ELEMENTS`), forward and backward. A full-batch intermediate of
+    9 x O channels (and its gradient) would be allocated afresh at every step; above glibc's mmap threshold
+    (32 MB at most) every allocation costs page faults (measured: 26 ms to allocate and fill 47 MB against
+    5 ms to fill it again), more than the mixing itself."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:  # type: ignore[override]
+        n, i, h, w = x.shape
+        o = weight.shape[0]
+        taps = weight.permute(2, 3, 0, 1).reshape(9 * o, i)  # row (dy * 3 + dx) * O + o
+        rows = x.permute(0, 2, 3, 1).contiguous()  # (N, h, w, I): a view if x is channels-last
+        out = x.new_empty(n, 2 * h, 2 * w, o)
+        step = max(1, CHUNK_ELEMENTS // (h * w * 9 * o))
+        for s in range(0, n, step):
+            z = F.linear(rows[s : s + step], taps)  # (c, h, w, 9 O)
+            out[s : s + step] = _mix_compiled(z.view(-1, h, w, 3, 3, o), bias)
+        ctx.save_for_backward(rows, taps)
+        ctx.step = step
+        return out.permute(0, 3, 1, 2)  # (N, O, 2h, 2w), channels-last memory
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:  # type: ignore[override]
+        rows, taps = ctx.saved_tensors
+        n, h, w, i = rows.shape
+        o = taps.shape[0] // 9
+        g = grad.permute(0, 2, 3, 1)  # (N, 2h, 2w, O)
+        need_x, need_w, need_b = ctx.needs_input_grad
+        grad_rows = rows.new_empty(n * h * w, i) if need_x else None
+        grad_taps = taps.new_zeros(9 * o, i) if need_w else None
+        for s in range(0, n, ctx.step):
+            gz = _mix_adjoint_compiled(g[s : s + ctx.step]).reshape(-1, 9 * o)  # (c h w, 9 O)
+            part = slice(s * h * w, (s + ctx.step) * h * w)
+            if grad_rows is not None:
+                torch.mm(gz, taps, out=grad_rows[part])
+            if grad_taps is not None:
+                grad_taps.addmm_(gz.t(), rows.view(-1, i)[part])
+        grad_x = grad_w = None
+        if grad_rows is not None:
+            grad_x = grad_rows.view(n, h, w, i).permute(0, 3, 1, 2)  # (N, I, h, w), channels-last memory
+        if grad_taps is not None:
+            grad_w = grad_taps.view(3, 3, o, i).permute(2, 3, 0, 1).contiguous()  # (O, I, 3, 3)
+        return grad_x, grad_w, grad.sum((0, 2, 3)) if need_b else None
+
+
+def _fused(x: Tensor, out_channels: int) -> bool:
+    """Whether `UpsampleConv` takes `_FusedUpsampleConv` (see COMPILE_MIN_ELEMENTS): not under autocast
+    (bf16-mixed keeps the eager form's precision), inside a caller's `torch.compile` or a dispatch mode
+    such as `FlopCounterMode` (which then count the ordinary convolution)."""
+    big = x.numel() // max(1, x.shape[1]) * 9 * out_channels >= COMPILE_MIN_ELEMENTS
+    return (x.device.type == "cpu" and big and torch.is_grad_enabled() and compile_enabled()
+            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
+            and _get_current_dispatch_mode() is None)  # fmt: skip
 
 
 class UpsampleConv(nn.Module):
@@ -148,7 +244,9 @@ class UpsampleConv(nn.Module):
     resolution (a quarter of the multiply-adds of the high-resolution conv); upsampling and the shifted
     sum reduce to per-channel mixing of neighbours, done separably at the low resolution for each output
     phase (`_UpShiftSum`), and the phases are interleaved. Channels-last layout throughout: oneDNN's
-    native layout on CPU, where this wide 1x1 conv runs twice as fast as in NCHW.
+    native layout on CPU, where this wide 1x1 conv runs twice as fast as in NCHW. In CPU training on
+    large layers (`_fused`) the products are matrix products and the mixing is compiled, batch chunk by
+    batch chunk (`_FusedUpsampleConv`); `VIDYN_COMPILE=0` keeps the eager form.
     """
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
@@ -158,8 +256,10 @@ class UpsampleConv(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         n, _, h, w = x.shape
         o = self.conv.out_channels
+        if _fused(x, o):
+            return _FusedUpsampleConv.apply(x, self.conv.weight, self.conv.bias)
         # (O, I, 3, 3) -> (3*3*O, I, 1, 1): row index (dy * 3 + dx) * O + o
         taps = self.conv.weight.permute(2, 3, 0, 1).reshape(9 * o, -1, 1, 1)
         z = F.conv2d(x.contiguous(memory_format=torch.channels_last), taps)
         z = z.permute(0, 2, 3, 1).view(n, h, w, 3, 3, o)  # memory order (N, h, w, dy, dx, O)
-        return _phases(z, self.conv.bias)  # (N, O, 2h, 2w)
+        return _phases_eager(z, self.conv.bias)  # (N, O, 2h, 2w)
