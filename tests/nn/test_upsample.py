@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from vidyn.nn import compiled, upsample
-from vidyn.nn.upsample import UpsampleConv, _shift_sum, _shift_sum_adjoint, _UpShiftSum
+from vidyn.nn.upsample import UpsampleConv, _shift_sum, _shift_sum_adjoint, _shift_sum_cat, _UpShiftSum
 
 
 @pytest.mark.parametrize("compile_on", [False, True], ids=["eager", "compiled"])
@@ -39,6 +39,8 @@ def test_out_of_place_shift_sum_is_the_custom_function(n: int) -> None:
     z = torch.randn(2, n, 3, 4, dtype=torch.float64)
     torch.testing.assert_close(_shift_sum(z, 2, 1), _UpShiftSum.apply(z, 2, 1))
     torch.testing.assert_close(_shift_sum(z, 2, 3), _UpShiftSum.apply(z, 2, 3))
+    torch.testing.assert_close(_shift_sum_cat(z, 2, 1), _UpShiftSum.apply(z, 2, 1))
+    torch.testing.assert_close(_shift_sum_cat(z, 2, 3), _UpShiftSum.apply(z, 2, 3))
 
 
 @pytest.mark.parametrize("n", [1, 2, 5])
@@ -61,6 +63,7 @@ def test_fused_path_in_batch_chunks_equals_the_reference(chunk: int, monkeypatch
     conv of the upsampled input, for chunks of one sample, of two with a partial last chunk, and of all."""
     monkeypatch.setitem(compiled._state, "enabled", True)
     monkeypatch.setattr(upsample, "COMPILE_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(upsample, "FUSED_MIN_CHANNELS", 1)
     monkeypatch.setattr(upsample, "CHUNK_ELEMENTS", chunk)  # 40 elements = 2 samples of 1 x 2 x 9 x 2 taps
     torch.manual_seed(0)
     up = UpsampleConv(3, 2).double()

@@ -120,6 +120,25 @@ def _shift_sum(z: Tensor, tap_dim: int, dim: int) -> Tensor:
     return torch.stack([even, odd], dim=tap_dim)
 
 
+def _shift_sum_cat(z: Tensor, tap_dim: int, dim: int) -> Tensor:
+    """`_shift_sum` with the clamped shifts as concatenations: the form whose adjoint TorchInductor derives
+    itself (`_phases_compiled`, layers with few output channels)."""
+    z0, z1, z2 = z.unbind(tap_dim)
+    dim = dim - 1 if dim > tap_dim else dim
+    n = z0.shape[dim]
+
+    def prev(u: Tensor) -> Tensor:  # S-: u[i-1], clamped
+        return torch.cat([u.narrow(dim, 0, 1), u.narrow(dim, 0, n - 1)], dim=dim)
+
+    def next_(u: Tensor) -> Tensor:  # S+: u[i+1], clamped
+        return torch.cat([u.narrow(dim, 1, n - 1), u.narrow(dim, n - 1, 1)], dim=dim)
+
+    first, last = _edges(z0, dim)
+    even = 0.25 * z0 + 0.75 * (z1 + z2) + prev(0.75 * z0 + 0.25 * z1) + 0.25 * next_(z2) - first * z0
+    odd = 0.75 * (z0 + z1) + 0.25 * z2 + 0.25 * prev(z0) + next_(0.25 * z1 + 0.75 * z2) - last * z2
+    return torch.stack([even, odd], dim=tap_dim)
+
+
 def _shift_sum_adjoint(grad: Tensor, tap_dim: int, dim: int) -> Tensor:
     """The adjoint of `_shift_sum` (2 -> 3 along `tap_dim`), out of place, as `_UpShiftSum.backward`:
     S-^T(u)[j] = u[j+1] (0 at j = n-1) + [j = 0] u[0], S+^T(u)[j] = u[j-1] (0 at j = 0) + [j = n-1] u[n-1]."""
@@ -153,6 +172,10 @@ def _phases_eager(z: Tensor, bias: Tensor) -> Tensor:
     return _interleave(_UpShiftSum.apply(rows, 4, 2), bias)  # column phases, interleaved
 
 
+def _phases_fused(z: Tensor, bias: Tensor) -> Tensor:
+    return _interleave(_shift_sum_cat(_shift_sum_cat(z, 3, 1), 4, 2), bias)
+
+
 def _mix(z: Tensor, bias: Tensor) -> Tensor:
     """Taps `(N, h, w, 3, 3, O)` -> `(N, 2h, 2w, O)` + bias: the phase mixing, as one compiled function."""
     return _interleave(_shift_sum(_shift_sum(z, 3, 1), 4, 2), bias).permute(0, 2, 3, 1)
@@ -165,15 +188,17 @@ def _mix_adjoint(grad: Tensor) -> Tensor:
     return _shift_sum_adjoint(_shift_sum_adjoint(g, 4, 2), 3, 1)
 
 
-# Compiling takes seconds, so the fused path is used where it pays back: CPU training (gradients on) on
-# layers whose 9-tap intermediate has at least COMPILE_MIN_ELEMENTS (Vid-ODE's decoder at 64x64, batch 4:
-# 6M and 12M). Inference, small layers, autocast and GPUs (where the eager form measured faster on an H200,
-# docs/speed.md) stay eager.
-# Measured: docs/speed.md.
+# Compiling takes seconds, so it is used where it pays back: CPU training (gradients on) on layers whose
+# 9-tap intermediate has at least COMPILE_MIN_ELEMENTS (Vid-ODE's decoder at 64x64, batch 4: 6M and 12M).
+# Layers with at least FUSED_MIN_CHANNELS outputs take `_FusedUpsampleConv`, whose intermediate of one batch
+# chunk (at most CHUNK_ELEMENTS, at least one sample) stays in cache and is reused from chunk to chunk;
+# narrower ones (ode_gan's decoder: 8-16), where its small matrix products were slower, and autocast keep
+# the full-batch form with the mixing compiled (`_phases_compiled`). Inference, small layers and GPUs (where
+# eager measured faster on an H200) stay eager. Measured: docs/speed.md, session 15.
 COMPILE_MIN_ELEMENTS = 1 << 20
-# Batch chunk of the fused path: the 9-tap intermediate of one chunk (at most this many elements, at least
-# one sample) stays in cache between the matrix product and the mixing, and is reused from chunk to chunk.
 CHUNK_ELEMENTS = 1 << 20
+FUSED_MIN_CHANNELS = 32
+_phases_compiled = compiled_or_eager(_phases_fused, _phases_eager)
 _mix_compiled = compiled_or_eager(_mix, _mix)
 _mix_adjoint_compiled = compiled_or_eager(_mix_adjoint, _mix_adjoint)
 
@@ -225,11 +250,18 @@ class _FusedUpsampleConv(torch.autograd.Function):
         return grad_x, grad_w, grad.sum((0, 2, 3)) if need_b else None
 
 
+def _phases(z: Tensor, bias: Tensor) -> Tensor:
+    if z.device.type == "cpu" and torch.is_grad_enabled() and z.numel() >= COMPILE_MIN_ELEMENTS:
+        return _phases_compiled(z, bias)
+    return _phases_eager(z, bias)
+
+
 def _fused(x: Tensor, out_channels: int) -> bool:
     """Whether `UpsampleConv` takes `_FusedUpsampleConv` (see COMPILE_MIN_ELEMENTS): not under autocast
-    (bf16-mixed keeps the eager form's precision), inside a caller's `torch.compile` or a dispatch mode
+    (bf16-mixed keeps the convolution's precision), inside a caller's `torch.compile` or a dispatch mode
     such as `FlopCounterMode` (which then count the ordinary convolution)."""
     big = x.numel() // max(1, x.shape[1]) * 9 * out_channels >= COMPILE_MIN_ELEMENTS
+    big = big and out_channels >= FUSED_MIN_CHANNELS
     return (x.device.type == "cpu" and big and torch.is_grad_enabled() and compile_enabled()
             and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
             and _get_current_dispatch_mode() is None)  # fmt: skip
@@ -262,4 +294,4 @@ class UpsampleConv(nn.Module):
         taps = self.conv.weight.permute(2, 3, 0, 1).reshape(9 * o, -1, 1, 1)
         z = F.conv2d(x.contiguous(memory_format=torch.channels_last), taps)
         z = z.permute(0, 2, 3, 1).view(n, h, w, 3, 3, o)  # memory order (N, h, w, dy, dx, O)
-        return _phases_eager(z, self.conv.bias)  # (N, O, 2h, 2w)
+        return _phases(z, self.conv.bias)  # (N, O, 2h, 2w)
