@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from vidyn.nn import compiled, upsample
-from vidyn.nn.upsample import UpsampleConv, _shift_sum, _shift_sum_adjoint, _shift_sum_cat, _UpShiftSum
+from vidyn.nn.upsample import UpsampleConv, _shift_cat, _shift_sum, _shift_sum_adjoint, _UpShiftSum
 
 
 @pytest.mark.parametrize("compile_on", [False, True], ids=["eager", "compiled"])
@@ -39,8 +39,8 @@ def test_out_of_place_shift_sum_is_the_custom_function(n: int) -> None:
     z = torch.randn(2, n, 3, 4, dtype=torch.float64)
     torch.testing.assert_close(_shift_sum(z, 2, 1), _UpShiftSum.apply(z, 2, 1))
     torch.testing.assert_close(_shift_sum(z, 2, 3), _UpShiftSum.apply(z, 2, 3))
-    torch.testing.assert_close(_shift_sum_cat(z, 2, 1), _UpShiftSum.apply(z, 2, 1))
-    torch.testing.assert_close(_shift_sum_cat(z, 2, 3), _UpShiftSum.apply(z, 2, 3))
+    torch.testing.assert_close(_shift_sum(z, 2, 1, _shift_cat), _UpShiftSum.apply(z, 2, 1))
+    torch.testing.assert_close(_shift_sum(z, 2, 3, _shift_cat), _UpShiftSum.apply(z, 2, 3))
 
 
 @pytest.mark.parametrize("n", [1, 2, 5])

@@ -9,6 +9,8 @@ path `_FusedUpsampleConv` runs batch chunk by chunk.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -107,35 +109,25 @@ def _edges(u: Tensor, dim: int) -> tuple[Tensor, Tensor]:
     return (index == 0).to(u.dtype), (index == n - 1).to(u.dtype)
 
 
-def _shift_sum(z: Tensor, tap_dim: int, dim: int) -> Tensor:
-    """`_UpShiftSum` written out of place for TorchInductor, which fuses it into one pass: the same formula,
-    with the clamped shifts as gathers (`_shift`)."""
-    z0, z1, z2 = z.unbind(tap_dim)
-    dim = dim - 1 if dim > tap_dim else dim
-    first, last = _edges(z0, dim)
-    even = (0.25 * z0 + 0.75 * (z1 + z2) + _shift(0.75 * z0 + 0.25 * z1, dim, -1) + 0.25 * _shift(z2, dim, 1)
-            - first * z0)  # fmt: skip
-    odd = (0.75 * (z0 + z1) + 0.25 * z2 + 0.25 * _shift(z0, dim, -1) + _shift(0.25 * z1 + 0.75 * z2, dim, 1)
-           - last * z2)  # fmt: skip
-    return torch.stack([even, odd], dim=tap_dim)
-
-
-def _shift_sum_cat(z: Tensor, tap_dim: int, dim: int) -> Tensor:
-    """`_shift_sum` with the clamped shifts as concatenations: the form whose adjoint TorchInductor derives
-    itself (`_phases_compiled`, layers with few output channels)."""
-    z0, z1, z2 = z.unbind(tap_dim)
-    dim = dim - 1 if dim > tap_dim else dim
-    n = z0.shape[dim]
-
-    def prev(u: Tensor) -> Tensor:  # S-: u[i-1], clamped
+def _shift_cat(u: Tensor, dim: int, offset: int) -> Tensor:
+    """`_shift` by +-1 as a concatenation: the form whose adjoint TorchInductor derives well itself."""
+    n = u.shape[dim]
+    if offset < 0:
         return torch.cat([u.narrow(dim, 0, 1), u.narrow(dim, 0, n - 1)], dim=dim)
+    return torch.cat([u.narrow(dim, 1, n - 1), u.narrow(dim, n - 1, 1)], dim=dim)
 
-    def next_(u: Tensor) -> Tensor:  # S+: u[i+1], clamped
-        return torch.cat([u.narrow(dim, 1, n - 1), u.narrow(dim, n - 1, 1)], dim=dim)
 
+def _shift_sum(z: Tensor, tap_dim: int, dim: int, shift: Callable[..., Tensor] = _shift) -> Tensor:
+    """`_UpShiftSum` written out of place for TorchInductor, which fuses it into one pass: the same formula,
+    with the clamped shifts as gathers (`_shift`, for `_FusedUpsampleConv`'s one loop) or concatenations
+    (`_shift_cat`, for `_phases_compiled`, whose adjoint Inductor derives)."""
+    z0, z1, z2 = z.unbind(tap_dim)
+    dim = dim - 1 if dim > tap_dim else dim
     first, last = _edges(z0, dim)
-    even = 0.25 * z0 + 0.75 * (z1 + z2) + prev(0.75 * z0 + 0.25 * z1) + 0.25 * next_(z2) - first * z0
-    odd = 0.75 * (z0 + z1) + 0.25 * z2 + 0.25 * prev(z0) + next_(0.25 * z1 + 0.75 * z2) - last * z2
+    even = (0.25 * z0 + 0.75 * (z1 + z2) + shift(0.75 * z0 + 0.25 * z1, dim, -1) + 0.25 * shift(z2, dim, 1)
+            - first * z0)  # fmt: skip
+    odd = (0.75 * (z0 + z1) + 0.25 * z2 + 0.25 * shift(z0, dim, -1) + shift(0.25 * z1 + 0.75 * z2, dim, 1)
+           - last * z2)  # fmt: skip
     return torch.stack([even, odd], dim=tap_dim)
 
 
@@ -173,7 +165,7 @@ def _phases_eager(z: Tensor, bias: Tensor) -> Tensor:
 
 
 def _phases_fused(z: Tensor, bias: Tensor) -> Tensor:
-    return _interleave(_shift_sum_cat(_shift_sum_cat(z, 3, 1), 4, 2), bias)
+    return _interleave(_shift_sum(_shift_sum(z, 3, 1, _shift_cat), 4, 2, _shift_cat), bias)
 
 
 def _mix(z: Tensor, bias: Tensor) -> Tensor:
