@@ -57,14 +57,14 @@ def test_shift_sum_adjoint_is_the_transpose(n: int) -> None:
         torch.testing.assert_close(_shift_sum_adjoint(g, tap_dim, dim), vjp)
 
 
-@pytest.mark.parametrize("chunk", [1, 40, 10**9], ids=["one-sample", "partial-last", "whole-batch"])
+@pytest.mark.parametrize("chunk", [1, 80, 10**9], ids=["one-sample", "partial-last", "whole-batch"])
 def test_fused_path_in_batch_chunks_equals_the_reference(chunk: int, monkeypatch) -> None:
     """The CPU training path (matrix products and compiled mixing, chunk by chunk) against the reference
     conv of the upsampled input, for chunks of one sample, of two with a partial last chunk, and of all."""
     monkeypatch.setitem(compiled._state, "enabled", True)
     monkeypatch.setattr(upsample, "COMPILE_MIN_ELEMENTS", 0)
     monkeypatch.setattr(upsample, "FUSED_MIN_CHANNELS", 1)
-    monkeypatch.setattr(upsample, "CHUNK_ELEMENTS", chunk)  # 40 elements = 2 samples of 1 x 2 x 9 x 2 taps
+    monkeypatch.setattr(upsample, "CHUNK_ELEMENTS", chunk)  # 80 = 2 samples of 1 x 2 x 9 x 2 = 36 taps
     torch.manual_seed(0)
     up = UpsampleConv(3, 2).double()
     x = torch.randn(5, 3, 1, 2, dtype=torch.float64, requires_grad=True)
