@@ -9,6 +9,8 @@
 - `--vid-ode PATH`: the official Vid-ODE `models/*.py` and `utils.py`, unmodified, from PATH.
 - Without either path, vidyn's models are timed alone.
 - Vid-ODE is also timed with `torch.compile` off ("eager", `VIDYN_COMPILE=0`), interleaved with the rest.
+- `--direct`: the recurrent models are also timed with `vidyn.nn.winograd` off (direct oneDNN
+  convolutions, vidyn before session 16), interleaved with the rest.
 - `--no-tf32` (CUDA): fp32 convolutions in full fp32 (torch lets cuDNN use TF32 by default); on an H200
   vidyn's Vid-ODE decoder took 20 solver evaluations against 14 on a CPU, TF32 being one suspect.
 
@@ -20,7 +22,8 @@ Steps alternate between the two sides (interleaved, order flipped every step) af
 gives the median process CPU time per step (CUDA: the median wall time, synchronised), so drift of this
 shared machine hits both sides alike. Also printed: this machine's fp32 matmul and oneDNN convolution
 peaks, measured in the same run, and the achieved GFLOP/s of vidyn's recurrent steps (FlopCounterMode:
-convolutions and matmuls of one forward + backward).
+convolutions and matmuls of one forward + backward, counted as direct convolutions, so a Winograd step
+shows its effective rate).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ import vidyn.models  # noqa: E402, F401  (registers the builders)
 from vidyn.errors import VidynError  # noqa: E402
 from vidyn.nn.compiled import set_compile  # noqa: E402
 from vidyn.nn.patch import patchify  # noqa: E402
+from vidyn.nn.winograd import set_winograd  # noqa: E402
 from vidyn.registry import MODELS  # noqa: E402
 from vidyn.tasks.sampling import sample_truth_mask  # noqa: E402
 
@@ -70,11 +74,30 @@ def _recurrent_model(name: str, cfg: dict, device: torch.device) -> torch.nn.Mod
     ).to(device)  # fmt: skip
 
 
+def without_winograd(loss_fn: Step) -> Step:
+    """`loss_fn` with vidyn's convolutions computed directly (oneDNN), as before `vidyn.nn.winograd`."""
+
+    def direct() -> torch.Tensor:
+        set_winograd(False)
+        try:
+            return loss_fn()
+        finally:
+            set_winograd(None)
+
+    return direct
+
+
 def recurrent_pair(
-    name: str, cfg: dict, openstl: Path | None, device: torch.device, compile_mode: str | None = None
+    name: str,
+    cfg: dict,
+    openstl: Path | None,
+    device: torch.device,
+    compile_mode: str | None = None,
+    direct: bool = False,
 ) -> dict:
     """vidyn's model and step (and OpenSTL's, given its path) on one batch and mask; with `compile_mode`
-    also vidyn's step under `torch.compile(mode=compile_mode)` ("reduce-overhead": CUDA graphs)."""
+    also vidyn's step under `torch.compile(mode=compile_mode)` ("reduce-overhead": CUDA graphs); with
+    `direct` also vidyn's step with Winograd convolutions off."""
     ours = _recurrent_model(name, cfg, device)
     batch = cfg["batch"]
     frames = torch.rand(batch, NUM_FRAMES, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
@@ -117,6 +140,10 @@ def recurrent_pair(
             return compiled(twin)
 
         pair["vidyn compiled"] = (twin, compiled_loss)
+    if direct:
+        plain = _recurrent_model(name, cfg, device)
+        plain.load_state_dict(ours.state_dict())
+        pair["vidyn direct"] = (plain, without_winograd(lambda: loss_of(plain)))
     return pair
 
 
@@ -204,16 +231,18 @@ def same_function(pair: dict) -> float:
 
 
 def count_gflop(pair: dict, side: str = "vidyn") -> float:
-    """GFLOP of one forward + backward of `side` (convolutions and matrix products)."""
+    """GFLOP of one forward + backward of `side` (convolutions and matrix products), counted with direct
+    convolutions: Winograd's fewer multiplications then show as a higher effective GFLOP/s."""
     model, loss_fn = pair[side]
     with FlopCounterMode(display=False) as counter:
-        loss_fn().backward()
+        without_winograd(loss_fn)().backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops() / 1e9
 
 
 def bench_recurrent(args: argparse.Namespace, device: torch.device) -> None:
     extra = f"{'compiled s':>11}{'speed-up':>9}{'compile s':>10}" if args.compile else ""
+    extra += f"{'direct s':>9}{'speed-up':>9}" if args.direct else ""
     for config in args.configs:
         cfg = CONFIGS[config]
         print(f"\n[{config}] {cfg['layers']}x{cfg['hidden']} k{cfg['kernel']}, batch {cfg['batch']}, "
@@ -221,7 +250,7 @@ def bench_recurrent(args: argparse.Namespace, device: torch.device) -> None:
         print(f"{'model':<11}{'OpenSTL s':>10}{'vidyn s':>9}{'speed-up':>9}{'|dloss|':>9}{'GFLOP':>7}"
               f"{'GFLOP/s':>8}{extra}")  # fmt: skip
         for name in args.models:
-            pair = recurrent_pair(name, cfg, args.openstl, device, args.compile)
+            pair = recurrent_pair(name, cfg, args.openstl, device, args.compile, args.direct)
             start = time.perf_counter()
             diff = same_function(pair) if len(pair) > 1 else float("nan")  # (the compiled side compiles here)
             compile_s = time.perf_counter() - start
@@ -234,6 +263,9 @@ def bench_recurrent(args: argparse.Namespace, device: torch.device) -> None:
             if args.compile:
                 fast = med["vidyn compiled"]
                 line += f"{fast:>11.4f}{ref / fast:>8.2f}x{compile_s:>10.1f}"
+            if args.direct:
+                plain = med["vidyn direct"]
+                line += f"{plain:>9.4f}{ref / plain:>8.2f}x"
             print(line, flush=True)
 
 
@@ -280,6 +312,11 @@ def main() -> None:
         "reduce-overhead (CUDA graphs)",
     )
     parser.add_argument("--no-tf32", action="store_true", help="CUDA: fp32 convolutions without TF32")
+    parser.add_argument(
+        "--direct",
+        action="store_true",
+        help="also time vidyn's recurrent step with Winograd convolutions off (as before session 16)",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.no_tf32:  # torch's default lets cuDNN run fp32 convolutions in TF32 (10-bit mantissa)

@@ -10,7 +10,8 @@ All tensors are `(B, C, H, W)`; every convolution is "same"-padded with stride 1
 input's spatial size. With `layer_norm=True` each gate convolution is followed by a LayerNorm over
 `(C, H, W)` as in OpenSTL, which ties the cell to one `height` x `width`. The convolutions are
 `TimeBatchedConv2d`s: a rollout may compute their weight gradients once for all steps
-(`vidyn.nn.time_batched`).
+(`vidyn.nn.time_batched`), and in CPU training the large ones run by Winograd's algorithm
+(`vidyn.nn.winograd`).
 """
 
 from __future__ import annotations

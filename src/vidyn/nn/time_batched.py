@@ -18,6 +18,12 @@ have, and computes the weight (and bias) gradient from the stacked steps. Outsid
 another caller) it is a plain convolution. The result equals the per-step sum up to float rounding
 (summation order). Only inputs of the weight's dtype without autocast take this path (under autocast the
 convolution runs in the autocast dtype; the plain path handles that).
+
+Where `vidyn.nn.winograd` applies (CPU training of large 3x3 / 5x5 convolutions), both paths compute the
+convolution by Winograd's algorithm and transform the weight once per rollout: inside the context the
+steps record their transformed inputs and output gradients, and the weight's gradient is one batched
+product over all steps' tiles, mapped back through the transform's adjoint (`_SharedWinogradWeight`); with
+`enabled=False` the steps share the transformed weight and autograd sums its gradient.
 """
 
 from __future__ import annotations
@@ -29,6 +35,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from vidyn.nn.winograd import (
+    winograd_applies,
+    winograd_conv2d,
+    winograd_input_adjoint,
+    winograd_input_transform,
+    winograd_output_adjoint,
+    winograd_output_transform,
+    winograd_weight,
+    winograd_weight_adjoint,
+)
 
 
 class _Rollout:
@@ -107,18 +124,85 @@ class _Step(torch.autograd.Function):
         return grad_x, None, None, None
 
 
+class _SharedWinogradWeight(torch.autograd.Function):
+    """The weight's Winograd transform, once per rollout; its backward forms the transform's gradient from
+    all steps in one batched product (reduction over every step's tiles) and maps it back to the weight."""
+
+    @staticmethod
+    def forward(ctx: Any, weight: Tensor, rollout: _Rollout) -> Tensor:
+        ctx.rollout, ctx.kernel_size = rollout, weight.shape[-1]
+        ctx.set_materialize_grads(False)
+        return winograd_weight(weight)
+
+    @staticmethod
+    def backward(ctx: Any, grad_u: Tensor | None) -> tuple[Tensor, None]:
+        rollout = ctx.rollout
+        tiles, grads = torch.cat(rollout.inputs, 1), torch.cat(rollout.grads, 1)  # (a*a, T*P, C | K)
+        rollout.inputs.clear()
+        rollout.grads.clear()
+        du = torch.bmm(tiles.transpose(1, 2), grads)  # (a*a, C, K)
+        if grad_u is not None:
+            du = du + grad_u
+        return winograd_weight_adjoint(du, ctx.kernel_size), None
+
+
+class _WinogradStep(torch.autograd.Function):
+    """One step's Winograd convolution: backward gives the input gradient and records the step's
+    transformed input and output gradient for the weight's."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, u: Tensor, rollout: _Rollout) -> Tensor:
+        r = rollout.conv.kernel_size[0]
+        v = winograd_input_transform(x, r)  # (a*a, P, C)
+        ctx.save_for_backward(v, u)
+        ctx.rollout, ctx.shape = rollout, tuple(x.shape)
+        return winograd_output_transform(torch.bmm(v, u), (x.shape[0], u.shape[-1], *x.shape[2:]), r)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None]:
+        v, u = ctx.saved_tensors
+        rollout = ctx.rollout
+        r = rollout.conv.kernel_size[0]
+        dm = winograd_output_adjoint(grad, r)  # (a*a, P, K)
+        rollout.inputs.append(v)
+        rollout.grads.append(dm)
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        return winograd_input_adjoint(torch.bmm(dm, u.transpose(1, 2)), ctx.shape, r), None, None
+
+
 class TimeBatchedConv2d(nn.Conv2d):
     """`nn.Conv2d` whose weight gradient is batched over a rollout inside `time_batched_weight_grads`."""
 
     _rollout: tuple[_Rollout, Tensor, Tensor | None] | None = None
     _active = False
+    _winograd_rollout: tuple[_Rollout, Tensor] | None = None
+    _in_rollout = False
+    _winograd_weight: Tensor | None = None
+
+    def _plain(self, x: Tensor) -> Tensor:
+        if not winograd_applies(self, x):
+            return super().forward(x)
+        u = self._winograd_weight
+        if u is None or u.dtype != x.dtype:
+            u = winograd_weight(self.weight)
+            if self._in_rollout:  # the weight is fixed within a rollout: transform it once for all steps
+                self._winograd_weight = u
+        return winograd_conv2d(x, self.weight, self.bias, transformed=u)
 
     def forward(self, x: Tensor) -> Tensor:
         if not (self._active and torch.is_grad_enabled() and self.weight.requires_grad):
-            return super().forward(x)
+            return self._plain(x)
         plain_conv = self.padding_mode != "zeros" or isinstance(self.padding, str)
         if plain_conv or x.dtype != self.weight.dtype or torch.is_autocast_enabled(x.device.type):
-            return super().forward(x)
+            return self._plain(x)
+        if winograd_applies(self, x):
+            if self._winograd_rollout is None:
+                rollout = _Rollout(self)
+                self._winograd_rollout = (rollout, _SharedWinogradWeight.apply(self.weight, rollout))
+            rollout, u = self._winograd_rollout
+            y = _WinogradStep.apply(x, u, rollout)
+            return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
         if self._rollout is None:
             rollout = _Rollout(self)
             self._rollout = (rollout, *_SharedWeight.apply(self.weight, self.bias, rollout))
@@ -130,11 +214,13 @@ class TimeBatchedConv2d(nn.Conv2d):
 def time_batched_weight_grads(module: nn.Module, enabled: bool = True) -> Iterator[None]:
     """Within the block, every `TimeBatchedConv2d` in `module` batches its weight gradient over the
     block's calls (one rollout); `enabled=False` leaves them plain convolutions."""
-    convs = [m for m in module.modules() if isinstance(m, TimeBatchedConv2d)] if enabled else []
+    convs = [m for m in module.modules() if isinstance(m, TimeBatchedConv2d)]
     for conv in convs:
-        conv._active, conv._rollout = True, None
+        conv._active, conv._in_rollout = enabled, True
+        conv._rollout = conv._winograd_rollout = conv._winograd_weight = None
     try:
         yield
     finally:
         for conv in convs:
-            conv._active, conv._rollout = False, None
+            conv._active, conv._in_rollout = False, False
+            conv._rollout = conv._winograd_rollout = conv._winograd_weight = None

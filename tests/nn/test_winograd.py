@@ -1,0 +1,171 @@
+"""Winograd F(2x2, r x r) convolutions equal the direct convolution, forward and backward, and run only
+where they apply; the recurrences' time-batched Winograd path gives the per-step gradients."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vidyn.nn import compiled
+from vidyn.nn import winograd as wg
+from vidyn.nn.time_batched import TimeBatchedConv2d, time_batched_weight_grads
+
+
+@pytest.fixture(autouse=True)
+def eager(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The transforms' eager forms (the same functions; compiling every shape and dtype would take
+    minutes): `test_compiled_transforms_equal_the_eager_ones` covers the compiled ones."""
+    monkeypatch.setitem(compiled._state, "enabled", False)
+
+
+@pytest.fixture
+def winograd_on() -> Iterator[None]:
+    wg.set_winograd(True)
+    yield
+    wg.set_winograd(None)
+
+
+@pytest.mark.parametrize("r", [3, 5])
+def test_the_matrices_compute_a_1d_correlation(r: int) -> None:
+    """Y = A^T [(G g) . (B^T d)] gives y[i] = sum_j g[j] d[i + j] for random d, g (float64)."""
+    at, g_mat, bt = (torch.tensor(m, dtype=torch.float64) for m in wg.winograd_matrices(r))
+    assert at.shape == (2, r + 1) and g_mat.shape == (r + 1, r) and bt.shape == (r + 1, r + 1)
+    gen = torch.Generator().manual_seed(r)
+    for _ in range(5):
+        d = torch.randn(r + 1, dtype=torch.float64, generator=gen)
+        g = torch.randn(r, dtype=torch.float64, generator=gen)
+        want = torch.stack([sum(g[j] * d[i + j] for j in range(r)) for i in range(2)])
+        torch.testing.assert_close(at @ ((g_mat @ g) * (bt @ d)), want, rtol=1e-12, atol=1e-12)
+    assert all(float(v).is_integer() for row in wg.winograd_matrices(r)[2] for v in row)
+
+
+@pytest.mark.parametrize("r", [3, 5])
+@pytest.mark.parametrize("bias", [False, True], ids=["no_bias", "bias"])
+def test_values_and_gradients_equal_the_direct_convolution(r: int, bias: bool) -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, 6, 10, dtype=torch.float64, generator=gen).requires_grad_()
+    w = torch.randn(7, 5, r, r, dtype=torch.float64, generator=gen).requires_grad_()
+    b = torch.randn(7, dtype=torch.float64, generator=gen).requires_grad_() if bias else None
+    got = wg.winograd_conv2d(x, w, b)
+    want = F.conv2d(x, w, b, padding=r // 2)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    grad = torch.randn(want.shape, dtype=torch.float64, generator=gen)
+    inputs = [t for t in (x, w, b) if t is not None]
+    for g_got, g_want in zip(
+        torch.autograd.grad(got, inputs, grad), torch.autograd.grad(want, inputs, grad), strict=True
+    ):
+        torch.testing.assert_close(g_got, g_want, rtol=1e-12, atol=1e-11)
+
+
+@pytest.mark.parametrize("r, tol", [(3, 2e-6), (5, 2e-5)])
+def test_float32_error_is_float_rounding(r: int, tol: float) -> None:
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 64, 16, 16, generator=gen)
+    w = 0.05 * torch.randn(128, 64, r, r, generator=gen)
+    want = F.conv2d(x.double(), w.double(), padding=r // 2)
+    err = (wg.winograd_conv2d(x, w).double() - want).abs().max() / want.abs().max()
+    assert err < tol
+
+
+def test_compiled_transforms_equal_the_eager_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The four transforms as TorchInductor compiles them (the training path) against their eager forms."""
+    monkeypatch.setitem(compiled._state, "enabled", True)
+    gen = torch.Generator().manual_seed(3)
+    shape, out_shape = (2, 32, 8, 6), (2, 128, 8, 6)
+    x = torch.randn(shape, generator=gen)
+    m = torch.randn(16, 24, 128, generator=gen)
+    dy = torch.randn(out_shape, generator=gen).contiguous(memory_format=torch.channels_last)
+    v = m[..., :32]
+    pairs = [
+        (wg.winograd_input_transform(x, 3), wg._input_transform(x, 3)),
+        (wg.winograd_input_adjoint(v, shape, 3), wg._input_transform_adjoint(v, shape, 3)),
+        (wg.winograd_output_transform(m, out_shape, 3), wg._output_transform(m, out_shape, 3)),
+        (wg.winograd_output_adjoint(dy, 3), wg._output_transform_adjoint(dy, 3)),
+    ]
+    for got, want in pairs:
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("r", [3, 5])
+def test_the_hand_written_adjoints_are_the_transposes(r: int) -> None:
+    """<T x, y> = <x, T^T y> for the input, output and weight transforms (float64)."""
+    gen = torch.Generator().manual_seed(2)
+    shape = (2, 3, 6, 8)
+    x = torch.randn(shape, dtype=torch.float64, generator=gen)
+    v = wg.winograd_input_transform(x, r)
+    dv = torch.randn(v.shape, dtype=torch.float64, generator=gen)
+    lhs = (v * dv).sum()
+    torch.testing.assert_close(lhs, (x * wg.winograd_input_adjoint(dv, shape, r)).sum(), rtol=1e-12, atol=0)
+    m = torch.randn(v.shape[0], v.shape[1], 4, dtype=torch.float64, generator=gen)
+    y = wg.winograd_output_transform(m, (2, 4, 6, 8), r)
+    dy = torch.randn(y.shape, dtype=torch.float64, generator=gen)
+    rhs = (m * wg.winograd_output_adjoint(dy, r)).sum()
+    torch.testing.assert_close((y * dy).sum(), rhs, rtol=1e-12, atol=0)
+    w = torch.randn(4, 3, r, r, dtype=torch.float64, generator=gen)
+    u = wg.winograd_weight(w)
+    du = torch.randn(u.shape, dtype=torch.float64, generator=gen)
+    rhs = (w * wg.winograd_weight_adjoint(du, r)).sum()
+    torch.testing.assert_close((u * du).sum(), rhs, rtol=1e-12, atol=0)
+
+
+def test_it_applies_only_to_cpu_training_of_large_same_convolutions(winograd_on: None) -> None:
+    conv = nn.Conv2d(32, 128, 3, padding=1)
+    x = torch.randn(1, 32, 8, 8)
+    assert wg.winograd_applies(conv, x)
+    assert not wg.winograd_applies(conv, torch.randn(1, 32, 7, 8))  # odd height
+    with torch.no_grad():
+        assert not wg.winograd_applies(conv, x)  # inference stays direct
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not wg.winograd_applies(conv, x)
+    for other in (
+        nn.Conv2d(16, 128, 3, padding=1),  # too few input channels (slower, docs/speed.md)
+        nn.Conv2d(32, 64, 3, padding=1),  # too few output channels
+        nn.Conv2d(32, 128, 3, padding=1, stride=2),
+        nn.Conv2d(32, 128, 3, padding=0),
+        nn.Conv2d(32, 128, 7, padding=3),
+        nn.Conv2d(32, 128, 3, padding=1, groups=2),
+        nn.Conv2d(32, 128, 3, padding=1, padding_mode="reflect"),
+    ):
+        assert not wg.winograd_applies(other, x)
+    wg.set_winograd(False)
+    assert not wg.winograd_applies(conv, x)
+
+
+def _rollout(conv: nn.Module, xs: list[torch.Tensor], enabled: bool) -> torch.Tensor:
+    """A recurrence through the conv: h feeds back, so gradients flow through time."""
+    h = torch.zeros(xs[0].shape[0], 32, *xs[0].shape[2:], dtype=torch.float64)
+    with time_batched_weight_grads(conv, enabled=enabled):
+        outs = []
+        for x in xs:
+            y = conv(torch.cat([x, h], dim=1))  # (B, 128, H, W)
+            h = torch.tanh(y[:, :32]) * torch.sigmoid(y[:, 32:64])
+            outs.append(y[:, 64:])
+    return torch.stack(outs).square().mean() + h.sum()
+
+
+@pytest.mark.parametrize("r", [3, 5])
+@pytest.mark.parametrize("batched", [True, False], ids=["time_batched", "per_step"])
+def test_recurrent_winograd_gradients_equal_the_direct_ones(winograd_on: None, r: int, batched: bool) -> None:
+    """The weight transform computed once per rollout, the time-batched Winograd weight gradient, and the
+    per-step path all equal a plain `nn.Conv2d` rollout (float64)."""
+    torch.manual_seed(0)
+    conv = TimeBatchedConv2d(40, 128, r, padding=r // 2, bias=True).double()
+    plain = nn.Conv2d(40, 128, r, padding=r // 2, bias=True).double()
+    plain.load_state_dict(conv.state_dict())
+    xs = [torch.randn(2, 8, 6, 4, dtype=torch.float64, requires_grad=True) for _ in range(4)]
+    seen = []
+    channels_last = torch.channels_last
+    conv.register_forward_hook(lambda m, i, o: seen.append(o.is_contiguous(memory_format=channels_last)))
+    loss = _rollout(conv, xs, batched)
+    assert all(seen) and len(seen) == 4  # the Winograd path ran (its output is channels-last)
+    grads = torch.autograd.grad(loss, [*conv.parameters(), *xs])
+    ref_loss = _rollout(plain, xs, batched)
+    ref = torch.autograd.grad(ref_loss, [*plain.parameters(), *xs])
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-12, atol=0)
+    for got, want in zip(grads, ref, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-11, atol=1e-11)
+    assert conv._winograd_weight is None and conv._winograd_rollout is None  # nothing left behind
