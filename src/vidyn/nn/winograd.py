@@ -198,10 +198,12 @@ def _output_transform_adjoint(grad: Tensor, kernel_size: int) -> Tensor:
 
 # the four transforms, each one compiled loop (for callers that run their own backward: the rollouts of
 # `vidyn.nn.time_batched`); `winograd_input_transform` is also differentiable through Inductor's adjoint
-winograd_input_transform = compiled_or_eager(_input_transform, _input_transform)
-winograd_output_transform = compiled_or_eager(_output_transform, _output_transform)
-winograd_output_adjoint = compiled_or_eager(_output_transform_adjoint, _output_transform_adjoint)
-winograd_input_adjoint = compiled_or_eager(_input_transform_adjoint, _input_transform_adjoint)
+winograd_input_transform = compiled_or_eager(_input_transform, _input_transform, dynamic=False)
+winograd_output_transform = compiled_or_eager(_output_transform, _output_transform, dynamic=False)
+winograd_output_adjoint = compiled_or_eager(
+    _output_transform_adjoint, _output_transform_adjoint, dynamic=False
+)
+winograd_input_adjoint = compiled_or_eager(_input_transform_adjoint, _input_transform_adjoint, dynamic=False)
 
 
 class _OutputTransform(torch.autograd.Function):
