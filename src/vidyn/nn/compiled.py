@@ -57,7 +57,8 @@ def compiled_or_eager(
             return eager(*args, **kwargs)  # (under a dispatch mode such as FlopCounterMode: count eager ops)
         try:
             if compiled is None:
-                compiled = torch.compile(fast, mode=mode, dynamic=dynamic)
+                options = {k: v for k, v in (("mode", mode), ("dynamic", dynamic)) if v is not None}
+                compiled = torch.compile(fast, **options)
             return compiled(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001  (any backend failure: fall back, say so once)
             result = eager(*args, **kwargs)  # bad inputs raise here, exactly as they would without compile
