@@ -214,6 +214,9 @@ class TimeBatchedConv2d(nn.Conv2d):
 def time_batched_weight_grads(module: nn.Module, enabled: bool = True) -> Iterator[None]:
     """Within the block, every `TimeBatchedConv2d` in `module` batches its weight gradient over the
     block's calls (one rollout); `enabled=False` leaves them plain convolutions."""
+    if torch.compiler.is_compiling():  # a compiled rollout: plain convolutions (no module state to trace)
+        yield
+        return
     convs = [m for m in module.modules() if isinstance(m, TimeBatchedConv2d)]
     for conv in convs:
         conv._active, conv._in_rollout = enabled, True
