@@ -5,7 +5,8 @@ whose convolutions are the same oneDNN calls as vidyn's and 86-88% of a training
 Two ways of computing the same convolutions with less work, timed against the direct convolution at the
 cells' shapes (one thread, process CPU time, median of interleaved repeats):
 
-1. Winograd F(2x2, r x r) (Lavin & Gray, CVPR 2016; `vidyn.nn.winograd`, compiled transforms): forward +
+1. Winograd F(m x m, r x r) (Lavin & Gray, CVPR 2016; `vidyn.nn.winograd`, compiled transforms; m = 4
+   for 3x3 kernels on these 16x16 grids, 2 for 5x5): forward +
    backward of one step's convolution, the weight transform computed beforehand as a rollout does once
    for all steps (its gradient is still formed per call here). Session 6 tried a naive version (transforms
    as a depthwise and a transposed convolution) and found it 3-4x slower; the compiled transforms are
@@ -30,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vidyn.nn.winograd import winograd_conv2d, winograd_weight
+from vidyn.nn.winograd import winograd_conv2d, winograd_tile, winograd_weight
 
 
 def median_ms(fn: Callable[[], object], repeats: int) -> float:
@@ -54,7 +55,7 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str,
 def probe_winograd(n: int, c: int, k: int, r: int, repeats: int) -> None:
     x = torch.randn(n, c, 16, 16, requires_grad=True)
     weight = (0.05 * torch.randn(k, c, r, r)).requires_grad_()
-    u = winograd_weight(weight).detach().requires_grad_()  # once per rollout in the cells
+    u = winograd_weight(weight, winograd_tile(r, 16, 16)).detach().requires_grad_()  # once per rollout
     ref = F.conv2d(x, weight, padding=r // 2)
     err = ((winograd_conv2d(x, weight, transformed=u) - ref).abs().max() / ref.abs().max()).item()
     grad = torch.randn_like(ref)

@@ -29,28 +29,32 @@ def winograd_on() -> Iterator[None]:
     wg.set_winograd(None)
 
 
-@pytest.mark.parametrize("r", [3, 5])
-def test_the_matrices_compute_a_1d_correlation(r: int) -> None:
+ALGOS = [(2, 3), (2, 5), (4, 3)]  # (m, r) of F(m x m, r x r)
+
+
+@pytest.mark.parametrize("m, r", ALGOS)
+def test_the_matrices_compute_a_1d_correlation(m: int, r: int) -> None:
     """Y = A^T [(G g) . (B^T d)] gives y[i] = sum_j g[j] d[i + j] for random d, g (float64)."""
-    at, g_mat, bt = (torch.tensor(m, dtype=torch.float64) for m in wg.winograd_matrices(r))
-    assert at.shape == (2, r + 1) and g_mat.shape == (r + 1, r) and bt.shape == (r + 1, r + 1)
+    a = m + r - 1
+    at, g_mat, bt = (torch.tensor(x, dtype=torch.float64) for x in wg.winograd_matrices((m, r)))
+    assert at.shape == (m, a) and g_mat.shape == (a, r) and bt.shape == (a, a)
     gen = torch.Generator().manual_seed(r)
     for _ in range(5):
-        d = torch.randn(r + 1, dtype=torch.float64, generator=gen)
+        d = torch.randn(a, dtype=torch.float64, generator=gen)
         g = torch.randn(r, dtype=torch.float64, generator=gen)
-        want = torch.stack([sum(g[j] * d[i + j] for j in range(r)) for i in range(2)])
+        want = torch.stack([sum(g[j] * d[i + j] for j in range(r)) for i in range(m)])
         torch.testing.assert_close(at @ ((g_mat @ g) * (bt @ d)), want, rtol=1e-12, atol=1e-12)
-    assert all(float(v).is_integer() for row in wg.winograd_matrices(r)[2] for v in row)
+    assert all(float(v).is_integer() for row in wg.winograd_matrices((m, r))[2] for v in row)
 
 
-@pytest.mark.parametrize("r", [3, 5])
+@pytest.mark.parametrize("m, r", ALGOS)
 @pytest.mark.parametrize("bias", [False, True], ids=["no_bias", "bias"])
-def test_values_and_gradients_equal_the_direct_convolution(r: int, bias: bool) -> None:
+def test_values_and_gradients_equal_the_direct_convolution(m: int, r: int, bias: bool) -> None:
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(3, 5, 6, 10, dtype=torch.float64, generator=gen).requires_grad_()
+    x = torch.randn(3, 5, 4 * m, 6 * m, dtype=torch.float64, generator=gen).requires_grad_()
     w = torch.randn(7, 5, r, r, dtype=torch.float64, generator=gen).requires_grad_()
     b = torch.randn(7, dtype=torch.float64, generator=gen).requires_grad_() if bias else None
-    got = wg.winograd_conv2d(x, w, b)
+    got = wg.winograd_conv2d(x, w, b, tile=m)
     want = F.conv2d(x, w, b, padding=r // 2)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     grad = torch.randn(want.shape, dtype=torch.float64, generator=gen)
@@ -61,13 +65,13 @@ def test_values_and_gradients_equal_the_direct_convolution(r: int, bias: bool) -
         torch.testing.assert_close(g_got, g_want, rtol=1e-12, atol=1e-11)
 
 
-@pytest.mark.parametrize("r, tol", [(3, 2e-6), (5, 2e-5)])
-def test_float32_error_is_float_rounding(r: int, tol: float) -> None:
+@pytest.mark.parametrize("m, r, tol", [(2, 3, 2e-6), (2, 5, 2e-5), (4, 3, 2e-5)])
+def test_float32_error_is_float_rounding(m: int, r: int, tol: float) -> None:
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(2, 64, 16, 16, generator=gen)
     w = 0.05 * torch.randn(128, 64, r, r, generator=gen)
     want = F.conv2d(x.double(), w.double(), padding=r // 2)
-    err = (wg.winograd_conv2d(x, w).double() - want).abs().max() / want.abs().max()
+    err = (wg.winograd_conv2d(x, w, tile=m).double() - want).abs().max() / want.abs().max()
     assert err < tol
 
 
@@ -80,42 +84,45 @@ def test_compiled_transforms_equal_the_eager_ones(monkeypatch: pytest.MonkeyPatc
     m = torch.randn(16, 24, 128, generator=gen)
     dy = torch.randn(out_shape, generator=gen).contiguous(memory_format=torch.channels_last)
     v = m[..., :32]
+    algo = (2, 3)
     pairs = [
-        (wg.winograd_input_transform(x, 3), wg._input_transform(x, 3)),
-        (wg.winograd_input_adjoint(v, shape, 3), wg._input_transform_adjoint(v, shape, 3)),
-        (wg.winograd_output_transform(m, out_shape, 3), wg._output_transform(m, out_shape, 3)),
-        (wg.winograd_output_adjoint(dy, 3), wg._output_transform_adjoint(dy, 3)),
+        (wg.winograd_input_transform(x, algo), wg._input_transform(x, algo)),
+        (wg.winograd_input_adjoint(v, shape, algo), wg._input_transform_adjoint(v, shape, algo)),
+        (wg.winograd_output_transform(m, out_shape, algo), wg._output_transform(m, out_shape, algo)),
+        (wg.winograd_output_adjoint(dy, algo), wg._output_transform_adjoint(dy, algo)),
     ]
     for got, want in pairs:
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("r", [3, 5])
-def test_the_hand_written_adjoints_are_the_transposes(r: int) -> None:
+@pytest.mark.parametrize("m, r", ALGOS)
+def test_the_hand_written_adjoints_are_the_transposes(m: int, r: int) -> None:
     """<T x, y> = <x, T^T y> for the input, output and weight transforms (float64)."""
     gen = torch.Generator().manual_seed(2)
-    shape = (2, 3, 6, 8)
+    algo, shape = (m, r), (2, 3, 2 * m, 3 * m)
     x = torch.randn(shape, dtype=torch.float64, generator=gen)
-    v = wg.winograd_input_transform(x, r)
+    v = wg.winograd_input_transform(x, algo)
     dv = torch.randn(v.shape, dtype=torch.float64, generator=gen)
-    lhs = (v * dv).sum()
-    torch.testing.assert_close(lhs, (x * wg.winograd_input_adjoint(dv, shape, r)).sum(), rtol=1e-12, atol=0)
-    m = torch.randn(v.shape[0], v.shape[1], 4, dtype=torch.float64, generator=gen)
-    y = wg.winograd_output_transform(m, (2, 4, 6, 8), r)
+    rhs = (x * wg.winograd_input_adjoint(dv, shape, algo)).sum()
+    torch.testing.assert_close((v * dv).sum(), rhs, rtol=1e-12, atol=0)
+    prod = torch.randn(v.shape[0], v.shape[1], 4, dtype=torch.float64, generator=gen)
+    y = wg.winograd_output_transform(prod, (2, 4, 2 * m, 3 * m), algo)
     dy = torch.randn(y.shape, dtype=torch.float64, generator=gen)
-    rhs = (m * wg.winograd_output_adjoint(dy, r)).sum()
+    rhs = (prod * wg.winograd_output_adjoint(dy, algo)).sum()
     torch.testing.assert_close((y * dy).sum(), rhs, rtol=1e-12, atol=0)
     w = torch.randn(4, 3, r, r, dtype=torch.float64, generator=gen)
-    u = wg.winograd_weight(w)
+    u = wg.winograd_weight(w, m)
     du = torch.randn(u.shape, dtype=torch.float64, generator=gen)
-    rhs = (w * wg.winograd_weight_adjoint(du, r)).sum()
+    rhs = (w * wg.winograd_weight_adjoint(du, algo)).sum()
     torch.testing.assert_close((u * du).sum(), rhs, rtol=1e-12, atol=0)
 
 
 def test_it_applies_only_to_cpu_training_of_large_same_convolutions(winograd_on: None) -> None:
     conv = nn.Conv2d(32, 128, 3, padding=1)
-    x = torch.randn(1, 32, 8, 8)
+    x = torch.randn(1, 32, 6, 6)  # F(2, 3): sides not divisible by 4
     assert wg.winograd_applies(conv, x)
+    narrow = nn.Conv2d(32, 64, 3, padding=1)  # F(4, 3) pays from 64 outputs, F(2, 3) from 128
+    assert wg.winograd_applies(narrow, torch.randn(1, 32, 8, 8)) and not wg.winograd_applies(narrow, x)
     assert not wg.winograd_applies(conv, torch.randn(1, 32, 7, 8))  # odd height
     with torch.no_grad():
         assert not wg.winograd_applies(conv, x)  # inference stays direct
@@ -123,7 +130,7 @@ def test_it_applies_only_to_cpu_training_of_large_same_convolutions(winograd_on:
         assert not wg.winograd_applies(conv, x)
     for other in (
         nn.Conv2d(16, 128, 3, padding=1),  # too few input channels (slower, docs/speed.md)
-        nn.Conv2d(32, 64, 3, padding=1),  # too few output channels
+        nn.Conv2d(32, 32, 3, padding=1),  # too few output channels
         nn.Conv2d(32, 128, 3, padding=1, stride=2),
         nn.Conv2d(32, 128, 3, padding=0),
         nn.Conv2d(32, 128, 7, padding=3),
@@ -147,16 +154,18 @@ def _rollout(conv: nn.Module, xs: list[torch.Tensor], enabled: bool) -> torch.Te
     return torch.stack(outs).square().mean() + h.sum()
 
 
-@pytest.mark.parametrize("r", [3, 5])
+@pytest.mark.parametrize("r, side", [(3, 6), (3, 8), (5, 6)], ids=["F(2,3)", "F(4,3)", "F(2,5)"])
 @pytest.mark.parametrize("batched", [True, False], ids=["time_batched", "per_step"])
-def test_recurrent_winograd_gradients_equal_the_direct_ones(winograd_on: None, r: int, batched: bool) -> None:
+def test_recurrent_winograd_gradients_equal_the_direct_ones(
+    winograd_on: None, r: int, side: int, batched: bool
+) -> None:
     """The weight transform computed once per rollout, the time-batched Winograd weight gradient, and the
     per-step path all equal a plain `nn.Conv2d` rollout (float64)."""
     torch.manual_seed(0)
     conv = TimeBatchedConv2d(40, 128, r, padding=r // 2, bias=True).double()
     plain = nn.Conv2d(40, 128, r, padding=r // 2, bias=True).double()
     plain.load_state_dict(conv.state_dict())
-    xs = [torch.randn(2, 8, 6, 4, dtype=torch.float64, requires_grad=True) for _ in range(4)]
+    xs = [torch.randn(2, 8, side, 4, dtype=torch.float64, requires_grad=True) for _ in range(4)]
     seen = []
     channels_last = torch.channels_last
     conv.register_forward_hook(lambda m, i, o: seen.append(o.is_contiguous(memory_format=channels_last)))

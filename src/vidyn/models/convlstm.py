@@ -22,8 +22,8 @@ Speed: where one step's convolutions cover few positions (batch x grid <= TIME_B
 e.g. OpenSTL's Moving MNIST batch 1 on a 16x16 grid), the cells' weight gradients are computed once for
 the whole rollout (`vidyn.nn.time_batched`): the same gradients up to float rounding, measured faster
 there and no faster at 1,024 positions (docs/speed.md), where the per-step products are already large.
-In CPU training the cells' large 3x3 and 5x5 convolutions run as Winograd F(2x2, r x r) convolutions
-(`vidyn.nn.winograd`: the same convolution with 2.25x / 2.78x fewer multiplications, equal up to float
+In CPU training the cells' large 3x3 and 5x5 convolutions run as Winograd F(m x m, r x r) convolutions
+(`vidyn.nn.winograd`: the same convolution with 2.25-4x fewer multiplications, equal up to float
 rounding; `VIDYN_WINOGRAD=0` turns it off), the weight transform computed once per rollout.
 """
 

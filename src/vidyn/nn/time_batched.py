@@ -43,6 +43,7 @@ from vidyn.nn.winograd import (
     winograd_input_transform,
     winograd_output_adjoint,
     winograd_output_transform,
+    winograd_tile,
     winograd_weight,
     winograd_weight_adjoint,
 )
@@ -129,13 +130,13 @@ class _SharedWinogradWeight(torch.autograd.Function):
     all steps in one batched product (reduction over every step's tiles) and maps it back to the weight."""
 
     @staticmethod
-    def forward(ctx: Any, weight: Tensor, rollout: _Rollout) -> Tensor:
-        ctx.rollout, ctx.kernel_size = rollout, weight.shape[-1]
+    def forward(ctx: Any, weight: Tensor, rollout: _Rollout, tile: int) -> Tensor:
+        ctx.rollout, ctx.algo = rollout, (tile, weight.shape[-1])
         ctx.set_materialize_grads(False)
-        return winograd_weight(weight)
+        return winograd_weight(weight, tile)
 
     @staticmethod
-    def backward(ctx: Any, grad_u: Tensor | None) -> tuple[Tensor, None]:
+    def backward(ctx: Any, grad_u: Tensor | None) -> tuple[Tensor, None, None]:
         rollout = ctx.rollout
         tiles, grads = torch.cat(rollout.inputs, 1), torch.cat(rollout.grads, 1)  # (a*a, T*P, C | K)
         rollout.inputs.clear()
@@ -143,7 +144,7 @@ class _SharedWinogradWeight(torch.autograd.Function):
         du = torch.bmm(tiles.transpose(1, 2), grads)  # (a*a, C, K)
         if grad_u is not None:
             du = du + grad_u
-        return winograd_weight_adjoint(du, ctx.kernel_size), None
+        return winograd_weight_adjoint(du, ctx.algo), None, None
 
 
 class _WinogradStep(torch.autograd.Function):
@@ -151,24 +152,23 @@ class _WinogradStep(torch.autograd.Function):
     transformed input and output gradient for the weight's."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, u: Tensor, rollout: _Rollout) -> Tensor:
-        r = rollout.conv.kernel_size[0]
-        v = winograd_input_transform(x, r)  # (a*a, P, C)
+    def forward(ctx: Any, x: Tensor, u: Tensor, rollout: _Rollout, algo: tuple[int, int]) -> Tensor:
+        v = winograd_input_transform(x, algo)  # (a*a, P, C)
         ctx.save_for_backward(v, u)
-        ctx.rollout, ctx.shape = rollout, tuple(x.shape)
-        return winograd_output_transform(torch.bmm(v, u), (x.shape[0], u.shape[-1], *x.shape[2:]), r)
+        ctx.rollout, ctx.shape, ctx.algo = rollout, tuple(x.shape), algo
+        return winograd_output_transform(torch.bmm(v, u), (x.shape[0], u.shape[-1], *x.shape[2:]), algo)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None]:
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None, None]:
         v, u = ctx.saved_tensors
         rollout = ctx.rollout
-        r = rollout.conv.kernel_size[0]
-        dm = winograd_output_adjoint(grad, r)  # (a*a, P, K)
+        dm = winograd_output_adjoint(grad, ctx.algo)  # (a*a, P, K)
         rollout.inputs.append(v)
         rollout.grads.append(dm)
         if not ctx.needs_input_grad[0]:
-            return None, None, None
-        return winograd_input_adjoint(torch.bmm(dm, u.transpose(1, 2)), ctx.shape, r), None, None
+            return None, None, None, None
+        dx = winograd_input_adjoint(torch.bmm(dm, u.transpose(1, 2)), ctx.shape, ctx.algo)
+        return dx, None, None, None
 
 
 class TimeBatchedConv2d(nn.Conv2d):
@@ -176,19 +176,21 @@ class TimeBatchedConv2d(nn.Conv2d):
 
     _rollout: tuple[_Rollout, Tensor, Tensor | None] | None = None
     _active = False
-    _winograd_rollout: tuple[_Rollout, Tensor] | None = None
+    _winograd_rollout: tuple[_Rollout, Tensor, tuple[int, int]] | None = None
     _in_rollout = False
-    _winograd_weight: Tensor | None = None
+    _winograd_weight: tuple[int, Tensor] | None = None  # (tile, transformed weight)
 
     def _plain(self, x: Tensor) -> Tensor:
         if not winograd_applies(self, x):
             return super().forward(x)
-        u = self._winograd_weight
-        if u is None or u.dtype != x.dtype:
-            u = winograd_weight(self.weight)
+        tile = winograd_tile(self.kernel_size[0], x.shape[-2], x.shape[-1])
+        if self._winograd_weight is not None and self._winograd_weight[0] == tile:
+            u = self._winograd_weight[1]
+        else:
+            u = winograd_weight(self.weight, tile)
             if self._in_rollout:  # the weight is fixed within a rollout: transform it once for all steps
-                self._winograd_weight = u
-        return winograd_conv2d(x, self.weight, self.bias, transformed=u)
+                self._winograd_weight = (tile, u)
+        return winograd_conv2d(x, self.weight, self.bias, transformed=u, tile=tile)
 
     def forward(self, x: Tensor) -> Tensor:
         if not (self._active and torch.is_grad_enabled() and self.weight.requires_grad):
@@ -199,9 +201,11 @@ class TimeBatchedConv2d(nn.Conv2d):
         if winograd_applies(self, x):
             if self._winograd_rollout is None:
                 rollout = _Rollout(self)
-                self._winograd_rollout = (rollout, _SharedWinogradWeight.apply(self.weight, rollout))
-            rollout, u = self._winograd_rollout
-            y = _WinogradStep.apply(x, u, rollout)
+                algo = (winograd_tile(self.kernel_size[0], x.shape[-2], x.shape[-1]), self.kernel_size[0])
+                u = _SharedWinogradWeight.apply(self.weight, rollout, algo[0])
+                self._winograd_rollout = (rollout, u, algo)
+            rollout, u, algo = self._winograd_rollout
+            y = _WinogradStep.apply(x, u, rollout, algo)
             return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
         if self._rollout is None:
             rollout = _Rollout(self)

@@ -1,22 +1,24 @@
-"""Winograd convolution F(2x2, r x r): a "same" r x r convolution with fewer multiplications (CPU training).
+"""Winograd convolution F(m x m, r x r): a "same" r x r convolution with fewer multiplications (CPU training).
 
 Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016. A stride-1 convolution is
-computed tile by tile: every 2x2 block of outputs reads an a x a block of the padded input (a = r + 1), and
+computed tile by tile: every m x m block of outputs reads an a x a block of the padded input (a = m + r - 1),
+and
 
     Y = A^T [ (G g G^T) . (B^T d B) ] A
 
-gives the block exactly with a^2 multiplications per input and output channel pair instead of 4 r^2: 2.25x
-fewer for r = 3, 2.78x for r = 5. Summed over input channels, the a^2 element-wise products become a^2
-matrix products `(tiles, C) @ (C, K)`, so the convolution is one batched matrix product between three
-cheap linear maps: the input transform (B^T d B of every tile), the weight transform (G g G^T) and the
-output transform (A^T m A). Autograd runs the same three maps transposed, so the backward pass (the input
-gradient and the weight gradient) gets the same saving.
+gives the block exactly with a^2 multiplications per input and output channel pair instead of m^2 r^2:
+F(2x2, 3x3) 2.25x fewer, F(4x4, 3x3) 4x fewer, F(2x2, 5x5) 2.78x fewer. 3x3 kernels take m = 4 where the
+sides are divisible by 4 (`winograd_tile`), else m = 2; 5x5 kernels m = 2. Summed over input channels,
+the a^2 element-wise products become a^2 matrix products `(tiles, C) @ (C, K)`, so the convolution is one
+batched matrix product between three cheap linear maps: the input transform (B^T d B of every tile), the
+weight transform (G g G^T) and the output transform (A^T m A). Autograd runs the same three maps
+transposed, so the backward pass (the input gradient and the weight gradient) gets the same saving.
 
-The matrices come from the Toom-Cook construction with the interpolation points (0, 1, -1) for r = 3 (the
-classical F(2, 3)) and (0, 1, -1, 2, -2) for r = 5, plus the point at infinity (`winograd_matrices`):
-A^T and G are Vandermonde forms of the points and B^T is solved for exactly in float64. The result
-equals the direct convolution up to float32 rounding (relative error ~1e-6 here; tests compare values and
-gradients in float64).
+The matrices come from the Toom-Cook construction with the interpolation points (0, 1, -1) for F(2, 3)
+(the classical one) and (0, 1, -1, 2, -2) for F(2, 5) and F(4, 3), plus the point at infinity
+(`winograd_matrices`): A^T and G are Vandermonde forms of the points and B^T is solved for exactly in
+float64. The result equals the direct convolution up to float32 rounding (relative error ~4e-7 for F(2, 3),
+~6e-6 for F(4, 3) and F(2, 5) here; tests compare values and gradients in float64).
 
 Why: on a CPU without AVX-512 (this project's 2-core AVX2 machines) oneDNN's direct convolution and MKL's
 matrix product run at the same rate, so fewer multiplications are fewer seconds, provided the transforms
@@ -40,9 +42,12 @@ from vidyn.nn.compiled import compiled_or_eager
 
 OUTPUT_TILE = 2  # m of F(m x m, r x r)
 # Below these, the transforms cost more than the saved multiplications (docs/speed.md: a 16-channel input
-# was 0.69x at 3x3; 128 -> 64 channels 1.02x)
-MIN_IN_CHANNELS, MIN_OUT_CHANNELS = 32, 128
-POINTS = {3: (0.0, 1.0, -1.0), 5: (0.0, 1.0, -1.0, 2.0, -2.0)}
+# was 0.69x at F(2, 3) and 0.94x at F(4, 3); 128 -> 64 channels 1.02x at F(2, 3), 1.30x at F(4, 3))
+MIN_IN_CHANNELS = 32
+MIN_OUT_CHANNELS = {2: 128, 4: 64}  # by tile m
+KERNELS = (3, 5)
+POINTS = {3: (0.0, 1.0, -1.0), 5: (0.0, 1.0, -1.0, 2.0, -2.0)}  # by count: m + r - 2 finite points
+Algo = tuple[int, int]  # (m, r) of F(m x m, r x r)
 
 
 def _default_enabled() -> bool:
@@ -72,14 +77,14 @@ def winograd_enabled() -> bool:
     return bool(_state["default"])
 
 
-def _toom_cook(kernel_size: int) -> tuple[tuple[tuple[float, ...], ...], ...]:
+def _toom_cook(m: int, r: int) -> tuple[tuple[tuple[float, ...], ...], ...]:
     """`(A^T, G, B^T)` of F(2, r) as nested tuples of floats: `(2, a)`, `(a, r)`, `(a, a)`, a = r + 1.
 
     Toom-Cook: A^T[i, k] = p_k^i and G[k, j] = p_k^j / prod_{l != k} (p_k - p_l) for the finite points,
     the point at infinity in the last column / row; B^T is then the unique matrix with
     sum_k A^T[i, k] G[k, j] B^T[k, l] = [l = i + j] (correlation), solved in float64.
     """
-    pts, m, r = POINTS[kernel_size], OUTPUT_TILE, kernel_size
+    pts = POINTS[m + r - 2]
     a = m + r - 1
     at = torch.zeros(m, a, dtype=torch.float64)
     g = torch.zeros(a, r, dtype=torch.float64)
@@ -105,14 +110,20 @@ def _toom_cook(kernel_size: int) -> tuple[tuple[tuple[float, ...], ...], ...]:
     return rows(at), rows(g), rows(bt)
 
 
-_MATRICES = {r: _toom_cook(r) for r in POINTS}
+_MATRICES = {(m, r): _toom_cook(m, r) for m, r in ((2, 3), (2, 5), (4, 3))}
 
 
-def winograd_matrices(kernel_size: int) -> tuple[tuple[tuple[float, ...], ...], ...]:
-    """`(A^T, G, B^T)` of F(2, r) (see `_toom_cook`) for r in `POINTS`."""
-    if kernel_size not in _MATRICES:
-        raise ValueError(f"Winograd kernels: {sorted(_MATRICES)}; got {kernel_size}")
-    return _MATRICES[kernel_size]
+def winograd_matrices(algo: Algo) -> tuple[tuple[tuple[float, ...], ...], ...]:
+    """`(A^T, G, B^T)` of F(m, r) (see `_toom_cook`) for `algo = (m, r)` in (2, 3), (2, 5), (4, 3)."""
+    if algo not in _MATRICES:
+        raise ValueError(f"Winograd algorithms (m, r): {sorted(_MATRICES)}; got {algo}")
+    return _MATRICES[algo]
+
+
+def winograd_tile(kernel_size: int, height: int, width: int) -> int:
+    """m of the F(m x m, r x r) to use: 4 for 3x3 kernels on sides divisible by 4 (1.78x fewer
+    multiplications than m = 2 again; docs/speed.md), else 2."""
+    return 4 if kernel_size == 3 and height % 4 == 0 and width % 4 == 0 else 2
 
 
 def _combine(parts: list[Tensor], row: tuple[float, ...]) -> Tensor:
@@ -124,74 +135,73 @@ def _combine(parts: list[Tensor], row: tuple[float, ...]) -> Tensor:
     return out
 
 
-def _tiles_1d(x: Tensor, dim: int, bt: tuple[tuple[float, ...], ...]) -> Tensor:
-    """B^T along `dim` of every a-long window at stride 2: `(..., 2T + a - 1, ...)` -> `(a, ..., T, ...)`."""
+def _tiles_1d(x: Tensor, dim: int, bt: tuple[tuple[float, ...], ...], m: int) -> Tensor:
+    """B^T along `dim` of every a-long window at stride m: `(..., mT + a - 1, ...)` -> `(a, ..., T, ...)`."""
     a = len(bt)
-    n = (x.shape[dim] - a + 1) // 2
-    reads = [x.narrow(dim, j, 2 * n).unflatten(dim, (n, 2)).select(dim + 1, 0) for j in range(a)]
+    n = (x.shape[dim] - a + 1) // m
+    reads = [x.narrow(dim, j, m * n).unflatten(dim, (n, m)).select(dim + 1, 0) for j in range(a)]
     return torch.stack([_combine(reads, row) for row in bt])
 
 
-def _input_transform(x: Tensor, kernel_size: int) -> Tensor:
-    """`(N, C, H, W)` -> `(a*a, N*H/2*W/2, C)`: B^T d B of every tile of the "same"-padded input."""
-    bt = winograd_matrices(kernel_size)[2]
-    pad = kernel_size // 2
-    # channels last, zero padding, and one more zero row / column so every tap's strided read fits
-    xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, pad, pad + 1, pad, pad + 1))  # (N, H + r, W + r, C)
-    v = _tiles_1d(_tiles_1d(xp, 2, bt), 2, bt)  # (a_h, a_w, N, H/2, W/2, C)
+def _input_transform(x: Tensor, algo: Algo) -> Tensor:
+    """`(N, C, H, W)` -> `(a*a, N*H/m*W/m, C)`: B^T d B of every tile of the "same"-padded input."""
+    bt = winograd_matrices(algo)[2]
+    m, pad = algo[0], algo[1] // 2
+    # channels last, zero padding, and m - 1 more zero rows / columns so every tap's strided read fits
+    xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, pad, pad + m - 1, pad, pad + m - 1))  # (N, H+m+r-2, ..., C)
+    v = _tiles_1d(_tiles_1d(xp, 2, bt, m), 2, bt, m)  # (a_h, a_w, N, H/m, W/m, C)
     return v.reshape(len(bt) ** 2, -1, x.shape[1])
 
 
-def _tiles_1d_adjoint(v: Tensor, dim: int, bt: tuple[tuple[float, ...], ...]) -> Tensor:
+def _tiles_1d_adjoint(v: Tensor, dim: int, bt: tuple[tuple[float, ...], ...], m: int) -> Tensor:
     """The transpose of `_tiles_1d`: `(a, ..., T, ...)` (T at `dim` of the trailing dims) ->
-    `(..., 2T + a - 2, ...)`. Tap j of tile t lands on position 2t + j: even taps 2q on the even positions
-    shifted by q, odd taps 2q + 1 on the odd ones, then the two phases interleave."""
+    `(..., m (T + (a - 1) // m), ...)`. Tap j of tile t lands on position m t + j: phase j % m, shifted
+    by j // m within it; then the m phases interleave."""
     a = len(bt)
     parts = list(v.unbind(0))
     taps = [_combine(parts, tuple(row[j] for row in bt)) for j in range(a)]  # c_j = sum_i B^T[i, j] v_i
     after = [0, 0] * (taps[0].dim() - 1 - dim)
-    half = a // 2
+    extra = (a - 1) // m
 
-    def placed(j: int) -> Tensor:  # c_j shifted by j // 2 within its phase (length T + a/2 - 1)
-        return F.pad(taps[j], [*after, j // 2, half - 1 - j // 2])
+    def placed(j: int) -> Tensor:  # c_j shifted by j // m within its phase (length T + extra)
+        return F.pad(taps[j], [*after, j // m, extra - j // m])
 
-    even = _combine([placed(j) for j in range(0, a, 2)], (1.0,) * half)
-    odd = _combine([placed(j) for j in range(1, a, 2)], (1.0,) * half)
-    return torch.stack([even, odd], dim + 1).flatten(dim, dim + 1)
+    phases = [_combine([placed(j) for j in range(p, a, m)], (1.0,) * len(range(p, a, m))) for p in range(m)]
+    return torch.stack(phases, dim + 1).flatten(dim, dim + 1)
 
 
-def _input_transform_adjoint(v: Tensor, shape: tuple[int, int, int, int], kernel_size: int) -> Tensor:
+def _input_transform_adjoint(v: Tensor, shape: tuple[int, int, int, int], algo: Algo) -> Tensor:
     """The transpose of `_input_transform`: `(a*a, P, C)` -> `(N, C, H, W)` (channels-last)."""
-    bt = winograd_matrices(kernel_size)[2]
+    bt = winograd_matrices(algo)[2]
     n, c, h, w = shape
-    a, pad = len(bt), kernel_size // 2
-    v = v.view(a, a, n, h // 2, w // 2, c)
-    x = _tiles_1d_adjoint(_tiles_1d_adjoint(v, 2, bt), 2, bt)  # (N, H + r - 1, W + r - 1, C)
+    a, m, pad = len(bt), algo[0], algo[1] // 2
+    v = v.view(a, a, n, h // m, w // m, c)
+    x = _tiles_1d_adjoint(_tiles_1d_adjoint(v, 2, bt, m), 2, bt, m)  # (N, >= H + r - 1, ..., C)
     return x[:, pad : pad + h, pad : pad + w].permute(0, 3, 1, 2)
 
 
-def _output_transform(m: Tensor, shape: tuple[int, int, int, int], kernel_size: int) -> Tensor:
-    """`(a*a, N*H/2*W/2, K)` -> `(N, K, H, W)`: A^T m A of every tile, the 2x2 blocks put in place."""
-    at = winograd_matrices(kernel_size)[0]
+def _output_transform(prod: Tensor, shape: tuple[int, int, int, int], algo: Algo) -> Tensor:
+    """`(a*a, N*H/m*W/m, K)` -> `(N, K, H, W)`: A^T M A of every tile, the m x m blocks put in place."""
+    at = winograd_matrices(algo)[0]
     n, k, h, w = shape
-    a = len(at[0])
-    m = m.view(a, a, n, h // 2, w // 2, k)
-    y = torch.stack([_combine(list(m.unbind(0)), row) for row in at])  # (2, a, N, H/2, W/2, K)
-    y = torch.stack([_combine(list(y.unbind(1)), row) for row in at], 1)  # (2_h, 2_w, N, H/2, W/2, K)
-    # (N, H/2, 2_h, W/2, 2_w, K) -> (N, H, W, K), returned as the channels-last view (N, K, H, W): every
+    a, m = len(at[0]), algo[0]
+    prod = prod.view(a, a, n, h // m, w // m, k)
+    y = torch.stack([_combine(list(prod.unbind(0)), row) for row in at])  # (m, a, N, H/m, W/m, K)
+    y = torch.stack([_combine(list(y.unbind(1)), row) for row in at], 1)  # (m_h, m_w, N, H/m, W/m, K)
+    # (N, H/m, m_h, W/m, m_w, K) -> (N, H, W, K), returned as the channels-last view (N, K, H, W): every
     # write is a contiguous run of K, and the layout flows through the cell's element-wise ops unchanged
     return y.permute(2, 3, 0, 4, 1, 5).reshape(n, h, w, k).permute(0, 3, 1, 2)
 
 
-def _output_transform_adjoint(grad: Tensor, kernel_size: int) -> Tensor:
-    """The transpose of `_output_transform`: `(N, K, H, W)` -> `(a*a, N*H/2*W/2, K)`."""
-    at = winograd_matrices(kernel_size)[0]
-    a = len(at[0])
+def _output_transform_adjoint(grad: Tensor, algo: Algo) -> Tensor:
+    """The transpose of `_output_transform`: `(N, K, H, W)` -> `(a*a, N*H/m*W/m, K)`."""
+    at = winograd_matrices(algo)[0]
+    a, m = len(at[0]), algo[0]
     cols = tuple(tuple(row[i] for row in at) for i in range(a))  # A, row by row
     n, k, h, w = grad.shape
-    g = grad.permute(0, 2, 3, 1).reshape(n, h // 2, 2, w // 2, 2, k)  # (N, H/2, 2_h, W/2, 2_w, K)
-    g = g.permute(2, 4, 0, 1, 3, 5)  # (2_h, 2_w, N, H/2, W/2, K)
-    g = torch.stack([_combine(list(g.unbind(0)), col) for col in cols])  # (a, 2_w, ...)
+    g = grad.permute(0, 2, 3, 1).reshape(n, h // m, m, w // m, m, k)  # (N, H/m, m_h, W/m, m_w, K)
+    g = g.permute(2, 4, 0, 1, 3, 5)  # (m_h, m_w, N, H/m, W/m, K)
+    g = torch.stack([_combine(list(g.unbind(0)), col) for col in cols])  # (a, m_w, ...)
     g = torch.stack([_combine(list(g.unbind(1)), col) for col in cols], 1)  # (a_h, a_w, ...)
     return g.reshape(a * a, -1, k)
 
@@ -210,55 +220,62 @@ class _OutputTransform(torch.autograd.Function):
     """`_output_transform` with its adjoint written out (one compiled loop each way)."""
 
     @staticmethod
-    def forward(ctx, m: Tensor, shape: tuple[int, int, int, int], kernel_size: int) -> Tensor:  # type: ignore[override]
-        ctx.kernel_size = kernel_size
-        return winograd_output_transform(m, shape, kernel_size)
+    def forward(ctx, prod: Tensor, shape: tuple[int, int, int, int], algo: Algo) -> Tensor:  # type: ignore[override]
+        ctx.algo = algo
+        return winograd_output_transform(prod, shape, algo)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
         grad = grad.contiguous(memory_format=torch.channels_last)  # as the forward's output (a no-op then)
-        return winograd_output_adjoint(grad, ctx.kernel_size), None, None
+        return winograd_output_adjoint(grad, ctx.algo), None, None
 
 
-def winograd_weight(weight: Tensor) -> Tensor:
-    """`(K, C, r, r)` -> `(a*a, C, K)`: G g G^T of every filter, as one matrix product. A recurrence
-    computes it once per rollout and passes it to `winograd_conv2d` at every step (`transformed`)."""
+def winograd_weight(weight: Tensor, tile: int = 2) -> Tensor:
+    """`(K, C, r, r)` -> `(a*a, C, K)`: G g G^T of every filter for F(tile, r), as one matrix product. A
+    recurrence computes it once per rollout and passes it to `winograd_conv2d` at every step."""
     k, c, r, _ = weight.shape
-    g = torch.tensor(winograd_matrices(r)[1], dtype=weight.dtype, device=weight.device)
+    g = torch.tensor(winograd_matrices((tile, r))[1], dtype=weight.dtype, device=weight.device)
     taps = weight.permute(2, 3, 1, 0).reshape(r * r, c * k)  # (r*r, C*K)
     return (torch.kron(g, g) @ taps).view(-1, c, k)  # (a*a, r*r) @ (r*r, C*K)
 
 
-def winograd_weight_adjoint(grad: Tensor, kernel_size: int) -> Tensor:
+def winograd_weight_adjoint(grad: Tensor, algo: Algo) -> Tensor:
     """The transpose of `winograd_weight`: `(a*a, C, K)` -> `(K, C, r, r)`."""
-    r = kernel_size
-    g = torch.tensor(winograd_matrices(r)[1], dtype=grad.dtype, device=grad.device)
+    r = algo[1]
+    g = torch.tensor(winograd_matrices(algo)[1], dtype=grad.dtype, device=grad.device)
     c, k = grad.shape[1:]
     taps = torch.kron(g, g).t() @ grad.reshape(-1, c * k)  # (r*r, C*K)
     return taps.view(r, r, c, k).permute(3, 2, 0, 1)
 
 
 def winograd_conv2d(
-    x: Tensor, weight: Tensor, bias: Tensor | None = None, transformed: Tensor | None = None
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    transformed: Tensor | None = None,
+    tile: int | None = None,
 ) -> Tensor:
-    """`F.conv2d(x, weight, bias, padding=r // 2)` by Winograd F(2x2, r x r); r in (3, 5), H and W even.
-    `transformed`: `winograd_weight(weight)` if already computed. The output is channels-last."""
+    """`F.conv2d(x, weight, bias, padding=r // 2)` by Winograd F(m x m, r x r), m = `tile` (default
+    `winograd_tile`); r in (3, 5), H and W divisible by m. `transformed`: `winograd_weight(weight, m)` if
+    already computed. The output is channels-last."""
     n, _, h, w = x.shape
     r = weight.shape[-1]
-    if h % 2 or w % 2 or weight.shape[-2] != r or r not in POINTS:
-        raise ValueError(f"winograd_conv2d needs even H, W and a 3x3 or 5x5 kernel; got {tuple(x.shape)}, "
+    if tile is None:  # the tile `transformed` was made for ((m + r - 1)^2 rows), else the default
+        tile = winograd_tile(r, h, w) if transformed is None else round(transformed.shape[0] ** 0.5) - r + 1
+    m = tile
+    if h % m or w % m or weight.shape[-2] != r or (m, r) not in _MATRICES:
+        raise ValueError(f"winograd_conv2d: no F({m}, {r}) for input {tuple(x.shape)} and weight "
                          f"{tuple(weight.shape)}")  # fmt: skip
-    v = winograd_input_transform(x, r)  # (a*a, P, C)
-    u = winograd_weight(weight) if transformed is None else transformed
-    m = torch.bmm(v, u)  # (a*a, P, K)
-    y = _OutputTransform.apply(m, (n, weight.shape[0], h, w), r)
+    v = winograd_input_transform(x, (m, r))  # (a*a, P, C)
+    u = winograd_weight(weight, m) if transformed is None else transformed
+    y = _OutputTransform.apply(torch.bmm(v, u), (n, weight.shape[0], h, w), (m, r))  # (a*a, P, K) -> y
     return y if bias is None else y + bias.view(1, -1, 1, 1)
 
 
 def winograd_applies(conv: nn.Conv2d, x: Tensor) -> bool:
     """Whether `conv(x)` takes the Winograd path: CPU training in float32/64 without autocast (and not
     inside `torch.compile`), a square 3x3 or 5x5 kernel with "same" zero padding, stride and dilation 1,
-    one group, at least `MIN_IN_CHANNELS` in and `MIN_OUT_CHANNELS` out, even H and W."""
+    one group, at least `MIN_IN_CHANNELS` in and `MIN_OUT_CHANNELS[m]` out, even H and W."""
     k = conv.kernel_size[0]
     return (
         x.device.type == "cpu"
@@ -268,9 +285,9 @@ def winograd_applies(conv: nn.Conv2d, x: Tensor) -> bool:
         and x.shape[-2] % 2 == 0
         and x.shape[-1] % 2 == 0
         and conv.kernel_size == (k, k)
-        and k in POINTS
+        and k in KERNELS
         and conv.in_channels >= MIN_IN_CHANNELS
-        and conv.out_channels >= MIN_OUT_CHANNELS
+        and conv.out_channels >= MIN_OUT_CHANNELS[winograd_tile(k, x.shape[-2], x.shape[-1])]
         and conv.padding == (k // 2, k // 2)
         and conv.stride == (1, 1)
         and conv.dilation == (1, 1)
