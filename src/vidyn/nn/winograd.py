@@ -40,7 +40,6 @@ from torch import Tensor, nn
 
 from vidyn.nn.compiled import compiled_or_eager
 
-OUTPUT_TILE = 2  # m of F(m x m, r x r)
 # Below these, the transforms cost more than the saved multiplications (docs/speed.md: a 16-channel input
 # was 0.69x at F(2, 3) and 0.94x at F(4, 3); 128 -> 64 channels 1.02x at F(2, 3), 1.30x at F(4, 3))
 MIN_IN_CHANNELS = 32
