@@ -42,10 +42,10 @@ def compile_enabled() -> bool:
 
 
 def compiled_or_eager(
-    fast: Callable[..., Any], eager: Callable[..., Any], mode: str | None = None, dynamic: bool | None = None
+    fast: Callable[..., Any], eager: Callable[..., Any], mode: str | None = None
 ) -> Callable[..., Any]:
-    """`torch.compile(fast, mode=mode, dynamic=dynamic)` when enabled and working, else `eager` (see the
-    module docstring)."""
+    """`torch.compile(fast, mode=mode)` when enabled and working, else `eager` (see the module
+    docstring)."""
     compiled: Callable[..., Any] | None = None  # made on first use: importing Dynamo takes ~1 s
     failed = False
 
@@ -57,8 +57,7 @@ def compiled_or_eager(
             return eager(*args, **kwargs)  # (under a dispatch mode such as FlopCounterMode: count eager ops)
         try:
             if compiled is None:
-                options = {k: v for k, v in (("mode", mode), ("dynamic", dynamic)) if v is not None}
-                compiled = torch.compile(fast, **options)
+                compiled = torch.compile(fast) if mode is None else torch.compile(fast, mode=mode)
             return compiled(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001  (any backend failure: fall back, say so once)
             result = eager(*args, **kwargs)  # bad inputs raise here, exactly as they would without compile

@@ -206,13 +206,13 @@ def _output_transform_adjoint(grad: Tensor, algo: Algo) -> Tensor:
 
 
 # the four transforms, each one compiled loop (for callers that run their own backward: the rollouts of
-# `vidyn.nn.time_batched`); `winograd_input_transform` is also differentiable through Inductor's adjoint
-winograd_input_transform = compiled_or_eager(_input_transform, _input_transform, dynamic=False)
-winograd_output_transform = compiled_or_eager(_output_transform, _output_transform, dynamic=False)
-winograd_output_adjoint = compiled_or_eager(
-    _output_transform_adjoint, _output_transform_adjoint, dynamic=False
-)
-winograd_input_adjoint = compiled_or_eager(_input_transform_adjoint, _input_transform_adjoint, dynamic=False)
+# `vidyn.nn.time_batched`); `winograd_input_transform` is also differentiable through Inductor's adjoint.
+# Dynamic shapes after the first recompile: with static ones, a process that trains several models
+# (`vidyn compare`) ran past Dynamo's 8 recompiles per function and fell back to eager with a warning.
+winograd_input_transform = compiled_or_eager(_input_transform, _input_transform)
+winograd_output_transform = compiled_or_eager(_output_transform, _output_transform)
+winograd_output_adjoint = compiled_or_eager(_output_transform_adjoint, _output_transform_adjoint)
+winograd_input_adjoint = compiled_or_eager(_input_transform_adjoint, _input_transform_adjoint)
 
 
 class _OutputTransform(torch.autograd.Function):
@@ -229,7 +229,7 @@ class _OutputTransform(torch.autograd.Function):
         return winograd_output_adjoint(grad, ctx.algo), None, None
 
 
-def winograd_weight(weight: Tensor, tile: int = 2) -> Tensor:
+def winograd_weight(weight: Tensor, tile: int) -> Tensor:
     """`(K, C, r, r)` -> `(a*a, C, K)`: G g G^T of every filter for F(tile, r), as one matrix product. A
     recurrence computes it once per rollout and passes it to `winograd_conv2d` at every step."""
     k, c, r, _ = weight.shape
