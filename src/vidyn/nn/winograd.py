@@ -205,14 +205,28 @@ def _output_transform_adjoint(grad: Tensor, algo: Algo) -> Tensor:
     return g.reshape(a * a, -1, k)
 
 
-# the four transforms, each one compiled loop (for callers that run their own backward: the rollouts of
-# `vidyn.nn.time_batched`); `winograd_input_transform` is also differentiable through Inductor's adjoint.
+# the four transforms, each one compiled loop; `winograd_conv2d` (below) and the rollouts of
+# `vidyn.nn.time_batched` pair each with its adjoint in their own autograd Functions.
 # Dynamic shapes after the first recompile: with static ones, a process that trains several models
 # (`vidyn compare`) ran past Dynamo's 8 recompiles per function and fell back to eager with a warning.
 winograd_input_transform = compiled_or_eager(_input_transform, _input_transform)
 winograd_output_transform = compiled_or_eager(_output_transform, _output_transform)
 winograd_output_adjoint = compiled_or_eager(_output_transform_adjoint, _output_transform_adjoint)
 winograd_input_adjoint = compiled_or_eager(_input_transform_adjoint, _input_transform_adjoint)
+
+
+class _InputTransform(torch.autograd.Function):
+    """`_input_transform` with its adjoint written out (Inductor's own adjoint of the compiled transform
+    took 4 ms per call where this one takes 0.3-1 ms at the small recurrent configuration)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, algo: Algo) -> Tensor:  # type: ignore[override]
+        ctx.shape, ctx.algo = tuple(x.shape), algo
+        return winograd_input_transform(x, algo)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        return winograd_input_adjoint(grad.contiguous(), ctx.shape, ctx.algo), None
 
 
 class _OutputTransform(torch.autograd.Function):
@@ -265,7 +279,7 @@ def winograd_conv2d(
     if h % m or w % m or weight.shape[-2] != r or (m, r) not in _MATRICES:
         raise ValueError(f"winograd_conv2d: no F({m}, {r}) for input {tuple(x.shape)} and weight "
                          f"{tuple(weight.shape)}")  # fmt: skip
-    v = winograd_input_transform(x, (m, r))  # (a*a, P, C)
+    v = _InputTransform.apply(x, (m, r))  # (a*a, P, C)
     u = winograd_weight(weight, m) if transformed is None else transformed
     y = _OutputTransform.apply(torch.bmm(v, u), (n, weight.shape[0], h, w), (m, r))  # (a*a, P, K) -> y
     return y if bias is None else y + bias.view(1, -1, 1, 1)
