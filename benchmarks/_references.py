@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from vidyn.errors import VidynError
+from vidyn.nn.conv_rnn import fuse_gate_weights
 
 OPENSTL_FILES = {  # vidyn name: (model file, class, cell module, cell class)
     "convlstm": ("convlstm_model", "ConvLSTM_Model", "convlstm_modules", "ConvLSTMCell"),
@@ -65,13 +66,17 @@ def openstl_config(
 @torch.no_grad()
 def copy_openstl_weights(ref: nn.Module, ours: nn.Module) -> None:
     """Give vidyn's model the reference's weights (vidyn's ConvLSTM fuses conv_x and conv_h into one
-    convolution over `[x, h]`; OpenSTL's unused `conv_o`/`conv_last` of the ConvLSTM cell are skipped)."""
+    convolution over `[x, h]`, its ST-LSTM conv_x / conv_h / conv_m into two over `[x, h]` and `[x, m]`;
+    OpenSTL's unused `conv_o`/`conv_last` of the ConvLSTM cell are skipped)."""
     for ref_cell, cell in zip(ref.cell_list, ours.cells, strict=True):
         if hasattr(cell, "conv"):  # ConvLSTM
             cell.conv.weight.copy_(torch.cat([ref_cell.conv_x[0].weight, ref_cell.conv_h[0].weight], dim=1))
             continue
-        for name in ("conv_x", "conv_h", "conv_m", "conv_o"):
-            getattr(cell, name).weight.copy_(getattr(ref_cell, name)[0].weight)
+        w_x, w_h, w_m = (getattr(ref_cell, name)[0].weight for name in ("conv_x", "conv_h", "conv_m"))
+        w_xh, w_xm = fuse_gate_weights(w_x, w_h, w_m, cell.in_channels)
+        cell.conv_xh.weight.copy_(w_xh)
+        cell.conv_xm.weight.copy_(w_xm)
+        cell.conv_o.weight.copy_(ref_cell.conv_o[0].weight)
         cell.conv_last.weight.copy_(ref_cell.conv_last.weight)
     ours.conv_last.weight.copy_(ref.conv_last.weight)
     if hasattr(ours, "adapter"):

@@ -68,14 +68,17 @@ def test_st_lstm_cell_matches_paper_equations(bias: bool) -> None:
     _randomise(cell, 2)
     x, h, c, m = torch.randn(2, cx, 5, 5), *(torch.randn(2, hid, 5, 5) for _ in range(3))
 
-    def conv_rows(conv: torch.nn.Conv2d, inp: torch.Tensor, j: int) -> torch.Tensor:
+    w_x, w_h, w_m = cell.paper_weights()
+    b_x, b_h, b_m = cell.bias_x, cell.bias_h, cell.bias_m
+
+    def conv_rows(w: torch.Tensor, b: torch.Tensor | None, inp: torch.Tensor, j: int) -> torch.Tensor:
         rows = slice(j * hid, (j + 1) * hid)
-        return _conv(inp, conv.weight[rows], conv.bias[rows] if bias else None)
+        return _conv(inp, w[rows], b[rows] if bias else None)
 
     # conv_x rows: i f g i' f' g' o;  conv_h rows: i f g o;  conv_m rows: i' f' g'
-    xs = [conv_rows(cell.conv_x, x, j) for j in range(7)]
-    hs = [conv_rows(cell.conv_h, h, j) for j in range(4)]
-    ms = [conv_rows(cell.conv_m, m, j) for j in range(3)]
+    xs = [conv_rows(w_x, b_x, x, j) for j in range(7)]
+    hs = [conv_rows(w_h, b_h, h, j) for j in range(4)]
+    ms = [conv_rows(w_m, b_m, m, j) for j in range(3)]
     i = torch.sigmoid(xs[0] + hs[0])
     f = torch.sigmoid(xs[1] + hs[1] + 1.0)
     g = torch.tanh(xs[2] + hs[2])
@@ -99,23 +102,54 @@ def test_st_lstm_layer_norm_follows_each_convolution() -> None:
     _randomise(cell, 3)
     x, h, c, m = torch.randn(1, cx, size, size), *(torch.randn(1, hid, size, size) for _ in range(3))
 
-    def normed(name: str, conv: torch.nn.Conv2d, inp: torch.Tensor) -> torch.Tensor:
+    def normed(name: str, w: torch.Tensor, inp: torch.Tensor) -> torch.Tensor:
         norm = cell.norms[name]
-        return F.layer_norm(_conv(inp, conv.weight), list(norm.normalized_shape), norm.weight, norm.bias)
+        return F.layer_norm(_conv(inp, w), list(norm.normalized_shape), norm.weight, norm.bias)
 
-    gx, gh, gm = normed("x", cell.conv_x, x), normed("h", cell.conv_h, h), normed("m", cell.conv_m, m)
+    w_x, w_h, w_m = cell.paper_weights()
+    gx, gh, gm = normed("x", w_x, x), normed("h", w_h, h), normed("m", w_m, m)
     i, f, g, i2, f2, g2, ox = gx.chunk(7, dim=1)
     ih, fh, gh_, oh = gh.chunk(4, dim=1)
     im, fm, gm_ = gm.chunk(3, dim=1)
     c_ref = torch.sigmoid(f + fh + 1) * c + torch.sigmoid(i + ih) * torch.tanh(g + gh_)
     m_ref = torch.sigmoid(f2 + fm + 1) * m + torch.sigmoid(i2 + im) * torch.tanh(g2 + gm_)
     mem = torch.cat([c_ref, m_ref], dim=1)
-    o = torch.sigmoid(ox + oh + normed("o", cell.conv_o, mem))
+    o = torch.sigmoid(ox + oh + normed("o", cell.conv_o.weight, mem))
     h_ref = o * torch.tanh(cell.conv_last(mem))
     h_new, c_new, m_new, _, _ = cell(x, h, c, m)
     torch.testing.assert_close(h_new, h_ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(c_new, c_ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(m_new, m_ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_st_lstm_is_initialised_and_loaded_as_three_convolutions(bias: bool) -> None:
+    # The fused cell draws its initial weights as the paper's conv_x, conv_h, conv_m, conv_o (same order),
+    # and a state dict in that three-convolution layout loads into the fused one.
+    cx, hid, k = 3, 4, 3
+    torch.manual_seed(5)
+    cell = SpatioTemporalLSTMCell(cx, hid, k, bias=bias)
+    torch.manual_seed(5)
+    convs = [
+        torch.nn.Conv2d(i, o * hid, k, bias=bias) for i, o in ((cx, 7), (hid, 4), (hid, 3), (2 * hid, 1))
+    ]
+    for got, conv in zip((*cell.paper_weights(), cell.conv_o.weight), convs, strict=True):
+        torch.testing.assert_close(got, conv.weight, rtol=0, atol=0)
+    if bias:
+        for got, conv in zip((cell.bias_x, cell.bias_h, cell.bias_m, cell.conv_o.bias), convs, strict=True):
+            torch.testing.assert_close(got, conv.bias, rtol=0, atol=0)
+
+    other = SpatioTemporalLSTMCell(cx, hid, k, bias=bias)
+    _randomise(other, 4)
+    fused = ("conv_xh.weight", "conv_xm.weight", "bias_x", "bias_h", "bias_m")
+    old_layout = {key: v for key, v in other.state_dict().items() if key not in fused}
+    for name, w in zip(("conv_x", "conv_h", "conv_m"), other.paper_weights(), strict=True):
+        old_layout[f"{name}.weight"] = w.detach().clone()
+        if bias:
+            old_layout[f"{name}.bias"] = getattr(other, name.replace("conv_", "bias_")).detach().clone()
+    cell.load_state_dict(old_layout)
+    for key, value in other.state_dict().items():
+        torch.testing.assert_close(cell.state_dict()[key], value, rtol=0, atol=0)
 
 
 def test_st_lstm_forget_bias_is_plus_one() -> None:

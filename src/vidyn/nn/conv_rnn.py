@@ -35,6 +35,13 @@ def _layer_norm(channels: int, height: int | None, width: int | None) -> nn.Laye
     return nn.LayerNorm([channels, height, width])
 
 
+def _skip_init_conv(in_channels: int, out_channels: int, kernel_size: int) -> TimeBatchedConv2d:
+    """A bias-free "same" `TimeBatchedConv2d` without random initialisation (its weight is set after)."""
+    return nn.utils.skip_init(
+        TimeBatchedConv2d, in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False
+    )
+
+
 class ConvLSTMCell(nn.Module):
     """ConvLSTM cell: `(x, h, c) -> (h', c')`.
 
@@ -104,6 +111,19 @@ class SpatioTemporalLSTMCell(nn.Module):
     `delta_m = i' * g'` are returned for PredRNN-V2's memory-decoupling loss. The forget bias (+1) is a
     constant added before the sigmoid, as in the official code, not a learned parameter. The official
     code's convolutions carry biases; OpenSTL's do not (`bias=False`, the default here).
+
+    **Two convolutions instead of three.** Each gate sums an x-term with either an h-term (i, f, g, o) or
+    an m-term (i', f', g'), and a convolution is linear in its input channels, so the sums are two
+    convolutions over concatenated inputs: `conv_xh` over `[x, h]` -> (i, f, g, o) and `conv_xm` over
+    `[x, m]` -> (i', f', g'), whose weights are conv_x's rows beside conv_h's and conv_m's. The
+    multiplications are the same as the three convolutions'; the gate sums happen inside the
+    convolutions' reductions, and there are two convolution outputs to form instead of three. The
+    parameters are held in that fused layout; `paper_weights()` gives conv_x / conv_h / conv_m, and a
+    state dict in the three-convolution layout (OpenSTL's names, and vidyn's own until the fusion) loads
+    unchanged. With `bias=True` the three biases stay separate parameters (`bias_x`, `bias_h`,
+    `bias_m`), so the optimiser sees the paper's parameters. With `layer_norm=True` each convolution's
+    output is normalised before the sum (as in OpenSTL), so the three are convolved separately from the
+    same weights (and without the time-batched weight gradients).
     """
 
     def __init__(
@@ -119,12 +139,20 @@ class SpatioTemporalLSTMCell(nn.Module):
         forget_bias: float = 1.0,
     ) -> None:
         super().__init__()
-        hid = hidden_channels
-        self.hidden_channels = hid
+        hid, cin = hidden_channels, in_channels
+        self.in_channels, self.hidden_channels = cin, hid
         self.forget_bias = forget_bias
-        self.conv_x = _same_conv(in_channels, 7 * hid, kernel_size, bias)
-        self.conv_h = _same_conv(hid, 4 * hid, kernel_size, bias)
-        self.conv_m = _same_conv(hid, 3 * hid, kernel_size, bias)
+        # Initialised as the three convolutions of the paper (same random draws, same order), then fused.
+        convs = [_same_conv(cin, 7 * hid, kernel_size, bias), _same_conv(hid, 4 * hid, kernel_size, bias)]
+        convs.append(_same_conv(hid, 3 * hid, kernel_size, bias))
+        self.conv_xh = _skip_init_conv(cin + hid, 4 * hid, kernel_size)
+        self.conv_xm = _skip_init_conv(cin + hid, 3 * hid, kernel_size)
+        w_xh, w_xm = fuse_gate_weights(*(c.weight.detach() for c in convs), cin)
+        with torch.no_grad():
+            self.conv_xh.weight.copy_(w_xh)
+            self.conv_xm.weight.copy_(w_xm)
+        for name, conv in zip(("bias_x", "bias_h", "bias_m"), convs, strict=True):
+            self.register_parameter(name, None if conv.bias is None else nn.Parameter(conv.bias.detach()))
         self.conv_o = _same_conv(2 * hid, hid, kernel_size, bias)
         self.conv_last = nn.Conv2d(2 * hid, hid, kernel_size=1, bias=bias)
         self.norms = (
@@ -138,24 +166,49 @@ class SpatioTemporalLSTMCell(nn.Module):
             else None
         )
 
-    def _gate(self, name: str, conv: nn.Conv2d, inp: Tensor) -> Tensor:
-        out = conv(inp)
-        return out if self.norms is None else self.norms[name](out)
+    def paper_weights(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The paper's conv_x `(7 hid, in, k, k)`, conv_h `(4 hid, hid, k, k)` and conv_m `(3 hid, hid, k, k)`
+        weights, in the official code's row order, from the fused layout."""
+        return split_gate_weights(self.conv_xh.weight, self.conv_xm.weight, self.in_channels)
+
+    def _gate_biases(self) -> tuple[Tensor, Tensor] | None:
+        """The fused convolutions' biases, (i, f, g, o) and (i', f', g'), or None without biases."""
+        if self.bias_x is None or self.bias_h is None or self.bias_m is None:
+            return None
+        hid = self.hidden_channels
+        b_c, b_m, b_o = self.bias_x.split([3 * hid, 3 * hid, hid])
+        return torch.cat([b_c, b_o]) + self.bias_h, b_m + self.bias_m
+
+    def _normed_gates(self, x: Tensor, h: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
+        """The layer-norm path: each of the paper's convolutions normalised on its own, then summed."""
+        assert self.norms is not None
+        hid, pad = self.hidden_channels, self.conv_xh.padding
+        outs = []
+        for name, inp, w, b in zip(
+            "xhm", (x, h, m), self.paper_weights(), (self.bias_x, self.bias_h, self.bias_m), strict=True
+        ):
+            outs.append(self.norms[name](F.conv2d(inp, w, b, padding=pad)))
+        gx, gh, gm = outs  # (B, 7 hid | 4 hid | 3 hid, H, W)
+        gx_c, gx_m, gx_o = gx.split([3 * hid, 3 * hid, hid], dim=1)
+        gh_c, gh_o = gh.split([3 * hid, hid], dim=1)
+        return torch.cat([gx_c + gh_c, gx_o + gh_o], dim=1), gx_m + gm
 
     def forward(
         self, x: Tensor, h: Tensor, c: Tensor, m: Tensor
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        hid = self.hidden_channels
-        gx = self._gate("x", self.conv_x, x)  # (B, 7*hid, H, W): i f g | i' f' g' | o
-        gh = self._gate("h", self.conv_h, h)  # (B, 4*hid, H, W): i f g | o
-        gm = self._gate("m", self.conv_m, m)  # (B, 3*hid, H, W): i' f' g'
-        # split (not slicing) so that backward concatenates the pieces' gradients once instead of
+        if self.norms is None:
+            gates_c = self.conv_xh(torch.cat([x, h], dim=1))  # (B, 4*hid, H, W): i f g o
+            gates_m = self.conv_xm(torch.cat([x, m], dim=1))  # (B, 3*hid, H, W): i' f' g'
+            biases = self._gate_biases()
+            if biases is not None:
+                gates_c = gates_c + biases[0].view(1, -1, 1, 1)
+                gates_m = gates_m + biases[1].view(1, -1, 1, 1)
+        else:
+            gates_c, gates_m = self._normed_gates(x, h, m)
+        # split/chunk (not slicing) so that backward concatenates the pieces' gradients once instead of
         # zero-filling and accumulating a full-size gradient per slice (measurably slower on CPU).
-        gx_c, gx_m, gx_o = gx.split([3 * hid, 3 * hid, hid], dim=1)
-        gh_c, gh_o = gh.split([3 * hid, hid], dim=1)
-        # The (i, f, g) blocks of x and h, and the (i', f', g') blocks of x and m, line up: one add each.
-        i, f, g = (gx_c + gh_c).chunk(3, dim=1)
-        i_m, f_m, g_m = (gx_m + gm).chunk(3, dim=1)
+        i, f, g, o_xh = gates_c.chunk(4, dim=1)
+        i_m, f_m, g_m = gates_m.chunk(3, dim=1)
 
         delta_c = torch.sigmoid(i) * torch.tanh(g)
         c_new = torch.sigmoid(f + self.forget_bias) * c + delta_c
@@ -163,6 +216,39 @@ class SpatioTemporalLSTMCell(nn.Module):
         m_new = torch.sigmoid(f_m + self.forget_bias) * m + delta_m
 
         mem = torch.cat([c_new, m_new], dim=1)  # (B, 2*hid, H, W)
-        o = torch.sigmoid(gx_o + gh_o + self._gate("o", self.conv_o, mem))
+        conv_o = self.conv_o(mem)
+        if self.norms is not None:
+            conv_o = self.norms["o"](conv_o)
+        o = torch.sigmoid(o_xh + conv_o)
         h_new = o * torch.tanh(self.conv_last(mem))
         return h_new, c_new, m_new, delta_c, delta_m
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object) -> None:
+        # A state dict in the paper's three-convolution layout (conv_x / conv_h / conv_m): fuse it.
+        names = [prefix + f"conv_{s}.weight" for s in "xhm"]
+        if all(n in state_dict for n in names):
+            w_x, w_h, w_m = (state_dict.pop(n) for n in names)
+            w_xh, w_xm = fuse_gate_weights(w_x, w_h, w_m, self.in_channels)
+            state_dict[prefix + "conv_xh.weight"], state_dict[prefix + "conv_xm.weight"] = w_xh, w_xm
+            for s in "xhm":
+                if prefix + f"conv_{s}.bias" in state_dict:
+                    state_dict[prefix + f"bias_{s}"] = state_dict.pop(prefix + f"conv_{s}.bias")
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+
+def fuse_gate_weights(w_x: Tensor, w_h: Tensor, w_m: Tensor, in_channels: int) -> tuple[Tensor, Tensor]:
+    """conv_x (i f g i' f' g' o), conv_h (i f g o), conv_m (i' f' g') weights -> conv_xh over `[x, h]`
+    (rows i f g o) and conv_xm over `[x, m]` (rows i' f' g')."""
+    hid = w_h.shape[1]
+    wx_c, wx_m, wx_o = w_x.split([3 * hid, 3 * hid, hid])
+    if w_x.shape[1] != in_channels:
+        raise ValueError(f"conv_x has {w_x.shape[1]} input channels; the cell has {in_channels}")
+    return torch.cat([torch.cat([wx_c, wx_o]), w_h], dim=1), torch.cat([wx_m, w_m], dim=1)
+
+
+def split_gate_weights(w_xh: Tensor, w_xm: Tensor, in_channels: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The inverse of `fuse_gate_weights`: (conv_x, conv_h, conv_m) weights."""
+    hid = w_xm.shape[0] // 3
+    wx_c, wx_o = w_xh[:, :in_channels].split([3 * hid, hid])
+    w_x = torch.cat([wx_c, w_xm[:, :in_channels], wx_o])
+    return w_x, w_xh[:, in_channels:], w_xm[:, in_channels:]
