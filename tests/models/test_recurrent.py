@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 import vidyn.models  # noqa: F401  (registers the builders)
 from vidyn.errors import VidynError
+from vidyn.models import predrnn
 from vidyn.models.interface import Predictor
 from vidyn.models.predrnn import decoupling_loss
 from vidyn.nn.patch import patchify, unpatchify
@@ -231,6 +232,26 @@ def test_predrnn_v2_aux_loss_is_beta_times_mean_over_layers_and_steps() -> None:
     assert 0 < float(aux["decouple"].detach()) < 0.3
     with pytest.raises(VidynError, match="decouple_beta"):
         MODELS.build("predrnn_v2_tiny", decouple_beta=-1.0)
+
+
+def test_rollout_decoupling_compiled_equals_the_per_step_definition() -> None:
+    """The rollout-wide decoupling loss (channels-last increments, the 1x1 adapter as a matrix product),
+    compiled and eager, equals the mean of the per-step official definition, value and gradients."""
+    gen = torch.Generator().manual_seed(0)
+    steps, n, c = 3, 4, 6
+    adapter = torch.nn.Conv2d(c, c, 1, bias=False)
+    delta_c = torch.randn(steps, n, c, 4, 4, generator=gen, requires_grad=True)
+    delta_m = torch.randn(steps, n, c, 4, 4, generator=gen, requires_grad=True)
+    want = torch.stack([decoupling_loss(delta_c[t], delta_m[t], adapter) for t in range(steps)]).mean()
+    inputs = [delta_c, delta_m, adapter.weight]
+    want_grads = torch.autograd.grad(want, inputs)
+    # (T, N, C, H, W) x 2 -> (T, 2, N, H, W, C), as `PredRNNV2.aux_losses` stacks the steps' increments
+    stacked = torch.stack([delta_c, delta_m], dim=1).permute(0, 1, 2, 4, 5, 3)
+    for fn in (predrnn._rollout_decoupling, predrnn._rollout_decoupling_eager):
+        got = fn(stacked, adapter.weight.flatten(1))
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+        for g_got, g_want in zip(torch.autograd.grad(got, inputs), want_grads, strict=True):
+            torch.testing.assert_close(g_got, g_want, rtol=1e-5, atol=1e-7)
 
 
 def _moving_squares() -> torch.Tensor:
