@@ -13,6 +13,7 @@ import yaml
 from tiny_configs import tiny_prediction_config
 
 from vidyn.cli import main
+from vidyn.errors import VidynError
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +92,21 @@ def test_nan_stops_with_step_and_term_keeps_the_last_good_checkpoint_and_resumes
     assert main(["train", "--resume", str(run), "--set", "optim.lr=0.003"]) == 0
     assert _step(run) == 10
     assert yaml.safe_load((run / "config.yaml").read_text())["optim"]["lr"] == 0.003
+
+
+def test_a_checkpoint_with_predrnns_three_gate_convolutions_is_refused_in_one_line(tmp_path: Path) -> None:
+    """A checkpoint from before the ST-LSTM's gate convolutions were fused (conv_x / conv_h / conv_m) says
+    so, instead of blaming an override; nothing else is read."""
+    from vidyn.api.resume import ResumePlan, check_fits  # noqa: PLC0415
+    from vidyn.registry import MODELS  # noqa: PLC0415
+
+    model = MODELS.build("predrnn_tiny")
+    old = {k: v for k, v in model.state_dict().items() if ".conv_xh." not in k and ".conv_xm." not in k}
+    for i, cell in enumerate(model.cells):
+        for name, w in zip(("conv_x", "conv_h", "conv_m"), cell.paper_weights(), strict=True):
+            old[f"cells.{i}.{name}.weight"] = w.detach().clone()
+    torch.save({"state_dict": old, "global_step": 4}, tmp_path / "last.ckpt")
+    plan = ResumePlan(run_dir=tmp_path, checkpoint=tmp_path / "last.ckpt", cfg={}, saved=None, overrides=[])
+    with pytest.raises(VidynError, match="three convolutions .*cells.0.conv_x.weight.*start a new run"):
+        check_fits(plan, model)
+    model.load_state_dict(old)  # the weights themselves load into the fused layout

@@ -126,6 +126,16 @@ def check_fits(plan: ResumePlan, task: torch.nn.Module) -> None:
     plan.step = int(ckpt.get("global_step", 0))
     theirs: dict[str, torch.Tensor] = ckpt.get("state_dict") or {}
     ours = task.state_dict()
+    old_gates = next(
+        (k for k in theirs if k.endswith(".conv_x.weight") and k[:-13] + "conv_xh.weight" in ours), None
+    )
+    if old_gates is not None:  # written before vidyn fused the ST-LSTM's gate convolutions (conv_rnn.py)
+        raise VidynError(
+            f"cannot resume {plan.run_dir}: {plan.checkpoint.name} holds PredRNN's gates as three "
+            f"convolutions ({old_gates}), the layout before vidyn fused them into two, and its optimiser "
+            "state does not carry over; the model the run exported still loads (evaluate, predict, ui): "
+            "start a new run to train further"
+        )
     problem = None
     for key in list(ours) + [k for k in theirs if k not in ours]:
         if key not in theirs:
