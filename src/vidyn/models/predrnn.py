@@ -149,8 +149,8 @@ def _rollout_decoupling_eager(deltas: Tensor, weight: Tensor) -> Tensor:
     return F.cosine_similarity(adapted[:, 0], adapted[:, 1], dim=2).abs().mean()
 
 
-# One fused loop each way: 100 ms against 210 ms for the per-step form at issue 16's small configuration
-# (T 19, L*B 8, 64 channels on a 16x16 grid: 2.5M increments), measured in one process.
+# One fused loop each way: about half the time of the per-step form at issue 16's small configuration
+# (docs/speed.md "Session 17"); below COMPILE_MIN_NUMEL increments the eager form runs.
 _rollout_decoupling = compiled_or_eager(_rollout_decoupling_eager, _rollout_decoupling_eager)
 COMPILE_MIN_NUMEL = 1 << 20
 

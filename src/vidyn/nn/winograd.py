@@ -216,8 +216,8 @@ winograd_input_adjoint = compiled_or_eager(_input_transform_adjoint, _input_tran
 
 
 class _InputTransform(torch.autograd.Function):
-    """`_input_transform` with its adjoint written out (Inductor's own adjoint of the compiled transform
-    took 4 ms per call where this one takes 0.3-1 ms at the small recurrent configuration)."""
+    """`_input_transform` with its adjoint written out (one compiled loop each way; Inductor's own adjoint
+    of the compiled transform was several times slower, docs/speed.md "Session 17")."""
 
     @staticmethod
     def forward(ctx, x: Tensor, algo: Algo) -> Tensor:  # type: ignore[override]
