@@ -127,7 +127,12 @@ def check_fits(plan: ResumePlan, task: torch.nn.Module) -> None:
     theirs: dict[str, torch.Tensor] = ckpt.get("state_dict") or {}
     ours = task.state_dict()
     old_gates = next(
-        (k for k in theirs if k.endswith(".conv_x.weight") and k[:-13] + "conv_xh.weight" in ours), None
+        (
+            k
+            for k in theirs
+            if k.endswith(".conv_x.weight") and k.removesuffix("conv_x.weight") + "conv_xh.weight" in ours
+        ),
+        None,
     )
     if old_gates is not None:  # written before vidyn fused the ST-LSTM's gate convolutions (conv_rnn.py)
         raise VidynError(
