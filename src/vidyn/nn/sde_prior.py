@@ -54,3 +54,43 @@ class MixturePrior(nn.Module):
         loc, scale = comps.loc.gather(1, idx).squeeze(1), comps.scale.gather(1, idx).squeeze(1)
         noise = torch.randn(loc.shape, generator=generator, device=probs.device).to(loc)
         return loc + scale * noise
+
+
+class MotionCode(nn.Module):
+    """A global motion code v `(N, D)` for `sde_video` (`motion_code=D`): the law's random parameters as one
+    draw per clip, read by the drifts (a conditional VAE's code, as the per-clip latent of SVG-FP, Denton &
+    Fergus 2018, and MoCoGAN's motion code, held fixed over the clip).
+
+    q(v | x) reads the posterior encoder's summary of the whole clip; p(v | c) reads the condition map
+    (first frames and/or law), so, given the law, the code's prior can be as specific as the law is. Both
+    are diagonal Gaussians from a 1x1 conv to `reduce` channels, flattened, and a linear layer (the map's
+    layout is kept: where the object is matters for which motion it can have). `broadcast` turns a code
+    into constant channels `(N, D, S, S)` for the drift nets.
+    """
+
+    def __init__(self, in_channels: int, cond_channels: int, size: int, dim: int, reduce: int = 8) -> None:
+        super().__init__()
+        self.dim = dim
+
+        def head(channels: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(channels, reduce, 1), nn.SiLU(), nn.Flatten(),
+                                 nn.Linear(reduce * size * size, 2 * dim))  # fmt: skip
+
+        self.posterior_head, self.prior_head = head(in_channels), head(cond_channels)
+
+    @staticmethod
+    def _normal(out: Tensor) -> Normal:
+        mean, log_std = out.chunk(2, dim=1)
+        return Normal(mean, log_std.exp())
+
+    def posterior(self, summary: Tensor) -> Normal:
+        """q(v | x) from the posterior encoder's first state `(N, E, S, S)` (it has seen the whole clip)."""
+        return self._normal(self.posterior_head(summary))
+
+    def prior(self, cond_map: Tensor) -> Normal:
+        """p(v | c) from the condition map `(N, cond, S, S)`."""
+        return self._normal(self.prior_head(cond_map))
+
+    @staticmethod
+    def broadcast(v: Tensor, size: int) -> Tensor:
+        return v[:, :, None, None].expand(-1, -1, size, size)  # (N, D) -> (N, D, S, S)
