@@ -53,17 +53,16 @@ def posterior_paths(model, x: Tensor, t: Tensor, y: Tensor, seed: int) -> tuple[
     rel = (t - t[0]).double()
     emb = model.encoder(x.flatten(0, 1)).unflatten(0, (b, steps))  # (B*T, E, S, S) -> (B, T, E, S, S)
     out = run_conv_gru(model.posterior_rnn, emb, torch.cat([rel.diff(), rel.new_zeros(1)]), backwards=True)
-    start = emb[:, 0] if model.motion_code is not None else out[:, 0]  # as SDEVideo.elbo
-    mean, log_std = model.to_posterior_z0(start).chunk(2, dim=1)
+    mean, log_std = model.to_posterior_z0(out[:, 0]).chunk(2, dim=1)
     z0 = (mean + log_std.exp() * randn_like(mean, gen)).flatten(1)
     first = (x[:, :1], emb[:, :1], rel[:1])
     cond, null = model._encode_condition(first, y, b), model._encode_condition(first, None, b)
-    model.sde.set_inputs(model._drift_condition(cond.map, gen, summary=out[:, 0])[0])
+    model.sde.set_inputs(cond.map)
     zs, _ = model._solve(z0, rel.tolist(), gen, out.transpose(0, 1))
     recon = model._decode(zs, cond)
     prior_paths = []
     for c in (cond, null):
-        model.sde.set_inputs(model._drift_condition(c.map, gen, summary=out[:, 0])[0])  # posterior code
+        model.sde.set_inputs(c.map)
         prior_paths.append(model._decode(model._solve(z0, rel.tolist(), gen)[0], c))
     return recon, prior_paths[0], prior_paths[1]
 
@@ -146,8 +145,8 @@ def judged(judge, clips: Tensor, asked: Tensor, names: list[str]) -> dict:
 def label_effect(model, data: dict[str, Tensor]) -> dict[str, float]:
     """How far the law moves the prior: |mean z0(frame, law) - mean z0(frame, null)| / std of z0 (RMS),
     and |h(z, law) - h(z, null)| / |h(z, law)| on prior z0 states."""
-    if getattr(model, "z0_components", 1) > 1 or model.motion_code is not None:
-        return {}  # a mixture prior: no single Gaussian whose shift to measure; a code: the drift reads v too
+    if getattr(model, "z0_components", 1) > 1:
+        return {}  # a mixture prior: no single Gaussian whose shift to measure
     x, t, y = data["x"], data["t"], data["y"]
     b = x.shape[0]
     emb = model.encoder(x[:, 0]).unsqueeze(1)  # (B, E, S, S) -> (B, 1, E, S, S)

@@ -87,7 +87,7 @@ from vidyn.nn.sde import (
     solve,
 )
 from vidyn.nn.sde_nets import MapDecoder, MapEncoder, conv_net, coordinates, latent_levels, run_conv_gru
-from vidyn.nn.sde_prior import MixturePrior, MotionCode
+from vidyn.nn.sde_prior import MixturePrior
 from vidyn.registry import MODELS
 
 
@@ -120,7 +120,6 @@ class SDEVideo(nn.Module):
         max_diffusion: float,
         z0_components: int = 1,
         likelihood: str = "gaussian",
-        motion_code: int = 0,
     ) -> None:
         super().__init__()
         sizes = dict(in_channels=in_channels, image_size=image_size, latent_size=latent_size)
@@ -144,12 +143,8 @@ class SDEVideo(nn.Module):
         self.label_embedding = nn.Embedding(num_classes + 1, e) if num_classes else None
         cond_channels = e * (2 if num_classes else 1) + 2  # frames, label, x/y
         self._build_prior_z0(cond_channels, e, zc, z0_components)
-        if motion_code < 0:
-            raise VidynError(f"motion_code must be >= 0 (0 = none); got {motion_code}")
-        self.motion_code = MotionCode(e, cond_channels, latent_size, motion_code) if motion_code else None
         self.sde = LatentSDEFunc(
-            latent_channels=zc, latent_size=latent_size, cond_channels=cond_channels + motion_code,
-            context_channels=e,
+            latent_channels=zc, latent_size=latent_size, cond_channels=cond_channels, context_channels=e,
             hidden_channels=drift_channels, sde_type=sde_type, min_diffusion=min_diffusion,
             max_diffusion=max_diffusion,
         )  # fmt: skip
@@ -190,9 +185,7 @@ class SDEVideo(nn.Module):
         # Posterior: ConvGRU backwards in time; out[:, i] summarises frames i..T-1.
         gaps = torch.cat([rel.diff(), rel.new_zeros(1)])  # (T,) gap to the next frame
         out = run_conv_gru(self.posterior_rnn, emb, gaps, backwards=True)  # (B, T, E, S, S)
-        # With a motion code, z0's posterior sees the first frame only: the rest is the code's to carry.
-        start = emb[:, 0] if self.motion_code is not None else out[:, 0]
-        mean, log_std = self.to_posterior_z0(start).chunk(2, dim=1)  # (B, C_z, S, S) each
+        mean, log_std = self.to_posterior_z0(out[:, 0]).chunk(2, dim=1)  # (B, C_z, S, S) each
         q_z0 = Normal(mean, log_std.exp())
         z0 = mean + log_std.exp() * randn_like(mean, generator)
 
@@ -206,38 +199,19 @@ class SDEVideo(nn.Module):
         else:
             kl_z0 = kl_divergence(q_z0, self._prior_z0(cond)).sum((1, 2, 3)).mean()
 
-        drift_cond, kl_code = self._drift_condition(cond.map, generator, summary=out[:, 0])
-        self.sde.set_inputs(drift_cond)
+        self.sde.set_inputs(cond.map)
         zs, kl_path = self._solve(z0.flatten(1), rel.tolist(), generator, out.transpose(0, 1))
         assert kl_path is not None
         recon = self._decode(zs, cond)  # (B, T, C, H, W)
         pixel = LIKELIHOODS[self.likelihood](recon, self.obs_std)
         nll = -pixel.log_prob(frames).sum((1, 2, 3, 4)).mean()
         consistency = self._consistency(recon, zs)
-        kl = kl_weight * (kl_z0 + kl_code)
-        kl = kl + (kl_weight if kl_path_weight is None else kl_path_weight) * kl_path.mean()
+        kl = kl_weight * kl_z0 + (kl_weight if kl_path_weight is None else kl_path_weight) * kl_path.mean()
         loss = nll + kl + self.consistency_weight * consistency
         diffusion = self.sde.diffusion(self._maps(zs).flatten(0, 1)).mean().detach()  # mean g on the path
         recon_mse = (recon - frames).square().mean().detach()
-        return dict(loss=loss, nll=nll, kl_z0=kl_z0, kl_path=kl_path.mean(), kl_code=kl_code,
-                    consistency=consistency, diffusion=diffusion, recon_mse=recon_mse)  # fmt: skip
-
-    def _drift_condition(
-        self, cond_map: Tensor, generator: torch.Generator | None, summary: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """The prior drift's input and KL(q(v | x) || p(v | c)) (mean over clips; 0 without a code).
-
-        Without a motion code that is the condition map itself. With one, a code v is drawn from the
-        posterior given the posterior encoder's `summary` `(N, E, S, S)` (training) or else from the
-        prior, and appended as constant channels."""
-        zero = cond_map.new_zeros(())
-        if self.motion_code is None:
-            return cond_map, zero
-        prior = self.motion_code.prior(cond_map)
-        dist = prior if summary is None else self.motion_code.posterior(summary)
-        v = dist.loc + dist.scale * randn_like(dist.loc, generator)  # (N, D)
-        kl = zero if summary is None else kl_divergence(dist, prior).sum(1).mean()
-        return torch.cat([cond_map, self.motion_code.broadcast(v, self.latent_size)], dim=1), kl
+        return dict(loss=loss, nll=nll, kl_z0=kl_z0, kl_path=kl_path.mean(), consistency=consistency,
+                    diffusion=diffusion, recon_mse=recon_mse)  # fmt: skip
 
     def _consistency(self, recon: Tensor, zs: Tensor) -> Tensor:
         """The re-encoding term of the decoded frames `(B, T, C, H, W)` (0 without the consistency module)."""
@@ -284,7 +258,7 @@ class SDEVideo(nn.Module):
             prior = self._prior_z0(cond)
             z0 = prior.loc + prior.scale * randn_like(prior.loc, generator)
         grid, where = torch.unique(torch.cat([out_t.new_tensor([t_ref]), out_t]), return_inverse=True)
-        self.sde.set_inputs(self._drift_condition(cond.map, generator)[0])
+        self.sde.set_inputs(cond.map)
         zs, _ = self._solve(z0.flatten(1), (grid - t_ref).tolist(), generator)  # (K, N, d) sorted grid
         return self._decode(zs[where[1:].to(zs.device)], cond)  # (N, T, C, H, W)
 
@@ -394,7 +368,6 @@ def sde_video(
     max_diffusion: float = 0.2,
     z0_components: int = 1,
     likelihood: str = "gaussian",
-    motion_code: int = 0,
 ) -> SDEVideo:
     """Latent-SDE video generator (Li et al. 2020) conditioned on initial frames and/or a class.
 
@@ -407,8 +380,6 @@ def sde_video(
     fixed pixel scale of the `likelihood` ("gaussian", "laplace", "gauss_laplace"); the diagonal
     diffusion lies in [min_diffusion, max_diffusion]. `z0_components` > 1 makes the prior over z0 a
     mixture with one component drawn per clip (`vidyn.nn.sde_prior`; 1 = a Gaussian per latent cell).
-    `motion_code` D > 0 adds a global D-dim code per clip read by the drifts (`MotionCode`), and z0's
-    posterior then sees the first frame only.
     """
     return SDEVideo(**locals())  # the builder's arguments are the constructor's, by name
 
