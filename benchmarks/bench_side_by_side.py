@@ -147,8 +147,9 @@ def recurrent_pair(
     return pair
 
 
-def vid_ode_pair(vid_ode_path: Path | None, device: torch.device) -> dict:
-    """vidyn's vid_ode generator step (and the official VidODE's) at 64x64 RGB, B4, 5 -> 5, dopri5."""
+def vid_ode_pair(vid_ode_path: Path | None, device: torch.device, direct: bool = False) -> dict:
+    """vidyn's vid_ode generator step (and the official VidODE's) at 64x64 RGB, B4, 5 -> 5, dopri5; with
+    `direct` also vidyn's with Winograd off (its ConvGRU's convolutions as before session 18)."""
     from bench_vid_ode import smooth_frames  # noqa: PLC0415
 
     from vidyn.models.vid_ode import vid_ode  # noqa: PLC0415
@@ -175,6 +176,15 @@ def vid_ode_pair(vid_ode_path: Path | None, device: torch.device) -> dict:
         return vid_ode_reconstruction_loss(out["frames"], tgt, out["start_frame"], out["difference"])
 
     pair = {"vidyn": (ours, our_loss), "vidyn eager": (eager, eager_loss)}
+    if direct:
+        torch.manual_seed(0)
+        plain = vid_ode(decoder_method="dopri5").to(device)
+
+        def plain_loss() -> torch.Tensor:
+            out = plain.forward_components(ctx, times[:5], times[5:])
+            return vid_ode_reconstruction_loss(out["frames"], tgt, out["start_frame"], out["difference"])
+
+        pair["vidyn direct"] = (plain, without_winograd(plain_loss))
     if vid_ode_path is not None:
         ref, batch_dict = load_vid_ode(vid_ode_path, video, times, device)
         pair["official"] = (ref, lambda: ref.compute_all_losses(batch_dict)["loss"])
@@ -270,7 +280,7 @@ def bench_recurrent(args: argparse.Namespace, device: torch.device) -> None:
 
 
 def bench_vid_ode(args: argparse.Namespace, device: torch.device) -> None:
-    pair = vid_ode_pair(args.vid_ode, device)
+    pair = vid_ode_pair(args.vid_ode, device, args.direct)
     counters = {"vidyn": None}
     if "official" in pair:
         ref = pair["official"][0]
@@ -288,8 +298,11 @@ def bench_vid_ode(args: argparse.Namespace, device: torch.device) -> None:
     ref, ours, eager = med.get("official", float("nan")), med["vidyn"], med["vidyn eager"]
     print("\n[vid_ode] generator step, 64x64 RGB, batch 4, 5 -> 5, dopri5 rtol 1e-3 atol 1e-4, Adamax")
     head = f"{'official s':>10}{'vidyn s':>9}{'speed-up':>9}{'eager s':>9}{'speed-up':>9}"
+    direct = med.get("vidyn direct")
+    head += f"{'direct s':>9}{'speed-up':>9}" if direct else ""
     print(f"{head}  NFE enc/dec official, vidyn")
-    print(f"{ref:>10.3f}{ours:>9.3f}{ref / ours:>8.2f}x{eager:>9.3f}{ref / eager:>8.2f}x  "
+    cols = f"{direct:>9.3f}{ref / direct:>8.2f}x" if direct else ""
+    print(f"{ref:>10.3f}{ours:>9.3f}{ref / ours:>8.2f}x{eager:>9.3f}{ref / eager:>8.2f}x{cols}  "
           f"{nfe.get('official', '-')}, {nfe['vidyn']}")  # fmt: skip
     print("GFLOP/step (GFLOP/s): " + ", ".join(f"{k} {g:.1f} ({g / med[k]:.0f})" for k, g in gflop.items()))
 
@@ -315,7 +328,8 @@ def main() -> None:
     parser.add_argument(
         "--direct",
         action="store_true",
-        help="also time vidyn's recurrent step with Winograd convolutions off (as before session 16)",
+        help="also time vidyn's steps with Winograd convolutions off (recurrent: as before session 16; "
+        "Vid-ODE: as before session 18)",
     )
     args = parser.parse_args()
     device = torch.device(args.device)

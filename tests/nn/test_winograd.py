@@ -142,6 +142,59 @@ def test_it_applies_only_to_cpu_training_of_large_same_convolutions(winograd_on:
     assert not wg.winograd_applies(conv, x)
 
 
+def test_same_conv2d_takes_winograd_only_for_enough_work(winograd_on: None) -> None:
+    """`same_conv2d` equals the direct convolution (float64, values and gradients) and takes the Winograd
+    path (a channels-last output) only from `MIN_WORK` tiles x C_in x C_out and 64 input channels."""
+    torch.manual_seed(0)
+    w = torch.randn(128, 64, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(128, dtype=torch.float64, requires_grad=True)
+    big = torch.randn(8, 64, 16, 16, dtype=torch.float64, requires_grad=True)  # 128 tiles: 1M of work
+    y = wg.same_conv2d(big, w, b)
+    assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+    ref = F.conv2d(big, w, b, padding=1)
+    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(ref)
+    got, want = torch.autograd.grad(y, [big, w, b], g), torch.autograd.grad(ref, [big, w, b], g)
+    for a, e in zip(got, want, strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-11, atol=1e-11)
+    small = torch.randn(4, 64, 16, 16, dtype=torch.float64)  # 64 tiles: half the work
+    assert wg.same_conv2d(small, w, b).is_contiguous()
+    narrow = torch.randn(64, 33, 16, 16, dtype=torch.float64)  # enough work, too few input channels
+    assert wg.same_conv2d(narrow, torch.randn(128, 33, 3, 3, dtype=torch.float64)).is_contiguous()
+    wg.set_winograd(False)
+    assert wg.same_conv2d(big, w, b).is_contiguous()
+
+
+def test_conv_gru_winograd_path_equals_the_direct_one() -> None:
+    """Vid-ODE's ConvGRU (input projection over all frames, then the state convolutions) gives the same
+    values and gradients with Winograd on and off (float64)."""
+    from vidyn.nn.ode import ConvGRUCell
+
+    torch.manual_seed(0)
+    cell = ConvGRUCell(128, 128).double()
+    xs = torch.randn(20, 128, 16, 16, dtype=torch.float64, requires_grad=True)  # 5 frames of 4 clips
+
+    def run(enabled: bool) -> tuple[torch.Tensor, ...]:
+        wg.set_winograd(enabled)
+        try:
+            flat = cell.input_projection(xs)
+            layout = flat.is_contiguous(memory_format=torch.channels_last) and not flat.is_contiguous()
+            projected = flat.unflatten(0, (4, 5))  # (B*T, 3H, h, w) -> (B, T, 3H, h, w)
+            h = None
+            for t in range(5):
+                h = cell.step(projected[:, t], h)
+            assert h is not None
+            loss = h.square().sum()
+            return (torch.tensor(layout), loss, *torch.autograd.grad(loss, [xs, *cell.parameters()]))
+        finally:
+            wg.set_winograd(None)
+
+    fast, direct = run(True), run(False)
+    assert bool(fast[0]) and not bool(direct[0])  # the Winograd path ran, and only when enabled
+    for got, want in zip(fast[1:], direct[1:], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
 def _rollout(conv: nn.Module, xs: list[torch.Tensor], enabled: bool) -> torch.Tensor:
     """A recurrence through the conv: h feeds back, so gradients flow through time."""
     h = torch.zeros(xs[0].shape[0], 32, *xs[0].shape[2:], dtype=torch.float64)

@@ -27,11 +27,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 
 from vidyn.errors import VidynError
+from vidyn.nn.winograd import same_conv2d
 
 FIXED_STEP_METHODS = ("euler", "midpoint", "rk4")
 ADAPTIVE_METHODS = ("dopri5", "bosh3", "adaptive_heun", "dopri8")
@@ -221,7 +221,7 @@ class ConvGRUCell(nn.Module):
         ci = self.input_channels
         weight = torch.cat([self.conv_gates.weight[:, :ci], self.conv_can.weight[:, :ci]], dim=0)
         bias = torch.cat([self.conv_gates.bias, self.conv_can.bias])
-        return F.conv2d(x, weight, bias, padding=self.padding)
+        return same_conv2d(x, weight, bias)
 
     def step(self, projected: Tensor, h: Tensor | None) -> Tensor:
         """One update from `input_projection(x)` and the state (`None` for a zero state)."""
@@ -229,11 +229,9 @@ class ConvGRUCell(nn.Module):
         gates_x, cand_x = projected[:, : 2 * hc], projected[:, 2 * hc :]
         if h is None:
             return torch.sigmoid(gates_x[:, hc:]) * torch.tanh(cand_x)
-        gates = gates_x + F.conv2d(h, self.conv_gates.weight[:, ci:], padding=self.padding)
+        gates = gates_x + same_conv2d(h, self.conv_gates.weight[:, ci:])
         reset, update = torch.sigmoid(gates).chunk(2, dim=1)
-        candidate = torch.tanh(
-            cand_x + F.conv2d(reset * h, self.conv_can.weight[:, ci:], padding=self.padding)
-        )
+        candidate = torch.tanh(cand_x + same_conv2d(reset * h, self.conv_can.weight[:, ci:]))
         return h + update * (candidate - h)
 
 

@@ -44,6 +44,11 @@ from vidyn.nn.compiled import compiled_or_eager
 # was 0.69x at F(2, 3) and 0.94x at F(4, 3); 128 -> 64 channels 1.02x at F(2, 3), 1.30x at F(4, 3))
 MIN_IN_CHANNELS = 32
 MIN_OUT_CHANNELS = {2: 128, 4: 64}  # by tile m
+# `same_conv2d` (convolutions outside a module: the ConvGRU's) also needs tiles x C_in x C_out >= MIN_WORK
+# and 64 input channels: Vid-ODE's quick config (batch-1 ConvGRU steps on an 8x8 grid) and sde_video's
+# 33-channel ConvGRUs were slower by Winograd (docs/speed.md, session 18)
+MIN_WORK = 1 << 20
+SAME_CONV_MIN_IN_CHANNELS = 64
 KERNELS = (3, 5)
 POINTS = {3: (0.0, 1.0, -1.0), 5: (0.0, 1.0, -1.0, 2.0, -2.0)}  # by count: m + r - 2 finite points
 Algo = tuple[int, int]  # (m, r) of F(m x m, r x r)
@@ -291,22 +296,45 @@ def winograd_applies(conv: nn.Conv2d, x: Tensor) -> bool:
     one group, at least `MIN_IN_CHANNELS` in and `MIN_OUT_CHANNELS[m]` out, even H and W."""
     k = conv.kernel_size[0]
     return (
+        conv.kernel_size == (k, k)
+        and conv.padding == (k // 2, k // 2)
+        and conv.stride == (1, 1)
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and conv.padding_mode == "zeros"
+        and winograd_fits(x, conv.weight)
+    )
+
+
+def winograd_fits(x: Tensor, weight: Tensor) -> bool:
+    """`winograd_applies` for `F.conv2d(x, weight, padding=r // 2)` (stride 1, one group): the conditions
+    on the tensors and the run (CPU training, no autocast, not compiling, Winograd enabled)."""
+    k = weight.shape[-1]
+    return (
         x.device.type == "cpu"
         and torch.is_grad_enabled()
         and x.dtype in (torch.float32, torch.float64)
         and x.dim() == 4
         and x.shape[-2] % 2 == 0
         and x.shape[-1] % 2 == 0
-        and conv.kernel_size == (k, k)
+        and weight.dim() == 4
+        and weight.shape[-2] == k
         and k in KERNELS
-        and conv.in_channels >= MIN_IN_CHANNELS
-        and conv.out_channels >= MIN_OUT_CHANNELS[winograd_tile(k, x.shape[-2], x.shape[-1])]
-        and conv.padding == (k // 2, k // 2)
-        and conv.stride == (1, 1)
-        and conv.dilation == (1, 1)
-        and conv.groups == 1
-        and conv.padding_mode == "zeros"
+        and weight.shape[1] == x.shape[1] >= MIN_IN_CHANNELS
+        and weight.shape[0] >= MIN_OUT_CHANNELS[winograd_tile(k, x.shape[-2], x.shape[-1])]
         and not torch.is_autocast_enabled("cpu")
         and not torch.compiler.is_compiling()  # a compiled rollout leaves its convolutions to Inductor
         and winograd_enabled()
     )
+
+
+def same_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """`F.conv2d(x, weight, bias, padding=r // 2)` (r the odd kernel size), by Winograd where
+    `winograd_fits` and the work (tiles x C_in x C_out) is at least `MIN_WORK` (then the output is
+    channels-last), else direct."""
+    if winograd_fits(x, weight):
+        n, c, h, w = x.shape
+        m = winograd_tile(weight.shape[-1], h, w)
+        if c >= SAME_CONV_MIN_IN_CHANNELS and n * (h // m) * (w // m) * c * weight.shape[0] >= MIN_WORK:
+            return winograd_conv2d(x, weight, bias)
+    return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2)
