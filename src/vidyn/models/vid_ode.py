@@ -5,13 +5,14 @@ With the official widths as defaults (32 base channels, 128 latent channels at H
 (3x3 conv, then `downsample` stride-2 4x4 convs doubling the channels; BatchNorm, ReLU) embeds every
 context frame; the ODE-ConvGRU (`vidyn.nn.ode`) runs backwards in time over them and two 1x1 convs map
 its state to the latent z at the FIRST context time; a conv ODE `dz/dt = f(z)` is integrated with
-torchdiffeq to every target time; each target latent, concatenated with the previous one, is decoded
-(per level bilinear x2 upsampling + 3x3 conv, BatchNorm, ReLU; then a 3x3 conv) into a flow F (2 ch,
-pixels), an image difference D (C ch, no activation) and a mask M (1 ch, sigmoid); frames are built
-recursively, `warped_k = warp(warped_{k-1}, F_k)` from an observed frame, `frame_k = M_k * warped_k +
-(1 - M_k) * D_k`, and D is trained towards the frame difference (the losses are in
-`vidyn.models.vid_ode_loss`). The optional adversarial terms (image and sequence discriminators, LSGAN)
-are in `vidyn.models.discriminators`; the encoder and decoder networks in `vidyn.nn.vid_ode_nets`.
+torchdiffeq (dopri5 by `vidyn.nn.dopri5`, torchdiffeq's algorithm) to every target time; each target
+latent, concatenated with the previous one, is decoded (per level bilinear x2 upsampling + 3x3 conv,
+BatchNorm, ReLU; then a 3x3 conv) into a flow F (2 ch, pixels), an image difference D (C ch, no
+activation) and a mask M (1 ch, sigmoid); frames are built recursively, `warped_k = warp(warped_{k-1},
+F_k)` from an observed frame, `frame_k = M_k * warped_k + (1 - M_k) * D_k`, and D is trained towards the
+frame difference (the losses are in `vidyn.models.vid_ode_loss`). The optional adversarial terms (image
+and sequence discriminators, LSGAN) are in `vidyn.models.discriminators`; the encoder and decoder
+networks in `vidyn.nn.vid_ode_nets`.
 
 Times (the official code has two fixed modes and one time vector; here any times are well defined):
 targets at or before the last context time form, in time order, an interpolation chain started from the

@@ -3,7 +3,9 @@ with Neural Ordinary Differential Equation", AAAI 2021).
 
 - `ConvODEFunc`: the autonomous conv ODE function `dh/dt = f(h)` of the official code (`create_convnet`:
   3x3 convs C -> U, `num_layers` x (tanh, U -> U), tanh, U -> C), counting its evaluations (NFE).
-- `odesolve`: one entry point over `torchdiffeq.odeint` / `odeint_adjoint` with method checking.
+- `odesolve`: one entry point over `torchdiffeq.odeint` / `odeint_adjoint` with method checking; dopri5
+  without the adjoint runs `vidyn.nn.dopri5` (torchdiffeq's algorithm, the same steps and NFE, with
+  cheaper bookkeeping of the stages).
 - `ConvGRUCell`: the official ConvGRU cell (reset/update gates from one conv over `[x, h]`, candidate from
   a conv over `[x, r * h]`).
 - `LatentODEFunc` / `with_condition`: ode_gan's latent dynamics, a conv net over a latent map, the
@@ -31,6 +33,7 @@ from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 
 from vidyn.errors import VidynError
+from vidyn.nn.dopri5 import dopri5
 from vidyn.nn.winograd import same_conv2d
 
 FIXED_STEP_METHODS = ("euler", "midpoint", "rk4")
@@ -191,6 +194,9 @@ def _odeint(
             options=options,
             adjoint_params=tuple(func.parameters()),
         )
+    if method == "dopri5":  # torchdiffeq's algorithm with cheaper stage bookkeeping (vidyn.nn.dopri5)
+        steps = (options or {}).get("max_num_steps", 2**31 - 1)
+        return dopri5(func, y0, times, rtol=rtol, atol=atol, max_num_steps=steps)
     return odeint(func, y0, times, rtol=rtol, atol=atol, method=method, options=options)
 
 
