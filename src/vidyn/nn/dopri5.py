@@ -48,7 +48,7 @@ SAFETY, IFACTOR, DFACTOR, ORDER = 0.9, 10.0, 0.2, 5
 
 def _combine(y0: Tensor, ks: list[Tensor], weights: tuple[float, ...], dt: Tensor) -> Tensor:
     """`y0 + sum_j (weights_j * dt) k_j` in y's dtype, the coefficients rounded as torchdiffeq's."""
-    coeffs = (torch.tensor(weights[: len(ks)], dtype=y0.dtype) * dt.to(y0.dtype)).tolist()
+    coeffs = (torch.tensor(weights[: len(ks)], dtype=y0.dtype) * dt.to("cpu", y0.dtype)).tolist()
     out = y0
     for c, k in zip(coeffs, ks, strict=True):
         if c != 0.0:
