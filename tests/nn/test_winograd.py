@@ -231,3 +231,51 @@ def test_recurrent_winograd_gradients_equal_the_direct_ones(
     for got, want in zip(grads, ref, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-11, atol=1e-11)
     assert conv._winograd_weight is None and conv._winograd_rollout is None  # nothing left behind
+
+
+@pytest.mark.parametrize("method", ["dopri5", "euler"])
+def test_ode_function_winograd_solve_equals_the_direct_one(method: str) -> None:
+    """Vid-ODE's ODE function in a training solve: Winograd with the weight transformed once per solve
+    gives the direct convolutions' states and gradients (float64), above `ODE_MIN_WORK` only."""
+    from vidyn.nn.ode import ConvODEFunc, odesolve
+
+    torch.manual_seed(0)
+    func = ConvODEFunc(64, 64, num_layers=1).double()  # 2 x 16 x 16: 32 tiles x 64 x 64 = ODE_MIN_WORK
+    y0 = torch.randn(2, 64, 16, 16, dtype=torch.float64, requires_grad=True) * 0.3
+    times = torch.tensor([0.0, 0.1, 0.3], dtype=torch.float64)
+    seen: list[tuple[bool, bool]] = []  # (gradients on, output contiguous) per evaluation
+    func.net[0].register_forward_hook(
+        lambda m, i, o: seen.append((torch.is_grad_enabled(), o.is_contiguous()))
+    )
+
+    def run(enabled: bool) -> tuple[torch.Tensor, ...]:
+        wg.set_winograd(enabled)
+        try:
+            ys = odesolve(func, y0, times, method=method, rtol=1e-6, atol=1e-8)
+            return (ys, *torch.autograd.grad(ys.square().sum(), [y0, *func.parameters()]))
+        finally:
+            wg.set_winograd(None)
+
+    fast, direct = run(True), run(False)
+    n = len(seen) // 2  # training evaluations take Winograd (channels-last) only when enabled; the
+    # initial-step probe of dopri5 runs without gradients, so directly
+    assert all(not contiguous for grad, contiguous in seen[:n] if grad) and all(c for _, c in seen[n:])
+    for got, want in zip(fast, direct, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+    small_func = ConvODEFunc(64, 32, num_layers=1).double()  # the quick config's: at most 32 tiles x 32 x 64
+    layouts: list[bool] = []
+    for conv in small_func.net[::2]:
+        conv.register_forward_hook(lambda m, i, o: layouts.append(o.is_contiguous()))
+    wg.set_winograd(True)
+    try:
+        odesolve(
+            small_func,
+            torch.randn(8, 64, 8, 8, dtype=torch.float64),
+            times,
+            method="euler",
+            rtol=1e-3,
+            atol=1e-4,
+        )
+    finally:
+        wg.set_winograd(None)
+    assert layouts and all(layouts)  # all direct

@@ -34,9 +34,14 @@ from torchdiffeq import odeint, odeint_adjoint
 
 from vidyn.errors import VidynError
 from vidyn.nn.dopri5 import dopri5
+from vidyn.nn.time_batched import TimeBatchedConv2d, time_batched_weight_grads
 from vidyn.nn.winograd import same_conv2d
 
 FIXED_STEP_METHODS = ("euler", "midpoint", "rk4")
+# Work (tiles x C_in x C_out) from which the ODE function's convolutions take Winograd in CPU training:
+# Vid-ODE's default model (batch 4, 16x16 latent grid, 64-128 channels: 2.6e5-5.2e5) gains, the quick
+# config (batch 1-8 on an 8x8 grid, 32-64 channels: < 7e4) does not (docs/speed.md, session 18)
+ODE_MIN_WORK = 1 << 17
 ADAPTIVE_METHODS = ("dopri5", "bosh3", "adaptive_heun", "dopri8")
 
 
@@ -59,11 +64,15 @@ class ConvODEFunc(nn.Module):
     ) -> None:
         super().__init__()
         pad = kernel_size // 2
-        layers: list[nn.Module] = [nn.Conv2d(channels, hidden_channels, kernel_size, padding=pad)]
+        conv = TimeBatchedConv2d
+        layers: list[nn.Module] = [conv(channels, hidden_channels, kernel_size, padding=pad)]
         for _ in range(num_layers):
-            layers += [nn.Tanh(), nn.Conv2d(hidden_channels, hidden_channels, kernel_size, padding=pad)]
-        layers += [nn.Tanh(), nn.Conv2d(hidden_channels, channels, kernel_size, padding=pad)]
+            layers += [nn.Tanh(), conv(hidden_channels, hidden_channels, kernel_size, padding=pad)]
+        layers += [nn.Tanh(), conv(hidden_channels, channels, kernel_size, padding=pad)]
         self.net = nn.Sequential(*layers)
+        for layer in self.net:
+            if isinstance(layer, TimeBatchedConv2d):
+                layer.min_work = ODE_MIN_WORK
         self.nfe = 0
 
     def forward(self, t: Tensor, h: Tensor) -> Tensor:
@@ -194,10 +203,13 @@ def _odeint(
             options=options,
             adjoint_params=tuple(func.parameters()),
         )
-    if method == "dopri5":  # torchdiffeq's algorithm with cheaper stage bookkeeping (vidyn.nn.dopri5)
-        steps = (options or {}).get("max_num_steps", 2**31 - 1)
-        return dopri5(func, y0, times, rtol=rtol, atol=atol, max_num_steps=steps)
-    return odeint(func, y0, times, rtol=rtol, atol=atol, method=method, options=options)
+    # One solve shares each TimeBatchedConv2d's Winograd-transformed weight over its evaluations (their
+    # weight gradients summed by autograd: batching them over the evaluations measured slower here).
+    with time_batched_weight_grads(func, enabled=False):
+        if method == "dopri5":  # torchdiffeq's algorithm with cheaper stage bookkeeping (vidyn.nn.dopri5)
+            steps = (options or {}).get("max_num_steps", 2**31 - 1)
+            return dopri5(func, y0, times, rtol=rtol, atol=atol, max_num_steps=steps)
+        return odeint(func, y0, times, rtol=rtol, atol=atol, method=method, options=options)
 
 
 class ConvGRUCell(nn.Module):

@@ -179,9 +179,17 @@ class TimeBatchedConv2d(nn.Conv2d):
     _winograd_rollout: tuple[_Rollout, Tensor, tuple[int, int]] | None = None
     _in_rollout = False
     _winograd_weight: tuple[int, Tensor] | None = None  # (tile, transformed weight)
+    min_work = 0  # Winograd only from this many tiles x C_in x C_out (vidyn.nn.ode's ODE function sets it)
+
+    def _winograd(self, x: Tensor) -> bool:
+        if not winograd_applies(self, x):
+            return False
+        m = winograd_tile(self.kernel_size[0], x.shape[-2], x.shape[-1])
+        work = x.shape[0] * (x.shape[-2] // m) * (x.shape[-1] // m) * self.in_channels * self.out_channels
+        return work >= self.min_work
 
     def _plain(self, x: Tensor) -> Tensor:
-        if not winograd_applies(self, x):
+        if not self._winograd(x):
             return super().forward(x)
         tile = winograd_tile(self.kernel_size[0], x.shape[-2], x.shape[-1])
         if self._winograd_weight is not None and self._winograd_weight[0] == tile:
@@ -198,7 +206,7 @@ class TimeBatchedConv2d(nn.Conv2d):
         plain_conv = self.padding_mode != "zeros" or isinstance(self.padding, str)
         if plain_conv or x.dtype != self.weight.dtype or torch.is_autocast_enabled(x.device.type):
             return self._plain(x)
-        if winograd_applies(self, x):
+        if self._winograd(x):
             if self._winograd_rollout is None:
                 rollout = _Rollout(self)
                 algo = (winograd_tile(self.kernel_size[0], x.shape[-2], x.shape[-1]), self.kernel_size[0])
