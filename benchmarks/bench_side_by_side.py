@@ -149,7 +149,7 @@ def recurrent_pair(
 
 def vid_ode_pair(vid_ode_path: Path | None, device: torch.device, direct: bool = False) -> dict:
     """vidyn's vid_ode generator step (and the official VidODE's) at 64x64 RGB, B4, 5 -> 5, dopri5; with
-    `direct` also vidyn's with Winograd off (its ConvGRU's convolutions as before session 18)."""
+    `direct` also vidyn's with Winograd off (its ConvGRU and ODE function direct, as before session 18)."""
     from bench_vid_ode import smooth_frames  # noqa: PLC0415
 
     from vidyn.models.vid_ode import vid_ode  # noqa: PLC0415
@@ -329,7 +329,7 @@ def main() -> None:
         "--direct",
         action="store_true",
         help="also time vidyn's steps with Winograd convolutions off (recurrent: as before session 16; "
-        "Vid-ODE: as before session 18)",
+        "Vid-ODE: its ConvGRU and ODE function direct, as before session 18 but for vidyn.nn.dopri5)",
     )
     args = parser.parse_args()
     device = torch.device(args.device)
