@@ -205,7 +205,8 @@ def _odeint(
         )
     # One solve shares each TimeBatchedConv2d's Winograd-transformed weight over its evaluations (their
     # weight gradients summed by autograd: batching them over the evaluations measured slower here).
-    with time_batched_weight_grads(func, enabled=False):
+    shared = time_batched_weight_grads(func, enabled=False) if isinstance(func, nn.Module) else None
+    with shared or contextlib.nullcontext():
         if method == "dopri5":  # torchdiffeq's algorithm with cheaper stage bookkeeping (vidyn.nn.dopri5)
             steps = (options or {}).get("max_num_steps", 2**31 - 1)
             return dopri5(func, y0, times, rtol=rtol, atol=atol, max_num_steps=steps)
