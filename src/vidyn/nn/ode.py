@@ -38,11 +38,11 @@ from vidyn.nn.time_batched import TimeBatchedConv2d, time_batched_weight_grads
 from vidyn.nn.winograd import same_conv2d
 
 FIXED_STEP_METHODS = ("euler", "midpoint", "rk4")
+ADAPTIVE_METHODS = ("dopri5", "bosh3", "adaptive_heun", "dopri8")
 # Work (tiles x C_in x C_out) from which the ODE function's convolutions take Winograd in CPU training:
 # Vid-ODE's default model (batch 4, 16x16 latent grid, 64-128 channels: 2.6e5-5.2e5) gains, the quick
 # config (batch 1-8 on an 8x8 grid, 32-64 channels: < 7e4) does not (docs/speed.md, session 18)
 ODE_MIN_WORK = 1 << 17
-ADAPTIVE_METHODS = ("dopri5", "bosh3", "adaptive_heun", "dopri8")
 
 
 def check_method(method: str, what: str) -> None:

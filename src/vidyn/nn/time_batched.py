@@ -46,6 +46,7 @@ from vidyn.nn.winograd import (
     winograd_tile,
     winograd_weight,
     winograd_weight_adjoint,
+    winograd_work,
 )
 
 
@@ -182,11 +183,10 @@ class TimeBatchedConv2d(nn.Conv2d):
     min_work = 0  # Winograd only from this many tiles x C_in x C_out (vidyn.nn.ode's ODE function sets it)
 
     def _winograd(self, x: Tensor) -> bool:
-        if not winograd_applies(self, x):
-            return False
-        m = winograd_tile(self.kernel_size[0], x.shape[-2], x.shape[-1])
-        work = x.shape[0] * (x.shape[-2] // m) * (x.shape[-1] // m) * self.in_channels * self.out_channels
-        return work >= self.min_work
+        return (
+            winograd_applies(self, x)
+            and winograd_work(x, self.out_channels, self.kernel_size[0]) >= self.min_work
+        )
 
     def _plain(self, x: Tensor) -> Tensor:
         if not self._winograd(x):

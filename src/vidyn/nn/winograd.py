@@ -328,13 +328,19 @@ def winograd_fits(x: Tensor, weight: Tensor) -> bool:
     )
 
 
+def winograd_work(x: Tensor, out_channels: int, kernel_size: int) -> int:
+    """Tiles x C_in x C_out of a Winograd convolution of `x` `(N, C_in, H, W)`: the size of its batched
+    matrix product, which the transforms' fixed costs must be small beside."""
+    n, c, h, w = x.shape
+    m = winograd_tile(kernel_size, h, w)
+    return n * (h // m) * (w // m) * c * out_channels
+
+
 def same_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """`F.conv2d(x, weight, bias, padding=r // 2)` (r the odd kernel size), by Winograd where
     `winograd_fits` and the work (tiles x C_in x C_out) is at least `MIN_WORK` (then the output is
     channels-last), else direct."""
-    if winograd_fits(x, weight):
-        n, c, h, w = x.shape
-        m = winograd_tile(weight.shape[-1], h, w)
-        if c >= SAME_CONV_MIN_IN_CHANNELS and n * (h // m) * (w // m) * c * weight.shape[0] >= MIN_WORK:
+    if winograd_fits(x, weight) and x.shape[1] >= SAME_CONV_MIN_IN_CHANNELS:
+        if winograd_work(x, weight.shape[0], weight.shape[-1]) >= MIN_WORK:
             return winograd_conv2d(x, weight, bias)
     return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2)
