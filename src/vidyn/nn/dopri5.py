@@ -21,8 +21,12 @@ has an extra term of the order of the solver's error; here the probe evaluation 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
+
+ODEFunc = Callable[[Tensor, Tensor], Tensor]  # an nn.Module or any function of (t, y)
 
 # Butcher tableau of Dormand-Prince 5(4): stage times, stage weights, 5th-order solution (= the last
 # stage's weights: FSAL), error weights (5th minus 4th order), and Shampine's midpoint weights.
@@ -61,7 +65,7 @@ def _rms(x: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def _initial_step(func: nn.Module, t0: Tensor, y0: Tensor, f0: Tensor, rtol: float, atol: float) -> Tensor:
+def _initial_step(func: ODEFunc, t0: Tensor, y0: Tensor, f0: Tensor, rtol: float, atol: float) -> Tensor:
     """Hairer's starting step for an order-4 error estimate (one probe evaluation of `func`)."""
     scale = atol + y0.abs() * rtol
     d0, d1 = _rms(y0 / scale), _rms(f0 / scale)
@@ -75,7 +79,7 @@ def _initial_step(func: nn.Module, t0: Tensor, y0: Tensor, f0: Tensor, rtol: flo
     return torch.min(100 * h0, h1).to(t0.dtype)
 
 
-def _step(func: nn.Module, y0: Tensor, f0: Tensor, t0: Tensor, dt: Tensor) -> tuple[Tensor, list[Tensor]]:
+def _step(func: ODEFunc, y0: Tensor, f0: Tensor, t0: Tensor, dt: Tensor) -> tuple[Tensor, list[Tensor]]:
     """One Dormand-Prince step: (the 5th-order solution at t0 + dt, the seven stages)."""
     ks = [f0]
     y1 = y0
@@ -100,7 +104,7 @@ def _next_dt(
 
 
 def dopri5(
-    func: nn.Module, y0: Tensor, times: Tensor, *, rtol: float, atol: float, max_num_steps: int = 2**31 - 1
+    func: ODEFunc, y0: Tensor, times: Tensor, *, rtol: float, atol: float, max_num_steps: int = 2**31 - 1
 ) -> Tensor:
     """`y` at every time `(len(times), *y0.shape)` for `dy/dt = func(t, y)`, `y(times[0]) = y0`; times
     strictly increasing or decreasing. Raises AssertionError with torchdiffeq's messages ("underflow in
@@ -150,7 +154,7 @@ def _evaluate(coeffs: list[Tensor], x: Tensor) -> Tensor:
 class _Reversed(nn.Module):
     """`g(s, y) = -f(-s, y)`: the ODE in reversed time."""
 
-    def __init__(self, func: nn.Module) -> None:
+    def __init__(self, func: ODEFunc) -> None:
         super().__init__()
         self.func = func
 
