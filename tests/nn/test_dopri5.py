@@ -72,3 +72,33 @@ def test_odesolve_takes_it_for_dopri5_and_keeps_torchdiffeqs_errors() -> None:
         odesolve(func, y0, times, method="dopri5", rtol=1e-5, atol=1e-6, max_num_steps=2)
     with pytest.raises(ODESolverError, match="underflow in dt"):  # diverged dynamics: a NaN step size
         odesolve(func, torch.full_like(y0, float("nan")), times, method="dopri5", rtol=1e-5, atol=1e-6)
+
+
+def test_a_channels_last_function_keeps_the_solve_in_its_layout() -> None:
+    # A Winograd ODE function returns channels-last: the state, the stage combinations and the gradients
+    # flowing back into the evaluations then share that layout (mixed layouts are slow), same values
+    # (float64: the layouts sum in different orders).
+    func = _func(1.0).double()
+    channels_last = torch.channels_last
+    states, grads = [], []
+
+    def recording(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        states.append(y.is_contiguous(memory_format=channels_last))
+        out = func(t, y).contiguous(memory_format=channels_last)
+        if out.requires_grad:
+            out.register_hook(lambda g: grads.append(g.is_contiguous(memory_format=channels_last)))
+        return out
+
+    gen = torch.Generator().manual_seed(3)
+    y0 = torch.randn(2, 4, 6, 6, dtype=torch.float64, generator=gen, requires_grad=True)
+    times = torch.tensor(GRIDS["regular"], dtype=torch.float64)
+    solved = []
+    for f in (recording, func):
+        ys = dopri5(f, y0, times, rtol=1e-3, atol=1e-4)
+        solved.append((ys, torch.autograd.grad(ys.square().sum(), [y0, *func.parameters()])))
+    (ours, our_grads), (plain, plain_grads) = solved
+    assert not states[0] and all(states[1:]) and len(states) > 10  # all but the caller's y0
+    assert len(grads) == len(states) - 1 and all(grads)  # (the initial-step probe has no gradient)
+    torch.testing.assert_close(ours, plain, rtol=1e-12, atol=1e-12)
+    for got, want in zip(our_grads, plain_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)

@@ -59,10 +59,12 @@ def test_values_and_gradients_equal_the_direct_convolution(m: int, r: int, bias:
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     grad = torch.randn(want.shape, dtype=torch.float64, generator=gen)
     inputs = [t for t in (x, w, b) if t is not None]
-    for g_got, g_want in zip(
-        torch.autograd.grad(got, inputs, grad), torch.autograd.grad(want, inputs, grad), strict=True
-    ):
+    got_grads = torch.autograd.grad(got, inputs, grad)
+    for g_got, g_want in zip(got_grads, torch.autograd.grad(want, inputs, grad), strict=True):
         torch.testing.assert_close(g_got, g_want, rtol=1e-12, atol=1e-11)
+    # output and input gradient channels-last, so the element-wise ops around them see one layout
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert got_grads[0].is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.parametrize("m, r, tol", [(2, 3, 2e-6), (2, 5, 2e-5), (4, 3, 2e-5)])

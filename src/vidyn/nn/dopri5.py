@@ -26,6 +26,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from vidyn.nn.layout import grad_channels_last, is_channels_last
+
 ODEFunc = Callable[[Tensor, Tensor], Tensor]  # an nn.Module or any function of (t, y)
 
 # Butcher tableau of Dormand-Prince 5(4): stage times, stage weights, 5th-order solution (= the last
@@ -113,6 +115,7 @@ def dopri5(
     if len(t) > 1 and t[1] < t[0]:  # decreasing: solve ds = -dt forwards, as torchdiffeq does
         return dopri5(_Reversed(func), y0, -t, rtol=rtol, atol=atol, max_num_steps=max_num_steps)
     f0 = func(t[0], y0)
+    y0 = _in_layout_of(y0, f0)
     dt = _initial_step(func, t[0], y0, f0, rtol, atol)
     out, t0, t1, y, coeffs = [y0], t[0], t[0], y0, None
     for target in t[1:]:
@@ -131,7 +134,16 @@ def dopri5(
             steps += 1
         assert coeffs is not None
         out.append(_evaluate(coeffs, ((target - t0) / (t1 - t0)).to(y0.dtype)))
+    if is_channels_last(y0):  # the gradients of the outputs flow back in the stages' layout too
+        out = [grad_channels_last(y) for y in out]
     return torch.stack(out)
+
+
+def _in_layout_of(y0: Tensor, f0: Tensor) -> Tensor:
+    """`y0` channels-last where `f0` is (a function computed by `vidyn.nn.winograd` returns channels-last):
+    every stage combination then adds tensors of one layout, forward and backward (the outputs' gradients
+    are turned channels-last too). Mixed layouts take PyTorch's slow element-wise path (`vidyn.nn.layout`)."""
+    return y0.contiguous(memory_format=torch.channels_last) if is_channels_last(f0) else y0
 
 
 def _fit(y0: Tensor, y1: Tensor, y_mid: Tensor, f0: Tensor, f1: Tensor, dt: Tensor) -> list[Tensor]:

@@ -181,7 +181,10 @@ def _input_transform_adjoint(v: Tensor, shape: tuple[int, int, int, int], algo: 
     a, m, pad = len(bt), algo[0], algo[1] // 2
     v = v.view(a, a, n, h // m, w // m, c)
     x = _tiles_1d_adjoint(_tiles_1d_adjoint(v, 2, bt, m), 2, bt, m)  # (N, >= H + r - 1, ..., C)
-    return x[:, pad : pad + h, pad : pad + w].permute(0, 3, 1, 2)
+    # a fresh channels-last tensor, not a view into the padded one: the gradients it is added to downstream
+    # are channels-last, and element-wise ops on mixed layouts are several times slower
+    x = x[:, pad : pad + h, pad : pad + w].permute(0, 3, 1, 2)
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def _output_transform(prod: Tensor, shape: tuple[int, int, int, int], algo: Algo) -> Tensor:
