@@ -81,3 +81,26 @@ def test_a_dispatch_mode_sees_the_eager_ops(monkeypatch) -> None:
     with FlopCounterMode(display=False):
         fn(torch.zeros(1))
     assert used == ["eager"]
+
+
+def test_static_shapes_compile_each_signature_once_then_go_dynamic(monkeypatch) -> None:
+    made = []  # (code object, dynamic) of each compile
+
+    def recording_compile(fn, dynamic=None, mode=None):
+        made.append((fn.__code__, dynamic))
+        return fn
+
+    monkeypatch.setattr(compiled.torch, "compile", recording_compile)
+    monkeypatch.setitem(compiled._state, "enabled", True)
+    fn = compiled.compiled_or_eager(_double, _double, static_shapes=2)
+    a, b, c = torch.zeros(2), torch.zeros(3), torch.zeros(4)
+    for x in (a, b, a, b.t(), c, torch.zeros(5), a):
+        assert torch.equal(fn(x), x * 2)
+    # a and b compiled for their shapes, each with its own code object (its own Dynamo cache); then one
+    # compile with Dynamo's default (automatic dynamic shapes) serves every other signature
+    assert [dynamic for _, dynamic in made] == [False, False, None]
+    assert made[0][0] is not made[1][0] and made[2][0] is _double.__code__
+    assert made[0][0] is not _double.__code__
+    assert compiled._signature((a, (4, 3)), {}) != compiled._signature((a.view(1, 2), (4, 3)), {})
+    assert compiled._signature(([a],), {}) == compiled._signature(([torch.ones(2)],), {})
+    assert compiled._signature(({"x": 1},), {}) is None  # unhashable: the dynamic compile

@@ -215,12 +215,20 @@ def _output_transform_adjoint(grad: Tensor, algo: Algo) -> Tensor:
 
 # the four transforms, each one compiled loop; `winograd_conv2d` (below) and the rollouts of
 # `vidyn.nn.time_batched` pair each with its adjoint in their own autograd Functions.
-# Dynamic shapes after the first recompile: with static ones, a process that trains several models
-# (`vidyn compare`) ran past Dynamo's 8 recompiles per function and fell back to eager with a warning.
-winograd_input_transform = compiled_or_eager(_input_transform, _input_transform)
-winograd_output_transform = compiled_or_eager(_output_transform, _output_transform)
-winograd_output_adjoint = compiled_or_eager(_output_transform_adjoint, _output_transform_adjoint)
-winograd_input_adjoint = compiled_or_eager(_input_transform_adjoint, _input_transform_adjoint)
+# The first STATIC_SHAPES input signatures are each compiled for their exact shapes (Inductor's dynamic-shape
+# code of these transforms measured slower), then Dynamo's dynamic shapes: a process that trains several
+# models (`vidyn compare`) would otherwise run past Dynamo's 8 recompiles per function and fall back to eager.
+STATIC_SHAPES = 8
+winograd_input_transform = compiled_or_eager(_input_transform, _input_transform, static_shapes=STATIC_SHAPES)
+winograd_output_transform = compiled_or_eager(
+    _output_transform, _output_transform, static_shapes=STATIC_SHAPES
+)
+winograd_output_adjoint = compiled_or_eager(
+    _output_transform_adjoint, _output_transform_adjoint, static_shapes=STATIC_SHAPES
+)
+winograd_input_adjoint = compiled_or_eager(
+    _input_transform_adjoint, _input_transform_adjoint, static_shapes=STATIC_SHAPES
+)
 
 
 class _InputTransform(torch.autograd.Function):
