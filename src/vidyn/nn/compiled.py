@@ -33,6 +33,10 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from vidyn.errors import VidynWarning
 
+# `static_shapes` of the small per-step kernels (Winograd transforms, UpsampleConv's mixing): a model calls
+# each with 3-4 signatures (docs/speed.md, session 19)
+SMALL_KERNEL_STATIC_SHAPES = 8
+
 _state = {"enabled": os.environ.get("VIDYN_COMPILE", "1").lower() not in ("0", "false", "off", "no")}
 
 

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-from vidyn.nn.compiled import compile_enabled, compiled_or_eager
+from vidyn.nn.compiled import SMALL_KERNEL_STATIC_SHAPES, compile_enabled, compiled_or_eager
 
 
 class _UpShiftSum(torch.autograd.Function):
@@ -190,10 +190,11 @@ def _mix_adjoint(grad: Tensor) -> Tensor:
 COMPILE_MIN_ELEMENTS = 1 << 20
 CHUNK_ELEMENTS = 1 << 20
 FUSED_MIN_CHANNELS = 32
-STATIC_SHAPES = 8  # chunk shapes compiled for their exact sizes (`vidyn.nn.compiled`): 3-8x faster adjoint
-_phases_compiled = compiled_or_eager(_phases_fused, _phases_eager, static_shapes=STATIC_SHAPES)
-_mix_compiled = compiled_or_eager(_mix, _mix, static_shapes=STATIC_SHAPES)
-_mix_adjoint_compiled = compiled_or_eager(_mix_adjoint, _mix_adjoint, static_shapes=STATIC_SHAPES)
+_phases_compiled = compiled_or_eager(_phases_fused, _phases_eager, static_shapes=SMALL_KERNEL_STATIC_SHAPES)
+_mix_compiled = compiled_or_eager(_mix, _mix, static_shapes=SMALL_KERNEL_STATIC_SHAPES)
+_mix_adjoint_compiled = compiled_or_eager(
+    _mix_adjoint, _mix_adjoint, static_shapes=SMALL_KERNEL_STATIC_SHAPES
+)
 
 
 class _FusedUpsampleConv(torch.autograd.Function):

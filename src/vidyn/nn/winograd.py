@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vidyn.nn.compiled import compiled_or_eager
+from vidyn.nn.compiled import SMALL_KERNEL_STATIC_SHAPES, compiled_or_eager
 
 # Below these, the transforms cost more than the saved multiplications (docs/speed.md: a 16-channel input
 # was 0.69x at F(2, 3) and 0.94x at F(4, 3); 128 -> 64 channels 1.02x at F(2, 3), 1.30x at F(4, 3))
@@ -215,19 +215,20 @@ def _output_transform_adjoint(grad: Tensor, algo: Algo) -> Tensor:
 
 # the four transforms, each one compiled loop; `winograd_conv2d` (below) and the rollouts of
 # `vidyn.nn.time_batched` pair each with its adjoint in their own autograd Functions.
-# The first STATIC_SHAPES input signatures are each compiled for their exact shapes (Inductor's dynamic-shape
-# code of these transforms measured slower), then Dynamo's dynamic shapes: a process that trains several
-# models (`vidyn compare`) would otherwise run past Dynamo's 8 recompiles per function and fall back to eager.
-STATIC_SHAPES = 8
-winograd_input_transform = compiled_or_eager(_input_transform, _input_transform, static_shapes=STATIC_SHAPES)
+# The first few input signatures are each compiled for their exact shapes (Inductor's dynamic-shape code of
+# these transforms measured slower), then Dynamo's dynamic shapes: a process that trains several models
+# (`vidyn compare`) would otherwise run past Dynamo's 8 recompiles per function and fall back to eager.
+winograd_input_transform = compiled_or_eager(
+    _input_transform, _input_transform, static_shapes=SMALL_KERNEL_STATIC_SHAPES
+)
 winograd_output_transform = compiled_or_eager(
-    _output_transform, _output_transform, static_shapes=STATIC_SHAPES
+    _output_transform, _output_transform, static_shapes=SMALL_KERNEL_STATIC_SHAPES
 )
 winograd_output_adjoint = compiled_or_eager(
-    _output_transform_adjoint, _output_transform_adjoint, static_shapes=STATIC_SHAPES
+    _output_transform_adjoint, _output_transform_adjoint, static_shapes=SMALL_KERNEL_STATIC_SHAPES
 )
 winograd_input_adjoint = compiled_or_eager(
-    _input_transform_adjoint, _input_transform_adjoint, static_shapes=STATIC_SHAPES
+    _input_transform_adjoint, _input_transform_adjoint, static_shapes=SMALL_KERNEL_STATIC_SHAPES
 )
 
 
