@@ -2,8 +2,7 @@
 
 PyTorch runs an element-wise op on tensors of different memory formats (one contiguous, one channels-last)
 through its strided fallback: an `add` of two `(4, 128, 16, 16)` float tensors took 222 us against
-36-42 us when both share a layout (one thread, this project's CPU). oneDNN's convolution backward is
-likewise slower when the output gradient's layout differs from the input's (docs/speed.md, session 19).
+36-42 us when both share a layout (one thread, this project's CPU; docs/speed.md, session 19).
 Autograd hands each op its gradient in whatever layout the consumer produced, so the fix is at the
 boundaries: `grad_channels_last` keeps a tensor as it is and returns its gradient channels-last.
 """
