@@ -11,6 +11,10 @@
 - Vid-ODE is also timed with `torch.compile` off ("eager", `VIDYN_COMPILE=0`), interleaved with the rest.
 - `--direct`: the recurrent models are also timed with `vidyn.nn.winograd` off (direct oneDNN
   convolutions, vidyn before session 16), interleaved with the rest.
+- The process runs as `vidyn train` sets it up: denormals flushed, and freed host memory kept for reuse
+  (`vidyn.allocator.keep_freed_memory`; glibc would otherwise hand the top of its heap back and fault it
+  in again at every step). Both sides share the process, so both run under it; `--glibc-defaults` leaves
+  glibc's own thresholds instead.
 - `--no-tf32` (CUDA): fp32 convolutions in full fp32 (torch lets cuDNN use TF32 by default); on an H200
   vidyn's Vid-ODE decoder took 20 solver evaluations against 14 on a CPU, TF32 being one suspect.
 
@@ -51,6 +55,8 @@ from _references import (  # noqa: E402
 from bench_recurrent import conv_gflops, matmul_gflops  # noqa: E402
 
 import vidyn.models  # noqa: E402, F401  (registers the builders)
+from vidyn.allocator import keep_freed_memory  # noqa: E402
+from vidyn.config import TrainerConfig  # noqa: E402
 from vidyn.errors import VidynError  # noqa: E402
 from vidyn.nn.compiled import set_compile  # noqa: E402
 from vidyn.nn.patch import patchify  # noqa: E402
@@ -326,6 +332,11 @@ def main() -> None:
     )
     parser.add_argument("--no-tf32", action="store_true", help="CUDA: fp32 convolutions without TF32")
     parser.add_argument(
+        "--glibc-defaults",
+        action="store_true",
+        help="leave glibc's malloc thresholds as they are (vidyn train keeps freed memory for reuse)",
+    )
+    parser.add_argument(
         "--direct",
         action="store_true",
         help="also time vidyn's steps with Winograd convolutions off (recurrent: as before session 16; "
@@ -341,7 +352,10 @@ def main() -> None:
             raise VidynError(f"{flag} {path}: no {inside}/ there; pass the root of the repository's checkout")
     # The reference code's own deprecation warnings (uint8 masks, grid_sample defaults), once each.
     warnings.filterwarnings("once", category=UserWarning)
+    # as `vidyn train` (vidyn.tasks.engine.prepare_runtime), for both sides of the process
     torch.set_flush_denormal(True)  # without it PredRNN's backward slows down as gradients turn denormal
+    kept = not args.glibc_defaults and keep_freed_memory(TrainerConfig().keep_freed_memory_mb or 0)
+    print(f"host memory: {'freed memory kept for reuse' if kept else 'the C library defaults'}")
     for threads in args.threads:
         torch.set_num_threads(threads)
         where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {threads} thread(s)"

@@ -97,6 +97,7 @@ class TrainerConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     num_threads: int | None = None  # torch CPU threads; None = torch's default
+    keep_freed_memory_mb: int | None = 1024  # glibc: freed heap kept for the next step (vidyn.allocator)
     dist_timeout: float = 600.0  # seconds a DDP collective waits for the other ranks before failing
     progress_bar: bool = True
     checkpoint_every_n_steps: int = 100  # last.ckpt also after every validation, epoch and at the stop

@@ -25,9 +25,10 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from vidyn.allocator import keep_freed_memory
 from vidyn.config import TrainerConfig
 from vidyn.console import is_terminal
-from vidyn.errors import VidynWarning
+from vidyn.errors import VidynError, VidynWarning
 from vidyn.tasks import faults
 from vidyn.tasks.checkpointing import AtomicCheckpointIO, LatestCheckpoint
 from vidyn.tasks.distributed import launch_settings
@@ -80,6 +81,11 @@ def prepare_runtime(cfg: TrainerConfig) -> None:
     """Process-wide settings that must precede model building."""
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    if cfg.keep_freed_memory_mb is not None:  # no page faults for memory freed and reused every step
+        if cfg.keep_freed_memory_mb < 0:
+            raise VidynError(f"trainer.keep_freed_memory_mb must be >= 0 (or null for the C library's "
+                             f"defaults), got {cfg.keep_freed_memory_mb}")  # fmt: skip
+        keep_freed_memory(cfg.keep_freed_memory_mb)
     # Without this, PredRNN's backward slows down step after step on CPU as gradients turn denormal
     # (measured 13 s -> 64 s per step over five steps).
     torch.set_flush_denormal(True)
