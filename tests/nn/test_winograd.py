@@ -48,14 +48,16 @@ def test_the_matrices_compute_a_1d_correlation(m: int, r: int) -> None:
 
 
 @pytest.mark.parametrize("m, r", ALGOS)
-@pytest.mark.parametrize("bias", [False, True], ids=["no_bias", "bias"])
-def test_values_and_gradients_equal_the_direct_convolution(m: int, r: int, bias: bool) -> None:
+@pytest.mark.parametrize("bias, tanh", [(False, False), (True, False), (True, True), (False, True)],
+                         ids=["no_bias", "bias", "bias_tanh", "tanh"])  # fmt: skip
+def test_values_and_gradients_equal_the_direct_convolution(m: int, r: int, bias: bool, tanh: bool) -> None:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(3, 5, 4 * m, 6 * m, dtype=torch.float64, generator=gen).requires_grad_()
     w = torch.randn(7, 5, r, r, dtype=torch.float64, generator=gen).requires_grad_()
     b = torch.randn(7, dtype=torch.float64, generator=gen).requires_grad_() if bias else None
-    got = wg.winograd_conv2d(x, w, b, tile=m)
-    want = F.conv2d(x, w, b, padding=r // 2)
+    got = wg.winograd_conv2d(x, 0.2 * w, b, tile=m, tanh=tanh)  # (0.2: tanh away from saturation)
+    want = F.conv2d(x, 0.2 * w, b, padding=r // 2)
+    want = torch.tanh(want) if tanh else want
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     grad = torch.randn(want.shape, dtype=torch.float64, generator=gen)
     inputs = [t for t in (x, w, b) if t is not None]
@@ -78,7 +80,7 @@ def test_float32_error_is_float_rounding(m: int, r: int, tol: float) -> None:
 
 
 def test_compiled_transforms_equal_the_eager_ones(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The four transforms as TorchInductor compiles them (the training path) against their eager forms."""
+    """The transforms as TorchInductor compiles them (the training path) against their eager forms."""
     monkeypatch.setitem(compiled._state, "enabled", True)
     gen = torch.Generator().manual_seed(3)
     shape, out_shape = (2, 32, 8, 6), (2, 128, 8, 6)
@@ -93,6 +95,13 @@ def test_compiled_transforms_equal_the_eager_ones(monkeypatch: pytest.MonkeyPatc
         (wg.winograd_output_transform(m, out_shape, algo), wg._output_transform(m, out_shape, algo)),
         (wg.winograd_output_adjoint(dy, algo), wg._output_transform_adjoint(dy, algo)),
     ]
+    # the output transform with the bias and tanh in its loop, and its adjoint, against ATen's tanh
+    b = torch.randn(128, generator=gen)
+    y = torch.tanh(wg._output_transform(m, out_shape, algo) + b.view(1, -1, 1, 1))
+    g_pre = dy * (1 - y * y)
+    pairs.append((wg.winograd_output_act(m, out_shape, algo, b, True), y))
+    got_adjoint = wg.winograd_output_act_adjoint(dy, y, algo, True)
+    pairs += zip(got_adjoint, (wg._output_transform_adjoint(g_pre, algo), g_pre.sum((0, 2, 3))), strict=True)
     for got, want in pairs:
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
 

@@ -55,6 +55,10 @@ def check_method(method: str, what: str) -> None:
 class ConvODEFunc(nn.Module):
     """Autonomous conv ODE function `dh/dt = f(h)` (time is ignored, as in the official code).
 
+    `net` lists the layers in order (conv, tanh, ..., conv); `forward` runs each hidden convolution with its
+    tanh in one call (`TimeBatchedConv2d.forward(x, tanh=True)`: fused into the Winograd output loop where
+    that applies), so the `nn.Tanh` entries describe the function and are not called themselves.
+
     `nfe` counts calls; reset it with `nfe = 0` before a solve and read it after. With the adjoint method
     the backward pass adds its own evaluations to the count.
     """
@@ -77,7 +81,10 @@ class ConvODEFunc(nn.Module):
 
     def forward(self, t: Tensor, h: Tensor) -> Tensor:
         self.nfe += 1
-        return self.net(h)
+        *hidden, last = self.net[::2]  # the convolutions; each but the last is followed by its nn.Tanh
+        for conv in hidden:
+            h = conv(h, tanh=True)  # conv + tanh in one (Winograd's output loop where it applies)
+        return last(h)
 
 
 class ODESolverError(VidynError):

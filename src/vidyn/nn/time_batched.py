@@ -188,9 +188,9 @@ class TimeBatchedConv2d(nn.Conv2d):
             and winograd_work(x, self.out_channels, self.kernel_size[0]) >= self.min_work
         )
 
-    def _plain(self, x: Tensor) -> Tensor:
+    def _plain(self, x: Tensor, tanh: bool) -> Tensor:
         if not self._winograd(x):
-            return super().forward(x)
+            return _tanh_if(super().forward(x), tanh)
         tile = winograd_tile(self.kernel_size[0], x.shape[-2], x.shape[-1])
         if self._winograd_weight is not None and self._winograd_weight[0] == tile:
             u = self._winograd_weight[1]
@@ -198,14 +198,15 @@ class TimeBatchedConv2d(nn.Conv2d):
             u = winograd_weight(self.weight, tile)
             if self._in_rollout:  # the weight is fixed within a rollout: transform it once for all steps
                 self._winograd_weight = (tile, u)
-        return winograd_conv2d(x, self.weight, self.bias, transformed=u, tile=tile)
+        return winograd_conv2d(x, self.weight, self.bias, transformed=u, tile=tile, tanh=tanh)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, tanh: bool = False) -> Tensor:
+        """The convolution of `x`; `tanh`: its tanh (fused into the Winograd path's output loop)."""
         if not (self._active and torch.is_grad_enabled() and self.weight.requires_grad):
-            return self._plain(x)
+            return self._plain(x, tanh)
         plain_conv = self.padding_mode != "zeros" or isinstance(self.padding, str)
         if plain_conv or x.dtype != self.weight.dtype or torch.is_autocast_enabled(x.device.type):
-            return self._plain(x)
+            return self._plain(x, tanh)
         if self._winograd(x):
             if self._winograd_rollout is None:
                 rollout = _Rollout(self)
@@ -214,12 +215,16 @@ class TimeBatchedConv2d(nn.Conv2d):
                 self._winograd_rollout = (rollout, u, algo)
             rollout, u, algo = self._winograd_rollout
             y = _WinogradStep.apply(x, u, rollout, algo)
-            return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+            return _tanh_if(y if self.bias is None else y + self.bias.view(1, -1, 1, 1), tanh)
         if self._rollout is None:
             rollout = _Rollout(self)
             self._rollout = (rollout, *_SharedWeight.apply(self.weight, self.bias, rollout))
         rollout, weight, bias = self._rollout
-        return _Step.apply(x, weight, bias, rollout)
+        return _tanh_if(_Step.apply(x, weight, bias, rollout), tanh)
+
+
+def _tanh_if(y: Tensor, tanh: bool) -> Tensor:
+    return torch.tanh(y) if tanh else y
 
 
 @contextlib.contextmanager

@@ -37,6 +37,7 @@ import os
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from vidyn.nn.compiled import SMALL_KERNEL_STATIC_SHAPES, compiled_or_eager
 
@@ -232,32 +233,51 @@ winograd_input_adjoint = compiled_or_eager(
 )
 
 
-class _InputTransform(torch.autograd.Function):
-    """`_input_transform` with its adjoint written out (one compiled loop each way; Inductor's own adjoint
-    of the compiled transform was several times slower, docs/speed.md "Session 17")."""
+def _output_act(prod: Tensor, shape: tuple[int, int, int, int], algo: Algo, bias: Tensor | None,
+                tanh: bool) -> Tensor:  # fmt: skip
+    """`_output_transform`, then the bias and (if `tanh`) tanh, in the same loop. tanh as 2 sigmoid(2y) - 1,
+    equal to float rounding: ATen's and Inductor's tanh took twice as long as this form (docs/speed.md)."""
+    y = _output_transform(prod, shape, algo)
+    y = y if bias is None else y + bias.view(1, -1, 1, 1)
+    return 2 * torch.sigmoid(2 * y) - 1 if tanh else y
+
+
+def _output_act_adjoint(grad: Tensor, y: Tensor, algo: Algo, tanh: bool) -> tuple[Tensor, Tensor]:
+    """The adjoint of `_output_act` given its output `y`: the product's gradient and the bias's."""
+    g = grad * (1 - y * y) if tanh else grad
+    return _output_transform_adjoint(g, algo), g.sum((0, 2, 3))
+
+
+winograd_output_act = compiled_or_eager(_output_act, _output_act, static_shapes=SMALL_KERNEL_STATIC_SHAPES)
+winograd_output_act_adjoint = compiled_or_eager(
+    _output_act_adjoint, _output_act_adjoint, static_shapes=SMALL_KERNEL_STATIC_SHAPES
+)
+
+
+class _WinogradConv(torch.autograd.Function):
+    """`x` -> [tanh](conv(x) + bias) from the transformed weight `u`, as one autograd node: the transforms
+    are compiled loops with their adjoints written out (Inductor's own adjoint of the compiled input
+    transform was several times slower, docs/speed.md "Session 17"), and the bias and tanh ride in the
+    output transform's loop, forward and backward (one node instead of five, docs/speed.md "Session 20")."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, algo: Algo) -> Tensor:  # type: ignore[override]
-        ctx.shape, ctx.algo = tuple(x.shape), algo
-        return winograd_input_transform(x, algo)
+    def forward(ctx, x: Tensor, u: Tensor, bias: Tensor | None, algo: Algo, tanh: bool) -> Tensor:  # type: ignore[override]
+        v = winograd_input_transform(x, algo)  # (a*a, P, C)
+        y = winograd_output_act(torch.bmm(v, u), (x.shape[0], u.shape[-1], *x.shape[2:]), algo, bias, tanh)
+        ctx.save_for_backward(v, u, y if tanh else None)
+        ctx.shape, ctx.algo, ctx.tanh = tuple(x.shape), algo, tanh
+        return y
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        return winograd_input_adjoint(grad.contiguous(), ctx.shape, ctx.algo), None
-
-
-class _OutputTransform(torch.autograd.Function):
-    """`_output_transform` with its adjoint written out (one compiled loop each way)."""
-
-    @staticmethod
-    def forward(ctx, prod: Tensor, shape: tuple[int, int, int, int], algo: Algo) -> Tensor:  # type: ignore[override]
-        ctx.algo = algo
-        return winograd_output_transform(prod, shape, algo)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None, None]:  # type: ignore[override]
+        v, u, y = ctx.saved_tensors
         grad = grad.contiguous(memory_format=torch.channels_last)  # as the forward's output (a no-op then)
-        return winograd_output_adjoint(grad, ctx.algo), None, None
+        dm, db = winograd_output_act_adjoint(grad, grad if y is None else y, ctx.algo, ctx.tanh)
+        need_x, need_u, need_b = ctx.needs_input_grad[:3]
+        du = torch.bmm(v.transpose(1, 2), dm) if need_u else None  # (a*a, C, K)
+        dx = winograd_input_adjoint(torch.bmm(dm, u.transpose(1, 2)), ctx.shape, ctx.algo) if need_x else None
+        return dx, du, db if need_b else None, None, None
 
 
 def winograd_weight(weight: Tensor, tile: int) -> Tensor:
@@ -284,11 +304,12 @@ def winograd_conv2d(
     bias: Tensor | None = None,
     transformed: Tensor | None = None,
     tile: int | None = None,
+    tanh: bool = False,
 ) -> Tensor:
     """`F.conv2d(x, weight, bias, padding=r // 2)` by Winograd F(m x m, r x r), m = `tile` (default
     `winograd_tile`); r in (3, 5), H and W divisible by m. `transformed`: `winograd_weight(weight, m)` if
-    already computed. The output is channels-last."""
-    n, _, h, w = x.shape
+    already computed. `tanh`: tanh of that instead (fused). The output is channels-last."""
+    h, w = x.shape[-2:]
     r = weight.shape[-1]
     if tile is None:  # the tile `transformed` was made for ((m + r - 1)^2 rows), else the default
         tile = winograd_tile(r, h, w) if transformed is None else round(transformed.shape[0] ** 0.5) - r + 1
@@ -296,10 +317,8 @@ def winograd_conv2d(
     if h % m or w % m or weight.shape[-2] != r or (m, r) not in _MATRICES:
         raise ValueError(f"winograd_conv2d: no F({m}, {r}) for input {tuple(x.shape)} and weight "
                          f"{tuple(weight.shape)}")  # fmt: skip
-    v = _InputTransform.apply(x, (m, r))  # (a*a, P, C)
     u = winograd_weight(weight, m) if transformed is None else transformed
-    y = _OutputTransform.apply(torch.bmm(v, u), (n, weight.shape[0], h, w), (m, r))  # (a*a, P, K) -> y
-    return y if bias is None else y + bias.view(1, -1, 1, 1)
+    return _WinogradConv.apply(x, u, bias, (m, r), tanh)
 
 
 def winograd_applies(conv: nn.Conv2d, x: Tensor) -> bool:
