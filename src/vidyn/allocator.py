@@ -5,8 +5,8 @@ its heap back to the OS whenever more than `M_TRIM_THRESHOLD` of it is free, and
 `M_MMAP_THRESHOLD` by `mmap`, unmapped again when freed. Both thresholds adapt to the program (at most 32
 and 64 MB). A training step frees most of what it allocated at its end (activations, gradients) and
 allocates it again in the next step, so memory that was given back is faulted in afresh, page by page,
-each step: Vid-ODE's default step took 20-27K minor page faults (50-85 ms of system time, ~5% of the
-step) on a 2-core CPU, and none once freed memory is kept (docs/speed.md, session 20).
+each step (Vid-ODE's step: tens of thousands of minor page faults, none once freed memory is kept;
+docs/speed.md, session 20).
 
 `keep_freed_memory(mb)` fixes the mmap threshold at glibc's maximum (32 MB) and the trim threshold at
 `mb`: the process then keeps up to `mb` MB of freed memory at the top of its heap for the next step. What

@@ -273,6 +273,7 @@ class _WinogradConv(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None, None]:  # type: ignore[override]
         v, u, y = ctx.saved_tensors
         grad = grad.contiguous(memory_format=torch.channels_last)  # as the forward's output (a no-op then)
+        # (without tanh, y is unused; without a bias, db is: its reduction rides in the same loop)
         dm, db = winograd_output_act_adjoint(grad, grad if y is None else y, ctx.algo, ctx.tanh)
         need_x, need_u, need_b = ctx.needs_input_grad[:3]
         du = torch.bmm(v.transpose(1, 2), dm) if need_u else None  # (a*a, C, K)
