@@ -354,7 +354,8 @@ def main() -> None:
     warnings.filterwarnings("once", category=UserWarning)
     # as `vidyn train` (vidyn.tasks.engine.prepare_runtime), for both sides of the process
     torch.set_flush_denormal(True)  # without it PredRNN's backward slows down as gradients turn denormal
-    kept = not args.glibc_defaults and keep_freed_memory(TrainerConfig().keep_freed_memory_mb or 0)
+    keep_mb = None if args.glibc_defaults else TrainerConfig().keep_freed_memory_mb
+    kept = keep_mb is not None and keep_freed_memory(keep_mb)
     print(f"host memory: {'freed memory kept for reuse' if kept else 'the C library defaults'}")
     for threads in args.threads:
         torch.set_num_threads(threads)

@@ -236,7 +236,7 @@ winograd_input_adjoint = compiled_or_eager(
 def _output_act(prod: Tensor, shape: tuple[int, int, int, int], algo: Algo, bias: Tensor | None,
                 tanh: bool) -> Tensor:  # fmt: skip
     """`_output_transform`, then the bias and (if `tanh`) tanh, in the same loop. tanh as 2 sigmoid(2y) - 1,
-    equal to float rounding: ATen's and Inductor's tanh took twice as long as this form (docs/speed.md)."""
+    equal to float rounding: ATen's and Inductor's tanh took 1.6-2x as long as this form (docs/speed.md)."""
     y = _output_transform(prod, shape, algo)
     y = y if bias is None else y + bias.view(1, -1, 1, 1)
     return 2 * torch.sigmoid(2 * y) - 1 if tanh else y
