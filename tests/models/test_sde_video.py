@@ -11,7 +11,7 @@ import vidyn
 import vidyn.models.sde_video  # noqa: F401  (registers sde_video / sde_video_tiny)
 from vidyn.errors import VidynError
 from vidyn.models.interface import Condition, Generator
-from vidyn.nn.sde import SDE_METHODS
+from vidyn.nn.sde import SDE_METHODS, LatentSDEFunc
 
 TIMES = torch.arange(6, dtype=torch.float32) * 0.1
 
@@ -324,3 +324,35 @@ def test_reencoding_leaves_batchnorm_statistics_to_real_frames() -> None:
     twin.encoder(clips.flatten(0, 1))  # (B*T, C, H, W): the real frames alone
     for (name, a), (_, b) in zip(model.encoder.named_buffers(), twin.encoder.named_buffers(), strict=True):
         torch.testing.assert_close(a, b, msg=name)
+
+
+def _direct_evaluation(self, name, z, net, inputs, count):  # LatentSDEFunc._memo without the memo
+    self.nfe[count] += 1
+    return net(z if inputs is None else torch.cat([z, inputs], dim=1))
+
+
+@pytest.mark.parametrize(
+    ("sde_type", "method", "adjoint"),
+    [("ito", "euler", False), ("ito", "euler", True), ("stratonovich", "reversible_heun", True)],
+)
+def test_each_network_runs_once_per_state(
+    sde_type: str, method: str, adjoint: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torchsde evaluates f, g and h at y0 for its shape checks, and logqp needs the prior drift in f and
+    h: the memo serves those repeats, so the ELBO and its gradients (the adjoint's included) are those of
+    evaluating every call, in float64 to rounding, with fewer evaluations."""
+    runs = []
+    for memo in (True, False):
+        if not memo:
+            monkeypatch.setattr(LatentSDEFunc, "_memo", _direct_evaluation)
+        model = _model(sde_type=sde_type, method=method, adjoint=adjoint, dt=0.05).double()
+        out = model.elbo(_clips().double(), TIMES.double(), num_context=1, generator=_gen())
+        out["loss"].backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        runs.append((out["loss"].detach(), grads, dict(model.sde.nfe)))
+    (loss, grads, nfe), (loss_all, grads_all, nfe_all) = runs
+    torch.testing.assert_close(loss, loss_all, rtol=1e-12, atol=0)
+    torch.testing.assert_close(grads, grads_all, rtol=1e-10, atol=1e-12 * float(grads_all.abs().max()))
+    assert nfe["drift"] < nfe_all["drift"] and nfe["diffusion"] < nfe_all["diffusion"]
+    if not adjoint:  # Euler, 2 steps per 0.1 s interval at dt 0.05: one prior drift, correction, g per step
+        assert nfe["drift"] == 2 * nfe["steps"] and nfe["diffusion"] == nfe["steps"], nfe

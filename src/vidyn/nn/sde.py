@@ -72,9 +72,15 @@ class LatentSDEFunc(nn.Module):
 
     Per-solve inputs are set with `set_inputs(cond, context)`: cond `(N, cond_channels, S, S)` for the
     prior drift, context `(N, context_channels, S, S)` for the posterior drift on the current interval
-    (None when only the prior is integrated). `nfe` counts calls of f or h ("drift") and of g
-    ("diffusion"), including torchsde's own shape checks and the extra f, g, h calls of `logqp`; `solve`
-    adds "steps".
+    (None when only the prior is integrated).
+
+    Each network is evaluated once per state (`_memo`): `torchsde.sdeint` evaluates f, g and (with
+    `logqp`) h at y0 twice for its shape checks before the first step evaluates them there again, and
+    `logqp` needs the prior drift in both f and h. With one solver step per interval (`solve`), that
+    was three times the work of the step itself. The drifts and the diffusion do not read t, so a value
+    depends only on the state tensor (its storage, shape, strides and version), the inputs set here and
+    the grad mode; `set_inputs` and `solve` clear the memo. `nfe` counts the evaluations computed: "drift"
+    (prior drift or posterior correction) and "diffusion"; `solve` adds "steps".
     """
 
     noise_type = "diagonal"
@@ -101,32 +107,45 @@ class LatentSDEFunc(nn.Module):
         self.diffusion = ChannelDiffusion(latent_channels, hidden_channels, min_diffusion, max_diffusion)
         self._cond: Tensor | None = None
         self._context: Tensor | None = None
+        self._memos: dict[str, tuple[tuple, Tensor, Tensor]] = {}
         self.nfe = {"drift": 0, "diffusion": 0, "steps": 0}
 
     def set_inputs(self, cond: Tensor, context: Tensor | None = None) -> None:
         self._cond, self._context = cond, context
+        self._memos.clear()
 
     def _map(self, y: Tensor) -> Tensor:
         return y.view(y.shape[0], *self.shape)  # (N, C * S * S) -> (N, C, S, S)
 
+    def _memo(self, name: str, z: Tensor, net: nn.Module, inputs: Tensor | None, count: str) -> Tensor:
+        """`net(z)` (with `inputs` concatenated as channels), computed once per state `z` (class docstring).
+        The key includes the tensor object z is a view of: the adjoint's backward evaluates at detached
+        copies (same storage, a graph of their own). The memo holds z, hence that object and its storage."""
+        base = z if z._base is None else z._base
+        key = (id(base), z.data_ptr(), z.shape, z.stride(), z._version, torch.is_grad_enabled())
+        hit = self._memos.get(name)
+        if hit is not None and hit[0] == key:
+            return hit[2]
+        self.nfe[count] += 1
+        out = net(z if inputs is None else torch.cat([z, inputs], dim=1))
+        self._memos[name] = (key, z, out)
+        return out
+
     def h(self, t: Tensor, y: Tensor) -> Tensor:
-        self.nfe["drift"] += 1
         return self._prior(self._map(y)).flatten(1)
 
     def f(self, t: Tensor, y: Tensor) -> Tensor:
         assert self._context is not None, "the posterior drift needs a context: call set_inputs"
-        self.nfe["drift"] += 1
         z = self._map(y)
-        u = self.posterior_correction(torch.cat([z, self._context], dim=1))
+        u = self._memo("correction", z, self.posterior_correction, self._context, "drift")
         return (self._prior(z) + u).flatten(1)
 
     def _prior(self, z: Tensor) -> Tensor:
         assert self._cond is not None, "call set_inputs before solving"
-        return self.prior_drift(torch.cat([z, self._cond], dim=1))
+        return self._memo("prior", z, self.prior_drift, self._cond, "drift")
 
     def g(self, t: Tensor, y: Tensor) -> Tensor:
-        self.nfe["diffusion"] += 1
-        return self.diffusion(self._map(y)).flatten(1)
+        return self._memo("diffusion", self._map(y), self.diffusion, None, "diffusion").flatten(1)
 
 
 def shared_grid(times: Tensor, batch: int, what: str) -> Tensor:
@@ -218,6 +237,7 @@ def solve(
     """
     n, d = z0.shape
     logqp = contexts is not None
+    sde._memos.clear()  # values of an earlier solve (other parameters, perhaps) must not be served
     times = torch.tensor(times, dtype=z0.dtype).tolist()  # the Brownian interval and the spans agree
     bm = brownian(times[0], times[-1], (n, d + 1 if logqp else d), z0, method, generator)
     names = None if logqp else {"drift": "h"}
@@ -250,6 +270,7 @@ def solve(
         else:
             ys = out
         states.append(ys[-1])
+    sde._memos.clear()  # holds the last state's graph otherwise
     return torch.stack(states), (kl if logqp else None)
 
 
