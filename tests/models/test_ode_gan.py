@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -231,3 +232,27 @@ def test_export_load_round_trip(tmp_path: Path) -> None:
         a = model.sample(2, TIMES, condition=cond, generator=_seeded(10))
         b = loaded.sample(2, TIMES, condition=cond, generator=_seeded(10))
     assert torch.equal(a, b)
+
+
+def test_condition_part_of_the_ode_function_computed_once_is_the_same_solve(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first ODE convolution's response to the constant condition and coordinates is computed once per
+    solve; frames and all gradients equal those of convolving the whole input at every evaluation."""
+    from vidyn.nn.ode import LatentODEFunc
+
+    runs = []
+    for once in (True, False):
+        if not once:
+            every_time = lambda self, cond: contextlib.nullcontext()  # noqa: E731
+            monkeypatch.setattr(LatentODEFunc, "constant_condition", every_time)
+        model = _model(num_classes=3).double()
+        z = model.noise(2, _seeded(11))
+        frames = model(z, TIMES.double(), torch.tensor([1, -1]))
+        frames.square().mean().backward()
+        runs.append((frames.detach(), [p.grad for p in model.parameters()], model.nfe))
+    (a, grads_a, nfe_a), (b, grads_b, nfe_b) = runs
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    for ga, gb in zip(grads_a, grads_b, strict=True):
+        torch.testing.assert_close(ga, gb, rtol=1e-10, atol=1e-13)
+    assert nfe_a == nfe_b > 0

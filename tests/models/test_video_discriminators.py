@@ -395,3 +395,31 @@ def test_tiny_gan_sanity_run() -> None:
     with torch.no_grad():
         out = ema.module.sample(2, times, generator=torch.Generator().manual_seed(1))
     assert out.shape == (2, 4, 3, 8, 8) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("reader", ["gru", "mlp"])
+def test_conv_stack_layout_changes_no_score(reader: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 3D conv stacks run channels-last-3d on CPU (`stack_layout`): scores and input gradients equal
+    those of the default layout (the discriminator in float64 to rounding; the classifier, whose layer
+    norm runs in float32, in float32)."""
+    import vidyn.models.motion_classifier as mc
+    import vidyn.models.video_discriminators as vd
+
+    assert vd.stack_layout(torch.zeros(1, 2, 3, 4, 4)).is_contiguous(memory_format=torch.channels_last_3d)
+    runs = []
+    for layout in (True, False):
+        if not layout:
+            for module in (vd, mc):
+                monkeypatch.setattr(module, "stack_layout", lambda x, normalised=False: x)
+        torch.manual_seed(0)
+        d = VideoDiscriminator(in_channels=3, image_size=16, base_channels=8, max_channels=16).double()
+        c = MotionClassifier(in_channels=3, image_size=16, num_classes=4, reader=reader)
+        out = []
+        for net, clips in ((d, _clips().double()), (c, _clips())):
+            clips.requires_grad_()
+            score = net(clips, TIMES.to(clips.dtype))
+            out += [score.detach(), *torch.autograd.grad(score.square().sum(), clips)]
+        runs.append(out)
+    for i, (a, b) in enumerate(zip(*runs, strict=True)):
+        tol = dict(rtol=1e-12, atol=1e-14) if i < 2 else dict(rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(a, b, **tol)

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidyn.errors import VidynError
-from vidyn.models.video_discriminators import _conv_stack, _widths, clip_input, time_gaps
+from vidyn.models.video_discriminators import _conv_stack, _widths, clip_input, stack_layout, time_gaps
 
 READERS = ("gru", "mlp", "trajectory")
 _MOMENTS = 5  # mean x, mean y, var x, var y, cov xy
@@ -71,13 +71,15 @@ class _ConvSteps(nn.Module):
             if instance_norm and isinstance(layer, nn.Conv3d):  # GroupNorm with one channel per group
                 layers.append(nn.GroupNorm(layer.out_channels, layer.out_channels))
         self.net = nn.Sequential(*layers)
+        self.instance_norm = instance_norm
         self.reduce = nn.Conv3d(widths[-1], 8, 1)
         # Without normalisation the conv features grew (std 34 in one GAN run) and saturated the GRU's gates:
         # gradients of 1e-5 and a cross-entropy stuck at chance for 1,700 steps (docs/generation.md).
         self.norm = nn.LayerNorm(8 * 16)
 
     def steps(self, clips: Tensor, times: Tensor, time_unit: float) -> Tensor:
-        x = self.reduce(self.net(clip_input(clips, times, time_unit, frame_differences=True)))
+        x = clip_input(clips, times, time_unit, frame_differences=True)
+        x = self.reduce(self.net(stack_layout(x, normalised=self.instance_norm)))
         b, c, t = x.shape[:3]
         return self.norm(
             x.permute(0, 2, 1, 3, 4).reshape(b, t, c * 16).float()

