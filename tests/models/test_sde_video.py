@@ -356,3 +356,25 @@ def test_each_network_runs_once_per_state(
     assert nfe["drift"] < nfe_all["drift"] and nfe["diffusion"] < nfe_all["diffusion"]
     if not adjoint:  # Euler, 2 steps per 0.1 s interval at dt 0.05: one prior drift, correction, g per step
         assert nfe["drift"] == 2 * nfe["steps"] and nfe["diffusion"] == nfe["steps"], nfe
+
+
+def test_per_frame_layout_changes_no_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The frame encoder and decoder run channels-last on CPU (`per_frame_layout`) and hand back the
+    default layout: the ELBO and its gradients equal those of the default layout (float64, to rounding)."""
+    import vidyn.nn.sde_nets as nets
+
+    assert nets.per_frame_layout(torch.zeros(2, 3, 4, 4)).is_contiguous(memory_format=torch.channels_last)
+    runs = []
+    for layout in (True, False):
+        if not layout:
+            monkeypatch.setattr(nets, "per_frame_layout", lambda x: x)
+        model = _model().double()
+        out = model.elbo(_clips().double(), TIMES.double(), num_context=1, generator=_gen())
+        out["loss"].backward()
+        emb = model.encoder(_clips().double().flatten(0, 1))
+        assert emb.is_contiguous()
+        runs.append((out["loss"].detach(), [p.grad for p in model.parameters() if p.grad is not None]))
+    torch.testing.assert_close(runs[0][0], runs[1][0], rtol=1e-12, atol=0)
+    scale = max(float(g.abs().max()) for g in runs[1][1])
+    for a, b in zip(runs[0][1], runs[1][1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12 * scale)
