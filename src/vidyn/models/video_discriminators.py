@@ -99,9 +99,9 @@ def clip_input(clips: Tensor, times: Tensor, time_unit: float, *, frame_differen
 
 def stack_layout(x: Tensor, *, normalised: bool = False) -> Tensor:
     """The memory layout a 3D conv stack's input `(B, C, T, H, W)` runs in: channels-last-3d on CPU, where
-    oneDNN's 3D convolutions are faster in it (forward + backward of the quick config's video
-    discriminator and GRU classifier 1.11-1.14x, docs/speed.md), except for stacks with GroupNorm
-    (`normalised`), which is slower there. Other devices keep the default layout (not measured)."""
+    oneDNN's 3D convolutions are faster in it (docs/speed.md, session 21), except for stacks with
+    GroupNorm (`normalised`), which is slower there. Other devices keep the default layout (not
+    measured)."""
     if x.device.type != "cpu" or normalised:
         return x
     return x.contiguous(memory_format=torch.channels_last_3d)

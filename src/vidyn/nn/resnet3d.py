@@ -36,10 +36,10 @@ def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
 
 
 class _Nearest2x(torch.autograd.Function):
-    """Forward: a broadcast view and one copy (several times faster on CPU than `F.interpolate(mode=
-    "nearest")`). Backward: the sum over each 2 x 2 block as the sum of the even and odd rows, then of
-    adjacent pairs; autograd's own backward of the view, one reduction over the strided dims 3 and 5,
-    took 3x as long (14.6 against 4.1 ms on (256, 8, 32, 32) gradients, 2 threads)."""
+    """Forward: a broadcast view and one copy (faster on CPU than `F.interpolate(mode="nearest")`).
+    Backward: the sum over each 2 x 2 block as the sum of the even and odd rows, then of adjacent pairs,
+    instead of autograd's backward of the view, one slower reduction over its strided dims 3 and 5
+    (docs/speed.md, session 21)."""
 
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]

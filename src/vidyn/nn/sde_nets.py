@@ -40,9 +40,8 @@ def _norm(channels: int) -> nn.BatchNorm2d:
 
 def per_frame_layout(x: Tensor) -> Tensor:
     """The layout the per-frame encoder and decoder run in: channels-last on CPU, where oneDNN's strided,
-    transposed and few-channel convolutions and BatchNorm are faster in it (1.1-1.8x per layer forward +
-    backward on the quick config's shapes, docs/speed.md); their outputs go back to the default layout.
-    Other devices keep it (not measured)."""
+    transposed and few-channel convolutions and BatchNorm are faster in it (docs/speed.md, session 21);
+    their outputs go back to the default layout. Other devices keep it (not measured)."""
     return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
 
 
