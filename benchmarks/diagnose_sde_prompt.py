@@ -57,13 +57,11 @@ def posterior_paths(model, x: Tensor, t: Tensor, y: Tensor, seed: int) -> tuple[
     z0 = (mean + log_std.exp() * randn_like(mean, gen)).flatten(1)
     first = (x[:, :1], emb[:, :1], rel[:1])
     cond, null = model._encode_condition(first, y, b), model._encode_condition(first, None, b)
-    model.sde.set_inputs(cond.map)
-    zs, _ = model._solve(z0, rel.tolist(), gen, out.transpose(0, 1))
+    zs, _ = model._solve(z0, cond.map, rel.tolist(), gen, out.transpose(0, 1))
     recon = model._decode(zs, cond)
     prior_paths = []
     for c in (cond, null):
-        model.sde.set_inputs(c.map)
-        prior_paths.append(model._decode(model._solve(z0, rel.tolist(), gen)[0], c))
+        prior_paths.append(model._decode(model._solve(z0, c.map, rel.tolist(), gen)[0], c))
     return recon, prior_paths[0], prior_paths[1]
 
 
@@ -75,21 +73,20 @@ def guided(model, weight: float) -> Iterator[None]:
         yield
         return
     sde, e = model.sde, model.label_embedding.embedding_dim
-    original = sde._prior
+    original = sde.prior
     null_label = model.label_embedding.weight[model.num_classes]  # (E,)
 
-    def prior(z: Tensor) -> Tensor:
-        cond = sde._cond
+    def prior(z: Tensor, cond: Tensor) -> Tensor:
         null = cond.clone()
         null[:, -2 - e : -2] = null_label[None, :, None, None]  # channels [frames, label, x/y]
-        h_null = sde.prior_drift(torch.cat([z, null], dim=1))
-        return h_null + weight * (original(z) - h_null)
+        h_null = original(z, null)
+        return h_null + weight * (original(z, cond) - h_null)
 
-    sde._prior = prior
+    sde.prior = prior
     try:
         yield
     finally:
-        del sde._prior
+        del sde.prior
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import vidyn
 import vidyn.models.sde_video  # noqa: F401  (registers sde_video / sde_video_tiny)
 from vidyn.errors import VidynError
 from vidyn.models.interface import Condition, Generator
-from vidyn.nn.sde import SDE_METHODS, LatentSDEFunc
+from vidyn.nn.sde import SDE_METHODS, BoundSDE
 
 TIMES = torch.arange(6, dtype=torch.float32) * 0.1
 
@@ -234,14 +235,21 @@ def test_valid_solvers_run(sde_type: str, method: str) -> None:
 
 @pytest.mark.parametrize(("sde_type", "method"), [("ito", "euler"), ("stratonovich", "reversible_heun")])
 def test_adjoint_gradients_match_direct(sde_type: str, method: str) -> None:
+    """torchsde's adjoint solves the backward SDE numerically, so its gradients equal backprop's up to the
+    solver's error (float64, dt 0.01: below 2e-3 relative per network). Each interval's posterior context
+    stays bound to it: read from the last interval instead, the correction's gradient was 5% off."""
     grads = []
     for adjoint in (False, True):
-        model = _model(sde_type=sde_type, method=method, adjoint=adjoint, dt=0.01)
-        model.elbo(_clips(), TIMES, num_context=1, generator=_gen())["loss"].backward()
-        grads.append(torch.cat([p.grad.flatten() for p in model.sde.parameters()]))
-    assert torch.isfinite(grads[1]).all()
-    cos = torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0)
-    assert cos > 0.9, f"adjoint gradient direction differs from backprop (cosine {cos:.3f})"
+        model = _model(sde_type=sde_type, method=method, adjoint=adjoint, dt=0.01).double()
+        model.elbo(_clips().double(), TIMES.double(), num_context=1, generator=_gen())["loss"].backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for part in ("sde.posterior_correction", "sde.prior_drift", "sde.diffusion", "posterior_rnn", "encoder"):
+        direct, adjoint = (
+            torch.cat([g.flatten() for n, g in run.items() if n.startswith(part)]) for run in grads
+        )
+        error = float((adjoint - direct).norm() / direct.norm())
+        assert error < 2e-3, f"{part}: adjoint gradient {error:.1e} off backprop's"
 
 
 @pytest.mark.parametrize(
@@ -315,7 +323,6 @@ def test_tiny_overfit() -> None:
 
 
 def test_reencoding_leaves_batchnorm_statistics_to_real_frames() -> None:
-    import copy
 
     model = _model()
     twin = copy.deepcopy(model)
@@ -326,9 +333,9 @@ def test_reencoding_leaves_batchnorm_statistics_to_real_frames() -> None:
         torch.testing.assert_close(a, b, msg=name)
 
 
-def _direct_evaluation(self, name, z, net, inputs, count):  # LatentSDEFunc._memo without the memo
-    self.nfe[count] += 1
-    return net(z if inputs is None else torch.cat([z, inputs], dim=1))
+def _direct_evaluation(self, name, z, net, count):  # BoundSDE._memo without the memo
+    self.func.nfe[count] += 1
+    return net(z)
 
 
 @pytest.mark.parametrize(
@@ -344,7 +351,7 @@ def test_each_network_runs_once_per_state(
     runs = []
     for memo in (True, False):
         if not memo:
-            monkeypatch.setattr(LatentSDEFunc, "_memo", _direct_evaluation)
+            monkeypatch.setattr(BoundSDE, "_memo", _direct_evaluation)
         model = _model(sde_type=sde_type, method=method, adjoint=adjoint, dt=0.05).double()
         out = model.elbo(_clips().double(), TIMES.double(), num_context=1, generator=_gen())
         out["loss"].backward()
@@ -378,3 +385,17 @@ def test_per_frame_layout_changes_no_value(monkeypatch: pytest.MonkeyPatch) -> N
     scale = max(float(g.abs().max()) for g in runs[1][1])
     for a, b in zip(runs[0][1], runs[1][1], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12 * scale)
+
+
+def test_a_trained_model_deep_copies() -> None:
+    """The SDE module keeps no per-solve inputs: right after a training step (and after a sample) it
+    deep-copies, as `vidyn compare` copies a model to time it, and the copy samples the same clips."""
+    model = _model()
+    model.elbo(_clips(), TIMES, num_context=1, generator=_gen())["loss"].backward()
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        clips = model.sample(2, TIMES, generator=_gen())
+        torch.testing.assert_close(twin.sample(2, TIMES, generator=_gen()), clips, rtol=0, atol=0)
+        torch.testing.assert_close(
+            copy.deepcopy(model).sample(2, TIMES, generator=_gen()), clips, rtol=0, atol=0
+        )

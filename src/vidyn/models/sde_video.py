@@ -199,8 +199,7 @@ class SDEVideo(nn.Module):
         else:
             kl_z0 = kl_divergence(q_z0, self._prior_z0(cond)).sum((1, 2, 3)).mean()
 
-        self.sde.set_inputs(cond.map)
-        zs, kl_path = self._solve(z0.flatten(1), rel.tolist(), generator, out.transpose(0, 1))
+        zs, kl_path = self._solve(z0.flatten(1), cond.map, rel.tolist(), generator, out.transpose(0, 1))
         assert kl_path is not None
         recon = self._decode(zs, cond)  # (B, T, C, H, W)
         pixel = LIKELIHOODS[self.likelihood](recon, self.obs_std)
@@ -258,8 +257,9 @@ class SDEVideo(nn.Module):
             prior = self._prior_z0(cond)
             z0 = prior.loc + prior.scale * randn_like(prior.loc, generator)
         grid, where = torch.unique(torch.cat([out_t.new_tensor([t_ref]), out_t]), return_inverse=True)
-        self.sde.set_inputs(cond.map)
-        zs, _ = self._solve(z0.flatten(1), (grid - t_ref).tolist(), generator)  # (K, N, d) sorted grid
+        zs, _ = self._solve(
+            z0.flatten(1), cond.map, (grid - t_ref).tolist(), generator
+        )  # (K, N, d) sorted grid
         return self._decode(zs[where[1:].to(zs.device)], cond)  # (N, T, C, H, W)
 
     # -- shared pieces ------------------------------------------------------------------------------
@@ -322,11 +322,16 @@ class SDEVideo(nn.Module):
         return Normal(mean, log_std.exp())
 
     def _solve(
-        self, z0: Tensor, rel: list[float], generator: torch.Generator | None, contexts: Tensor | None = None
+        self,
+        z0: Tensor,
+        cond: Tensor,
+        rel: list[float],
+        generator: torch.Generator | None,
+        contexts: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         self.sde.nfe = {"drift": 0, "diffusion": 0, "steps": 0}
         opts = dict(method=self.method, dt=self.dt, adjoint=self.adjoint, generator=generator)
-        result = solve(self.sde, z0, rel, contexts=contexts, **opts)
+        result = solve(self.sde, z0, rel, cond=cond, contexts=contexts, **opts)
         self.last_nfe = dict(self.sde.nfe)
         return result
 

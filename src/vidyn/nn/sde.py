@@ -10,7 +10,7 @@ in `vidyn.nn.sde_nets`).
   function class (u can cancel h) and makes the KL integrand (f - h) / g = u / g independent of the
   prior's scale at initialisation. Both drifts are autonomous (no time input): the dynamics of a clip do
   not depend on the clock, so samples beyond the trained length use the same law. The posterior sees
-  time only through ctx_t.
+  time only through ctx_t. torchsde integrates `BoundSDE`s: the networks with one interval's inputs.
 - `solve`: one `torchsde.sdeint` (or `sdeint_adjoint`) call per interval between consecutive output
   times, each split into equal steps of at most `dt`, so every output is a solver state at exactly that
   time (torchsde alone steps on a grid from the first time and interpolates linearly to the outputs).
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -67,20 +67,16 @@ class ConditionMaps:
 
 
 class LatentSDEFunc(nn.Module):
-    """The SDE torchsde integrates on flat states `(N, C * S * S)` of latent maps `(N, C, S, S)`: `f`
-    (posterior drift), `h` (prior drift), `g` (shared diffusion).
+    """sde_video's SDE networks on latent maps `(N, C, S, S)`: the prior drift h(z, cond), the posterior
+    correction u(z, ctx) (posterior drift f = h + u) and the diagonal diffusion g(z) shared by both.
 
-    Per-solve inputs are set with `set_inputs(cond, context)`: cond `(N, cond_channels, S, S)` for the
-    prior drift, context `(N, context_channels, S, S)` for the posterior drift on the current interval
-    (None when only the prior is integrated).
-
-    Each network is evaluated once per state (`_memo`): `torchsde.sdeint` evaluates f, g and (with
-    `logqp`) h at y0 twice for its shape checks before the first step evaluates them there again, and
-    `logqp` needs the prior drift in both f and h. With one solver step per interval (`solve`), the drifts
-    ran 4.5 and the diffusion 4 times as often as the step needs. The drifts and the diffusion do not read
-    t, so a value depends only on the state tensor (its storage, shape, strides and version), the inputs
-    set here and the grad mode; `set_inputs` and `solve` clear the memo. `nfe` counts the evaluations
-    computed: "drift" (prior drift or posterior correction) and "diffusion"; `solve` adds "steps".
+    The module holds networks only. What torchsde integrates is `bind(cond, context)`, a `BoundSDE` that
+    carries one solve interval's inputs: cond `(N, cond_channels, S, S)` for the prior drift, context
+    `(N, context_channels, S, S)` for the posterior drift on that interval (None when only the prior is
+    integrated). Binding per interval keeps each interval's inputs with it, so torchsde's adjoint, which
+    evaluates the SDE again in the backward pass after later intervals have run, sees the right context,
+    and a solved model holds no graph (it deep-copies). `nfe` counts the network evaluations computed:
+    "drift" (prior drift or posterior correction) and "diffusion"; `solve` adds "steps".
     """
 
     noise_type = "diagonal"
@@ -98,36 +94,65 @@ class LatentSDEFunc(nn.Module):
         max_diffusion: float,
     ) -> None:
         super().__init__()
-        self.sde_type = sde_type  # read by torchsde
+        self.sde_type = sde_type
         self.shape = (latent_channels, latent_size, latent_size)
         self.prior_drift = conv_net(latent_channels + cond_channels, hidden_channels, latent_channels)
         self.posterior_correction = conv_net(
             latent_channels + context_channels, hidden_channels, latent_channels, last_scale=0.01
         )
         self.diffusion = ChannelDiffusion(latent_channels, hidden_channels, min_diffusion, max_diffusion)
-        self._cond: Tensor | None = None
-        self._context: Tensor | None = None
-        self._memos: dict[str, tuple[tuple, Tensor, Tensor]] = {}
         self.nfe = {"drift": 0, "diffusion": 0, "steps": 0}
 
-    def set_inputs(self, cond: Tensor, context: Tensor | None = None) -> None:
-        self._cond, self._context = cond, context
-        self._memos.clear()
+    def prior(self, z: Tensor, cond: Tensor) -> Tensor:
+        """h(z, cond) on maps `(N, C, S, S)`."""
+        return self.prior_drift(torch.cat([z, cond], dim=1))
+
+    def correction(self, z: Tensor, context: Tensor) -> Tensor:
+        """u(z, ctx) on maps `(N, C, S, S)`."""
+        return self.posterior_correction(torch.cat([z, context], dim=1))
+
+    def bind(self, cond: Tensor, context: Tensor | None = None) -> BoundSDE:
+        return BoundSDE(self, cond, context)
+
+
+class BoundSDE(nn.Module):
+    """`LatentSDEFunc` with one interval's inputs, in torchsde's interface on flat states `(N, C * S * S)`:
+    `f` (posterior drift), `h` (prior drift), `g` (diffusion).
+
+    Each network is evaluated once per state (`_memo`): `torchsde.sdeint` evaluates f, g and (with
+    `logqp`) h at y0 twice for its shape checks before the first step evaluates them there again, and
+    `logqp` needs the prior drift in both f and h. With one solver step per interval (`solve`), the drifts
+    ran 4.5 and the diffusion 4 times as often as the step needs. The drifts and the diffusion do not read
+    t, so a value depends only on the state tensor (its storage, shape, strides and version), the bound
+    inputs and the grad mode.
+    """
+
+    noise_type = "diagonal"
+
+    def __init__(self, func: LatentSDEFunc, cond: Tensor, context: Tensor | None) -> None:
+        super().__init__()
+        self.func, self.sde_type, self.shape = func, func.sde_type, func.shape  # sde_type: read by torchsde
+        self.cond, self.context = cond, context
+        self._memos: dict[str, tuple[tuple, Tensor, Tensor]] = {}
+
+    def inputs(self) -> tuple[Tensor, ...]:
+        """The bound inputs that need gradients (the adjoint's extra parameters)."""
+        return tuple(t for t in (self.cond, self.context) if t is not None and t.requires_grad)
 
     def _map(self, y: Tensor) -> Tensor:
         return y.view(y.shape[0], *self.shape)  # (N, C * S * S) -> (N, C, S, S)
 
-    def _memo(self, name: str, z: Tensor, net: nn.Module, inputs: Tensor | None, count: str) -> Tensor:
-        """`net(z)` (with `inputs` concatenated as channels), computed once per state `z` (class docstring).
-        The key includes the tensor object z is a view of: the adjoint's backward evaluates at detached
-        copies (same storage, a graph of their own). The memo holds z, hence that object and its storage."""
+    def _memo(self, name: str, z: Tensor, net: Callable[[Tensor], Tensor], count: str) -> Tensor:
+        """`net(z)`, computed once per state `z` (class docstring). The key includes the tensor object z is
+        a view of: the adjoint's backward evaluates at detached copies (same storage, a graph of their
+        own). The memo holds z, hence that object and its storage."""
         base = z if z._base is None else z._base
         key = (id(base), z.data_ptr(), z.shape, z.stride(), z._version, torch.is_grad_enabled())
         hit = self._memos.get(name)
         if hit is not None and hit[0] == key:
             return hit[2]
-        self.nfe[count] += 1
-        out = net(z if inputs is None else torch.cat([z, inputs], dim=1))
+        self.func.nfe[count] += 1
+        out = net(z)
         self._memos[name] = (key, z, out)
         return out
 
@@ -135,17 +160,20 @@ class LatentSDEFunc(nn.Module):
         return self._prior(self._map(y)).flatten(1)
 
     def f(self, t: Tensor, y: Tensor) -> Tensor:
-        assert self._context is not None, "the posterior drift needs a context: call set_inputs"
+        assert self.context is not None, "the posterior drift needs a context: bind(cond, context)"
         z = self._map(y)
-        u = self._memo("correction", z, self.posterior_correction, self._context, "drift")
+        u = self._memo("correction", z, lambda z: self.func.correction(z, self.context), "drift")
         return (self._prior(z) + u).flatten(1)
 
     def _prior(self, z: Tensor) -> Tensor:
-        assert self._cond is not None, "call set_inputs before solving"
-        return self._memo("prior", z, self.prior_drift, self._cond, "drift")
+        return self._memo("prior", z, lambda z: self.func.prior(z, self.cond), "drift")
 
     def g(self, t: Tensor, y: Tensor) -> Tensor:
-        return self._memo("diffusion", self._map(y), self.diffusion, None, "diffusion").flatten(1)
+        return self._memo("diffusion", self._map(y), self.func.diffusion, "diffusion").flatten(1)
+
+    def release(self) -> None:
+        """Drop the memoised values (they hold the last state's graph)."""
+        self._memos.clear()
 
 
 def shared_grid(times: Tensor, batch: int, what: str) -> Tensor:
@@ -222,6 +250,7 @@ def solve(
     z0: Tensor,
     times: list[float],
     *,
+    cond: Tensor,
     method: str,
     dt: float,
     adjoint: bool,
@@ -232,20 +261,17 @@ def solve(
 
     `times` strictly increasing (seconds). With `contexts` `(K, N, E, S, S)` the posterior (drift f)
     is integrated with `logqp=True` and the summed log-ratio, the path KL to the prior, is returned;
-    without, the prior (drift h). Set the condition with `sde.set_inputs(cond)` first. Adds the solver
-    steps taken to `sde.nfe["steps"]`.
+    without, the prior (drift h); `cond` `(N, cond_channels, S, S)` conditions the prior drift. Adds the
+    solver steps taken to `sde.nfe["steps"]`.
     """
     n, d = z0.shape
     logqp = contexts is not None
-    sde._memos.clear()  # values of an earlier solve (other parameters, perhaps) must not be served
     times = torch.tensor(times, dtype=z0.dtype).tolist()  # the Brownian interval and the spans agree
     bm = brownian(times[0], times[-1], (n, d + 1 if logqp else d), z0, method, generator)
     names = None if logqp else {"drift": "h"}
     states, kl = [z0], z0.new_zeros(n)
     for i in range(len(times) - 1):
-        if logqp:
-            assert contexts is not None
-            sde.set_inputs(sde._cond, contexts[i + 1])  # type: ignore[arg-type]
+        bound = sde.bind(cond, contexts[i + 1] if contexts is not None else None)  # this interval's inputs
         gap = times[i + 1] - times[i]
         steps = max(1, math.ceil(gap / dt - 1e-6))
         # A hair over gap / steps: the last step is clamped onto the output time instead of leaving a
@@ -255,22 +281,21 @@ def solve(
         span = torch.tensor(times[i : i + 2], dtype=z0.dtype, device=z0.device)
         kwargs = dict(bm=bm, method=method, dt=step, logqp=logqp, names=names)
         if adjoint:
-            inputs = tuple(t for t in (sde._cond, sde._context) if t is not None and t.requires_grad)
             with warnings.catch_warnings():
                 # reversible Heun warns that the steps do not divide the span exactly (by the 1e-4 above)
                 warnings.filterwarnings("ignore", message="The spacing between time points")
                 out = torchsde.sdeint_adjoint(
-                    sde, states[-1], span, adjoint_params=tuple(sde.parameters()) + inputs, **kwargs
+                    bound, states[-1], span, adjoint_params=tuple(sde.parameters()) + bound.inputs(), **kwargs
                 )
         else:
-            out = torchsde.sdeint(sde, states[-1], span, **kwargs)
+            out = torchsde.sdeint(bound, states[-1], span, **kwargs)
+        bound.release()  # the adjoint's backward evaluates afresh (detached states: no memo hit)
         if logqp:
             ys, log_ratio = out
             kl = kl + log_ratio.sum(0)  # (1, N) increments -> (N,)
         else:
             ys = out
         states.append(ys[-1])
-    sde._memos.clear()  # holds the last state's graph otherwise
     return torch.stack(states), (kl if logqp else None)
 
 
