@@ -1,16 +1,19 @@
-"""The mixture prior over z0: its density, its KL estimate and its sampling of one component per clip."""
+"""The z0 priors and samplers of sde_video: the mixture prior (density, KL estimate, one component per
+clip) and the conditional-IMLE sampler (it covers every mode of a multimodal target, it does not average)."""
 
 from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from torch import nn
 from torch.distributions import Normal
 
 import vidyn
+from vidyn.errors import VidynError
 from vidyn.models.interface import Condition
-from vidyn.nn.sde_prior import MixturePrior
+from vidyn.nn.sde_prior import ImleSampler, MixturePrior
 
 
 def _prior(components: int = 3) -> MixturePrior:
@@ -81,3 +84,58 @@ def test_sde_video_trains_and_samples_with_a_mixture_prior() -> None:
         b = model.sample(2, times, condition=cond, generator=torch.Generator().manual_seed(0))
     assert a.shape == (2, 5, 1, 16, 16) and torch.equal(a, b)
     assert not hasattr(vidyn.build_model("sde_video_tiny"), "prior_mixture")  # default: one Gaussian
+
+
+def test_imle_sampler_draws_the_modes_not_their_average() -> None:
+    """Two conditions, each with targets at two opposite maps (+-1 for condition 0, +-2 for condition
+    1): a regression onto the targets would return 0, the fitted sampler draws each condition's two modes."""
+    torch.manual_seed(0)
+    sampler = ImleSampler(cond_channels=1, latent_channels=2, hidden=16, code=4, cell_noise=1, draws=8)
+    opt = torch.optim.Adam(sampler.parameters(), 3e-3)
+    cond = torch.cat([torch.zeros(1, 1, 4, 4), torch.ones(1, 1, 4, 4)]).repeat(16, 1, 1, 1)  # (32, 1, 4, 4)
+    scale = cond[:, :1].mul(1).add(1)  # 1 for condition 0, 2 for condition 1
+    for step in range(300):
+        gen = torch.Generator().manual_seed(step)
+        sign = torch.randint(0, 2, (32, 1, 1, 1), generator=gen) * 2 - 1
+        target = (sign * scale).expand(-1, 2, -1, -1)
+        loss = sampler.loss(cond, target, torch.ones_like(target), gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        draws = sampler(cond.repeat(8, 1, 1, 1), torch.Generator().manual_seed(99)).mean((1, 2, 3))  # (256,)
+    want = cond.repeat(8, 1, 1, 1)[:, 0, 0, 0] + 1  # each draw's mode magnitude
+    ratio = draws / want  # +-1 on a mode, 0 for the average
+    assert float(((ratio.abs() - 1).abs() < 0.3).float().mean()) > 0.6, "most draws should sit on a mode"
+    assert float((ratio.abs() < 0.3).float().mean()) < 0.2, "few draws may fall near the modes' average"
+    for c in (0, 1):
+        positive = float((draws[want == c + 1] > 0).float().mean())
+        assert 0.2 < positive < 0.8, (
+            f"condition {c}: both modes must be drawn (positive share {positive:.2f})"
+        )
+    again = sampler(cond, torch.Generator().manual_seed(5))
+    assert torch.equal(again, sampler(cond, torch.Generator().manual_seed(5)))
+
+
+def test_sde_video_fits_and_samples_from_an_imle_sampler() -> None:
+    """With z0_sampler "imle" the ELBO gains the sampler's term, which trains the sampler and nothing
+    else (its inputs are detached), and samples start from the sampler's draws."""
+    torch.manual_seed(0)
+    model = vidyn.build_model("sde_video_tiny", num_classes=3, z0_sampler="imle")
+    frames, times = torch.rand(2, 5, 1, 16, 16), torch.arange(5) * 0.1
+    out = model.elbo(frames, times, num_context=1, labels=torch.tensor([0, 2]))
+    assert out["z0_sampler"] > 0
+    others = [p for n, p in model.named_parameters() if not n.startswith("z0_imle.")]
+    assert all(g is None for g in torch.autograd.grad(out["z0_sampler"], others, allow_unused=True))
+    out["loss"].backward()
+    assert model.z0_imle.net[0].weight.grad.abs().sum() > 0
+    cond = Condition(frames=frames[:1, :1], times=times[:1], labels=torch.tensor([1]))
+    with torch.no_grad():
+        a = model.sample(3, times, condition=cond, generator=torch.Generator().manual_seed(0))
+        b = model.sample(3, times, condition=cond, generator=torch.Generator().manual_seed(0))
+        model.z0_imle.net[-1].bias.add_(1.0)  # the samples' z0 comes from the sampler
+        c = model.sample(3, times, condition=cond, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+    assert vidyn.build_model("sde_video_tiny").z0_imle is None  # default: the ELBO's prior
+    with pytest.raises(VidynError, match="z0_sampler must be"):
+        vidyn.build_model("sde_video_tiny", z0_sampler="gan")

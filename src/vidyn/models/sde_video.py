@@ -48,6 +48,13 @@ frame-and-class-conditional generation. Per clip, summed over frames (mean over 
 `kl_weight` is the annealed beta of the reference (the task schedules it). `diffusion` = mean g along
 the posterior path (detached), logged to catch the collapse g -> 0.
 
+Sampling z0 (`z0_sampler: imle`). The KL fits p(z0 | c) as a Gaussian per latent cell, which can offer
+the average of a law's random parameters (direction, speed, phase) plus independent noise per cell, not
+one coherent draw of them: started from the posterior's z0 the prior drift continues a clip's law, from
+the prior's z0 it mostly does not (docs/generation.md). With "imle", `sample` draws z0 from a generator
+of the condition and a per-clip code, fitted beside the ELBO to the posterior q(z0 | x) by conditional
+IMLE on detached inputs (`vidyn.nn.sde_prior.ImleSampler`); the ELBO and its prior are unchanged.
+
 Times. Clip and condition times are seconds; the SDE runs on times relative to the reference time
 t_ref (the first context frame, else the first requested time), and the drifts are autonomous, so a
 clip's law does not depend on its start time. torchsde integrates one time grid for the whole batch:
@@ -87,7 +94,7 @@ from vidyn.nn.sde import (
     solve,
 )
 from vidyn.nn.sde_nets import MapDecoder, MapEncoder, conv_net, coordinates, latent_levels, run_conv_gru
-from vidyn.nn.sde_prior import MixturePrior
+from vidyn.nn.sde_prior import ImleSampler, MixturePrior
 from vidyn.registry import MODELS
 
 
@@ -120,6 +127,7 @@ class SDEVideo(nn.Module):
         max_diffusion: float,
         z0_components: int = 1,
         likelihood: str = "gaussian",
+        z0_sampler: str = "prior",
     ) -> None:
         super().__init__()
         sizes = dict(in_channels=in_channels, image_size=image_size, latent_size=latent_size)
@@ -142,7 +150,7 @@ class SDEVideo(nn.Module):
         self.null_frames = nn.Parameter(torch.zeros(e, latent_size, latent_size))
         self.label_embedding = nn.Embedding(num_classes + 1, e) if num_classes else None
         cond_channels = e * (2 if num_classes else 1) + 2  # frames, label, x/y
-        self._build_prior_z0(cond_channels, e, zc, z0_components)
+        self._build_prior_z0(cond_channels, e, zc, z0_components, z0_sampler)
         self.sde = LatentSDEFunc(
             latent_channels=zc, latent_size=latent_size, cond_channels=cond_channels, context_channels=e,
             hidden_channels=drift_channels, sde_type=sde_type, min_diffusion=min_diffusion,
@@ -170,7 +178,8 @@ class SDEVideo(nn.Module):
         dropped per clip with probability `drop_condition`. `kl_path_weight` weights the path KL (None =
         `kl_weight`, the ELBO's single beta). Returns scalars: loss (minimise), nll,
         kl_z0, kl_path, consistency (unweighted; 0 without the module), diffusion (mean g, detached),
-        recon_mse (per-pixel MSE of the posterior reconstruction, detached: comparable across likelihoods).
+        recon_mse (per-pixel MSE of the posterior reconstruction, detached: comparable across likelihoods),
+        z0_sampler (the IMLE sampler's fit to the posterior, in the loss; 0 without it).
         """
         check_frames(frames, self.in_channels, self.image_size, "frames")
         b, t = frames.shape[:2]
@@ -206,11 +215,14 @@ class SDEVideo(nn.Module):
         nll = -pixel.log_prob(frames).sum((1, 2, 3, 4)).mean()
         consistency = self._consistency(recon, zs)
         kl = kl_weight * kl_z0 + (kl_weight if kl_path_weight is None else kl_path_weight) * kl_path.mean()
-        loss = nll + kl + self.consistency_weight * consistency
+        fit = nll.new_zeros(())
+        if self.z0_imle is not None:
+            fit = self.z0_imle.loss(cond.map, mean, log_std.exp(), generator)
+        loss = nll + kl + self.consistency_weight * consistency + fit
         diffusion = self.sde.diffusion(self._maps(zs).flatten(0, 1)).mean().detach()  # mean g on the path
         recon_mse = (recon - frames).square().mean().detach()
         return dict(loss=loss, nll=nll, kl_z0=kl_z0, kl_path=kl_path.mean(), consistency=consistency,
-                    diffusion=diffusion, recon_mse=recon_mse)  # fmt: skip
+                    diffusion=diffusion, recon_mse=recon_mse, z0_sampler=fit)  # fmt: skip
 
     def _consistency(self, recon: Tensor, zs: Tensor) -> Tensor:
         """The re-encoding term of the decoded frames `(B, T, C, H, W)` (0 without the consistency module)."""
@@ -251,7 +263,9 @@ class SDEVideo(nn.Module):
             ctx = (frames, emb, ctx_t - t_ref)
         labels = check_labels(condition.labels, n, self.num_classes, self.null_frames.device)
         cond = self._encode_condition(ctx, labels, n)
-        if self.z0_components > 1:
+        if self.z0_imle is not None:
+            z0 = self.z0_imle(cond.map, generator)
+        elif self.z0_components > 1:
             z0 = self.prior_mixture.sample(cond.map, generator)
         else:
             prior = self._prior_z0(cond)
@@ -295,9 +309,15 @@ class SDEVideo(nn.Module):
         parts.append(coordinates(self.latent_size, frames_map).expand(n, -1, -1, -1))
         return ConditionMaps(torch.cat(parts, dim=1), content, skip)
 
-    def _build_prior_z0(self, cond_channels: int, hidden: int, zc: int, components: int) -> None:
+    def _build_prior_z0(
+        self, cond_channels: int, hidden: int, zc: int, components: int, sampler: str
+    ) -> None:
         """p(z0 | c): a Gaussian per latent cell (`to_prior_z0`), or with `components` > 1 a mixture with
-        one component per clip (`prior_mixture`, vidyn.nn.sde_prior)."""
+        one component per clip (`prior_mixture`, vidyn.nn.sde_prior); with `sampler` "imle" the z0 of
+        samples comes from an `ImleSampler` (`z0_imle`, twice `hidden` wide) fitted beside the ELBO."""
+        if sampler not in ("prior", "imle"):
+            raise VidynError(f"z0_sampler must be 'prior' or 'imle'; got {sampler!r}")
+        self.z0_imle = ImleSampler(cond_channels, zc, 2 * hidden) if sampler == "imle" else None
         self.z0_components = components
         if components > 1:
             net = conv_net(cond_channels, hidden, components * 2 * zc, layers=1)
@@ -373,6 +393,7 @@ def sde_video(
     max_diffusion: float = 0.2,
     z0_components: int = 1,
     likelihood: str = "gaussian",
+    z0_sampler: str = "prior",
 ) -> SDEVideo:
     """Latent-SDE video generator (Li et al. 2020) conditioned on initial frames and/or a class.
 
@@ -385,6 +406,8 @@ def sde_video(
     fixed pixel scale of the `likelihood` ("gaussian", "laplace", "gauss_laplace"); the diagonal
     diffusion lies in [min_diffusion, max_diffusion]. `z0_components` > 1 makes the prior over z0 a
     mixture with one component drawn per clip (`vidyn.nn.sde_prior`; 1 = a Gaussian per latent cell).
+    `z0_sampler` "imle": samples start from a conditional-IMLE sampler of the posterior's z0 (fitted beside
+    the ELBO, `vidyn.nn.sde_prior.ImleSampler`) instead of p(z0 | c) ("prior").
     """
     return SDEVideo(**locals())  # the builder's arguments are the constructor's, by name
 

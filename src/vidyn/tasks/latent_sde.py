@@ -32,7 +32,7 @@ from vidyn.tasks.gan_setup import class_names_for
 from vidyn.tasks.generator_progress import GeneratorProgress
 from vidyn.tasks.prompt_consistency import class_consistency
 
-TERMS = ("nll", "kl_z0", "kl_path", "consistency", "diffusion", "recon_mse")
+TERMS = ("nll", "kl_z0", "kl_path", "consistency", "diffusion", "recon_mse", "z0_sampler")
 
 
 def kl_weight_at(step: int, *, anneal_steps: int, kl_max: float = 1.0) -> float:
