@@ -139,3 +139,17 @@ def test_sde_video_fits_and_samples_from_an_imle_sampler() -> None:
     assert vidyn.build_model("sde_video_tiny").z0_imle is None  # default: the ELBO's prior
     with pytest.raises(VidynError, match="z0_sampler must be"):
         vidyn.build_model("sde_video_tiny", z0_sampler="gan")
+
+
+def test_imle_sampler_leaves_the_global_random_stream_alone() -> None:
+    """Fitted in training (no generator), the sampler draws from its own stream: the ELBO's random draws
+    after it are those of a model without the sampler."""
+    frames, times = torch.rand(2, 5, 1, 16, 16), torch.arange(5) * 0.1
+    after = []
+    for sampler in ("prior", "imle"):
+        torch.manual_seed(0)
+        model = vidyn.build_model("sde_video_tiny", num_classes=3, z0_sampler=sampler)
+        torch.manual_seed(1)
+        model.elbo(frames, times, num_context=1, labels=torch.tensor([0, 2]))
+        after.append(torch.rand(3))
+    assert torch.equal(after[0], after[1])

@@ -82,6 +82,12 @@ class ImleSampler(nn.Module):
         super().__init__()
         self.code, self.cell_noise, self.draws = code, cell_noise, draws
         self.net = conv_net(cond_channels + code + cell_noise, hidden, latent_channels, layers=3)
+        self._stream: torch.Generator | None = None
+
+    def _own_stream(self, device: torch.device) -> torch.Generator:
+        if self._stream is None or self._stream.device != device:
+            self._stream = torch.Generator(device).manual_seed(torch.initial_seed() % 2**63 + 1)
+        return self._stream
 
     def forward(self, cond_map: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """One z0 draw per condition `(N, cond, S, S)` -> `(N, C_z, S, S)`, from `generator`'s noise."""
@@ -97,8 +103,11 @@ class ImleSampler(nn.Module):
         """IMLE under the posterior's own metric: per clip, `draws` draws given its condition, and the one
         of highest posterior density is pulled up it, i.e. mean over clips of min over draws of
         mean((z - mean)^2 / std^2) (-log q(z | x) up to constants, per element). All inputs are detached
-        (only the sampler learns from it)."""
+        (only the sampler learns from it). Without `generator` the draws come from the sampler's own
+        stream (seeded from the run's seed), so the global random stream, and with it the ELBO's training,
+        is the same as without the sampler."""
         n, k = mean.shape[0], self.draws
+        generator = generator if generator is not None else self._own_stream(cond_map.device)
         z = self(cond_map.detach().repeat_interleave(k, 0), generator)  # (N*k, C_z, S, S)
         err = (z.view(n, k, *mean.shape[1:]) - mean.detach().unsqueeze(1)) / std.detach().unsqueeze(1)
         return err.square().mean((2, 3, 4)).min(dim=1).values.mean()
