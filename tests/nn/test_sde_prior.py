@@ -142,14 +142,16 @@ def test_sde_video_fits_and_samples_from_an_imle_sampler() -> None:
 
 
 def test_imle_sampler_leaves_the_global_random_stream_alone() -> None:
-    """Fitted in training (no generator), the sampler draws from its own stream: the ELBO's random draws
-    after it are those of a model without the sampler."""
+    """The sampler is initialised off the global random stream and, fitted in training (no generator),
+    draws from its own: the ELBO's networks, its value and the random draws after it are those of a model
+    without the sampler."""
     frames, times = torch.rand(2, 5, 1, 16, 16), torch.arange(5) * 0.1
     after = []
     for sampler in ("prior", "imle"):
         torch.manual_seed(0)
         model = vidyn.build_model("sde_video_tiny", num_classes=3, z0_sampler=sampler)
         torch.manual_seed(1)
-        model.elbo(frames, times, num_context=1, labels=torch.tensor([0, 2]))
-        after.append(torch.rand(3))
-    assert torch.equal(after[0], after[1])
+        out = model.elbo(frames, times, num_context=1, labels=torch.tensor([0, 2]))
+        after.append((out["loss"] - out["z0_sampler"], torch.rand(3)))
+    torch.testing.assert_close(after[0][0], after[1][0], rtol=0, atol=0)  # same weights, same draws
+    assert torch.equal(after[0][1], after[1][1])

@@ -317,7 +317,10 @@ class SDEVideo(nn.Module):
         samples comes from an `ImleSampler` (`z0_imle`, twice `hidden` wide) fitted beside the ELBO."""
         if sampler not in ("prior", "imle"):
             raise VidynError(f"z0_sampler must be 'prior' or 'imle'; got {sampler!r}")
-        self.z0_imle = ImleSampler(cond_channels, zc, 2 * hidden) if sampler == "imle" else None
+        self.z0_imle = None
+        if sampler == "imle":
+            with torch.random.fork_rng(devices=[]):  # initialised off the global stream: the ELBO's
+                self.z0_imle = ImleSampler(cond_channels, zc, 2 * hidden)  # networks get the same weights
         self.z0_components = components
         if components > 1:
             net = conv_net(cond_channels, hidden, components * 2 * zc, layers=1)
