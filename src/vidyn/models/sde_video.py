@@ -48,12 +48,9 @@ frame-and-class-conditional generation. Per clip, summed over frames (mean over 
 `kl_weight` is the annealed beta of the reference (the task schedules it). `diffusion` = mean g along
 the posterior path (detached), logged to catch the collapse g -> 0.
 
-Sampling z0 (`z0_sampler: imle`). The KL fits p(z0 | c) as a Gaussian per latent cell, which can offer
-the average of a law's random parameters (direction, speed, phase) plus independent noise per cell, not
-one coherent draw of them: started from the posterior's z0 the prior drift continues a clip's law, from
-the prior's z0 it mostly does not (docs/generation.md). With "imle", `sample` draws z0 from a generator
-of the condition and a per-clip code, fitted beside the ELBO to the posterior q(z0 | x) by conditional
-IMLE on detached inputs (`vidyn.nn.sde_prior.ImleSampler`); the ELBO and its prior are unchanged.
+Sampling z0 (`z0_sampler: imle`). A Gaussian p(z0 | c) per cell offers a law's average motion, not one
+coherent draw of it (docs/generation.md). With "imle", `sample` draws z0 from a sampler fitted beside the
+ELBO to q(z0 | x) by conditional IMLE on detached inputs (`vidyn.nn.sde_prior.ImleSampler`).
 
 Times. Clip and condition times are seconds; the SDE runs on times relative to the reference time
 t_ref (the first context frame, else the first requested time), and the drifts are autonomous, so a
@@ -203,10 +200,7 @@ class SDEVideo(nn.Module):
             labels = torch.where(keep[1], labels, torch.full_like(labels, -1))
         ctx = (frames[:, :num_context], emb[:, :num_context], rel[:num_context]) if num_context else None
         cond = self._encode_condition(ctx, labels, b, keep_frames=keep[0])
-        if self.z0_components > 1:
-            kl_z0 = self.prior_mixture.kl(q_z0, z0, cond.map).mean()
-        else:
-            kl_z0 = kl_divergence(q_z0, self._prior_z0(cond)).sum((1, 2, 3)).mean()
+        kl_z0 = self._kl_z0(q_z0, z0, cond)
 
         zs, kl_path = self._solve(z0.flatten(1), cond.map, rel.tolist(), generator, out.transpose(0, 1))
         assert kl_path is not None
@@ -215,9 +209,9 @@ class SDEVideo(nn.Module):
         nll = -pixel.log_prob(frames).sum((1, 2, 3, 4)).mean()
         consistency = self._consistency(recon, zs)
         kl = kl_weight * kl_z0 + (kl_weight if kl_path_weight is None else kl_path_weight) * kl_path.mean()
-        fit = nll.new_zeros(())
-        if self.z0_imle is not None:
-            fit = self.z0_imle.loss(cond.map, mean, log_std.exp(), generator)
+        fit = (
+            self.z0_imle.loss(cond.map, mean, log_std.exp(), generator) if self.z0_imle else nll.new_zeros(())
+        )
         loss = nll + kl + self.consistency_weight * consistency + fit
         diffusion = self.sde.diffusion(self._maps(zs).flatten(0, 1)).mean().detach()  # mean g on the path
         recon_mse = (recon - frames).square().mean().detach()
@@ -263,13 +257,7 @@ class SDEVideo(nn.Module):
             ctx = (frames, emb, ctx_t - t_ref)
         labels = check_labels(condition.labels, n, self.num_classes, self.null_frames.device)
         cond = self._encode_condition(ctx, labels, n)
-        if self.z0_imle is not None:
-            z0 = self.z0_imle(cond.map, generator)
-        elif self.z0_components > 1:
-            z0 = self.prior_mixture.sample(cond.map, generator)
-        else:
-            prior = self._prior_z0(cond)
-            z0 = prior.loc + prior.scale * randn_like(prior.loc, generator)
+        z0 = self._draw_z0(cond, generator)
         grid, where = torch.unique(torch.cat([out_t.new_tensor([t_ref]), out_t]), return_inverse=True)
         zs, _ = self._solve(
             z0.flatten(1), cond.map, (grid - t_ref).tolist(), generator
@@ -343,6 +331,21 @@ class SDEVideo(nn.Module):
     def _prior_z0(self, cond: ConditionMaps) -> Normal:
         mean, log_std = self.to_prior_z0(cond.map).chunk(2, dim=1)
         return Normal(mean, log_std.exp())
+
+    def _kl_z0(self, q_z0: Normal, z0: Tensor, cond: ConditionMaps) -> Tensor:
+        """KL(q(z0 | x) || p(z0 | c)), mean over clips (the mixture's: a single-sample estimate at z0)."""
+        if self.z0_components > 1:
+            return self.prior_mixture.kl(q_z0, z0, cond.map).mean()
+        return kl_divergence(q_z0, self._prior_z0(cond)).sum((1, 2, 3)).mean()
+
+    def _draw_z0(self, cond: ConditionMaps, generator: torch.Generator | None) -> Tensor:
+        """z0 of samples: from the IMLE sampler when there is one, else from p(z0 | c)."""
+        if self.z0_imle is not None:
+            return self.z0_imle(cond.map, generator)
+        if self.z0_components > 1:
+            return self.prior_mixture.sample(cond.map, generator)
+        prior = self._prior_z0(cond)
+        return prior.loc + prior.scale * randn_like(prior.loc, generator)
 
     def _solve(
         self,
