@@ -209,9 +209,9 @@ class SDEVideo(nn.Module):
         nll = -pixel.log_prob(frames).sum((1, 2, 3, 4)).mean()
         consistency = self._consistency(recon, zs)
         kl = kl_weight * kl_z0 + (kl_weight if kl_path_weight is None else kl_path_weight) * kl_path.mean()
-        fit = (
-            self.z0_imle.loss(cond.map, mean, log_std.exp(), generator) if self.z0_imle else nll.new_zeros(())
-        )
+        fit = nll.new_zeros(())  # the IMLE sampler's term (it trains the sampler only)
+        if self.z0_imle is not None:
+            fit = self.z0_imle.loss(cond.map, mean, log_std.exp(), generator)
         loss = nll + kl + self.consistency_weight * consistency + fit
         diffusion = self.sde.diffusion(self._maps(zs).flatten(0, 1)).mean().detach()  # mean g on the path
         recon_mse = (recon - frames).square().mean().detach()
@@ -259,9 +259,8 @@ class SDEVideo(nn.Module):
         cond = self._encode_condition(ctx, labels, n)
         z0 = self._draw_z0(cond, generator)
         grid, where = torch.unique(torch.cat([out_t.new_tensor([t_ref]), out_t]), return_inverse=True)
-        zs, _ = self._solve(
-            z0.flatten(1), cond.map, (grid - t_ref).tolist(), generator
-        )  # (K, N, d) sorted grid
+        rel = (grid - t_ref).tolist()
+        zs, _ = self._solve(z0.flatten(1), cond.map, rel, generator)  # (K, N, d) on the sorted grid
         return self._decode(zs[where[1:].to(zs.device)], cond)  # (N, T, C, H, W)
 
     # -- shared pieces ------------------------------------------------------------------------------
