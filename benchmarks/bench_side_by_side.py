@@ -60,7 +60,7 @@ from vidyn.config import TrainerConfig  # noqa: E402
 from vidyn.errors import VidynError  # noqa: E402
 from vidyn.nn.compiled import set_compile  # noqa: E402
 from vidyn.nn.patch import patchify  # noqa: E402
-from vidyn.nn.winograd import set_winograd  # noqa: E402
+from vidyn.nn.winograd import product_speedup, set_winograd, winograd_enabled  # noqa: E402
 from vidyn.registry import MODELS  # noqa: E402
 from vidyn.tasks.sampling import sample_truth_mask  # noqa: E402
 
@@ -357,6 +357,9 @@ def main() -> None:
     keep_mb = None if args.glibc_defaults else TrainerConfig().keep_freed_memory_mb
     kept = keep_mb is not None and keep_freed_memory(keep_mb)
     print(f"host memory: {'freed memory kept for reuse' if kept else 'the C library defaults'}")
+    if device.type == "cpu":  # the process's default, measured as `vidyn train` measures it
+        print(f"Winograd convolutions: {'on' if winograd_enabled() else 'off'} (product_speedup "
+              f"{product_speedup():.2f} now; VIDYN_WINOGRAD overrides)")  # fmt: skip
     for threads in args.threads:
         torch.set_num_threads(threads)
         where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {threads} thread(s)"

@@ -153,6 +153,33 @@ def test_it_applies_only_to_cpu_training_of_large_same_convolutions(winograd_on:
     assert not wg.winograd_applies(conv, x)
 
 
+@pytest.mark.parametrize(
+    "env, speedup, want",
+    [("", 1.8, False), ("", 3.2, True), ("auto", 2.5, True), ("0", 4.0, False), ("1", 1.0, True)],
+)
+def test_the_default_is_measured_unless_the_environment_says(
+    monkeypatch: pytest.MonkeyPatch, env: str, speedup: float, want: bool
+) -> None:
+    """Without `VIDYN_WINOGRAD` the process measures once whether this CPU's matrix products are fast
+    enough beside its direct convolution (1.8x: session 6's AVX-512 CPU; 3.1-4.3x: this project's AVX2 and
+    Zen 4 machines), and keeps the answer; the environment variable overrides the measurement."""
+    calls = []
+    monkeypatch.setattr(wg, "product_speedup", lambda: calls.append(1) or speedup)
+    monkeypatch.setitem(wg._state, "default", None)
+    monkeypatch.setitem(wg._state, "enabled", None)
+    monkeypatch.setenv("VIDYN_WINOGRAD", env)
+    assert wg.winograd_enabled() is want and wg.winograd_enabled() is want
+    assert len(calls) == (1 if env in ("", "auto") else 0)
+
+
+def test_product_speedup_measures_without_touching_the_global_random_stream() -> None:
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    speedup = wg.product_speedup(repeats=2)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert 0.1 < speedup < 100  # 4x a rate ratio: 1.8-4.3 on the CPUs measured (docs/speed.md)
+
+
 def test_same_conv2d_takes_winograd_only_for_enough_work(winograd_on: None) -> None:
     """`same_conv2d` equals the direct convolution (float64, values and gradients) and takes the Winograd
     path (a channels-last output) only from `MIN_WORK` tiles x C_in x C_out and 64 input channels."""

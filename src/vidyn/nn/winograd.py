@@ -20,19 +20,24 @@ The matrices come from the Toom-Cook construction with the interpolation points 
 float64. The result equals the direct convolution up to float32 rounding (relative error ~4e-7 for F(2, 3),
 ~6e-6 for F(4, 3) and F(2, 5) here; tests compare values and gradients in float64).
 
-Why: on a CPU without AVX-512 (this project's 2-core AVX2 machines) oneDNN's direct convolution and MKL's
-matrix product run at the same rate, so fewer multiplications are fewer seconds, provided the transforms
-are single memory passes: they are written as sums of strided slices that TorchInductor compiles into one
-loop each (`vidyn.nn.compiled`), and the output transform's adjoint is written by hand (Inductor's own was
-9 ms where the forward takes 1). `docs/speed.md` has the measurements. On machines with AVX-512, where
-earlier measurements put oneDNN's convolution at twice MKL's matrix-product rate, the direct convolution
-stays the default; `VIDYN_WINOGRAD=1` / `set_winograd(True)` forces Winograd, `VIDYN_WINOGRAD=0` turns it
-off. Only training on CPU (gradients enabled) takes it: inference, GPUs and autocast stay direct.
+Why: where MKL's matrix product runs near oneDNN's direct convolution rate, fewer multiplications are
+fewer seconds, provided the transforms are single memory passes: they are written as sums of strided
+slices that TorchInductor compiles into one loop each (`vidyn.nn.compiled`), and the output transform's
+adjoint is written by hand (Inductor's own was 9 ms where the forward takes 1). `docs/speed.md` has the
+measurements. Whether this CPU is such a machine is measured, not guessed from its instruction set: on
+first use the process times one 3x3 convolution's multiplications both ways (`product_speedup`: oneDNN's
+direct convolution against the batched matrix product F(4x4, 3x3) does instead) and takes Winograd where
+the product is at least `MIN_PRODUCT_SPEEDUP` times faster. Measured: 2-core AVX2 EPYC 3.5-4x and AVX-512
+EPYC (Zen 4) 3.1-3.8x, where Winograd made whole training steps 1.2-1.6x faster; session 6's AVX-512 CPU
+ran the direct convolution at twice the matrix-product rate (~1.8x here), where it was left off.
+`VIDYN_WINOGRAD=1` / `set_winograd(True)` forces Winograd, `VIDYN_WINOGRAD=0` turns it off. Only
+training on CPU (gradients enabled) takes it: inference, GPUs and autocast stay direct.
 """
 
 from __future__ import annotations
 
 import os
+import time
 
 import torch
 import torch.nn.functional as F
@@ -55,26 +60,55 @@ POINTS = {3: (0.0, 1.0, -1.0), 5: (0.0, 1.0, -1.0, 2.0, -2.0)}  # by count: m + 
 Algo = tuple[int, int]  # (m, r) of F(m x m, r x r)
 
 
+# Winograd F(4x4, 3x3) does 4x fewer multiplications, as matrix products; where those run at under 5/8 of
+# the direct convolution's rate the transforms eat the gain (docs/speed.md, session 23)
+MIN_PRODUCT_SPEEDUP = 2.5
+
+
+def product_speedup(repeats: int = 5) -> float:
+    """4 x this CPU's fp32 matrix-product rate / its oneDNN direct 3x3 convolution rate, at the current
+    thread count: how much faster F(4x4, 3x3) would compute a convolution's multiplications. A 512-square
+    product against (4, 128, 16, 16) -> 256 channels, the fastest of `repeats` interleaved runs of each
+    (~50 ms in all). Rates, not one Winograd product's time: a small product's time swings with what the
+    cache holds (2.2-3.8x here for the same shapes), the rates do not (3.1-3.4x)."""
+    gen = torch.Generator().manual_seed(0)  # not the global stream: training runs stay reproducible
+    a, b = torch.randn(2, 512, 512, generator=gen).unbind()
+    x = torch.randn(4, 128, 16, 16, generator=gen)
+    w = torch.randn(256, 128, 3, 3, generator=gen)
+    best = {"direct": float("inf"), "product": float("inf")}
+    with torch.no_grad():
+        for i in range(repeats + 1):  # the first round warms both up
+            for name, fn in (("direct", lambda: F.conv2d(x, w, padding=1)), ("product", lambda: a @ b)):
+                start = time.perf_counter()
+                fn()
+                if i:
+                    best[name] = min(best[name], time.perf_counter() - start)
+    product_rate = 2 * 512**3 / best["product"]
+    direct_rate = 2 * 4 * 128 * 256 * 9 * 16 * 16 / best["direct"]
+    return 4 * product_rate / direct_rate
+
+
 def _default_enabled() -> bool:
     env = os.environ.get("VIDYN_WINOGRAD", "auto").lower()
     if env in ("0", "false", "off", "no"):
         return False
     if env in ("1", "true", "on", "yes"):
         return True
-    return torch.backends.cpu.get_cpu_capability() not in ("AVX512", "AVX512_BF16", "AMX")
+    return product_speedup() >= MIN_PRODUCT_SPEEDUP
 
 
 _state: dict[str, bool | None] = {"enabled": None, "default": None}
 
 
 def set_winograd(enabled: bool | None) -> None:
-    """Force Winograd convolutions on or off in CPU training for this process (`None`: the default, on for
-    CPUs without AVX-512 unless `VIDYN_WINOGRAD` says otherwise)."""
+    """Force Winograd convolutions on or off in CPU training for this process (`None`: the default,
+    `VIDYN_WINOGRAD` if set, else measured on first use: `product_speedup`)."""
     _state["enabled"] = enabled
 
 
 def winograd_enabled() -> bool:
-    """Whether CPU training may take the Winograd path (`set_winograd`, `VIDYN_WINOGRAD`, the CPU)."""
+    """Whether CPU training may take the Winograd path (`set_winograd`, `VIDYN_WINOGRAD`, or measured
+    once per process: `product_speedup` at least `MIN_PRODUCT_SPEEDUP`)."""
     if _state["enabled"] is not None:
         return bool(_state["enabled"])
     if _state["default"] is None:
