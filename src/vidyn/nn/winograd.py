@@ -25,11 +25,10 @@ fewer seconds, provided the transforms are single memory passes: they are writte
 slices that TorchInductor compiles into one loop each (`vidyn.nn.compiled`), and the output transform's
 adjoint is written by hand (Inductor's own was 9 ms where the forward takes 1). `docs/speed.md` has the
 measurements. Whether this CPU is such a machine is measured, not guessed from its instruction set: on
-first use the process times one 3x3 convolution's multiplications both ways (`product_speedup`: oneDNN's
-direct convolution against the batched matrix product F(4x4, 3x3) does instead) and takes Winograd where
-the product is at least `MIN_PRODUCT_SPEEDUP` times faster. Measured: 2-core AVX2 EPYC 3.5-4x and AVX-512
-EPYC (Zen 4) 3.1-3.8x, where Winograd made whole training steps 1.2-1.6x faster; session 6's AVX-512 CPU
-ran the direct convolution at twice the matrix-product rate (~1.8x here), where it was left off.
+first use the process compares this CPU's matrix-product and direct-convolution rates (`product_speedup`:
+4x the ratio, the speed-up F(4x4, 3x3)'s 4x fewer multiplications give) and takes Winograd from
+`MIN_PRODUCT_SPEEDUP` (docs/speed.md, session 23: the AVX2 and Zen 4 AVX-512 machines come out on,
+session 6's AVX-512 machine, whose direct convolution ran at twice the matrix-product rate, off).
 `VIDYN_WINOGRAD=1` / `set_winograd(True)` forces Winograd, `VIDYN_WINOGRAD=0` turns it off. Only
 training on CPU (gradients enabled) takes it: inference, GPUs and autocast stay direct.
 """
