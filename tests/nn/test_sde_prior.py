@@ -137,8 +137,29 @@ def test_sde_video_fits_and_samples_from_an_imle_sampler() -> None:
         c = model.sample(3, times, condition=cond, generator=torch.Generator().manual_seed(0))
     assert torch.equal(a, b) and not torch.allclose(a, c)
     assert vidyn.build_model("sde_video_tiny").z0_imle is None  # default: the ELBO's prior
-    with pytest.raises(VidynError, match="z0_sampler must be"):
+    with pytest.raises(VidynError, match="z0_sampler must be 'prior', 'imle' or 'imle_prompted'"):
         vidyn.build_model("sde_video_tiny", z0_sampler="gan")
+
+
+def test_imle_prompted_draws_only_prompted_samples_from_the_sampler() -> None:
+    """With z0_sampler "imle_prompted" a sample with a class label starts from the sampler, one without
+    from p(z0 | c): moving the sampler's output moves exactly the prompted samples."""
+    torch.manual_seed(0)
+    model = vidyn.build_model("sde_video_tiny", num_classes=3, z0_sampler="imle_prompted").eval()
+    frames, times = torch.rand(1, 1, 1, 16, 16), torch.arange(5) * 0.1
+    labels = torch.tensor([1, -1, 2, -1])
+    draws = []
+    with torch.no_grad():
+        for shift in (0.0, 1.0):
+            model.z0_imle.net[-1].bias.add_(shift)
+            for lab in (labels, None):
+                cond = Condition(frames=frames, times=times[:1], labels=lab)
+                draws.append(
+                    model.sample(4, times, condition=cond, generator=torch.Generator().manual_seed(0))
+                )
+    moved = (draws[0] - draws[2]).abs().flatten(1).amax(1)
+    assert moved[0] > 1e-3 and moved[2] > 1e-3 and moved[1] == 0 and moved[3] == 0
+    assert torch.equal(draws[1], draws[3])  # no prompt at all: the prior only
 
 
 def test_imle_sampler_leaves_the_global_random_stream_alone() -> None:

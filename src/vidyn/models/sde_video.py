@@ -50,7 +50,9 @@ the posterior path (detached), logged to catch the collapse g -> 0.
 
 Sampling z0 (`z0_sampler: imle`). A Gaussian p(z0 | c) per cell offers a law's average motion, not one
 coherent draw of it (docs/generation.md). With "imle", `sample` draws z0 from a sampler fitted beside the
-ELBO to q(z0 | x) by conditional IMLE on detached inputs (`vidyn.nn.sde_prior.ImleSampler`).
+ELBO to q(z0 | x) by conditional IMLE on detached inputs (`vidyn.nn.sde_prior.ImleSampler`); with
+"imle_prompted" only samples with a class prompt do, the others from p(z0 | c), whose spread serves
+best-of-N futures of unprompted frames better (docs/generation.md, sessions 22-23).
 
 Times. Clip and condition times are seconds; the SDE runs on times relative to the reference time
 t_ref (the first context frame, else the first requested time), and the drifts are autonomous, so a
@@ -257,7 +259,7 @@ class SDEVideo(nn.Module):
             ctx = (frames, emb, ctx_t - t_ref)
         labels = check_labels(condition.labels, n, self.num_classes, self.null_frames.device)
         cond = self._encode_condition(ctx, labels, n)
-        z0 = self._draw_z0(cond, generator)
+        z0 = self._draw_z0(cond, generator, labels)
         grid, where = torch.unique(torch.cat([out_t.new_tensor([t_ref]), out_t]), return_inverse=True)
         rel = (grid - t_ref).tolist()
         zs, _ = self._solve(z0.flatten(1), cond.map, rel, generator)  # (K, N, d) on the sorted grid
@@ -302,10 +304,10 @@ class SDEVideo(nn.Module):
         """p(z0 | c): a Gaussian per latent cell (`to_prior_z0`), or with `components` > 1 a mixture with
         one component per clip (`prior_mixture`, vidyn.nn.sde_prior); with `sampler` "imle" the z0 of
         samples comes from an `ImleSampler` (`z0_imle`, twice `hidden` wide) fitted beside the ELBO."""
-        if sampler not in ("prior", "imle"):
-            raise VidynError(f"z0_sampler must be 'prior' or 'imle'; got {sampler!r}")
-        self.z0_imle = None
-        if sampler == "imle":
+        if sampler not in ("prior", "imle", "imle_prompted"):
+            raise VidynError(f"z0_sampler must be 'prior', 'imle' or 'imle_prompted'; got {sampler!r}")
+        self.z0_imle, self.z0_sampler = None, sampler
+        if sampler != "prior":
             with torch.random.fork_rng(devices=[]):  # initialised off the global stream: the ELBO's
                 self.z0_imle = ImleSampler(cond_channels, zc, 2 * hidden)  # networks get the same weights
         self.z0_components = components
@@ -337,14 +339,24 @@ class SDEVideo(nn.Module):
             return self.prior_mixture.kl(q_z0, z0, cond.map).mean()
         return kl_divergence(q_z0, self._prior_z0(cond)).sum((1, 2, 3)).mean()
 
-    def _draw_z0(self, cond: ConditionMaps, generator: torch.Generator | None) -> Tensor:
-        """z0 of samples: from the IMLE sampler when there is one, else from p(z0 | c)."""
-        if self.z0_imle is not None:
+    def _draw_z0(
+        self, cond: ConditionMaps, generator: torch.Generator | None, labels: Tensor | None
+    ) -> Tensor:
+        """z0 of samples: from the IMLE sampler when there is one ("imle_prompted": for the samples with a
+        class label only), else from p(z0 | c)."""
+        imle = torch.full((cond.map.shape[0],), self.z0_imle is not None)
+        if self.z0_sampler == "imle_prompted":
+            imle = labels.cpu() >= 0 if labels is not None else ~imle
+        if bool(imle.all()):
             return self.z0_imle(cond.map, generator)
         if self.z0_components > 1:
-            return self.prior_mixture.sample(cond.map, generator)
-        prior = self._prior_z0(cond)
-        return prior.loc + prior.scale * randn_like(prior.loc, generator)
+            z0 = self.prior_mixture.sample(cond.map, generator)
+        else:
+            prior = self._prior_z0(cond)
+            z0 = prior.loc + prior.scale * randn_like(prior.loc, generator)
+        if bool(imle.any()):
+            z0 = torch.where(imle.to(z0.device).view(-1, 1, 1, 1), self.z0_imle(cond.map, generator), z0)
+        return z0
 
     def _solve(
         self,
@@ -412,7 +424,8 @@ def sde_video(
     diffusion lies in [min_diffusion, max_diffusion]. `z0_components` > 1 makes the prior over z0 a
     mixture with one component drawn per clip (`vidyn.nn.sde_prior`; 1 = a Gaussian per latent cell).
     `z0_sampler` "imle": samples start from a conditional-IMLE sampler of the posterior's z0 (fitted beside
-    the ELBO, `vidyn.nn.sde_prior.ImleSampler`) instead of p(z0 | c) ("prior").
+    the ELBO, `vidyn.nn.sde_prior.ImleSampler`) instead of p(z0 | c) ("prior"); "imle_prompted": only
+    samples with a class prompt do.
     """
     return SDEVideo(**locals())  # the builder's arguments are the constructor's, by name
 
