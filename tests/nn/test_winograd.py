@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidyn.nn import compiled
+from vidyn.nn import compiled, winograd_switch
 from vidyn.nn import winograd as wg
 from vidyn.nn.time_batched import TimeBatchedConv2d, time_batched_weight_grads
 
@@ -164,9 +164,9 @@ def test_the_default_is_measured_unless_the_environment_says(
     enough beside its direct convolution (1.8x: session 6's AVX-512 CPU; 3.1-4.3x: this project's AVX2 and
     Zen 4 machines), and keeps the answer; the environment variable overrides the measurement."""
     calls = []
-    monkeypatch.setattr(wg, "product_speedup", lambda: calls.append(1) or speedup)
-    monkeypatch.setitem(wg._state, "default", None)
-    monkeypatch.setitem(wg._state, "enabled", None)
+    monkeypatch.setattr(winograd_switch, "product_speedup", lambda: calls.append(1) or speedup)
+    monkeypatch.setitem(winograd_switch._state, "default", None)
+    monkeypatch.setitem(winograd_switch._state, "enabled", None)
     monkeypatch.setenv("VIDYN_WINOGRAD", env)
     assert wg.winograd_enabled() is want and wg.winograd_enabled() is want
     assert len(calls) == (1 if env in ("", "auto") else 0)

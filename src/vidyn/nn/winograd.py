@@ -24,19 +24,13 @@ Why: where MKL's matrix product runs near oneDNN's direct convolution rate, fewe
 fewer seconds, provided the transforms are single memory passes: they are written as sums of strided
 slices that TorchInductor compiles into one loop each (`vidyn.nn.compiled`), and the output transform's
 adjoint is written by hand (Inductor's own was 9 ms where the forward takes 1). `docs/speed.md` has the
-measurements. Whether this CPU is such a machine is measured, not guessed from its instruction set: on
-first use the process compares this CPU's matrix-product and direct-convolution rates (`product_speedup`:
-4x the ratio, the speed-up F(4x4, 3x3)'s 4x fewer multiplications give) and takes Winograd from
-`MIN_PRODUCT_SPEEDUP` (docs/speed.md, session 23: the AVX2 and Zen 4 AVX-512 machines come out on,
-session 6's AVX-512 machine, whose direct convolution ran at twice the matrix-product rate, off).
-`VIDYN_WINOGRAD=1` / `set_winograd(True)` forces Winograd, `VIDYN_WINOGRAD=0` turns it off. Only
-training on CPU (gradients enabled) takes it: inference, GPUs and autocast stay direct.
+measurements. Whether this CPU is such a machine is measured once per process, not read off its
+instruction set (`vidyn.nn.winograd_switch`); `VIDYN_WINOGRAD=1` / `set_winograd(True)` forces Winograd,
+`VIDYN_WINOGRAD=0` turns it off. Only training on CPU (gradients enabled) takes it: inference, GPUs and
+autocast stay direct.
 """
 
 from __future__ import annotations
-
-import os
-import time
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +38,9 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from vidyn.nn.compiled import SMALL_KERNEL_STATIC_SHAPES, compiled_or_eager
+
+# re-exported: callers switch Winograd where they use it
+from vidyn.nn.winograd_switch import product_speedup, set_winograd, winograd_enabled  # noqa: F401
 
 # Below these, the transforms cost more than the saved multiplications (docs/speed.md: a 16-channel input
 # was 0.69x at F(2, 3) and 0.94x at F(4, 3); 128 -> 64 channels 1.02x at F(2, 3), 1.30x at F(4, 3))
@@ -57,62 +54,6 @@ SAME_CONV_MIN_IN_CHANNELS = 64
 KERNELS = (3, 5)
 POINTS = {3: (0.0, 1.0, -1.0), 5: (0.0, 1.0, -1.0, 2.0, -2.0)}  # by count: m + r - 2 finite points
 Algo = tuple[int, int]  # (m, r) of F(m x m, r x r)
-
-
-# Winograd F(4x4, 3x3) does 4x fewer multiplications, as matrix products; where those run at under 5/8 of
-# the direct convolution's rate the transforms eat the gain (docs/speed.md, session 23)
-MIN_PRODUCT_SPEEDUP = 2.5
-
-
-def product_speedup(repeats: int = 5) -> float:
-    """4 x this CPU's fp32 matrix-product rate / its oneDNN direct 3x3 convolution rate, at the current
-    thread count: how much faster F(4x4, 3x3) would compute a convolution's multiplications. A 512-square
-    product against (4, 128, 16, 16) -> 256 channels, the fastest of `repeats` interleaved runs of each
-    (~50 ms in all). Rates, not one Winograd product's time: a small product's time swings with what the
-    cache holds (2.2-3.8x here for the same shapes), the rates do not (3.1-3.4x)."""
-    gen = torch.Generator().manual_seed(0)  # not the global stream: training runs stay reproducible
-    a, b = torch.randn(2, 512, 512, generator=gen).unbind()
-    x = torch.randn(4, 128, 16, 16, generator=gen)
-    w = torch.randn(256, 128, 3, 3, generator=gen)
-    best = {"direct": float("inf"), "product": float("inf")}
-    with torch.no_grad():
-        for i in range(repeats + 1):  # the first round warms both up
-            for name, fn in (("direct", lambda: F.conv2d(x, w, padding=1)), ("product", lambda: a @ b)):
-                start = time.perf_counter()
-                fn()
-                if i:
-                    best[name] = min(best[name], time.perf_counter() - start)
-    product_rate = 2 * 512**3 / best["product"]
-    direct_rate = 2 * 4 * 128 * 256 * 9 * 16 * 16 / best["direct"]
-    return 4 * product_rate / direct_rate
-
-
-def _default_enabled() -> bool:
-    env = os.environ.get("VIDYN_WINOGRAD", "auto").lower()
-    if env in ("0", "false", "off", "no"):
-        return False
-    if env in ("1", "true", "on", "yes"):
-        return True
-    return product_speedup() >= MIN_PRODUCT_SPEEDUP
-
-
-_state: dict[str, bool | None] = {"enabled": None, "default": None}
-
-
-def set_winograd(enabled: bool | None) -> None:
-    """Force Winograd convolutions on or off in CPU training for this process (`None`: the default,
-    `VIDYN_WINOGRAD` if set, else measured on first use: `product_speedup`)."""
-    _state["enabled"] = enabled
-
-
-def winograd_enabled() -> bool:
-    """Whether CPU training may take the Winograd path (`set_winograd`, `VIDYN_WINOGRAD`, or measured
-    once per process: `product_speedup` at least `MIN_PRODUCT_SPEEDUP`)."""
-    if _state["enabled"] is not None:
-        return bool(_state["enabled"])
-    if _state["default"] is None:
-        _state["default"] = _default_enabled()
-    return bool(_state["default"])
 
 
 def _toom_cook(m: int, r: int) -> tuple[tuple[tuple[float, ...], ...], ...]:
