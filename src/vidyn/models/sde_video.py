@@ -303,7 +303,8 @@ class SDEVideo(nn.Module):
     ) -> None:
         """p(z0 | c): a Gaussian per latent cell (`to_prior_z0`), or with `components` > 1 a mixture with
         one component per clip (`prior_mixture`, vidyn.nn.sde_prior); with `sampler` "imle" the z0 of
-        samples comes from an `ImleSampler` (`z0_imle`, twice `hidden` wide) fitted beside the ELBO."""
+        samples ("imle_prompted": of prompted samples) comes from an `ImleSampler` (`z0_imle`, twice
+        `hidden` wide) fitted beside the ELBO."""
         if sampler not in ("prior", "imle", "imle_prompted"):
             raise VidynError(f"z0_sampler must be 'prior', 'imle' or 'imle_prompted'; got {sampler!r}")
         self.z0_imle, self.z0_sampler = None, sampler
