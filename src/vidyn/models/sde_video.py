@@ -71,10 +71,11 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Normal, kl_divergence
+from torch.distributions import Normal
 
 from vidyn.errors import VidynError
 from vidyn.models.interface import Condition
+from vidyn.models.sde_video_z0 import Z0Prior
 from vidyn.nn.ode import ConvGRUCell
 from vidyn.nn.sde import (
     LIKELIHOODS,
@@ -92,12 +93,11 @@ from vidyn.nn.sde import (
     shared_grid,
     solve,
 )
-from vidyn.nn.sde_nets import MapDecoder, MapEncoder, conv_net, coordinates, latent_levels, run_conv_gru
-from vidyn.nn.sde_prior import ImleSampler, MixturePrior
+from vidyn.nn.sde_nets import MapDecoder, MapEncoder, coordinates, latent_levels, run_conv_gru
 from vidyn.registry import MODELS
 
 
-class SDEVideo(nn.Module):
+class SDEVideo(Z0Prior, nn.Module):
     """Latent-SDE video generator; see the module docstring. `sample` is the Generator interface and
     `elbo` the training objective. `last_nfe`: drift and diffusion evaluations and solver steps of the
     last solve (see `vidyn.nn.sde.LatentSDEFunc`)."""
@@ -298,26 +298,6 @@ class SDEVideo(nn.Module):
         parts.append(coordinates(self.latent_size, frames_map).expand(n, -1, -1, -1))
         return ConditionMaps(torch.cat(parts, dim=1), content, skip)
 
-    def _build_prior_z0(
-        self, cond_channels: int, hidden: int, zc: int, components: int, sampler: str
-    ) -> None:
-        """p(z0 | c): a Gaussian per latent cell (`to_prior_z0`), or with `components` > 1 a mixture with
-        one component per clip (`prior_mixture`, vidyn.nn.sde_prior); with `sampler` "imle" the z0 of
-        samples ("imle_prompted": of prompted samples) comes from an `ImleSampler` (`z0_imle`, twice
-        `hidden` wide) fitted beside the ELBO."""
-        if sampler not in ("prior", "imle", "imle_prompted"):
-            raise VidynError(f"z0_sampler must be 'prior', 'imle' or 'imle_prompted'; got {sampler!r}")
-        self.z0_imle, self.z0_sampler = None, sampler
-        if sampler != "prior":
-            with torch.random.fork_rng(devices=[]):  # initialised off the global stream: the ELBO's
-                self.z0_imle = ImleSampler(cond_channels, zc, 2 * hidden)  # networks get the same weights
-        self.z0_components = components
-        if components > 1:
-            net = conv_net(cond_channels, hidden, components * 2 * zc, layers=1)
-            self.prior_mixture = MixturePrior(net, cond_channels, zc, components)
-        else:
-            self.to_prior_z0 = conv_net(cond_channels, hidden, 2 * zc, layers=1)
-
     def _build_decoder(self, hidden: int, zc: int, base_channels: int) -> None:
         """The frame decoder of z(t) (`decoder`); with consistency it also takes the content map and outputs
         the skip mask, and the content map's 1x1 conv and null map and the re-encoding head are built."""
@@ -329,35 +309,6 @@ class SDEVideo(nn.Module):
         decoder_in = zc + (e if self.consistency else 0)
         decoder_out = self.in_channels + (1 if self.consistency else 0)  # image (+ skip mask)
         self.decoder = MapDecoder(decoder_in, decoder_out, self.image_size, s, base_channels)
-
-    def _prior_z0(self, cond: ConditionMaps) -> Normal:
-        mean, log_std = self.to_prior_z0(cond.map).chunk(2, dim=1)
-        return Normal(mean, log_std.exp())
-
-    def _kl_z0(self, q_z0: Normal, z0: Tensor, cond: ConditionMaps) -> Tensor:
-        """KL(q(z0 | x) || p(z0 | c)), mean over clips (the mixture's: a single-sample estimate at z0)."""
-        if self.z0_components > 1:
-            return self.prior_mixture.kl(q_z0, z0, cond.map).mean()
-        return kl_divergence(q_z0, self._prior_z0(cond)).sum((1, 2, 3)).mean()
-
-    def _draw_z0(
-        self, cond: ConditionMaps, generator: torch.Generator | None, labels: Tensor | None
-    ) -> Tensor:
-        """z0 of samples: from the IMLE sampler when there is one ("imle_prompted": for the samples with a
-        class label only), else from p(z0 | c)."""
-        imle = torch.full((cond.map.shape[0],), self.z0_imle is not None)
-        if self.z0_sampler == "imle_prompted":
-            imle = labels.cpu() >= 0 if labels is not None else ~imle
-        if bool(imle.all()):
-            return self.z0_imle(cond.map, generator)
-        if self.z0_components > 1:
-            z0 = self.prior_mixture.sample(cond.map, generator)
-        else:
-            prior = self._prior_z0(cond)
-            z0 = prior.loc + prior.scale * randn_like(prior.loc, generator)
-        if bool(imle.any()):
-            z0 = torch.where(imle.to(z0.device).view(-1, 1, 1, 1), self.z0_imle(cond.map, generator), z0)
-        return z0
 
     def _solve(
         self,
