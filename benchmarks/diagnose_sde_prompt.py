@@ -9,8 +9,10 @@ judge in seven modes, on `--clips` test clips of the model's config data (split 
 - law_only: prior samples from the law alone (no frames);
 - frame_only: prior samples from the first frame with the null label (no law);
 plus the judge's confusion matrix for frame_law and how much the label moves the prior (z0 mean and drift,
-relative to the null label), and optionally classifier-free guidance of the prior drift (`--guidance W`:
-h_null + W (h_law - h_null), W = 1 is no guidance) and of the z0 prior's mean (`--z0-guidance W`).
+relative to the null label), optionally another number of draws for the model's law reader to choose
+among (`--select K`; 1 = the first draw), and optionally classifier-free guidance of the prior drift
+(`--guidance W`: h_null + W (h_law - h_null), W = 1 is no guidance) and of the z0 prior's mean
+(`--z0-guidance W`).
 
     .venv/bin/python benchmarks/diagnose_sde_prompt.py /tmp/gen/runs/sde4 --clips 64 --samples 4
 
@@ -208,16 +210,21 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=4, help="prior samples per clip and mode")
     p.add_argument("--guidance", type=float, default=1.0, help="CFG weight of the prior drift (1 = none)")
     p.add_argument("--z0-guidance", type=float, default=1.0, help="CFG weight of the z0 prior's mean")
+    p.add_argument("--select", type=int, help="draws the law reader chooses among (the model's z0_select)")
     args = p.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = load_model(args.run).eval()
+    if args.select is not None:
+        if getattr(model, "z0_reader", None) is None and args.select > 1:
+            raise SystemExit("--select needs a model trained with model.args.z0_select > 1 (a law reader)")
+        model.z0_select = args.select
     names = list(model.vidyn_meta["class_names"])
     with torch.no_grad():
         data = test_clips(model.vidyn_meta["config"]["data"]["args"], args.clips)
         results = diagnose(model, data, args.samples, names, args.guidance, args.z0_guidance)
     report(results, names)
-    guidance = dict(guidance=args.guidance, z0_guidance=args.z0_guidance)
+    guidance = dict(guidance=args.guidance, z0_guidance=args.z0_guidance, select=args.select)
     print("RESULT", json.dumps(dict(run=args.run) | guidance | results))
 
 

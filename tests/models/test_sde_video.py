@@ -140,8 +140,9 @@ def test_elbo_terms_and_kl_weight() -> None:
     model = _model(num_classes=3).eval()  # eval: BatchNorm running statistics stay fixed between the calls
     clips, labels = _clips(), torch.tensor([0, -1])
     out = model.elbo(clips, TIMES, num_context=2, labels=labels, generator=_gen())
-    terms = {"loss", "nll", "kl_z0", "kl_path", "consistency", "diffusion", "recon_mse", "z0_sampler"}
-    assert set(out) == terms and out["z0_sampler"] == 0  # no IMLE sampler by default
+    terms = {"loss", "nll", "kl_z0", "kl_path", "consistency", "diffusion", "recon_mse"}
+    terms |= {"z0_sampler", "z0_reader"}
+    assert set(out) == terms and out["z0_sampler"] == 0 == out["z0_reader"]  # no ex-post fits by default
     assert all(v.dim() == 0 and torch.isfinite(v) for v in out.values())
     assert out["kl_z0"] >= 0 and out["kl_path"] >= 0 and out["consistency"] > 0
     assert 0.01 <= out["diffusion"] <= 0.2  # inside [min_diffusion, max_diffusion]

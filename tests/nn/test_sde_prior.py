@@ -1,19 +1,21 @@
 """The z0 priors and samplers of sde_video: the mixture prior (density, KL estimate, one component per
-clip) and the conditional-IMLE sampler (it covers every mode of a multimodal target, it does not average)."""
+clip), the conditional-IMLE sampler (it covers every mode of a multimodal target, it does not average) and
+the law reader that chooses a prompted sample's z0 among draws."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.distributions import Normal
 
 import vidyn
 from vidyn.errors import VidynError
 from vidyn.models.interface import Condition
-from vidyn.nn.sde_prior import ImleSampler, MixturePrior
+from vidyn.nn.sde_prior import ImleSampler, LawReader, MixturePrior
 
 
 def _prior(components: int = 3) -> MixturePrior:
@@ -176,3 +178,61 @@ def test_imle_sampler_leaves_the_global_random_stream_alone() -> None:
         after.append((out["loss"] - out["z0_sampler"], torch.rand(3)))
     torch.testing.assert_close(after[0][0], after[1][0], rtol=0, atol=0)  # same weights, same draws
     assert torch.equal(after[0][1], after[1][1])
+
+
+def test_law_reader_learns_a_class_from_a_latent_map_and_chooses_the_draw_of_the_asked_class() -> None:
+    """Fitted to maps whose class is where a blob sits (not their mean or scale), the reader tells the
+    classes apart on new maps, and of K draws it returns, per sample, the one of the asked class."""
+    torch.manual_seed(0)
+    reader = LawReader(latent_channels=2, hidden=16, num_classes=3, select=4)
+    opt = torch.optim.Adam(reader.parameters(), 1e-2)
+
+    def maps(classes: Tensor) -> Tensor:  # a unit blob in corner 0, 1 or 2 of a noisy (2, 6, 6) map
+        z = 0.3 * torch.randn(classes.numel(), 2, 6, 6)
+        for i, c in enumerate(classes.tolist()):
+            z[i, :, 3 * (c % 2) : 3 * (c % 2) + 3, 3 * (c // 2) : 3 * (c // 2) + 3] += 1.0
+        return z
+
+    for _ in range(150):
+        y = torch.randint(0, 3, (32,))
+        loss = reader.loss(maps(y), torch.where(torch.rand(32) < 0.2, -1, y))  # unlabelled clips skipped
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    y = torch.randint(0, 3, (64,))
+    with torch.no_grad():
+        assert float((reader(maps(y)).argmax(1) == y).float().mean()) > 0.9
+        perm = torch.randperm(3)
+        draws = maps(perm.repeat(8)).view(8, 3, 2, 6, 6)  # (N, K=3, C, S, S): draw j is of class perm[j]
+        asked = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+        chosen = reader.choose(draws, asked)
+    truth = torch.stack([draws[i, perm.tolist().index(int(a))] for i, a in enumerate(asked)])
+    assert torch.equal(chosen, truth)
+    assert reader.loss(maps(y), None) == 0 and reader.loss(maps(y), torch.full((64,), -1)) == 0
+
+
+def test_sde_video_chooses_a_prompted_samples_z0_among_draws_with_its_law_reader() -> None:
+    """With z0_select K the ELBO fits the law reader (its term trains it alone), a prompted sample starts
+    from the reader's choice among K draws of the sampler and an unprompted one from the first draw."""
+    torch.manual_seed(0)
+    model = vidyn.build_model("sde_video_tiny", num_classes=3, z0_sampler="imle_prompted", z0_select=4)
+    frames, times = torch.rand(2, 5, 1, 16, 16), torch.arange(5) * 0.1
+    out = model.elbo(frames, times, num_context=1, labels=torch.tensor([0, 2]), drop_condition=1.0)
+    assert out["z0_reader"] > 0  # the reader learns the true labels even where the condition dropped them
+    others = [p for n, p in model.named_parameters() if not n.startswith("z0_reader.")]
+    assert all(g is None for g in torch.autograd.grad(out["z0_reader"], others, allow_unused=True))
+    model.eval()
+    labels = torch.tensor([1, -1, 2])
+    with torch.no_grad():
+        cond = model._encode_condition(None, labels, 3)
+        z0 = model._draw_z0(cond, torch.Generator().manual_seed(0), labels)
+        many = dataclasses.replace(cond, map=cond.map.repeat_interleave(4, 0))
+        draws = model._draw_z0_once(many, torch.Generator().manual_seed(0), labels.repeat_interleave(4))
+        draws = draws.view(3, 4, *z0.shape[1:])
+        logp = model.z0_reader(draws.flatten(0, 1)).log_softmax(1).view(3, 4, 3)
+    for i, label in ((0, 1), (2, 2)):
+        assert torch.equal(z0[i], draws[i, int(logp[i, :, label].argmax())])
+    assert torch.equal(z0[1], draws[1, 0])
+    assert vidyn.build_model("sde_video_tiny").z0_reader is None  # default: no selection
+    with pytest.raises(VidynError, match="z0_select must be 1, or > 1 with num_classes > 0"):
+        vidyn.build_model("sde_video_tiny", z0_select=4)

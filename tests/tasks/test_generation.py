@@ -477,6 +477,23 @@ def test_latent_sde_classifier_has_its_own_lr_and_is_not_clipped_with_the_genera
     )  # the classifier: as it was
 
 
+def test_latent_sde_leaves_the_models_ex_post_fits_out_of_the_elbos_clipping() -> None:
+    """The z0 sampler and the law reader are fitted beside the ELBO: their gradients are neither clipped
+    with the ELBO's networks nor counted in their norm."""
+    run = TaskRun(optim=OPTIM, total_steps=10, class_names=CLASSES)
+    model = build_model("sde_video_tiny", num_classes=7, z0_sampler="imle", z0_select=4)
+    task = LatentSdeTask(model, run)
+    for p in task.parameters():
+        p.grad = torch.full_like(p, 100.0)
+    task.configure_gradient_clipping(None, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
+    aside = {id(p) for p in model.ex_post_parameters()}
+    fits = [*model.z0_reader.parameters(), *model.z0_imle.parameters()]
+    assert aside == {id(p) for p in fits}
+    norm = torch.cat([p.grad.flatten() for p in model.parameters() if id(p) not in aside]).norm()
+    assert norm == pytest.approx(1.0, rel=1e-3)
+    assert all(bool((p.grad == 100.0).all()) for p in model.ex_post_parameters())
+
+
 def test_latent_sde_trains_through_api(tmp_path: Path) -> None:
     cfg = generation_config("sde_video_tiny", "latent_sde", {"num_context": 2, "kl_anneal_steps": 5},
                             frames=6, num_classes=7)  # fmt: skip

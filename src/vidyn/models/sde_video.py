@@ -52,7 +52,9 @@ Sampling z0 (`z0_sampler: imle`). A Gaussian p(z0 | c) per cell offers a law's a
 coherent draw of it (docs/generation.md). With "imle", `sample` draws z0 from a sampler fitted beside the
 ELBO to q(z0 | x) by conditional IMLE on detached inputs (`vidyn.nn.sde_prior.ImleSampler`); with
 "imle_prompted" only samples with a class prompt do, the others from p(z0 | c), whose spread serves
-best-of-N futures of unprompted frames better (docs/generation.md, sessions 22-23).
+best-of-N futures of unprompted frames better (docs/generation.md, sessions 22-23). With `z0_select` K > 1
+a prompted sample starts from the one of K draws that a law reader, fitted beside the ELBO to the
+posterior's z0 of labelled clips, reads as the asked law most surely (`vidyn.models.sde_video_z0`).
 
 Times. Clip and condition times are seconds; the SDE runs on times relative to the reference time
 t_ref (the first context frame, else the first requested time), and the drifts are autonomous, so a
@@ -127,6 +129,7 @@ class SDEVideo(Z0Prior, nn.Module):
         z0_components: int = 1,
         likelihood: str = "gaussian",
         z0_sampler: str = "prior",
+        z0_select: int = 1,
     ) -> None:
         super().__init__()
         sizes = dict(in_channels=in_channels, image_size=image_size, latent_size=latent_size)
@@ -149,7 +152,7 @@ class SDEVideo(Z0Prior, nn.Module):
         self.null_frames = nn.Parameter(torch.zeros(e, latent_size, latent_size))
         self.label_embedding = nn.Embedding(num_classes + 1, e) if num_classes else None
         cond_channels = e * (2 if num_classes else 1) + 2  # frames, label, x/y
-        self._build_prior_z0(cond_channels, e, zc, z0_components, z0_sampler)
+        self._build_prior_z0(cond_channels, e, zc, z0_components, z0_sampler, z0_select, num_classes)
         self.sde = LatentSDEFunc(
             latent_channels=zc, latent_size=latent_size, cond_channels=cond_channels, context_channels=e,
             hidden_channels=drift_channels, sde_type=sde_type, min_diffusion=min_diffusion,
@@ -178,7 +181,8 @@ class SDEVideo(Z0Prior, nn.Module):
         `kl_weight`, the ELBO's single beta). Returns scalars: loss (minimise), nll,
         kl_z0, kl_path, consistency (unweighted; 0 without the module), diffusion (mean g, detached),
         recon_mse (per-pixel MSE of the posterior reconstruction, detached: comparable across likelihoods),
-        z0_sampler (the IMLE sampler's fit to the posterior, in the loss; 0 without it).
+        z0_sampler (the IMLE sampler's fit to the posterior, in the loss; 0 without it), z0_reader (the
+        law reader's cross-entropy on the posterior's z0, in the loss; 0 without it).
         """
         check_frames(frames, self.in_channels, self.image_size, "frames")
         b, t = frames.shape[:2]
@@ -187,7 +191,7 @@ class SDEVideo(Z0Prior, nn.Module):
         rel = rel - rel[0]
         if not 0 <= num_context <= t or not 0 <= drop_condition <= 1:
             raise VidynError(f"need 0 <= num_context <= {t} and 0 <= drop_condition <= 1")
-        labels = check_labels(labels, b, self.num_classes, frames.device)
+        labels = true_labels = check_labels(labels, b, self.num_classes, frames.device)
         emb = self.encoder(frames.flatten(0, 1)).unflatten(0, (b, t))  # (B*T, E, S, S) -> (B, T, E, S, S)
 
         # Posterior: ConvGRU backwards in time; out[:, i] summarises frames i..T-1.
@@ -211,14 +215,12 @@ class SDEVideo(Z0Prior, nn.Module):
         nll = -pixel.log_prob(frames).sum((1, 2, 3, 4)).mean()
         consistency = self._consistency(recon, zs)
         kl = kl_weight * kl_z0 + (kl_weight if kl_path_weight is None else kl_path_weight) * kl_path.mean()
-        fit = nll.new_zeros(())  # the IMLE sampler's term (it trains the sampler only)
-        if self.z0_imle is not None:
-            fit = self.z0_imle.loss(cond.map, mean, log_std.exp(), generator)
-        loss = nll + kl + self.consistency_weight * consistency + fit
+        fit, reader = self._fit_z0(cond, mean, log_std.exp(), z0, true_labels, generator)  # ex-post fits
+        loss = nll + kl + self.consistency_weight * consistency + fit + reader
         diffusion = self.sde.diffusion(self._maps(zs).flatten(0, 1)).mean().detach()  # mean g on the path
         recon_mse = (recon - frames).square().mean().detach()
         return dict(loss=loss, nll=nll, kl_z0=kl_z0, kl_path=kl_path.mean(), consistency=consistency,
-                    diffusion=diffusion, recon_mse=recon_mse, z0_sampler=fit)  # fmt: skip
+                    diffusion=diffusion, recon_mse=recon_mse, z0_sampler=fit, z0_reader=reader)  # fmt: skip
 
     def _consistency(self, recon: Tensor, zs: Tensor) -> Tensor:
         """The re-encoding term of the decoded frames `(B, T, C, H, W)` (0 without the consistency module)."""
@@ -363,6 +365,7 @@ def sde_video(
     z0_components: int = 1,
     likelihood: str = "gaussian",
     z0_sampler: str = "prior",
+    z0_select: int = 1,
 ) -> SDEVideo:
     """Latent-SDE video generator (Li et al. 2020) conditioned on initial frames and/or a class.
 
@@ -377,7 +380,8 @@ def sde_video(
     mixture with one component drawn per clip (`vidyn.nn.sde_prior`; 1 = a Gaussian per latent cell).
     `z0_sampler` "imle": samples start from a conditional-IMLE sampler of the posterior's z0 (fitted beside
     the ELBO, `vidyn.nn.sde_prior.ImleSampler`) instead of p(z0 | c) ("prior"); "imle_prompted": only
-    samples with a class prompt do.
+    samples with a class prompt do. `z0_select` K > 1: a prompted sample's z0 is the one of K draws a law
+    reader fitted beside the ELBO (`vidyn.nn.sde_prior.LawReader`) reads as the asked class most surely.
     """
     return SDEVideo(**locals())  # the builder's arguments are the constructor's, by name
 

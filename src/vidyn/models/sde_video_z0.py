@@ -7,9 +7,16 @@ parameters keep their names in `SDEVideo`'s state dict).
 - What samples start from: p(z0 | c), or with `z0_sampler` "imle" an `ImleSampler` fitted beside the ELBO
   to q(z0 | x) (`z0_imle`), or with "imle_prompted" the sampler for samples with a class label and p(z0 | c)
   for the others (docs/generation.md, sessions 22-23).
+- With `z0_select` K > 1, a prompted sample's z0 is the one of K draws that a `LawReader` (`z0_reader`),
+  fitted beside the ELBO to the posterior's z0 of labelled clips, reads as the asked class most surely
+  (docs/generation.md, session 24).
+- The sampler and the reader are fitted on detached inputs and left out of the ELBO's gradient clipping
+  (`ex_post_parameters`), so the ELBO trains exactly as without them.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 from torch import Tensor, nn
@@ -18,29 +25,38 @@ from torch.distributions import Normal, kl_divergence
 from vidyn.errors import VidynError
 from vidyn.nn.sde import ConditionMaps, randn_like
 from vidyn.nn.sde_nets import conv_net
-from vidyn.nn.sde_prior import ImleSampler, MixturePrior
+from vidyn.nn.sde_prior import ImleSampler, LawReader, MixturePrior
 
 
 class Z0Prior:
     """Mixed into `SDEVideo` (an `nn.Module`): builds and uses the z0 prior and sampler."""
 
     z0_imle: ImleSampler | None
+    z0_reader: LawReader | None
     prior_mixture: MixturePrior
     to_prior_z0: nn.Module
 
     def _build_prior_z0(
-        self, cond_channels: int, hidden: int, zc: int, components: int, sampler: str
-    ) -> None:
+        self, cond_channels: int, hidden: int, zc: int, components: int, sampler: str, select: int,
+        num_classes: int,
+    ) -> None:  # fmt: skip
         """p(z0 | c): a Gaussian per latent cell (`to_prior_z0`), or with `components` > 1 a mixture with
         one component per clip (`prior_mixture`, vidyn.nn.sde_prior); with `sampler` "imle" the z0 of
         samples ("imle_prompted": of prompted samples) comes from an `ImleSampler` (`z0_imle`, twice
-        `hidden` wide) fitted beside the ELBO."""
+        `hidden` wide) fitted beside the ELBO; with `select` > 1 a `LawReader` (`z0_reader`) chooses a
+        prompted sample's z0 among `select` draws."""
         if sampler not in ("prior", "imle", "imle_prompted"):
             raise VidynError(f"z0_sampler must be 'prior', 'imle' or 'imle_prompted'; got {sampler!r}")
-        self.z0_imle, self.z0_sampler = None, sampler
-        if sampler != "prior":
-            with torch.random.fork_rng(devices=[]):  # initialised off the global stream: the ELBO's
-                self.z0_imle = ImleSampler(cond_channels, zc, 2 * hidden)  # networks get the same weights
+        if not isinstance(select, int) or select < 1 or (select > 1 and not num_classes):
+            raise VidynError(
+                f"z0_select must be 1, or > 1 with num_classes > 0 (it reads the prompt); got {select!r}"
+            )
+        self.z0_imle, self.z0_reader, self.z0_sampler, self.z0_select = None, None, sampler, select
+        with torch.random.fork_rng(devices=[]):  # initialised off the global stream: the ELBO's
+            if sampler != "prior":  # networks get the same weights as without them
+                self.z0_imle = ImleSampler(cond_channels, zc, 2 * hidden)
+            if select > 1:
+                self.z0_reader = LawReader(zc, 2 * hidden, num_classes, select)
         self.z0_components = components
         if components > 1:
             net = conv_net(cond_channels, hidden, components * 2 * zc, layers=1)
@@ -58,7 +74,36 @@ class Z0Prior:
             return self.prior_mixture.kl(q_z0, z0, cond.map).mean()
         return kl_divergence(q_z0, self._prior_z0(cond)).sum((1, 2, 3)).mean()
 
+    def ex_post_parameters(self) -> list[nn.Parameter]:
+        """The parameters fitted beside the ELBO on detached inputs (the IMLE sampler, the law reader)."""
+        return [p for m in (self.z0_imle, self.z0_reader) if m is not None for p in m.parameters()]
+
+    def _fit_z0(
+        self, cond: ConditionMaps, mean: Tensor, std: Tensor, z0: Tensor, labels: Tensor | None,
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor, Tensor]:  # fmt: skip
+        """The ex-post fits' losses (IMLE sampler, law reader; 0 without them) on the posterior q(z0 | x)
+        `(mean, std)` and its draw z0 of clips with true `labels`; inputs detached inside."""
+        zero = mean.new_zeros(())
+        imle = self.z0_imle.loss(cond.map, mean, std, generator) if self.z0_imle is not None else zero
+        reader = self.z0_reader.loss(z0, labels) if self.z0_reader is not None else zero
+        return imle, reader
+
     def _draw_z0(
+        self, cond: ConditionMaps, generator: torch.Generator | None, labels: Tensor | None
+    ) -> Tensor:
+        """z0 of samples (`_draw_z0_once`); with the law reader, a prompted sample's is the one of
+        `z0_select` draws the reader reads as its class most surely."""
+        if self.z0_reader is None or labels is None or not bool((labels >= 0).any()):
+            return self._draw_z0_once(cond, generator, labels)
+        n, k = cond.map.shape[0], self.z0_select
+        many = dataclasses.replace(cond, map=cond.map.repeat_interleave(k, 0), content=None, skip=None)
+        draws = self._draw_z0_once(many, generator, labels.repeat_interleave(k)).unflatten(0, (n, k))
+        labels = labels.to(draws.device)  # draws: (N*K, C_z, S, S) -> (N, K, C_z, S, S)
+        chosen = self.z0_reader.choose(draws, labels.clamp_min(0))
+        return torch.where((labels >= 0).view(-1, 1, 1, 1), chosen, draws[:, 0])
+
+    def _draw_z0_once(
         self, cond: ConditionMaps, generator: torch.Generator | None, labels: Tensor | None
     ) -> Tensor:
         """z0 of samples: from the IMLE sampler when there is one ("imle_prompted": for the samples with a

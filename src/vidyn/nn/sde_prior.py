@@ -111,3 +111,46 @@ class ImleSampler(nn.Module):
         z = self(cond_map.detach().repeat_interleave(k, 0), generator)  # (N*k, C_z, S, S)
         err = (z.view(n, k, *mean.shape[1:]) - mean.detach().unsqueeze(1)) / std.detach().unsqueeze(1)
         return err.square().mean((2, 3, 4)).min(dim=1).values.mean()
+
+
+class LawReader(nn.Module):
+    """A classifier of the class (the motion law) from a latent map z0 `(N, C_z, S, S)`, fitted beside the
+    ELBO to the posterior's z0 of labelled training clips (detached: it shapes nothing else), and used at
+    sampling time to choose, among `select` draws of z0 for a prompted sample, the one it reads as the
+    asked class most surely (`choose`).
+
+    This is rejection sampling towards a learned classifier in the latent space (the selection form of
+    classifier guidance, Dhariwal & Nichol, "Diffusion Models Beat GANs on Image Synthesis", 2021; of
+    discriminator rejection sampling, Azadi et al., ICLR 2019): a sampler's draws that miss the asked law
+    (e.g. the draws IMLE leaves unpulled, `ImleSampler`) are passed over. It reads z0 only, the state the
+    prior drift continues, not pixels, so it costs K sampler draws and a small conv net per sample.
+    """
+
+    def __init__(self, latent_channels: int, hidden: int, num_classes: int, select: int) -> None:
+        super().__init__()
+        self.select = select
+        self.net = nn.Sequential(
+            nn.Conv2d(latent_channels, hidden, 3, 1, 1), nn.SiLU(),
+            nn.Conv2d(hidden, hidden, 3, 2, 1), nn.SiLU(),
+            nn.Conv2d(hidden, hidden, 3, 1, 1), nn.SiLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(hidden, num_classes),
+        )  # fmt: skip
+
+    def forward(self, z0: Tensor) -> Tensor:
+        """Class logits `(N, num_classes)` of z0 `(N, C_z, S, S)`."""
+        return self.net(z0)
+
+    def loss(self, z0: Tensor, labels: Tensor | None) -> Tensor:
+        """Cross-entropy on the clips with a label (>= 0) of the posterior's z0 (detached); 0 without."""
+        if labels is None or not bool((labels >= 0).any()):
+            return z0.new_zeros(())
+        keep = labels >= 0
+        return nn.functional.cross_entropy(self(z0.detach()[keep]), labels[keep])
+
+    def choose(self, candidates: Tensor, labels: Tensor) -> Tensor:
+        """Of `candidates` `(N, K, C_z, S, S)` for classes `labels` `(N,)` (>= 0), the one of highest
+        log-probability of its class per sample `(N, C_z, S, S)` (ties: the first)."""
+        n, k = candidates.shape[:2]
+        logp = self(candidates.flatten(0, 1)).log_softmax(1).unflatten(0, (n, k))  # (N*K, L) -> (N, K, L)
+        score = logp.gather(2, labels.view(n, 1, 1).expand(n, k, 1)).squeeze(2)  # (N, K)
+        return candidates[torch.arange(n, device=candidates.device), score.argmax(1)]

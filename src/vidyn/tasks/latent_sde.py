@@ -32,7 +32,7 @@ from vidyn.tasks.gan_setup import class_names_for
 from vidyn.tasks.generator_progress import GeneratorProgress
 from vidyn.tasks.prompt_consistency import class_consistency
 
-TERMS = ("nll", "kl_z0", "kl_path", "consistency", "diffusion", "recon_mse", "z0_sampler")
+TERMS = ("nll", "kl_z0", "kl_path", "consistency", "diffusion", "recon_mse", "z0_sampler", "z0_reader")
 
 
 def kl_weight_at(step: int, *, anneal_steps: int, kl_max: float = 1.0) -> float:
@@ -214,14 +214,17 @@ class LatentSdeTask(VidynTask):
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str | None = None,
     ) -> None:
-        """Clip the generator alone: clipped together, the ELBO's gradient norm (thousands of nats) would
-        scale the classifier's gradients towards zero."""
-        if self.classifier is None or not gradient_clip_val:
-            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
-        elif gradient_clip_algorithm == "value":
-            nn.utils.clip_grad_value_(self.model.parameters(), gradient_clip_val)
+        """Clip the ELBO's networks alone: clipped together, the ELBO's gradient norm (thousands of nats)
+        would scale the classifier's gradients, and those of the model's ex-post fits (z0 sampler, law
+        reader), towards zero, and their gradients would change the ELBO's clipping."""
+        if not gradient_clip_val:
+            return
+        aside = {id(p) for p in getattr(self.model, "ex_post_parameters", list)()}
+        params = [p for p in self.model.parameters() if id(p) not in aside]
+        if gradient_clip_algorithm == "value":
+            nn.utils.clip_grad_value_(params, gradient_clip_val)
         else:
-            nn.utils.clip_grad_norm_(self.model.parameters(), gradient_clip_val)
+            nn.utils.clip_grad_norm_(params, gradient_clip_val)
 
     def export_extra(self) -> dict[str, Any]:
         return {"class_names": self.class_names}
