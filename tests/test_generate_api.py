@@ -21,6 +21,7 @@ from vidyn.errors import VidynError
 from vidyn.evaluation.generation import (
     _judge_with_frames,
     best_mean_worst,
+    clip_scores,
     future_scores,
     nearest_real_ssim,
     shuffled_frames,
@@ -33,7 +34,7 @@ from vidyn.export import build_model, export_model
 sys.path.insert(0, str(Path(__file__).resolve().parent / "tasks"))
 from test_generation import CLASSES, generation_config  # noqa: E402
 
-ROWS = {"temporal_ssim", "nearest_real_ssim", "frame_change", "num_clips", "num_reference"}
+ROWS = {"temporal_ssim", "nearest_real_ssim", "frame_change", "spread", "num_clips", "num_reference"}
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +68,15 @@ def test_still_frame_and_identical_clips_score_one() -> None:
     assert temporal_ssim(clips).max() < 0.2  # independent noise frames are unrelated
     shuffled = shuffled_frames(clips)
     assert torch.equal(shuffled.sort(dim=1).values, clips.sort(dim=1).values)  # the same frames, reordered
+
+
+def test_spread_is_zero_for_identical_clips_and_the_per_pixel_std_otherwise() -> None:
+    """A generator whose samples all look alike (collapse) has spread 0; two clips of 0 and 1 differ by a
+    per-pixel std of 0.5 everywhere."""
+    clip = torch.rand(1, 4, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    assert clip_scores(clip.expand(6, -1, -1, -1, -1), clip)["spread"] == 0
+    two = torch.cat([torch.zeros(1, 4, 1, 16, 16), torch.ones(1, 4, 1, 16, 16)])
+    assert clip_scores(two, clip)["spread"] == pytest.approx(0.5)
 
 
 def test_future_scores_of_perfect_samples_and_best_mean_worst() -> None:

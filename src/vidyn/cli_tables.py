@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 METRIC_COLUMNS = ("ssim", "psnr", "mse", "mae", "lpips", "top1", "top5")
-GENERATION_COLUMNS = ("temporal_ssim", "nearest_real_ssim", "frame_change", "fd_judge")
+GENERATION_COLUMNS = ("temporal_ssim", "nearest_real_ssim", "frame_change", "spread", "fd_judge")
 
 
 def format_table(models: dict[str, dict[str, Any]], columns: tuple[str, ...] = METRIC_COLUMNS) -> str:

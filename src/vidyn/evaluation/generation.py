@@ -87,6 +87,7 @@ def clip_scores(clips: Tensor, reference: Tensor) -> dict[str, Any]:
         "temporal_ssim": float(tem.mean()),
         "nearest_real_ssim": float(near.mean()),
         "frame_change": float(clips.diff(dim=1).abs().mean()),  # mean |x_{t+1} - x_t| per pixel
+        "spread": float(clips.std(dim=0, correction=0).mean()),  # per-pixel std over the clips
         "num_clips": int(clips.shape[0]),
         "num_reference": int(reference.shape[0]),
     }
@@ -276,7 +277,8 @@ def _protocol(
         "seed": 0,
         "conventions": "temporal SSIM: mean SSIM of consecutive frames; nearest-real SSIM: max over the "
         "reference clips of the mean per-frame SSIM; SSIM Gaussian 11/1.5 per frame (vidyn.metrics.ssim); "
-        "frame_change: mean |x(t+1) - x(t)| per pixel; rows score the first half of the clips, the second "
+        "frame_change: mean |x(t+1) - x(t)| per pixel; spread: per-pixel std over a row's clips, averaged "
+        "over pixels (samples that all look alike: ~0); rows score the first half of the clips, the second "
         "half is the reference",
     }
 
