@@ -17,6 +17,12 @@ from vidyn.data.datamodule import build_dataset
 from vidyn.errors import VidynError
 from vidyn.export import build_model
 from vidyn.models.motion_classifier import MotionClassifier
+from vidyn.models.video_discriminators import (
+    FrameDiscriminator,
+    VideoDiscriminator,
+    clip_input,
+    minibatch_std,
+)
 from vidyn.tasks import TaskRun
 from vidyn.tasks.gan_monitoring import DiscriminatorWatch, sample_grid
 from vidyn.tasks.generation import GanTask
@@ -503,3 +509,22 @@ def test_latent_sde_trains_through_api(tmp_path: Path) -> None:
     keys = set(safetensors.torch.load_file(tmp_path / "run" / "model.safetensors"))
     assert keys == set(build_model("sde_video_tiny", num_classes=7).state_dict())
     assert json.loads((tmp_path / "run" / "model.json").read_text())["class_names"] == list(CLASSES)
+
+
+def test_minibatch_std_tells_a_batch_of_identical_samples_from_a_varied_one() -> None:
+    """With minibatch_std both discriminators append the features' spread over the batch: it is 0 for a
+    batch of copies of one sample and > 0 for a varied batch, so their scores of the same clip differ."""
+    g = torch.Generator().manual_seed(0)
+    clips, times = torch.rand(4, 4, 1, 16, 16, generator=g), torch.arange(4) * 0.1
+    video = VideoDiscriminator(in_channels=1, image_size=16, base_channels=8, minibatch_std=True)
+    frame = FrameDiscriminator(in_channels=1, image_size=16, base_channels=8, minibatch_std=True)
+    assert video.head.linear.in_features == 17 and frame.head.linear.in_features == 17  # 16 + the spread
+    copies = clips[:1].expand(4, -1, -1, -1, -1)
+    phi = video.net(clip_input(copies, times, video.time_unit, frame_differences=False)).mean(dim=(2, 3, 4))
+    varied = phi * torch.arange(4.0)[:, None]
+    assert float(minibatch_std(phi)[:, -1].max()) < 1e-3 < float(minibatch_std(varied)[0, -1])
+    with torch.no_grad():
+        assert not torch.allclose(video(copies, times)[0], video(clips, times)[0])
+        assert not torch.allclose(frame(copies[:, 0])[0], frame(clips[:, 0])[0])
+    plain = VideoDiscriminator(in_channels=1, image_size=16, base_channels=8)
+    assert plain.head.linear.in_features == 16  # off by default

@@ -10,6 +10,10 @@
   Discriminator", ICLR 2018): `logit = linear(phi) + <embed(y), phi>`, where the null label -1 adds no
   projection term, so one discriminator scores conditional and unconditional samples. Spectral norm
   (Miyato et al., ICLR 2018) is optional; no normalisation layers, so R1 and per-sample scores are clean.
+- `minibatch_std` (optional, both): the pooled features' standard deviation over the batch, averaged
+  over features, appended as one more feature (ProGAN's minibatch standard deviation, Karras et al.,
+  ICLR 2018, on pooled features): a batch of near-identical samples is told apart from a real batch,
+  the standard remedy for a generator that collapses onto one appearance.
 - Losses: BCE with one-sided label smoothing (real target 0.9, the seed; Salimans et al. 2016), the
   non-saturating generator loss, the R1 penalty on real inputs (Mescheder et al., ICML 2018), instance
   noise with a linearly annealed std (Sønderby et al. 2017), dropping labels to the null label, and an
@@ -107,6 +111,13 @@ def stack_layout(x: Tensor, *, normalised: bool = False) -> Tensor:
     return x.contiguous(memory_format=torch.channels_last_3d)
 
 
+def minibatch_std(phi: Tensor) -> Tensor:
+    """Features `(N, F)` -> `(N, F + 1)`: the last column is the standard deviation of each feature over
+    the N rows, averaged over the features (the same for every row)."""
+    std = phi.float().var(0, correction=0).add(1e-8).sqrt().mean().to(phi.dtype)
+    return torch.cat([phi, std.expand(phi.shape[0], 1)], dim=1)
+
+
 def _conv_stack(cin: int, widths: list[int]) -> nn.Sequential:
     """3x4x4 convs, temporal stride 1 and "same", spatial stride 2, each followed by LeakyReLU 0.2."""
     layers: list[nn.Module] = []
@@ -141,6 +152,7 @@ class VideoDiscriminator(nn.Module):
         time_unit: float = 0.1,
         frame_differences: bool = False,
         aux_classifier: bool = False,
+        minibatch_std: bool = False,
     ) -> None:
         super().__init__()
         if not time_unit > 0:
@@ -151,8 +163,8 @@ class VideoDiscriminator(nn.Module):
         widths = _widths(image_size, base_channels, max_channels)
         # frames (+ their differences) + the gap to the previous and to the next frame
         self.net = _conv_stack(in_channels * (2 if frame_differences else 1) + 2, widths)
-        cin = widths[-1]
-        self.head = _Projection(cin, num_classes)
+        cin, self.minibatch_std = widths[-1], bool(minibatch_std)
+        self.head = _Projection(cin + self.minibatch_std, num_classes)
         if aux_classifier and num_classes < 2:
             raise VidynError(
                 f"aux_classifier needs a class-conditional model (num_classes >= 2); got {num_classes}"
@@ -168,11 +180,12 @@ class VideoDiscriminator(nn.Module):
             raise VidynError(f"clips must be (B, T, {self.in_channels}, H, W); got {tuple(clips.shape)}")
         x = clip_input(clips, times, self.time_unit, frame_differences=self.frame_differences)
         phi = self.net(stack_layout(x)).mean(dim=(2, 3, 4))  # (B, C', T, H, W) -> (B, F, T, 4, 4) -> (B, F)
+        logits = self.head(minibatch_std(phi) if self.minibatch_std else phi, labels)
         if not with_classes:
-            return self.head(phi, labels)
+            return logits
         if self.classifier is None:
             raise VidynError("this discriminator has no class head; build it with aux_classifier=True")
-        return self.head(phi, labels), self.classifier(phi)
+        return logits, self.classifier(phi)
 
 
 class FrameDiscriminator(nn.Module):
@@ -188,23 +201,26 @@ class FrameDiscriminator(nn.Module):
         max_channels: int = 512,
         num_classes: int = 0,
         spectral_norm: bool = False,
+        minibatch_std: bool = False,
     ) -> None:
         super().__init__()
         self.in_channels, self.image_size, self.num_classes = in_channels, image_size, num_classes
+        self.minibatch_std = bool(minibatch_std)
         layers: list[nn.Module] = []
         cin = in_channels
         for cout in _widths(image_size, base_channels, max_channels):
             layers += [nn.Conv2d(cin, cout, 4, 2, 1), nn.LeakyReLU(0.2)]
             cin = cout
         self.net = nn.Sequential(*layers)
-        self.head = _Projection(cin, num_classes)
+        self.head = _Projection(cin + self.minibatch_std, num_classes)
         if spectral_norm:
             _apply_spectral_norm(self)
 
     def forward(self, frames: Tensor, labels: Tensor | None = None) -> Tensor:
         if frames.dim() != 4 or frames.shape[1] != self.in_channels:
             raise VidynError(f"frames must be (N, {self.in_channels}, H, W); got {tuple(frames.shape)}")
-        return self.head(self.net(frames).mean(dim=(2, 3)), labels)  # (N, F, 4, 4) -> (N, F) -> (N,)
+        phi = self.net(frames).mean(dim=(2, 3))  # (N, F, 4, 4) -> (N, F)
+        return self.head(minibatch_std(phi) if self.minibatch_std else phi, labels)  # (N,)
 
 
 def sample_frames(

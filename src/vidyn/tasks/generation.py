@@ -76,7 +76,9 @@ class GanTask(VidynTask):
     step); flow_smoothness: weight of the generator's flow roughness in its loss (models with warped
     frames, e.g. ode_gan with warp_frames; 0 = off); d_base_channels / d_max_channels: the
     discriminators' widths; d_frame_differences: give the video discriminator the frame differences too
-    (a motion stream); aux_class_weight: weight of the AC-GAN class terms (0 = off); aux_classifier: where
+    (a motion stream); d_minibatch_std: both discriminators also read the spread of their features over
+    the batch (ProGAN's minibatch standard deviation, against collapse onto one appearance);
+    aux_class_weight: weight of the AC-GAN class terms (0 = off); aux_classifier: where
     the class is read, "discriminator" (a head on the video discriminator's pooled features) or "separate"
     (a `MotionClassifier` network trained on real clips only, by its own optimiser with the discriminators'
     settings at aux_classifier_lr, None = theirs, and not clipped with them); aux_fake_classes: the
@@ -107,6 +109,7 @@ class GanTask(VidynTask):
         d_base_channels: int = 32,
         d_max_channels: int = 256,
         d_frame_differences: bool = False,
+        d_minibatch_std: bool = False,
         aux_class_weight: float = 0.0,
         aux_classifier: str = "discriminator",
         aux_classifier_lr: float | None = None,
@@ -148,6 +151,7 @@ class GanTask(VidynTask):
         self.aux_class_weight, self.aux_classifier_lr = float(aux_class_weight), aux_classifier_lr
         self.aux_fake_classes, self.watch = bool(aux_fake_classes), DiscriminatorWatch()
         d_args = dict(base_channels=d_base_channels, max_channels=d_max_channels, spectral_norm=spectral_norm)
+        d_args |= dict(minibatch_std=bool(d_minibatch_std))
         self.video_discriminator, self.frame_discriminator, self.classifier = discriminators(
             model, self.num_classes, d_args, frame_differences=d_frame_differences,
             aux_classifier=aux_classifier if aux_class_weight > 0 else None,
