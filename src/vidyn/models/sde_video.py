@@ -52,9 +52,8 @@ Sampling z0 (`z0_sampler: imle`). A Gaussian p(z0 | c) per cell offers a law's a
 coherent draw of it (docs/generation.md). With "imle", `sample` draws z0 from a sampler fitted beside the
 ELBO to q(z0 | x) by conditional IMLE on detached inputs (`vidyn.nn.sde_prior.ImleSampler`); with
 "imle_prompted" only samples with a class prompt do, the others from p(z0 | c), whose spread serves
-best-of-N futures of unprompted frames better (docs/generation.md, sessions 22-23). With `z0_select` K > 1
-a prompted sample starts from the one of K draws that a law reader, fitted beside the ELBO to the
-posterior's z0 of labelled clips, reads as the asked law most surely (`vidyn.models.sde_video_z0`).
+best-of-N futures of unprompted frames better (docs/generation.md, sessions 22-23). `z0_select` K > 1: a
+law reader chooses a prompted sample's z0 among K draws (`vidyn.models.sde_video_z0`).
 
 Times. Clip and condition times are seconds; the SDE runs on times relative to the reference time
 t_ref (the first context frame, else the first requested time), and the drifts are autonomous, so a
@@ -380,8 +379,8 @@ def sde_video(
     mixture with one component drawn per clip (`vidyn.nn.sde_prior`; 1 = a Gaussian per latent cell).
     `z0_sampler` "imle": samples start from a conditional-IMLE sampler of the posterior's z0 (fitted beside
     the ELBO, `vidyn.nn.sde_prior.ImleSampler`) instead of p(z0 | c) ("prior"); "imle_prompted": only
-    samples with a class prompt do. `z0_select` K > 1: a prompted sample's z0 is the one of K draws a law
-    reader fitted beside the ELBO (`vidyn.nn.sde_prior.LawReader`) reads as the asked class most surely.
+    samples with a class prompt do. `z0_select` K > 1: a law reader fitted beside the ELBO chooses a
+    prompted sample's z0 among K draws (`vidyn.nn.sde_prior.LawReader`).
     """
     return SDEVideo(**locals())  # the builder's arguments are the constructor's, by name
 

@@ -137,21 +137,19 @@ class GanTask(VidynTask):
         )  # fmt: skip
         self.automatic_optimization = False
         self.model, self.class_names = model, class_names_for(model, run)
-        self.num_classes = len(self.class_names)
-        self.num_frames, self.frame_intervals = num_frames, intervals
+        self.num_classes, self.num_frames, self.frame_intervals = len(self.class_names), num_frames, intervals
         self.d_frames_per_clip, self.flow_smoothness = d_frames_per_clip, float(flow_smoothness)
         self.r1_gamma, self.r1_every = float(r1_gamma), r1_every
         self.real_target, self.label_drop = float(real_target), float(label_drop)
-        self.instance_noise = float(instance_noise)
-        self.noise_steps = instance_noise_steps or run.total_steps
+        self.instance_noise, self.noise_steps = float(instance_noise), instance_noise_steps or run.total_steps
         self.optim_cfg, self.total_steps, self.warmup_steps = run.optim, run.total_steps, run.warmup_steps
         self.d_lr, self.gradient_clip_val = d_lr, run.gradient_clip_val
         self.sample_every_n_steps = sample_every_n_steps
         self.seed = int(torch.initial_seed()) % 2**31  # the run's seed: stride/start draws repeat on resume
         self.aux_class_weight, self.aux_classifier_lr = float(aux_class_weight), aux_classifier_lr
         self.aux_fake_classes, self.watch = bool(aux_fake_classes), DiscriminatorWatch()
-        d_args = dict(base_channels=d_base_channels, max_channels=d_max_channels, spectral_norm=spectral_norm)
-        d_args |= dict(minibatch_std=bool(d_minibatch_std))
+        d_args = dict(base_channels=d_base_channels, max_channels=d_max_channels, spectral_norm=spectral_norm,
+                      minibatch_std=d_minibatch_std)  # fmt: skip
         self.video_discriminator, self.frame_discriminator, self.classifier = discriminators(
             model, self.num_classes, d_args, frame_differences=d_frame_differences,
             aux_classifier=aux_classifier if aux_class_weight > 0 else None,
