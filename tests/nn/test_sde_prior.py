@@ -184,7 +184,7 @@ def test_law_reader_learns_a_class_from_a_latent_map_and_chooses_the_draw_of_the
     """Fitted to maps whose class is where a blob sits (not their mean or scale), the reader tells the
     classes apart on new maps, and of K draws it returns, per sample, the one of the asked class."""
     torch.manual_seed(0)
-    reader = LawReader(latent_channels=2, hidden=16, num_classes=3, select=4)
+    reader = LawReader(latent_channels=2, hidden=16, num_classes=3)
     opt = torch.optim.Adam(reader.parameters(), 1e-2)
 
     def maps(classes: Tensor) -> Tensor:  # a unit blob in corner 0, 1 or 2 of a noisy (2, 6, 6) map

@@ -56,7 +56,7 @@ class Z0Prior:
             if sampler != "prior":  # networks get the same weights as without them
                 self.z0_imle = ImleSampler(cond_channels, zc, 2 * hidden)
             if select > 1:
-                self.z0_reader = LawReader(zc, 2 * hidden, num_classes, select)
+                self.z0_reader = LawReader(zc, 2 * hidden, num_classes)
         self.z0_components = components
         if components > 1:
             net = conv_net(cond_channels, hidden, components * 2 * zc, layers=1)

@@ -116,7 +116,7 @@ class ImleSampler(nn.Module):
 class LawReader(nn.Module):
     """A classifier of the class (the motion law) from a latent map z0 `(N, C_z, S, S)`, fitted beside the
     ELBO to the posterior's z0 of labelled training clips (detached: it shapes nothing else), and used at
-    sampling time to choose, among `select` draws of z0 for a prompted sample, the one it reads as the
+    sampling time to choose, among K draws of z0 for a prompted sample, the one it reads as the
     asked class most surely (`choose`).
 
     This is rejection sampling towards a learned classifier in the latent space (the selection form of
@@ -126,9 +126,8 @@ class LawReader(nn.Module):
     prior drift continues, not pixels, so it costs K sampler draws and a small conv net per sample.
     """
 
-    def __init__(self, latent_channels: int, hidden: int, num_classes: int, select: int) -> None:
+    def __init__(self, latent_channels: int, hidden: int, num_classes: int) -> None:
         super().__init__()
-        self.select = select
         self.net = nn.Sequential(
             nn.Conv2d(latent_channels, hidden, 3, 1, 1), nn.SiLU(),
             nn.Conv2d(hidden, hidden, 3, 2, 1), nn.SiLU(),
