@@ -252,6 +252,27 @@ def bce_g_loss(fake_logits: Tensor) -> Tensor:
     return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
 
 
+def mode_seeking_loss(fake: Tensor, z: Tensor, labels: Tensor | None, *, eps: float = 1e-5) -> Tensor | None:
+    """MSGAN's mode-seeking term (Mao et al., CVPR 2019) over the batch's pairs asked for the same class.
+
+    For clips `fake` `(B, ...)` generated from noise `z` `(B, D)`: the mean over pairs (i, j) of
+    `1 / (mean|G(z_i) - G(z_j)| / mean|z_i - z_j| + eps)`, which the generator minimises to make different
+    noise give different clips. MSGAN draws a second batch with the same conditions; here the pairs are the
+    ones the batch already holds (labels equal, the null label -1 included; every pair without labels), so
+    it costs no extra generator pass. None where no two clips share a label.
+    """
+    b = fake.shape[0]
+    i, j = torch.triu_indices(b, b, offset=1, device=fake.device)
+    if labels is not None:
+        keep = labels[i] == labels[j]
+        i, j = i[keep], j[keep]
+    if i.numel() == 0:
+        return None
+    flat = fake.flatten(1).float()  # (B, T*C*H*W)
+    ratio = (flat[i] - flat[j]).abs().mean(1) / (z[i] - z[j]).abs().flatten(1).float().mean(1)
+    return (1.0 / (ratio + eps)).mean()
+
+
 def r1_penalty(real_logits: Tensor, real_inputs: Tensor, *, gamma: float = 1.0) -> Tensor:
     """`gamma / 2 * E ||grad_x D(x)||^2` over real inputs (which must require grad before D saw them).
 

@@ -30,7 +30,7 @@ def check_gan_args(
     model: nn.Module, run: TaskRun, *, num_frames: int, intervals: list[int], r1_gamma: float,
     r1_every: int, instance_noise: float, real_target: float, label_drop: float, ema_decay: float,
     aux_classifier: str, aux_fake_classes: bool = False, d_frames_per_clip: int = 1,
-    flow_smoothness: float = 0.0, aux_class_weight: float = 0.0,
+    flow_smoothness: float = 0.0, aux_class_weight: float = 0.0, mode_seeking: float = 0.0,
 ) -> None:  # fmt: skip
     """`task.args` of the gan task, and a model it can train, or a one-line VidynError."""
     if not (callable(getattr(model, "noise", None)) and isinstance(getattr(model, "in_channels", None), int)):
@@ -70,6 +70,7 @@ def check_gan_args(
             or (aux_class_weight > 0 and int(getattr(model, "num_classes", 0) or 0) >= 2),
             "aux_class_weight must be >= 0, and > 0 only for a class-conditional model",
         ),
+        (mode_seeking >= 0, f"mode_seeking must be >= 0 (0 = off); got {mode_seeking}"),
         (run.accumulate_grad_batches == 1, "task gan does not support trainer.accumulate_grad_batches"),
     ]
     for ok, message in checks:

@@ -55,6 +55,7 @@ from vidyn.models.video_discriminators import (
     drop_labels,
     ema_model,
     instance_noise_std,
+    mode_seeking_loss,
     r1_penalty,
     sample_frames,
 )
@@ -78,6 +79,9 @@ class GanTask(VidynTask):
     discriminators' widths; d_frame_differences: give the video discriminator the frame differences too
     (a motion stream); d_minibatch_std: both discriminators also read the spread of their features over
     the batch (ProGAN's minibatch standard deviation, against collapse onto one appearance);
+    mode_seeking: weight of MSGAN's mode-seeking term on the generator (pairs of the batch asked for the
+    same class; `mode_seeking_loss`; 0 = off; its size depends on the data's pixel distances, so its weight
+    does too);
     aux_class_weight: weight of the AC-GAN class terms (0 = off); aux_classifier: where
     the class is read, "discriminator" (a head on the video discriminator's pooled features) or "separate"
     (a `MotionClassifier` network trained on real clips only, by its own optimiser with the discriminators'
@@ -110,6 +114,7 @@ class GanTask(VidynTask):
         d_max_channels: int = 256,
         d_frame_differences: bool = False,
         d_minibatch_std: bool = False,
+        mode_seeking: float = 0.0,
         aux_class_weight: float = 0.0,
         aux_classifier: str = "discriminator",
         aux_classifier_lr: float | None = None,
@@ -133,18 +138,17 @@ class GanTask(VidynTask):
             instance_noise=instance_noise, real_target=real_target, label_drop=label_drop,
             ema_decay=ema_decay, aux_classifier=aux_classifier, aux_fake_classes=aux_fake_classes,
             d_frames_per_clip=d_frames_per_clip, flow_smoothness=flow_smoothness,
-            aux_class_weight=aux_class_weight,
+            aux_class_weight=aux_class_weight, mode_seeking=mode_seeking,
         )  # fmt: skip
-        self.automatic_optimization = False
+        self.automatic_optimization, self.gradient_clip_val = False, run.gradient_clip_val
         self.model, self.class_names = model, class_names_for(model, run)
         self.num_classes, self.num_frames, self.frame_intervals = len(self.class_names), num_frames, intervals
         self.d_frames_per_clip, self.flow_smoothness = d_frames_per_clip, float(flow_smoothness)
-        self.r1_gamma, self.r1_every = float(r1_gamma), r1_every
+        self.r1_gamma, self.r1_every, self.mode_seeking = float(r1_gamma), r1_every, float(mode_seeking)
         self.real_target, self.label_drop = float(real_target), float(label_drop)
         self.instance_noise, self.noise_steps = float(instance_noise), instance_noise_steps or run.total_steps
         self.optim_cfg, self.total_steps, self.warmup_steps = run.optim, run.total_steps, run.warmup_steps
-        self.d_lr, self.gradient_clip_val = d_lr, run.gradient_clip_val
-        self.sample_every_n_steps = sample_every_n_steps
+        self.d_lr, self.sample_every_n_steps = d_lr, sample_every_n_steps
         self.seed = int(torch.initial_seed()) % 2**31  # the run's seed: stride/start draws repeat on resume
         self.aux_class_weight, self.aux_classifier_lr = float(aux_class_weight), aux_classifier_lr
         self.aux_fake_classes, self.watch = bool(aux_fake_classes), DiscriminatorWatch()
@@ -210,7 +214,8 @@ class GanTask(VidynTask):
         opt_g, opt_d, *opt_c = self.optimizers()  # type: ignore[misc]
         real, times = self.clip_of(batch, self.global_step)
         labels = self.labels_of(batch, self.label_drop)
-        fake = self.model(self.model.noise(real.shape[0]).to(real), times, labels)
+        z = self.model.noise(real.shape[0]).to(real)
+        fake = self.model(z, times, labels)
         std = instance_noise_std(self.global_step, start=self.instance_noise, anneal_steps=self.noise_steps)
         logs = {
             "nfe": torch.tensor(float(getattr(self.model, "nfe", 0))),
@@ -222,7 +227,7 @@ class GanTask(VidynTask):
             logs["flow_roughness"] = roughness
         true_labels = batch["label"].long() if self.num_classes else None
         logs |= self._discriminator_step(opt_d, opt_c, real, fake.detach(), times, labels, true_labels, std)
-        logs |= self._generator_step(opt_g, fake, times, labels, std, roughness)
+        logs |= self._generator_step(opt_g, fake, times, labels, std, roughness, z)
         for scheduler in self.lr_schedulers():  # type: ignore[union-attr]
             scheduler.step()
         if self.ema is not None:
@@ -265,10 +270,10 @@ class GanTask(VidynTask):
 
     def _generator_step(
         self, opt_g: Any, fake: Tensor, times: Tensor, labels: Tensor | None, std: float,
-        roughness: Tensor | None,
+        roughness: Tensor | None, z: Tensor,
     ) -> dict[str, Tensor]:  # fmt: skip
-        """One generator step: the non-saturating loss of each discriminator, the class term and the flow
-        roughness (when weighted); returns the figures to log."""
+        """One generator step: the non-saturating loss of each discriminator, the class term, the flow
+        roughness and the mode-seeking term (when weighted); returns the figures to log."""
         self.toggle_optimizer(opt_g)  # the discriminators need no gradients in the generator's backward
         g_scores, ce_fake = self._d_scores(add_instance_noise(fake, std), times, labels, labels)
         g_loss = sum(bce_g_loss(s) for s in g_scores)
@@ -276,13 +281,17 @@ class GanTask(VidynTask):
             g_loss = g_loss + self.aux_class_weight * ce_fake
         if self.flow_smoothness > 0 and roughness is not None:
             g_loss = g_loss + self.flow_smoothness * roughness
+        seeking = mode_seeking_loss(fake, z, labels) if self.mode_seeking > 0 else None
+        if seeking is not None:
+            g_loss = g_loss + self.mode_seeking * seeking
         opt_g.zero_grad()
         self.manual_backward(g_loss)
         logs = {"g_loss": g_loss, "grad_norm_g": grad_norm(list(self.model.parameters()))}
         self.clip_gradients(opt_g, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
         opt_g.step()
         self.untoggle_optimizer(opt_g)
-        return logs | ({"class_ce_fake": ce_fake} if ce_fake is not None else {})
+        optional = {"class_ce_fake": ce_fake, "mode_seeking": seeking}
+        return logs | {k: v for k, v in optional.items() if v is not None}
 
     def _log_step(self, logs: dict[str, Tensor], batch_size: int) -> None:
         """Log the step's figures under train/, and warn once when the discriminator has collapsed."""
