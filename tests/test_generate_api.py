@@ -88,6 +88,23 @@ def test_future_scores_of_perfect_samples_and_best_mean_worst() -> None:
     assert curves == {"best": [1.0, 1.0], "mean": [0.5, 0.75], "worst": [0.0, 0.5]}
 
 
+def test_per_class_rows_set_each_prompts_spread_beside_its_real_clips() -> None:
+    """`per_class` gives each class's samples' spread and `real_spread`, the same over the reference clips of
+    that class (None with fewer than 2), and `vidyn evaluate` prints them under a heading with N."""
+    from vidyn.cli_tables import format_per_class
+    from vidyn.evaluation.generation import _per_class
+
+    ref = torch.zeros(4, 4, 1, 16, 16)
+    ref[2] = 1.0  # class 0: clips 0, 1 (zeros) and 2 (ones): per-pixel std sqrt(2) / 3
+    labels, times = torch.tensor([0, 0, 0, 1]), torch.arange(4) * 0.1
+    model = build_model("ode_gan_tiny", in_channels=1, num_classes=2)
+    rows, _ = _per_class(model.eval(), times, ref, labels, ["bounce", "orbit"], 3)
+    assert rows["bounce"]["real_spread"] == pytest.approx(2**0.5 / 3, abs=1e-6)
+    assert rows["orbit"]["real_spread"] is None and rows["bounce"]["num_clips"] == 3
+    table = format_per_class(rows)
+    assert "per prompt (3 samples each" in table and f"{2**0.5 / 3:.4f}" in table and "orbit" in table
+
+
 def test_only_frame_conditioned_generators_take_initial_frames() -> None:
     assert takes_initial_frames(build_model("sde_video_tiny"))
     assert not takes_initial_frames(build_model("ode_gan_tiny", in_channels=1))

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from vidyn import cli_args
-from vidyn.cli_tables import format_compare_table, format_table
+from vidyn.cli_tables import format_compare_table, format_per_class, format_table
 from vidyn.errors import VidynError
 from vidyn.fileio import disk_error
 
@@ -45,6 +45,8 @@ def cmd_train(a: argparse.Namespace) -> None:
         return
     if res.metrics:
         print(format_table(res.metrics.get("models", {})))
+        if res.metrics.get("per_class"):
+            print(format_per_class(res.metrics["per_class"]))
     print(f"\nstopped because {res.stop_reason}")
     print(f"trained in {res.seconds:.0f} s; run folder (exported model, metrics, logs): {res.run_dir}")
 
@@ -55,6 +57,8 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     kwargs = {"split": a.split, "json_path": a.json, "max_clips": a.max_clips, "others": a.others}
     res = api.evaluate(a.model, overrides=a.overrides, **kwargs)
     print(format_table(res["models"]))
+    if res.get("per_class"):  # class-conditional generators: does one prompt give varied clips?
+        print(format_per_class(res["per_class"]))
     for protocol, entries in res.get("continuous", {}).items():
         if protocol != "protocol":  # unseen timestamps (shapes renders the truth at any time)
             print(f"\ncontinuous time, {protocol}:\n{format_table(entries)}")

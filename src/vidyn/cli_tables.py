@@ -6,6 +6,7 @@ from typing import Any
 
 METRIC_COLUMNS = ("ssim", "psnr", "mse", "mae", "lpips", "top1", "top5")
 GENERATION_COLUMNS = ("temporal_ssim", "nearest_real_ssim", "frame_change", "spread", "fd_judge")
+PER_CLASS_COLUMNS = ("spread", "real_spread", "nearest_real_ssim", "temporal_ssim", "frame_change")
 
 
 def format_table(models: dict[str, dict[str, Any]], columns: tuple[str, ...] = METRIC_COLUMNS) -> str:
@@ -30,6 +31,14 @@ def format_table(models: dict[str, dict[str, Any]], columns: tuple[str, ...] = M
         if res.get("reason"):
             notes.append(f"  n/a {name}: {res['reason']}")
     return "\n".join(lines + notes)
+
+
+def format_per_class(per_class: dict[str, dict[str, Any]]) -> str:
+    """The table of a class-conditional generator's samples per prompt (`per_class` of its evaluation)
+    under a heading with N: is one prompt's variety (`spread`) near its real clips' (`real_spread`)?"""
+    n = next(iter(per_class.values())).get("num_clips", "?")
+    heading = f"\nper prompt ({n} samples each; real_spread: the spread of that class's real clips):"
+    return heading + "\n" + format_table(per_class, PER_CLASS_COLUMNS)
 
 
 def format_compare_table(models: dict[str, dict[str, Any]]) -> str:

@@ -12,7 +12,9 @@ task's `num_frames`: half A is scored, half R is the reference. Rows of "models"
 |A| samples, conditioned on A's labels for a class-conditional model), `real_vs_real` (A against R),
 `still_frame` (A's first frame held), `shuffled_frames` (A's frames in a random order per clip) and
 `untrained` (the same architecture at its initial weights, seed 0). A class-conditional model adds
-`per_class` (samples per class, nearest-real against the same class of R).
+`per_class` (samples per class, nearest-real against the same class of R; `spread` of one class's samples
+beside `real_spread`, the same of R's clips of that class: a generator that draws one look-alike clip per
+class has a spread far below it even where its FD-judge is good).
 
 Models that take initial frames (`takes_initial_frames`; sde_video) add `futures`: each clip of A's
 first `num_context` frames (the task's) is continued `FUTURE_SAMPLES` (20) times at the clip's remaining
@@ -81,13 +83,18 @@ def nearest_real_ssim(clips: Tensor, reference: Tensor) -> Tensor:
     return torch.stack(out)
 
 
+def spread(clips: Tensor) -> float:
+    """Per-pixel standard deviation over the clips `(N, T, C, H, W)`, averaged over pixels (0: all alike)."""
+    return float(clips.std(dim=0, correction=0).mean())
+
+
 def clip_scores(clips: Tensor, reference: Tensor) -> dict[str, Any]:
     tem, near = temporal_ssim(clips), nearest_real_ssim(clips, reference)
     return {
         "temporal_ssim": float(tem.mean()),
         "nearest_real_ssim": float(near.mean()),
         "frame_change": float(clips.diff(dim=1).abs().mean()),  # mean |x_{t+1} - x_t| per pixel
-        "spread": float(clips.std(dim=0, correction=0).mean()),  # per-pixel std over the clips
+        "spread": spread(clips),
         "num_clips": int(clips.shape[0]),
         "num_reference": int(reference.shape[0]),
     }
@@ -164,6 +171,7 @@ def _per_class(
         same = ref[ref_labels == c]
         rows[name] = clip_scores(samples, same if same.shape[0] else ref)
         rows[name]["reference"] = "same class" if same.shape[0] else "all classes (none of this class in R)"
+        rows[name]["real_spread"] = spread(same) if same.shape[0] > 1 else None  # the class's own variety
         clips.append(samples)
         labels.append(torch.full((n,), c))
     return rows, motion_law_accuracy(torch.cat(clips), torch.cat(labels), names)
