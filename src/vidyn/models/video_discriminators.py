@@ -13,7 +13,11 @@
 - `minibatch_std` (optional, both): the pooled features' standard deviation over the batch, averaged
   over features, appended as one more feature (ProGAN's minibatch standard deviation, Karras et al.,
   ICLR 2018, on pooled features): a batch of near-identical samples is told apart from a real batch,
-  the standard remedy for a generator that collapses onto one appearance.
+  the standard remedy for a generator that collapses onto one appearance. `class_std` (optional, both):
+  the same statistic over the batch's clips of the row's own class (a clip alone in its class reads 0;
+  real and generated batches carry the same labels, so the feature is fair to both): a batch that mixes
+  classes has a large spread even when each class is one look-alike clip, which the batch-wide
+  statistic cannot see (vidyn's per-class variant).
 - Losses: BCE with one-sided label smoothing (real target 0.9, the seed; Salimans et al. 2016), the
   non-saturating generator loss, the R1 penalty on real inputs (Mescheder et al., ICML 2018), instance
   noise with a linearly annealed std (Sønderby et al. 2017), dropping labels to the null label, and an
@@ -118,6 +122,26 @@ def minibatch_std(phi: Tensor) -> Tensor:
     return torch.cat([phi, std.expand(phi.shape[0], 1)], dim=1)
 
 
+def class_std(phi: Tensor, labels: Tensor | None) -> Tensor:
+    """Features `(N, F)` -> `(N, F + 1)`: the last column is, for each row, the standard deviation of each
+    feature over the rows of its label (itself included; 0 for a row alone in its class), averaged over
+    the features. Without labels, over all rows (`minibatch_std`)."""
+    if labels is None:
+        return minibatch_std(phi)
+    x = phi.float()
+    same = (labels[:, None] == labels[None, :]).float()  # (N, N)
+    count = same.sum(1, keepdim=True)
+    mean, mean_sq = same @ x / count, same @ x.square() / count  # (N, F) per-class moments of each row
+    std = (mean_sq - mean.square()).clamp_min(0).add(1e-8).sqrt().mean(1, keepdim=True)
+    return torch.cat([phi, std.to(phi.dtype)], dim=1)
+
+
+def _batch_features(phi: Tensor, labels: Tensor | None, *, batch: bool, per_class: bool) -> Tensor:
+    """`phi` with the minibatch-std column and/or the per-class one appended (in that order)."""
+    out = minibatch_std(phi) if batch else phi
+    return torch.cat([out, class_std(phi, labels)[:, -1:]], dim=1) if per_class else out
+
+
 def _conv_stack(cin: int, widths: list[int]) -> nn.Sequential:
     """3x4x4 convs, temporal stride 1 and "same", spatial stride 2, each followed by LeakyReLU 0.2."""
     layers: list[nn.Module] = []
@@ -153,6 +177,7 @@ class VideoDiscriminator(nn.Module):
         frame_differences: bool = False,
         aux_classifier: bool = False,
         minibatch_std: bool = False,
+        class_std: bool = False,
     ) -> None:
         super().__init__()
         if not time_unit > 0:
@@ -163,8 +188,8 @@ class VideoDiscriminator(nn.Module):
         widths = _widths(image_size, base_channels, max_channels)
         # frames (+ their differences) + the gap to the previous and to the next frame
         self.net = _conv_stack(in_channels * (2 if frame_differences else 1) + 2, widths)
-        cin, self.minibatch_std = widths[-1], bool(minibatch_std)
-        self.head = _Projection(cin + self.minibatch_std, num_classes)
+        cin, self.minibatch_std, self.class_std = widths[-1], bool(minibatch_std), bool(class_std)
+        self.head = _Projection(cin + self.minibatch_std + self.class_std, num_classes)
         if aux_classifier and num_classes < 2:
             raise VidynError(
                 f"aux_classifier needs a class-conditional model (num_classes >= 2); got {num_classes}"
@@ -180,7 +205,8 @@ class VideoDiscriminator(nn.Module):
             raise VidynError(f"clips must be (B, T, {self.in_channels}, H, W); got {tuple(clips.shape)}")
         x = clip_input(clips, times, self.time_unit, frame_differences=self.frame_differences)
         phi = self.net(stack_layout(x)).mean(dim=(2, 3, 4))  # (B, C', T, H, W) -> (B, F, T, 4, 4) -> (B, F)
-        logits = self.head(minibatch_std(phi) if self.minibatch_std else phi, labels)
+        features = _batch_features(phi, labels, batch=self.minibatch_std, per_class=self.class_std)
+        logits = self.head(features, labels)
         if not with_classes:
             return logits
         if self.classifier is None:
@@ -202,17 +228,18 @@ class FrameDiscriminator(nn.Module):
         num_classes: int = 0,
         spectral_norm: bool = False,
         minibatch_std: bool = False,
+        class_std: bool = False,
     ) -> None:
         super().__init__()
         self.in_channels, self.image_size, self.num_classes = in_channels, image_size, num_classes
-        self.minibatch_std = bool(minibatch_std)
+        self.minibatch_std, self.class_std = bool(minibatch_std), bool(class_std)
         layers: list[nn.Module] = []
         cin = in_channels
         for cout in _widths(image_size, base_channels, max_channels):
             layers += [nn.Conv2d(cin, cout, 4, 2, 1), nn.LeakyReLU(0.2)]
             cin = cout
         self.net = nn.Sequential(*layers)
-        self.head = _Projection(cin + self.minibatch_std, num_classes)
+        self.head = _Projection(cin + self.minibatch_std + self.class_std, num_classes)
         if spectral_norm:
             _apply_spectral_norm(self)
 
@@ -220,7 +247,8 @@ class FrameDiscriminator(nn.Module):
         if frames.dim() != 4 or frames.shape[1] != self.in_channels:
             raise VidynError(f"frames must be (N, {self.in_channels}, H, W); got {tuple(frames.shape)}")
         phi = self.net(frames).mean(dim=(2, 3))  # (N, F, 4, 4) -> (N, F)
-        return self.head(minibatch_std(phi) if self.minibatch_std else phi, labels)  # (N,)
+        features = _batch_features(phi, labels, batch=self.minibatch_std, per_class=self.class_std)
+        return self.head(features, labels)  # (N,)
 
 
 def sample_frames(

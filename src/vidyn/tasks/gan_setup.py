@@ -26,6 +26,19 @@ def class_names_for(model: nn.Module, run: TaskRun) -> list[str]:
     return list(run.class_names) or [str(i) for i in range(num_classes)]
 
 
+def batch_statistics(d_minibatch_std: bool | str) -> dict[str, bool]:
+    """The discriminators' `minibatch_std` / `class_std` flags for `task.args.d_minibatch_std` (false, true
+    or "batch", "class", "both"), or a one-line VidynError."""
+    choices = {False: (False, False), True: (True, False), "batch": (True, False), "class": (False, True),
+               "both": (True, True)}  # fmt: skip
+    if not isinstance(d_minibatch_std, (bool, str)) or d_minibatch_std not in choices:
+        raise VidynError(
+            f"d_minibatch_std must be false, true, batch, class or both; got {d_minibatch_std!r}"
+        )
+    batch, per_class = choices[d_minibatch_std]
+    return {"minibatch_std": batch, "class_std": per_class}
+
+
 def check_gan_args(
     model: nn.Module, run: TaskRun, *, num_frames: int, intervals: list[int], r1_gamma: float,
     r1_every: int, instance_noise: float, real_target: float, label_drop: float, ema_decay: float,

@@ -63,7 +63,7 @@ from vidyn.registry import TASKS
 from vidyn.tasks import optim as optim_lib
 from vidyn.tasks.base import TaskRun, VidynTask
 from vidyn.tasks.gan_monitoring import DiscriminatorWatch, grad_norm, moment_gap, sample_grid
-from vidyn.tasks.gan_setup import check_gan_args, class_names_for, discriminators
+from vidyn.tasks.gan_setup import batch_statistics, check_gan_args, class_names_for, discriminators
 from vidyn.tasks.generator_progress import GeneratorProgress
 
 
@@ -78,7 +78,9 @@ class GanTask(VidynTask):
     frames, e.g. ode_gan with warp_frames; 0 = off); d_base_channels / d_max_channels: the
     discriminators' widths; d_frame_differences: give the video discriminator the frame differences too
     (a motion stream); d_minibatch_std: both discriminators also read the spread of their features over
-    the batch (ProGAN's minibatch standard deviation, against collapse onto one appearance);
+    the batch (ProGAN's minibatch standard deviation, against collapse onto one appearance; true or
+    "batch"), over the batch's clips of the same class ("class": against one look-alike clip per class),
+    or both ("both");
     mode_seeking: weight of MSGAN's mode-seeking term on the generator (pairs of the batch asked for the
     same class; `mode_seeking_loss`; 0 = off; its size depends on the data's pixel distances, so its weight
     does too);
@@ -113,7 +115,7 @@ class GanTask(VidynTask):
         d_base_channels: int = 32,
         d_max_channels: int = 256,
         d_frame_differences: bool = False,
-        d_minibatch_std: bool = False,
+        d_minibatch_std: bool | str = False,
         mode_seeking: float = 0.0,
         aux_class_weight: float = 0.0,
         aux_classifier: str = "discriminator",
@@ -145,15 +147,15 @@ class GanTask(VidynTask):
         self.num_classes, self.num_frames, self.frame_intervals = len(self.class_names), num_frames, intervals
         self.d_frames_per_clip, self.flow_smoothness = d_frames_per_clip, float(flow_smoothness)
         self.r1_gamma, self.r1_every, self.mode_seeking = float(r1_gamma), r1_every, float(mode_seeking)
-        self.real_target, self.label_drop = float(real_target), float(label_drop)
+        self.real_target, self.label_drop, self.d_lr = float(real_target), float(label_drop), d_lr
         self.instance_noise, self.noise_steps = float(instance_noise), instance_noise_steps or run.total_steps
         self.optim_cfg, self.total_steps, self.warmup_steps = run.optim, run.total_steps, run.warmup_steps
-        self.d_lr, self.sample_every_n_steps = d_lr, sample_every_n_steps
         self.seed = int(torch.initial_seed()) % 2**31  # the run's seed: stride/start draws repeat on resume
         self.aux_class_weight, self.aux_classifier_lr = float(aux_class_weight), aux_classifier_lr
-        self.aux_fake_classes, self.watch = bool(aux_fake_classes), DiscriminatorWatch()
+        self.aux_fake_classes, self.sample_every_n_steps = bool(aux_fake_classes), sample_every_n_steps
+        self.watch = DiscriminatorWatch()
         d_args = dict(base_channels=d_base_channels, max_channels=d_max_channels, spectral_norm=spectral_norm,
-                      minibatch_std=d_minibatch_std)  # fmt: skip
+                      **batch_statistics(d_minibatch_std))  # fmt: skip
         self.video_discriminator, self.frame_discriminator, self.classifier = discriminators(
             model, self.num_classes, d_args, frame_differences=d_frame_differences,
             aux_classifier=aux_classifier if aux_class_weight > 0 else None,

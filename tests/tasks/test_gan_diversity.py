@@ -1,4 +1,5 @@
-"""MSGAN's mode-seeking term (`mode_seeking_loss`) and the gan task's `mode_seeking` weight."""
+"""Against look-alike samples: MSGAN's mode-seeking term (`mode_seeking_loss`, the gan task's `mode_seeking`)
+and the discriminators' per-class minibatch std (`class_std`, `d_minibatch_std: class`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from test_generation import _fit, _gan
 
 from vidyn.errors import VidynError
 from vidyn.export import build_model
-from vidyn.models.video_discriminators import mode_seeking_loss
+from vidyn.models.video_discriminators import class_std, minibatch_std, mode_seeking_loss
 
 
 def test_mode_seeking_loss_pairs_only_clips_asked_for_the_same_class() -> None:
@@ -47,3 +48,30 @@ def test_gan_task_adds_and_logs_the_weighted_mode_seeking_term() -> None:
     assert "train/mode_seeking" not in _fit(_gan(), steps=1).callback_metrics  # off by default
     with pytest.raises(VidynError, match="mode_seeking must be >= 0"):
         _gan(mode_seeking=-1.0)
+
+
+def test_class_std_reads_the_spread_within_each_class_where_the_batch_spread_cannot() -> None:
+    """A batch of two classes, each one clip twice: the batch-wide std is large (the classes differ), the
+    per-class std is ~0; one varied class reads its own spread, a clip alone in its class reads 0."""
+    phi = torch.tensor([[0.0, 0.0], [0.0, 0.0], [4.0, 4.0], [4.0, 4.0]])
+    two_looks = torch.tensor([0, 0, 1, 1])
+    assert float(minibatch_std(phi)[0, -1]) == pytest.approx(2.0)
+    assert float(class_std(phi, two_looks)[:, -1].max()) < 1e-3
+    varied = torch.tensor([[0.0, 0.0], [2.0, 2.0], [4.0, 4.0], [5.0, 5.0]])
+    per_row = class_std(varied, torch.tensor([0, 0, 1, -1]))[:, -1]
+    assert per_row[:2].tolist() == pytest.approx([1.0, 1.0], abs=1e-3) and float(per_row[2:].max()) < 1e-3
+    assert torch.equal(class_std(varied, None), minibatch_std(varied))
+
+
+def test_d_minibatch_std_picks_the_discriminators_batch_statistics() -> None:
+    both = _gan(d_minibatch_std="both")
+    assert both.video_discriminator.head.linear.in_features == 16 + 2  # 16 features + both columns
+    assert both.frame_discriminator.class_std and both.frame_discriminator.minibatch_std
+    per_class = _gan(d_minibatch_std="class").video_discriminator
+    assert per_class.class_std and not per_class.minibatch_std
+    clips, times = torch.rand(4, 4, 1, 16, 16), torch.arange(4) * 0.1
+    with torch.no_grad():  # the per-class column depends on which clips share a label
+        a, b = (per_class(clips, times, torch.tensor(y)) for y in ([0, 0, 1, 1], [0, 1, 2, 3]))
+    assert not torch.allclose(a, b)
+    with pytest.raises(VidynError, match="d_minibatch_std must be false, true, batch, class or both"):
+        _gan(d_minibatch_std="per-class")
