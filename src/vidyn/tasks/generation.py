@@ -7,7 +7,9 @@ smoothing (real target 0.9, Salimans et al. 2016) for the discriminators, the no
 the generator; Adam(0.5, 0.999) in the shipped configs. Stabilisers (all optional): spectral norm on the
 discriminators (Miyato et al. 2018), the R1 penalty (Mescheder et al. 2018), annealed instance noise
 (Sønderby et al. 2017), label dropping to the null label so one class-conditional model also samples
-unconditionally, and an exponential moving average of the generator (Karras et al.). For class-conditional
+unconditionally, an exponential moving average of the generator (Karras et al.), and against look-alike
+samples minibatch standard deviation in the discriminators (batch-wide or per class) and MSGAN's
+mode-seeking term on the generator (Mao et al., CVPR 2019). For class-conditional
 models, an auxiliary classifier on the video discriminator's features (AC-GAN, Odena et al. 2017;
 `aux_class_weight`): the discriminator learns the classes of real clips (cross-entropy on real clips only,
 as in most AC-GAN implementations since Gong et al.'s TAC-GAN analysis, 2019), the generator is pushed to
