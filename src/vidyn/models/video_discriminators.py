@@ -128,18 +128,26 @@ def class_std(phi: Tensor, labels: Tensor | None) -> Tensor:
     the features. Without labels, over all rows (`minibatch_std`)."""
     if labels is None:
         return minibatch_std(phi)
+    return torch.cat([phi, _class_std_column(phi, labels)], dim=1)
+
+
+def _class_std_column(phi: Tensor, labels: Tensor) -> Tensor:
+    """`class_std`'s column `(N, 1)`."""
     x = phi.float()
     same = (labels[:, None] == labels[None, :]).float()  # (N, N)
     count = same.sum(1, keepdim=True)
     mean, mean_sq = same @ x / count, same @ x.square() / count  # (N, F) per-class moments of each row
     std = (mean_sq - mean.square()).clamp_min(0).add(1e-8).sqrt().mean(1, keepdim=True)
-    return torch.cat([phi, std.to(phi.dtype)], dim=1)
+    return std.to(phi.dtype)
 
 
 def _batch_features(phi: Tensor, labels: Tensor | None, *, batch: bool, per_class: bool) -> Tensor:
     """`phi` with the minibatch-std column and/or the per-class one appended (in that order)."""
     out = minibatch_std(phi) if batch else phi
-    return torch.cat([out, class_std(phi, labels)[:, -1:]], dim=1) if per_class else out
+    if not per_class:
+        return out
+    column = minibatch_std(phi)[:, -1:] if labels is None else _class_std_column(phi, labels)
+    return torch.cat([out, column], dim=1)
 
 
 def _conv_stack(cin: int, widths: list[int]) -> nn.Sequential:
