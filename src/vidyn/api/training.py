@@ -186,10 +186,16 @@ def _write_run_start(out: Path, cfg: Config, plan: ResumePlan | None) -> None:
         record(plan)
 
 
-def _export(task: VidynTask, model: nn.Module, out: Path, cfg: Config, dm: Any, ckpt: str | None) -> None:
+def _export(
+    task: VidynTask, model: nn.Module, out: Path, cfg: Config, dm: Any, ckpt: str | None, say: Any | None
+) -> None:
+    """Export the best checkpoint (else the model as it is); `say` given (a run that finished, not one
+    stopped early), the task's `after_fit` works on those weights first."""
     if ckpt and Path(ckpt).is_file():
         # The best validation checkpoint, not the last step, is what gets exported.
         task.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"])
+    if say is not None:  # e.g. latent_sde's refit of the z0 sampler on exactly these weights
+        task.after_fit(dm, say)
     model.eval()
     extra = task.export_extra() | io_spec(cfg, model, _frame_interval(dm))
     export_model(model, out, config=cfg.to_dict(), extra=extra)
@@ -304,7 +310,7 @@ def train(
         best = str(out / "checkpoints" / "last.ckpt")  # no validation yet: the last good state
     metrics: dict[str, Any] = {}
     if trainer.is_global_zero and (stop is None or best):
-        _export(task, model, out, cfg, dm, best)
+        _export(task, model, out, cfg, dm, best, say if stop is None else None)
         if evaluate_after and stop is None:
             metrics = evaluate(out, split=cfg.eval.split, json_path=out / "metrics.json", report_dir=out)
     if stop is not None:

@@ -72,7 +72,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Normal
 
 from vidyn.errors import VidynError
 from vidyn.models.interface import Condition
@@ -88,8 +87,6 @@ from vidyn.nn.sde import (
     check_labels,
     check_sde_video_args,
     check_solver,
-    rand_n,
-    randn_like,
     reencoding_loss,
     shared_grid,
     solve,
@@ -190,21 +187,10 @@ class SDEVideo(Z0Prior, nn.Module):
         rel = rel - rel[0]
         if not 0 <= num_context <= t or not 0 <= drop_condition <= 1:
             raise VidynError(f"need 0 <= num_context <= {t} and 0 <= drop_condition <= 1")
-        labels = true_labels = check_labels(labels, b, self.num_classes, frames.device)
-        emb = self.encoder(frames.flatten(0, 1)).unflatten(0, (b, t))  # (B*T, E, S, S) -> (B, T, E, S, S)
-
-        # Posterior: ConvGRU backwards in time; out[:, i] summarises frames i..T-1.
-        gaps = torch.cat([rel.diff(), rel.new_zeros(1)])  # (T,) gap to the next frame
-        out = run_conv_gru(self.posterior_rnn, emb, gaps, backwards=True)  # (B, T, E, S, S)
-        mean, log_std = self.to_posterior_z0(out[:, 0]).chunk(2, dim=1)  # (B, C_z, S, S) each
-        q_z0 = Normal(mean, log_std.exp())
-        z0 = mean + log_std.exp() * randn_like(mean, generator)
-
-        keep = [rand_n(b, emb, generator) >= drop_condition for _ in range(2)]  # frames, labels
-        if labels is not None:
-            labels = torch.where(keep[1], labels, torch.full_like(labels, -1))
-        ctx = (frames[:, :num_context], emb[:, :num_context], rel[:num_context]) if num_context else None
-        cond = self._encode_condition(ctx, labels, b, keep_frames=keep[0])
+        true_labels = check_labels(labels, b, self.num_classes, frames.device)
+        out, q_z0, z0, cond = self._encode_clips(
+            frames, rel, num_context, true_labels, drop_condition, generator
+        )
         kl_z0 = self._kl_z0(q_z0, z0, cond)
 
         zs, kl_path = self._solve(z0.flatten(1), cond.map, rel.tolist(), generator, out.transpose(0, 1))
@@ -214,7 +200,7 @@ class SDEVideo(Z0Prior, nn.Module):
         nll = -pixel.log_prob(frames).sum((1, 2, 3, 4)).mean()
         consistency = self._consistency(recon, zs)
         kl = kl_weight * kl_z0 + (kl_weight if kl_path_weight is None else kl_path_weight) * kl_path.mean()
-        fit, reader = self._fit_z0(cond, mean, log_std.exp(), z0, true_labels, generator)  # ex-post fits
+        fit, reader = self._fit_z0(cond.map, q_z0.mean, q_z0.stddev, z0, true_labels, generator)  # ex post
         loss = nll + kl + self.consistency_weight * consistency + fit + reader
         diffusion = self.sde.diffusion(self._maps(zs).flatten(0, 1)).mean().detach()  # mean g on the path
         recon_mse = (recon - frames).square().mean().detach()

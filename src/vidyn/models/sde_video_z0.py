@@ -23,8 +23,8 @@ from torch import Tensor, nn
 from torch.distributions import Normal, kl_divergence
 
 from vidyn.errors import VidynError
-from vidyn.nn.sde import ConditionMaps, randn_like
-from vidyn.nn.sde_nets import conv_net
+from vidyn.nn.sde import ConditionMaps, rand_n, randn_like, shared_grid
+from vidyn.nn.sde_nets import conv_net, run_conv_gru
 from vidyn.nn.sde_prior import ImleSampler, LawReader, MixturePrior
 
 
@@ -78,16 +78,59 @@ class Z0Prior:
         """The parameters fitted beside the ELBO on detached inputs (the IMLE sampler, the law reader)."""
         return [p for m in (self.z0_imle, self.z0_reader) if m is not None for p in m.parameters()]
 
+    def _encode_clips(
+        self, frames: Tensor, rel: Tensor, num_context: int, labels: Tensor | None, drop_condition: float,
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor, Normal, Tensor, ConditionMaps]:  # fmt: skip
+        """Clips `(B, T, C, H, W)` at times `rel` from t_ref `(T,)` -> (the posterior ConvGRU's outputs
+        `(B, T, E, S, S)`, q(z0 | x), a draw z0 of it, the prior's condition from the first `num_context`
+        frames and `labels`, each dropped per clip with probability `drop_condition`)."""
+        b, t = frames.shape[:2]
+        emb = self.encoder(frames.flatten(0, 1)).unflatten(0, (b, t))  # (B*T, E, S, S) -> (B, T, E, S, S)
+        # Posterior: ConvGRU backwards in time; out[:, i] summarises frames i..T-1.
+        gaps = torch.cat([rel.diff(), rel.new_zeros(1)])  # (T,) gap to the next frame
+        out = run_conv_gru(self.posterior_rnn, emb, gaps, backwards=True)  # (B, T, E, S, S)
+        mean, log_std = self.to_posterior_z0(out[:, 0]).chunk(2, dim=1)  # (B, C_z, S, S) each
+        z0 = mean + log_std.exp() * randn_like(mean, generator)
+        keep = [rand_n(b, emb, generator) >= drop_condition for _ in range(2)]  # frames, labels
+        if labels is not None:
+            labels = torch.where(keep[1], labels, torch.full_like(labels, -1))
+        ctx = (frames[:, :num_context], emb[:, :num_context], rel[:num_context]) if num_context else None
+        return out, Normal(mean, log_std.exp()), z0, self._encode_condition(ctx, labels, b, keep[0])
+
     def _fit_z0(
-        self, cond: ConditionMaps, mean: Tensor, std: Tensor, z0: Tensor, labels: Tensor | None,
+        self, cond_map: Tensor, mean: Tensor, std: Tensor, z0: Tensor, labels: Tensor | None,
         generator: torch.Generator | None,
     ) -> tuple[Tensor, Tensor]:  # fmt: skip
         """The ex-post fits' losses (IMLE sampler, law reader; 0 without them) on the posterior q(z0 | x)
-        `(mean, std)` and its draw z0 of clips with true `labels`; inputs detached inside."""
+        `(mean, std)` and its draw z0 of clips with true `labels`, the prior's condition map `cond_map`;
+        inputs detached inside."""
         zero = mean.new_zeros(())
-        imle = self.z0_imle.loss(cond.map, mean, std, generator) if self.z0_imle is not None else zero
+        imle = self.z0_imle.loss(cond_map, mean, std, generator) if self.z0_imle is not None else zero
         reader = self.z0_reader.loss(z0, labels) if self.z0_reader is not None else zero
         return imle, reader
+
+    def z0_fit_targets(
+        self, frames: Tensor, times: Tensor, *, num_context: int, labels: Tensor | None,
+        drop_condition: float, generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+        """What the ex-post fits learn from, for clips `(B, T, C, H, W)` at `times` `(T,)`, without
+        gradients: (the prior's condition map, as `elbo` builds it with `drop_condition`, the posterior
+        q(z0 | x)'s mean and std), e.g. to refit them on the final networks (`vidyn.tasks.z0_refit`)."""
+        rel = shared_grid(times, frames.shape[0], "times")
+        with torch.no_grad():
+            _, q_z0, _, cond = self._encode_clips(
+                frames, rel - rel[0], num_context, labels, drop_condition, generator
+            )
+        return cond.map, q_z0.mean, q_z0.stddev
+
+    def z0_fit_loss(
+        self, cond_map: Tensor, mean: Tensor, std: Tensor, labels: Tensor | None, generator: torch.Generator
+    ) -> Tensor:
+        """The ex-post fits' summed loss on `z0_fit_targets`' output (the reader's z0: a fresh posterior
+        draw)."""
+        z0 = mean + std * randn_like(mean, generator)
+        return sum(self._fit_z0(cond_map, mean, std, z0, labels, generator), mean.new_zeros(()))
 
     def _draw_z0(
         self, cond: ConditionMaps, generator: torch.Generator | None, labels: Tensor | None

@@ -9,6 +9,7 @@ are checked against theirs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,9 @@ class VidynTask(L.LightningModule):
     def extra_callbacks(self) -> list[Callback]:
         """Callbacks this task needs beside the engine's (e.g. progressive unfreezing)."""
         return []
+
+    def after_fit(self, datamodule: Any, say: Callable[[str], None]) -> None:
+        """Work on the weights to be exported, once they are loaded, before the export (default: none)."""
 
     def export_extra(self) -> dict[str, Any]:
         """Fields to store in the exported model's model.json beside name/args/config (e.g. class names)."""

@@ -18,6 +18,7 @@ Validation: the negative ELBO at beta = 1 with the condition kept (`val/loss`), 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -31,6 +32,7 @@ from vidyn.tasks.base import TaskRun, VidynTask
 from vidyn.tasks.gan_setup import class_names_for
 from vidyn.tasks.generator_progress import GeneratorProgress
 from vidyn.tasks.prompt_consistency import class_consistency
+from vidyn.tasks.z0_refit import check_refit, refit_z0
 
 TERMS = ("nll", "kl_z0", "kl_path", "consistency", "diffusion", "recon_mse", "z0_sampler", "z0_reader")
 
@@ -59,7 +61,10 @@ class LatentSdeTask(VidynTask):
     so the generator cannot pass it with cues it has only seen on real clips; kl_path_anneal: False
     weights the path KL by kl_max from the first step (only KL(z0) is warmed up), so the posterior's drift
     correction is never cheap (whether the prior drift then carries the dynamics: docs/generation.md,
-    session 14).
+    session 14); refit_steps: after training, on the weights to be exported, refit the model's ex-post
+    fits (z0 sampler, law reader) for this many Adam steps of `refit_batch_size` on `refit_clips`
+    training clips encoded once, learning rate `refit_lr` on a cosine to 0 (`vidyn.tasks.z0_refit`; 0 =
+    off).
     """
 
     def __init__(
@@ -78,6 +83,10 @@ class LatentSdeTask(VidynTask):
         class_start_step: int = 0,
         class_fake: bool = False,
         kl_path_anneal: bool = True,
+        refit_steps: int = 0,
+        refit_clips: int = 4096,
+        refit_batch_size: int = 64,
+        refit_lr: float = 1e-3,
     ) -> None:
         super().__init__()
         if not callable(getattr(model, "elbo", None)):
@@ -99,7 +108,10 @@ class LatentSdeTask(VidynTask):
             )
         if class_fake and not class_weight > 0:
             raise VidynError("task.args: class_fake trains the class term's classifier; set class_weight > 0")
+        check_refit(model, refit_steps, refit_clips, refit_batch_size, refit_lr)
         self.model = model
+        self.refit = dict(steps=refit_steps, clips=refit_clips, batch_size=refit_batch_size, lr=refit_lr)
+        self.refit_done: dict[str, Any] | None = None
         self.class_weight, self.classifier_lr = float(class_weight), classifier_lr
         self.class_start_step, self.class_fake = class_start_step, bool(class_fake)
         self.classifier = (
@@ -226,5 +238,22 @@ class LatentSdeTask(VidynTask):
         else:
             nn.utils.clip_grad_norm_(params, gradient_clip_val)
 
+    def after_fit(self, datamodule: Any, say: Callable[[str], None]) -> None:
+        """With `refit_steps`, refit the model's ex-post fits on the loaded weights (`refit_z0`)."""
+        if not self.refit["steps"]:
+            return
+        device = next(self.model.parameters()).device
+
+        def batches() -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:
+            for batch in datamodule.train_dataloader():
+                frames, times = self._clips(batch)
+                labels = batch["label"].long().to(device) if self.class_names else None
+                yield frames.to(device), times.to(device), labels
+
+        self.refit_done = refit_z0(
+            self.model, batches(), num_context=self.num_context, drop_condition=self.drop_condition,
+            seed=torch.initial_seed() % 2**63, say=say, **self.refit,
+        )  # fmt: skip
+
     def export_extra(self) -> dict[str, Any]:
-        return {"class_names": self.class_names}
+        return {"class_names": self.class_names} | ({"z0_refit": self.refit_done} if self.refit_done else {})
