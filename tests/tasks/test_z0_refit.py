@@ -95,3 +95,17 @@ def test_train_refits_the_exported_weights_and_records_it(tmp_path: Path) -> Non
     record = json.loads((tmp_path / "run" / "model.json").read_text())["z0_refit"]
     assert record["steps"] == 5 and record["clips"] == 8
     assert any("refitted the z0 sampler and law reader" in line for line in lines)
+
+
+def test_refit_stops_at_its_time_budget() -> None:
+    """`max_time` counts the pool's encoding: a budget it alone exceeds leaves no time for a step."""
+    torch.manual_seed(0)
+    model = build_model("sde_video_tiny", num_classes=3, z0_sampler="imle_prompted")
+    before = [p.clone() for p in model.ex_post_parameters()]
+    done = refit_z0(model, _batches(4), clips=16, steps=50, batch_size=8, lr=1e-3, num_context=1,
+                    drop_condition=0.0, max_time=1e-6)  # fmt: skip
+    assert done["steps"] == 0 and done["loss_last"] is None
+    assert all(torch.equal(a, b) for a, b in zip(before, model.ex_post_parameters(), strict=True))
+    with pytest.raises(VidynError, match="refit_max_time > 0"):
+        refit_z0(model, _batches(4), clips=16, steps=5, batch_size=8, lr=1e-3, num_context=1,
+                 drop_condition=0.0, max_time=0)  # fmt: skip

@@ -63,8 +63,8 @@ class LatentSdeTask(VidynTask):
     correction is never cheap (whether the prior drift then carries the dynamics: docs/generation.md,
     session 14); refit_steps: after training, on the weights to be exported, refit the model's ex-post
     fits (z0 sampler, law reader) for this many Adam steps of `refit_batch_size` on `refit_clips`
-    training clips encoded once, learning rate `refit_lr` on a cosine to 0 (`vidyn.tasks.z0_refit`; 0 =
-    off).
+    training clips encoded once, learning rate `refit_lr` on a cosine to 0, stopped after
+    `refit_max_time` seconds if given (`vidyn.tasks.z0_refit`; 0 = off).
     """
 
     def __init__(
@@ -87,6 +87,7 @@ class LatentSdeTask(VidynTask):
         refit_clips: int = 4096,
         refit_batch_size: int = 64,
         refit_lr: float = 1e-3,
+        refit_max_time: float | None = None,
     ) -> None:
         super().__init__()
         if not callable(getattr(model, "elbo", None)):
@@ -108,9 +109,10 @@ class LatentSdeTask(VidynTask):
             )
         if class_fake and not class_weight > 0:
             raise VidynError("task.args: class_fake trains the class term's classifier; set class_weight > 0")
-        check_refit(model, refit_steps, refit_clips, refit_batch_size, refit_lr)
+        check_refit(model, refit_steps, refit_clips, refit_batch_size, refit_lr, refit_max_time)
         self.model = model
-        self.refit = dict(steps=refit_steps, clips=refit_clips, batch_size=refit_batch_size, lr=refit_lr)
+        self.refit = dict(steps=refit_steps, clips=refit_clips, batch_size=refit_batch_size, lr=refit_lr,
+                          max_time=refit_max_time)  # fmt: skip
         self.refit_done: dict[str, Any] | None = None
         self.class_weight, self.classifier_lr = float(class_weight), classifier_lr
         self.class_start_step, self.class_fake = class_start_step, bool(class_fake)
