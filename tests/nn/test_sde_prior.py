@@ -236,3 +236,56 @@ def test_sde_video_chooses_a_prompted_samples_z0_among_draws_with_its_law_reader
     assert vidyn.build_model("sde_video_tiny").z0_reader is None  # default: no selection
     with pytest.raises(VidynError, match="z0_select must be 1, or > 1 with num_classes > 0"):
         vidyn.build_model("sde_video_tiny", z0_select=4)
+
+
+def test_a_reader_with_a_fake_class_passes_over_draws_off_the_posterior() -> None:
+    """Taught the sampler's draws as one more class, the reader chooses, of two draws with the asked
+    class's blob, the one like the posterior's (unit blob) over the sampler's overdone one (triple blob),
+    which a reader without that class picks no less often."""
+
+    def maps(classes: Tensor, amplitude: float) -> Tensor:  # a blob in corner 0, 1 or 2 of a noisy map
+        z = 0.3 * torch.randn(classes.numel(), 2, 6, 6)
+        for i, c in enumerate(classes.tolist()):
+            z[i, :, 3 * (c % 2) : 3 * (c % 2) + 3, 3 * (c // 2) : 3 * (c // 2) + 3] += amplitude
+        return z
+
+    chose_real = {}
+    for fake in (False, True):
+        torch.manual_seed(0)
+        reader = LawReader(latent_channels=2, hidden=16, num_classes=3, fake_class=fake)
+        opt = torch.optim.Adam(reader.parameters(), 1e-2)
+        for _ in range(200):
+            y = torch.randint(0, 3, (32,))
+            loss = reader.loss(maps(y, 1.0), y, fakes=maps(torch.randint(0, 3, (32,)), 3.0))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        asked = torch.randint(0, 3, (64,))
+        with torch.no_grad():
+            draws = torch.stack([maps(asked, 3.0), maps(asked, 1.0)], dim=1)  # (N, K=2, C, S, S)
+            chosen = reader.choose(draws, asked)
+        chose_real[fake] = float((chosen == draws[:, 1]).flatten(1).all(1).float().mean())
+    assert reader(maps(asked, 1.0)).shape == (64, 4)
+    assert chose_real[True] > 0.95 and chose_real[False] < 0.5
+
+
+def test_sde_video_reader_fake_learns_the_samplers_draws_off_the_global_stream() -> None:
+    """z0_reader_fake: the reader has a class for the sampler's draws, its term trains it alone, and the
+    ELBO's value and the random stream after it are those of a model without the option."""
+    frames, times = torch.rand(2, 5, 1, 16, 16), torch.arange(5) * 0.1
+    after = []
+    for fake in (False, True):
+        torch.manual_seed(0)
+        model = vidyn.build_model(
+            "sde_video_tiny", num_classes=3, z0_sampler="imle_prompted", z0_select=4, z0_reader_fake=fake
+        )
+        torch.manual_seed(1)
+        out = model.elbo(frames, times, num_context=1, labels=torch.tensor([0, 2]))
+        after.append((out["loss"] - out["z0_sampler"] - out["z0_reader"], torch.rand(3)))
+    assert model.z0_reader.net[-1].out_features == 4 and out["z0_reader"] > 0
+    others = [p for n, p in model.named_parameters() if not n.startswith("z0_reader.")]
+    assert all(g is None for g in torch.autograd.grad(out["z0_reader"], others, allow_unused=True))
+    torch.testing.assert_close(after[0][0], after[1][0], rtol=0, atol=0)
+    assert torch.equal(after[0][1], after[1][1])
+    with pytest.raises(VidynError, match="z0_reader_fake needs a law reader and a sampler"):
+        vidyn.build_model("sde_video_tiny", num_classes=3, z0_select=4, z0_reader_fake=True)

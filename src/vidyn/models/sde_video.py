@@ -126,6 +126,7 @@ class SDEVideo(Z0Prior, nn.Module):
         likelihood: str = "gaussian",
         z0_sampler: str = "prior",
         z0_select: int = 1,
+        z0_reader_fake: bool = False,
     ) -> None:
         super().__init__()
         sizes = dict(in_channels=in_channels, image_size=image_size, latent_size=latent_size)
@@ -148,7 +149,9 @@ class SDEVideo(Z0Prior, nn.Module):
         self.null_frames = nn.Parameter(torch.zeros(e, latent_size, latent_size))
         self.label_embedding = nn.Embedding(num_classes + 1, e) if num_classes else None
         cond_channels = e * (2 if num_classes else 1) + 2  # frames, label, x/y
-        self._build_prior_z0(cond_channels, e, zc, z0_components, z0_sampler, z0_select, num_classes)
+        self._build_prior_z0(
+            cond_channels, e, zc, z0_components, z0_sampler, z0_select, num_classes, z0_reader_fake
+        )
         self.sde = LatentSDEFunc(
             latent_channels=zc, latent_size=latent_size, cond_channels=cond_channels, context_channels=e,
             hidden_channels=drift_channels, sde_type=sde_type, min_diffusion=min_diffusion,
@@ -351,6 +354,7 @@ def sde_video(
     likelihood: str = "gaussian",
     z0_sampler: str = "prior",
     z0_select: int = 1,
+    z0_reader_fake: bool = False,
 ) -> SDEVideo:
     """Latent-SDE video generator (Li et al. 2020) conditioned on initial frames and/or a class.
 
@@ -366,7 +370,8 @@ def sde_video(
     `z0_sampler` "imle": samples start from a conditional-IMLE sampler of the posterior's z0 (fitted beside
     the ELBO, `vidyn.nn.sde_prior.ImleSampler`) instead of p(z0 | c) ("prior"); "imle_prompted": only
     samples with a class prompt do. `z0_select` K > 1: a law reader fitted beside the ELBO chooses a
-    prompted sample's z0 among K draws (`vidyn.nn.sde_prior.LawReader`).
+    prompted sample's z0 among K draws (`vidyn.nn.sde_prior.LawReader`); `z0_reader_fake`: the reader also
+    learns the sampler's draws as a class of their own, so it passes over draws off the posterior's.
     """
     return SDEVideo(**locals())  # the builder's arguments are the constructor's, by name
 

@@ -38,25 +38,30 @@ class Z0Prior:
 
     def _build_prior_z0(
         self, cond_channels: int, hidden: int, zc: int, components: int, sampler: str, select: int,
-        num_classes: int,
+        num_classes: int, reader_fake: bool = False,
     ) -> None:  # fmt: skip
         """p(z0 | c): a Gaussian per latent cell (`to_prior_z0`), or with `components` > 1 a mixture with
         one component per clip (`prior_mixture`, vidyn.nn.sde_prior); with `sampler` "imle" the z0 of
         samples ("imle_prompted": of prompted samples) comes from an `ImleSampler` (`z0_imle`, twice
         `hidden` wide) fitted beside the ELBO; with `select` > 1 a `LawReader` (`z0_reader`) chooses a
-        prompted sample's z0 among `select` draws."""
+        prompted sample's z0 among `select` draws (with `reader_fake`, the reader also learns the sampler's
+        draws as a class of their own)."""
         if sampler not in ("prior", "imle", "imle_prompted"):
             raise VidynError(f"z0_sampler must be 'prior', 'imle' or 'imle_prompted'; got {sampler!r}")
         if not isinstance(select, int) or select < 1 or (select > 1 and not num_classes):
             raise VidynError(
                 f"z0_select must be 1, or > 1 with num_classes > 0 (it reads the prompt); got {select!r}"
             )
+        if reader_fake and (select < 2 or sampler == "prior"):
+            raise VidynError(
+                "z0_reader_fake needs a law reader and a sampler: set z0_select > 1 and z0_sampler imle*"
+            )
         self.z0_imle, self.z0_reader, self.z0_sampler, self.z0_select = None, None, sampler, select
         with torch.random.fork_rng(devices=[]):  # initialised off the global stream: the ELBO's
             if sampler != "prior":  # networks get the same weights as without them
                 self.z0_imle = ImleSampler(cond_channels, zc, 2 * hidden)
             if select > 1:
-                self.z0_reader = LawReader(zc, 2 * hidden, num_classes)
+                self.z0_reader = LawReader(zc, 2 * hidden, num_classes, fake_class=reader_fake)
         self.z0_components = components
         if components > 1:
             net = conv_net(cond_channels, hidden, components * 2 * zc, layers=1)
@@ -107,8 +112,13 @@ class Z0Prior:
         inputs detached inside."""
         zero = mean.new_zeros(())
         imle = self.z0_imle.loss(cond_map, mean, std, generator) if self.z0_imle is not None else zero
-        reader = self.z0_reader.loss(z0, labels) if self.z0_reader is not None else zero
-        return imle, reader
+        if self.z0_reader is None:
+            return imle, zero
+        fakes = None
+        if self.z0_reader.fake_class and self.z0_imle is not None:
+            with torch.no_grad():  # the sampler's own stream without a generator, as in its loss
+                fakes = self.z0_imle(cond_map.detach(), generator or self.z0_imle.own_stream(mean.device))
+        return imle, self.z0_reader.loss(z0, labels, fakes)
 
     def z0_fit_targets(
         self, frames: Tensor, times: Tensor, *, num_context: int, labels: Tensor | None,

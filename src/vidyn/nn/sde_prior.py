@@ -84,7 +84,7 @@ class ImleSampler(nn.Module):
         self.net = conv_net(cond_channels + code + cell_noise, hidden, latent_channels, layers=3)
         self._stream: torch.Generator | None = None
 
-    def _own_stream(self, device: torch.device) -> torch.Generator:
+    def own_stream(self, device: torch.device) -> torch.Generator:
         if self._stream is None or self._stream.device != device:
             self._stream = torch.Generator(device).manual_seed(torch.initial_seed() % 2**63 + 1)
         return self._stream
@@ -107,7 +107,7 @@ class ImleSampler(nn.Module):
         stream (seeded from the run's seed), so the global random stream, and with it the ELBO's training,
         is the same as without the sampler."""
         n, k = mean.shape[0], self.draws
-        generator = generator if generator is not None else self._own_stream(cond_map.device)
+        generator = generator if generator is not None else self.own_stream(cond_map.device)
         z = self(cond_map.detach().repeat_interleave(k, 0), generator)  # (N*k, C_z, S, S)
         err = (z.view(n, k, *mean.shape[1:]) - mean.detach().unsqueeze(1)) / std.detach().unsqueeze(1)
         return err.square().mean((2, 3, 4)).min(dim=1).values.mean()
@@ -124,27 +124,42 @@ class LawReader(nn.Module):
     discriminator rejection sampling, Azadi et al., ICLR 2019): a sampler's draws that miss the asked law
     (e.g. the draws IMLE leaves unpulled, `ImleSampler`) are passed over. It reads z0 only, the state the
     prior drift continues, not pixels, so it costs K sampler draws and a small conv net per sample.
+
+    With `fake_class` it has one more class, the sampler's own draws (`loss`'s `fakes`), as the
+    discriminator of a semi-supervised GAN (Salimans et al., NeurIPS 2016; Odena, 2016) has: the
+    probability of the asked class, taken over the K + 1 classes, is then low for a draw that lies off
+    the posterior's distribution, where a K-class reader would answer with confidence it has not earned
+    (docs/generation.md, sessions 24 and 26).
     """
 
-    def __init__(self, latent_channels: int, hidden: int, num_classes: int) -> None:
+    def __init__(
+        self, latent_channels: int, hidden: int, num_classes: int, *, fake_class: bool = False
+    ) -> None:
         super().__init__()
+        self.num_classes, self.fake_class = num_classes, fake_class
         self.net = nn.Sequential(
             nn.Conv2d(latent_channels, hidden, 3, 1, 1), nn.SiLU(),
             nn.Conv2d(hidden, hidden, 3, 2, 1), nn.SiLU(),
             nn.Conv2d(hidden, hidden, 3, 1, 1), nn.SiLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(hidden, num_classes),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(hidden, num_classes + int(fake_class)),
         )  # fmt: skip
 
     def forward(self, z0: Tensor) -> Tensor:
-        """Class logits `(N, num_classes)` of z0 `(N, C_z, S, S)`."""
+        """Class logits `(N, num_classes [+ 1 for the sampler's draws])` of z0 `(N, C_z, S, S)`."""
         return self.net(z0)
 
-    def loss(self, z0: Tensor, labels: Tensor | None) -> Tensor:
-        """Cross-entropy on the clips with a label (>= 0) of the posterior's z0 (detached); 0 without."""
+    def loss(self, z0: Tensor, labels: Tensor | None, fakes: Tensor | None = None) -> Tensor:
+        """Cross-entropy on the clips with a label (>= 0) of the posterior's z0 and, with the fake class,
+        on `fakes` (sampler draws, one per labelled clip: the classes stay balanced); all detached; 0
+        without labelled clips."""
         if labels is None or not bool((labels >= 0).any()):
             return z0.new_zeros(())
         keep = labels >= 0
-        return nn.functional.cross_entropy(self(z0.detach()[keep]), labels[keep])
+        inputs, targets = z0.detach()[keep], labels[keep]
+        if self.fake_class and fakes is not None:
+            inputs = torch.cat([inputs, fakes.detach()[keep]])
+            targets = torch.cat([targets, torch.full_like(targets, self.num_classes)])
+        return nn.functional.cross_entropy(self(inputs), targets)
 
     def choose(self, candidates: Tensor, labels: Tensor) -> Tensor:
         """Of `candidates` `(N, K, C_z, S, S)` for classes `labels` `(N,)` (>= 0), the one of highest
