@@ -45,6 +45,30 @@ def kl_weight_at(step: int, *, anneal_steps: int, kl_max: float = 1.0) -> float:
     return kl_max * min(1.0, (step + 1) / anneal_steps)
 
 
+def _check_args(
+    model: nn.Module, num_context: int, num_frames: int | None, kl_anneal_steps: int, kl_max: float,
+    drop_condition: float,
+) -> None:  # fmt: skip
+    if not callable(getattr(model, "elbo", None)):
+        raise VidynError(
+            f"task latent_sde trains models with an elbo(...) method (e.g. sde_video); "
+            f"{type(model).__name__} has none: use task.name=gan for ode_gan"
+        )
+    if num_context < 0 or (num_frames is not None and num_frames <= num_context):
+        raise VidynError(f"task.args: need num_context >= 0 and num_frames > num_context; got {num_context}")
+    if kl_anneal_steps < 0 or kl_max < 0 or not 0 <= drop_condition <= 1:
+        raise VidynError("task.args: need kl_anneal_steps >= 0, kl_max >= 0 and drop_condition in [0, 1]")
+
+
+def _check_class_args(model: nn.Module, class_weight: float, class_start_step: int, class_fake: bool) -> None:
+    if class_start_step < 0:
+        raise VidynError(f"task.args: class_start_step must be >= 0; got {class_start_step}")
+    if class_weight < 0 or (class_weight > 0 and int(getattr(model, "num_classes", 0) or 0) < 2):
+        raise VidynError("task.args: class_weight must be >= 0, and > 0 only for a class-conditional model")
+    if class_fake and not class_weight > 0:
+        raise VidynError("task.args: class_fake trains the class term's classifier; set class_weight > 0")
+
+
 @TASKS.register("latent_sde", family="generator")
 class LatentSdeTask(VidynTask):
     """Trains a generator with `elbo(...)` (see the module docstring).
@@ -90,25 +114,8 @@ class LatentSdeTask(VidynTask):
         refit_max_time: float | None = None,
     ) -> None:
         super().__init__()
-        if not callable(getattr(model, "elbo", None)):
-            raise VidynError(
-                f"task latent_sde trains models with an elbo(...) method (e.g. sde_video); "
-                f"{type(model).__name__} has none: use task.name=gan for ode_gan"
-            )
-        if num_context < 0 or (num_frames is not None and num_frames <= num_context):
-            raise VidynError(
-                f"task.args: need num_context >= 0 and num_frames > num_context; got {num_context}"
-            )
-        if kl_anneal_steps < 0 or kl_max < 0 or not 0 <= drop_condition <= 1:
-            raise VidynError("task.args: need kl_anneal_steps >= 0, kl_max >= 0 and drop_condition in [0, 1]")
-        if class_start_step < 0:
-            raise VidynError(f"task.args: class_start_step must be >= 0; got {class_start_step}")
-        if class_weight < 0 or (class_weight > 0 and int(getattr(model, "num_classes", 0) or 0) < 2):
-            raise VidynError(
-                "task.args: class_weight must be >= 0, and > 0 only for a class-conditional model"
-            )
-        if class_fake and not class_weight > 0:
-            raise VidynError("task.args: class_fake trains the class term's classifier; set class_weight > 0")
+        _check_args(model, num_context, num_frames, kl_anneal_steps, kl_max, drop_condition)
+        _check_class_args(model, class_weight, class_start_step, class_fake)
         check_refit(model, refit_steps, refit_clips, refit_batch_size, refit_lr, refit_max_time)
         self.model = model
         self.refit = dict(steps=refit_steps, clips=refit_clips, batch_size=refit_batch_size, lr=refit_lr,
@@ -129,12 +136,8 @@ class LatentSdeTask(VidynTask):
         )
         self.class_names = class_names_for(model, run)
         self.num_context, self.num_frames = num_context, num_frames
-        self.kl_anneal_steps, self.kl_max, self.drop_condition = (
-            kl_anneal_steps,
-            float(kl_max),
-            drop_condition,
-        )
-        self.kl_path_anneal = bool(kl_path_anneal)
+        self.kl_anneal_steps, self.kl_max = kl_anneal_steps, float(kl_max)
+        self.drop_condition, self.kl_path_anneal = drop_condition, bool(kl_path_anneal)
         self.optim_cfg, self.total_steps, self.warmup_steps = run.optim, run.total_steps, run.warmup_steps
 
     @property
