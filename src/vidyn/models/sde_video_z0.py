@@ -9,9 +9,11 @@ parameters keep their names in `SDEVideo`'s state dict).
   for the others (docs/generation.md, sessions 22-23).
 - With `z0_select` K > 1, a prompted sample's z0 is the one of K draws that a `LawReader` (`z0_reader`),
   fitted beside the ELBO to the posterior's z0 of labelled clips, reads as the asked class most surely
-  (docs/generation.md, session 24).
+  (docs/generation.md, session 24); with `z0_reader_fake` the reader also learns the sampler's draws as a
+  class of their own, so it passes over draws unlike the posterior's (session 26).
 - The sampler and the reader are fitted on detached inputs and left out of the ELBO's gradient clipping
-  (`ex_post_parameters`), so the ELBO trains exactly as without them.
+  (`ex_post_parameters`), so the ELBO trains exactly as without them; `z0_fit_targets` and `z0_fit_loss`
+  let them be fitted again on the final networks (`vidyn.tasks.z0_refit`).
 """
 
 from __future__ import annotations
