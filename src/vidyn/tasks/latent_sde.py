@@ -244,10 +244,14 @@ class LatentSdeTask(VidynTask):
             nn.utils.clip_grad_norm_(params, gradient_clip_val)
 
     def after_fit(self, datamodule: Any, say: Callable[[str], None]) -> None:
-        """With `refit_steps`, refit the model's ex-post fits on the loaded weights (`refit_z0`)."""
+        """With `refit_steps`, refit the model's ex-post fits on the loaded weights (`refit_z0`), on the
+        device the run trained on (Lightning hands the model back on the CPU), then back where it was."""
         if not self.refit["steps"]:
             return
-        device = next(self.model.parameters()).device
+        home = next(self.model.parameters()).device
+        trainer = self._trainer  # None outside a fit (e.g. a task built only to export)
+        device = trainer.strategy.root_device if trainer is not None else home
+        self.model.to(device)
 
         def batches() -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:
             for batch in datamodule.train_dataloader():
@@ -259,6 +263,7 @@ class LatentSdeTask(VidynTask):
             self.model, batches(), num_context=self.num_context, drop_condition=self.drop_condition,
             seed=torch.initial_seed() % 2**63, say=say, **self.refit,
         )  # fmt: skip
+        self.model.to(home)
 
     def export_extra(self) -> dict[str, Any]:
         return {"class_names": self.class_names} | ({"z0_refit": self.refit_done} if self.refit_done else {})
