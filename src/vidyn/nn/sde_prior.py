@@ -127,8 +127,8 @@ class LawReader(nn.Module):
 
     With `fake_class` it has one more class, the sampler's own draws (`loss`'s `fakes`), as the
     discriminator of a semi-supervised GAN (Salimans et al., NeurIPS 2016; Odena, 2016) has: the
-    probability of the asked class, taken over the K + 1 classes, is then low for a draw that lies off
-    the posterior's distribution, where a K-class reader would answer with confidence it has not earned
+    probability of the asked class, taken over the classes and the fake one, is then low for a draw off
+    the posterior's distribution, where a reader without it would answer with confidence it has not earned
     (docs/generation.md, sessions 24 and 26).
     """
 
