@@ -76,6 +76,7 @@ class OptimConfig:
     warmup_epochs: int = 0  # alternative to warmup_steps for epoch-based recipes (seed 002)
     schedule: str = "cosine"  # cosine | constant
     min_lr_ratio: float = 0.01
+    budget_schedule: bool = False  # the cosine ends at trainer.max_time if that comes before max_steps
 
 
 @dataclass

@@ -39,6 +39,29 @@ def test_warmup_then_cosine_down_to_the_floor() -> None:
         warmup_cosine(9, **kw, schedule="step")
 
 
+def test_the_cosine_follows_whichever_budget_is_used_more() -> None:
+    kw = {"warmup_steps": 4, "total_steps": 14, "min_ratio": 0.1}
+    assert warmup_cosine(9, **kw, budget_used=0.2) == pytest.approx(warmup_cosine(9, **kw))  # steps ahead
+    expected = 0.1 + 0.9 * 0.5 * (1 + math.cos(0.9 * math.pi))
+    assert warmup_cosine(9, **kw, budget_used=0.9) == pytest.approx(expected)  # time ahead
+    assert warmup_cosine(5, **kw, budget_used=1.5) == pytest.approx(0.1)  # the floor, not past it
+    assert warmup_cosine(2, **kw, budget_used=0.9) == 0.75  # the warmup stays in steps
+
+
+@pytest.mark.parametrize("follow", [False, True])
+def test_budget_schedule_anneals_by_the_time_budget(tmp_path: Path, follow: bool) -> None:
+    cfg = tiny_prediction_config()
+    cfg["optim"].update(budget_schedule=follow, min_lr_ratio=0.01)
+    cfg["trainer"].update(max_steps=100_000, max_time=3, val_check_interval=100_000)
+    result = api.train(cfg, run_dir=tmp_path / "run", evaluate_after=False)
+    last = torch.load(result.run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    (state,) = last["lr_schedulers"]
+    assert 0 < result.steps < 100_000 and "follow_budget" not in state
+    assert state["budget_used"] > 0.9  # the clock runs either way; only a following schedule reads it
+    lr = state["_last_lr"][0] / 0.003
+    assert lr < 0.05 if follow else lr > 0.99  # by steps the cosine has barely started
+
+
 def test_total_steps_is_the_smaller_budget_in_optimiser_steps() -> None:
     dm = SimpleNamespace(dataset=lambda split: range(100))  # 100 clips
     cfg = build_config(None, ["data.batch_size=10", "trainer.max_steps=0", "trainer.max_epochs=3"])

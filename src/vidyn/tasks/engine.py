@@ -33,6 +33,7 @@ from vidyn.tasks import faults
 from vidyn.tasks.checkpointing import AtomicCheckpointIO, LatestCheckpoint
 from vidyn.tasks.distributed import launch_settings
 from vidyn.tasks.guards import FiniteCheck, SignalStop
+from vidyn.tasks.optim import BudgetClock
 from vidyn.tasks.progress import PlainProgress
 
 # Lightning logs its console messages through this logger (set in lightning.pytorch.utilities.rank_zero).
@@ -128,6 +129,8 @@ def _callbacks(
         FiniteCheck(),
         LearningRateMonitor(logging_interval="step"),
     ]
+    if cfg.max_time:  # the schedules that follow the time budget (optim.budget_schedule) read it here
+        callbacks.append(BudgetClock())
     if faults.active():  # test hooks (tests/engine/test_kill_resume.py)
         callbacks.append(faults.FaultPoints())
     if bar:
