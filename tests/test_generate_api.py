@@ -19,6 +19,7 @@ from vidyn.data.datamodule import build_dataset
 from vidyn.data.video_io import read_video
 from vidyn.errors import VidynError
 from vidyn.evaluation.generation import (
+    PROMPT_SAMPLES,
     _judge_with_frames,
     best_mean_worst,
     clip_scores,
@@ -157,7 +158,8 @@ def test_sde_evaluation_scores_futures_beside_copy_last(sde_run: tuple[Path, dic
     long = metrics["futures_context_4"]  # from 4 frames, where the law is visible: 2 frames left
     assert long["num_context"] == 4 and long["target_times"] == [0.4, 0.5]
     prompted = metrics["judge_with_frames"]  # first frames + law; the judge reads 16 frames, these have 6
-    assert prompted["num_context"] == 2 and prompted["samples_per_clip"] == 4
+    assert prompted["num_context"] == 2 and prompted["samples_per_clip"] == PROMPT_SAMPLES
+    assert prompted["num_clips"] == 2 * fut["num_clips"]  # every evaluation clip, the reference half too
     assert prompted["value"] is None and "16 frames" in prompted["reason"]
     assert (run / "generated_vs_real.png").is_file()
 
@@ -189,7 +191,7 @@ def test_judge_with_frames_scores_samples_against_the_law_asked_with_each_first_
     times = data[0]["times"]
     model = _Continuation(clips)
     right = _judge_with_frames(model, clips, laws, times, 1, list(CLASSES))
-    assert right["value"] == 1.0 and right["samples_per_clip"] == 4  # the real continuations: the asked law
+    assert right["value"] == 1.0 and right["samples_per_clip"] == PROMPT_SAMPLES  # the real continuations
     wrong = _judge_with_frames(model, clips, (laws + 1) % 7, times, 1, list(CLASSES))
     assert wrong["value"] == 0.0
 

@@ -23,10 +23,10 @@ is chosen per clip and per metric by its mean over the predicted frames), divers
 the N samples, and mean pairwise SSIM between them), coverage (the fraction of true pixels inside the
 samples' per-pixel 5-95% band) and the `copy_last` baseline; `futures_context_4` repeats it from 4
 frames, where the shapes' motion law is visible (mean-of-N should approach best-of-N there), and a
-class-conditional one `judge_with_frames`: the motion-law accuracy of `PROMPT_SAMPLES` (4) samples per
-clip from its first `num_context` frames plus its law (`judge` asks with the law alone). Exported
-predictors given as `others` (`vidyn evaluate RUN --with PREDICTOR`) predict the same futures from the
-same context frames (`futures.predictors`).
+class-conditional one `judge_with_frames`: the motion-law accuracy of `PROMPT_SAMPLES` (8) samples per
+clip, of every evaluation clip (A and R), from its first `num_context` frames plus its law (`judge` asks
+with the law alone). Exported predictors given as `others` (`vidyn evaluate RUN --with PREDICTOR`)
+predict the same futures from the same context frames (`futures.predictors`).
 
 For datasets that render any timestamp (shapes), `double_rate` scores samples at twice the frame rate
 over the same span beside real clips rendered at that rate (the continuous-time check of issue 12).
@@ -65,7 +65,7 @@ from vidyn.report.media import write_labelled_grid
 
 DEFAULT_CLIPS = 16
 FUTURE_SAMPLES = 20
-PROMPT_SAMPLES = 4
+PROMPT_SAMPLES = 8  # until session 27 4 per scored clip: N 128, a 95% interval of +-0.07
 LONG_CONTEXT = 4
 
 
@@ -178,10 +178,9 @@ def _per_class(
 
 
 def _from_initial_frames(
-    model: nn.Module, clips: Tensor, labels: Tensor | None, times: Tensor, num_context: int,
-    names: list[str], others: dict[str, nn.Module] | None,
-) -> dict[str, Any]:  # fmt: skip
-    """`futures` (`others` beside it), `futures_context_4` and, given the laws, `judge_with_frames`."""
+    model: nn.Module, clips: Tensor, times: Tensor, num_context: int, others: dict[str, nn.Module] | None
+) -> dict[str, Any]:
+    """`futures` (`others` beside it) and `futures_context_4`."""
     out = {"futures": sample_futures(model, clips, times, num_context, FUTURE_SAMPLES)}
     if others:
         out["futures"]["predictors"] = predictor_futures(others, clips, times, num_context)
@@ -189,8 +188,6 @@ def _from_initial_frames(
         out[f"futures_context_{LONG_CONTEXT}"] = sample_futures(
             model, clips, times, LONG_CONTEXT, FUTURE_SAMPLES
         )
-    if labels is not None:
-        out["judge_with_frames"] = _judge_with_frames(model, clips, labels, times, num_context, names)
     return out
 
 
@@ -205,7 +202,7 @@ def _judge_with_frames(
         samples.append(sample_clips(model, PROMPT_SAMPLES, times, cond, seed=2000 + i))
         asked.append(labels[i].expand(PROMPT_SAMPLES))
     out = motion_law_accuracy(torch.cat(samples), torch.cat(asked), names)
-    return out | {"num_context": num_context, "samples_per_clip": PROMPT_SAMPLES}
+    return out | {"num_context": num_context, "num_clips": len(clips), "samples_per_clip": PROMPT_SAMPLES}
 
 
 def _double_rate(
@@ -334,8 +331,9 @@ def generator_report(
         out["judge"] = motion_law_accuracy(fake, None, names)
     num_context = int(cfg.task.args.get("num_context", 1))
     if takes_initial_frames(model) and 1 <= num_context < clips.shape[1]:
-        laws = labels[:half] if conditional else None
-        out |= _from_initial_frames(model, scored, laws, times, num_context, names, others)
+        out |= _from_initial_frames(model, scored, times, num_context, others)
+        if conditional:  # from every evaluation clip, A and R: a classifier needs no reference
+            out["judge_with_frames"] = _judge_with_frames(model, clips, labels, times, num_context, names)
     if hasattr(dataset, "render"):
         out["double_rate"] = _double_rate(model, dataset, half, times, cond, real_split)
     out["fvd"] = _fvd("fvd" in cfg.eval.baselines, fake, ref, real_split)
