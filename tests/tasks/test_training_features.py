@@ -4,6 +4,7 @@ arguments, the l1_diff loss, exporting the best checkpoint, early stopping, and 
 from __future__ import annotations
 
 import copy
+import datetime
 import math
 import warnings
 from pathlib import Path
@@ -12,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 import safetensors.torch
 import torch
+from lightning.pytorch.callbacks import Timer
 from tiny_configs import tiny_prediction_config
 
 from vidyn import api
@@ -21,7 +23,7 @@ from vidyn.errors import VidynError, VidynWarning
 from vidyn.export import build_model
 from vidyn.registry import TASKS
 from vidyn.tasks import TaskRun, build_task
-from vidyn.tasks.optim import warmup_cosine
+from vidyn.tasks.optim import BudgetClock, WarmupCosineLR, warmup_cosine
 from vidyn.tasks.prediction import PredictionTask, reconstruction_loss
 
 OPTIM = vars(build_config().optim)
@@ -57,9 +59,29 @@ def test_budget_schedule_anneals_by_the_time_budget(tmp_path: Path, follow: bool
     last = torch.load(result.run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     (state,) = last["lr_schedulers"]
     assert 0 < result.steps < 100_000 and "follow_budget" not in state
-    assert state["budget_used"] > 0.9  # the clock runs either way; only a following schedule reads it
+    assert state["budget_used"] > 0.9 if follow else state["budget_used"] == 0.0
     lr = state["_last_lr"][0] / 0.003
     assert lr < 0.05 if follow else lr > 0.99  # by steps the cosine has barely started
+
+
+def test_budget_clock_gives_every_rank_rank_0s_fraction() -> None:
+    sched = WarmupCosineLR(
+        torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), warmup_steps=0, total_steps=100,
+        min_ratio=0.0, schedule="cosine", follow_budget=True,
+    )  # fmt: skip
+    timer = Timer(duration=datetime.timedelta(seconds=100))
+    timer.time_elapsed = lambda *a: 30.0  # this rank's clock
+    sent = []
+    strategy = SimpleNamespace(broadcast=lambda value, src: sent.append((value, src)) or 0.5)  # rank 0's
+    trainer = SimpleNamespace(
+        lr_scheduler_configs=[SimpleNamespace(scheduler=sched)], callbacks=[timer], world_size=2,
+        strategy=strategy,
+    )  # fmt: skip
+    BudgetClock().on_train_batch_end(trainer)
+    assert sent == [(0.3, 0)] and sched.budget_used == 0.5
+    trainer.world_size = 1
+    BudgetClock().on_train_batch_end(trainer)
+    assert sched.budget_used == pytest.approx(0.3)
 
 
 def test_total_steps_is_the_smaller_budget_in_optimiser_steps() -> None:

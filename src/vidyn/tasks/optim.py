@@ -99,16 +99,21 @@ class WarmupCosineLR(torch.optim.lr_scheduler.LambdaLR):
 
 
 class BudgetClock(Callback):
-    """After each training batch, tells every `WarmupCosineLR` the fraction of trainer.max_time used (the
-    Timer's training time, validation rounds included, as the budget counts it); automatic optimisation
-    steps the schedulers after this hook, manual optimisation (GANs) at its next step."""
+    """After each training batch, tells every `WarmupCosineLR` that follows the budget the fraction of
+    trainer.max_time used (the Timer's training time, validation rounds included, as the budget counts it);
+    automatic optimisation steps the schedulers after this hook, manual optimisation (GANs) at its next
+    step. Under DDP rank 0's fraction is broadcast, so every rank steps at the same rate (as Lightning's
+    Timer broadcasts its stop)."""
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: object, **kwargs: object) -> None:
+        configs = trainer.lr_scheduler_configs
+        scheds = [c.scheduler for c in configs if isinstance(c.scheduler, WarmupCosineLR)]
         timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)  # type: ignore[attr-defined]
         remaining = timer.time_remaining() if timer is not None else None
-        if timer is None or remaining is None:
+        if timer is None or remaining is None or not any(s.follow_budget for s in scheds):
             return
-        used = timer.time_elapsed() / max(timer.time_elapsed() + remaining, 1e-9)
-        for config in trainer.lr_scheduler_configs:
-            if isinstance(config.scheduler, WarmupCosineLR):
-                config.scheduler.budget_used = min(1.0, used)
+        used = min(1.0, timer.time_elapsed() / max(timer.time_elapsed() + remaining, 1e-9))
+        if trainer.world_size > 1:
+            used = float(trainer.strategy.broadcast(used, src=0))
+        for sched in scheds:
+            sched.budget_used = used
