@@ -4,10 +4,11 @@ The cosine runs over `total_steps` (trainer.max_steps). With `optim.budget_sched
 budget runs out first, the steps or trainer.max_time: `BudgetClock` (a callback the engine adds when there
 is a time budget) tells each `WarmupCosineLR` the fraction of the time budget used, and the schedule's
 progress is the larger of the two fractions. Under a time budget a step-based cosine is cut where it
-happens to be when the time runs out (e.g. at 20-45% of the peak rate in the generators' quick configs),
-and how far it got depends on the machine's speed; following the budget, every run anneals fully.
-The price is reproducibility: the rate at a given step then depends on the wall clock, as the number of
-steps under trainer.max_time already does.
+happens to be when the time runs out (sde_video's quick config: at 17% of the peak rate), and how far it
+got depends on the machine's speed; following the budget, every run anneals fully. The price is
+reproducibility: the rate at a given step then depends on the wall clock, as the number of steps under
+trainer.max_time already does. Off in the shipped configs: neither generator's quick config gained from
+it (docs/generation.md, session 27).
 """
 
 from __future__ import annotations
