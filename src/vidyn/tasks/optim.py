@@ -13,6 +13,7 @@ it (docs/generation.md, session 27).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -86,9 +87,11 @@ class WarmupCosineLR(torch.optim.lr_scheduler.LambdaLR):
         schedule: str, follow_budget: bool = False,
     ) -> None:  # fmt: skip
         self.follow_budget, self.budget_used = follow_budget, 0.0
-        kwargs = dict(warmup_steps=warmup_steps, total_steps=total_steps, min_ratio=min_ratio)
-        kwargs["schedule"] = schedule
-        super().__init__(optimizer, lambda step: warmup_cosine(step, budget_used=self._used(), **kwargs))
+        factor = functools.partial(
+            warmup_cosine, warmup_steps=warmup_steps, total_steps=total_steps, min_ratio=min_ratio,
+            schedule=schedule,
+        )  # fmt: skip
+        super().__init__(optimizer, lambda step: factor(step, budget_used=self._used()))
 
     def _used(self) -> float:
         return self.budget_used if self.follow_budget else 0.0
@@ -109,11 +112,12 @@ class BudgetClock(Callback):
     def on_train_batch_end(self, trainer: L.Trainer, *args: object, **kwargs: object) -> None:
         configs = trainer.lr_scheduler_configs
         scheds = [c.scheduler for c in configs if isinstance(c.scheduler, WarmupCosineLR)]
-        timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)  # type: ignore[attr-defined]
-        remaining = timer.time_remaining() if timer is not None else None
-        if timer is None or remaining is None or not any(s.follow_budget for s in scheds):
+        timers = [cb for cb in trainer.callbacks if isinstance(cb, Timer)]  # type: ignore[attr-defined]
+        remaining = timers[0].time_remaining() if timers else None  # None: no trainer.max_time
+        if remaining is None or not any(s.follow_budget for s in scheds):
             return
-        used = min(1.0, timer.time_elapsed() / max(timer.time_elapsed() + remaining, 1e-9))
+        elapsed = timers[0].time_elapsed()
+        used = min(1.0, elapsed / max(elapsed + remaining, 1e-9))  # elapsed + remaining: the budget
         if trainer.world_size > 1:
             used = float(trainer.strategy.broadcast(used, src=0))
         for sched in scheds:

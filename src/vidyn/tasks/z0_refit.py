@@ -10,9 +10,9 @@ serve: `clips` training clips are encoded once by the frozen networks in evaluat
 condition map with the ELBO's per-clip condition drops, and q(z0 | x)'s mean and std), then `steps` Adam
 steps of `batch_size` clips drawn from that pool (at most `max_time` seconds in all), learning rate `lr`
 on a cosine down to 0; each step draws fresh IMLE noise and a fresh posterior z0 for the reader. Only the
-ex-post parameters change, so everything else the model does is as trained. This is the two-stage recipe of ex-post density
-estimation (Ghosh et al., ICLR 2020) with the second stage run to convergence on the first stage's
-final encoder. Measured: docs/generation.md, session 26.
+ex-post parameters change, so everything else the model does is as trained. This is the two-stage recipe
+of ex-post density estimation (Ghosh et al., ICLR 2020) with the second stage run to convergence on the
+first stage's final encoder. Measured: docs/generation.md, session 26.
 """
 
 from __future__ import annotations
