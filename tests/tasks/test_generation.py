@@ -26,7 +26,7 @@ from vidyn.models.video_discriminators import (
 from vidyn.tasks import TaskRun
 from vidyn.tasks.gan_monitoring import DiscriminatorWatch, sample_grid
 from vidyn.tasks.generation import GanTask
-from vidyn.tasks.latent_sde import LatentSdeTask, kl_weight_at
+from vidyn.tasks.latent_sde import LatentSdeTask, kl_path_weight_at, kl_weight_at
 from vidyn.tasks.prompt_consistency import class_consistency
 
 OPTIM = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "betas": [0.5, 0.999], "min_lr_ratio": 1.0,
@@ -360,18 +360,36 @@ def test_latent_sde_trains_with_annealed_kl_and_logs_its_terms() -> None:
         LatentSdeTask(build_model("ode_gan_tiny"), run)
 
 
-@pytest.mark.parametrize("anneal", [True, False])
-def test_kl_path_anneal_off_weights_the_path_kl_fully_from_the_first_step(anneal: bool) -> None:
+PATH_KL_MODES = {  # task arguments -> the path KL's weights at steps 0-2 (None: it shares beta)
+    "annealed": ({}, [None, None, None]),
+    "full": ({"kl_path_anneal": False}, [3.0, 3.0, 3.0]),
+    "early": ({"kl_path_early": 10.0, "kl_path_early_steps": [1, 2]}, [10.0, 6.5, 3.0]),
+}
+
+
+@pytest.mark.parametrize("mode", list(PATH_KL_MODES))
+def test_the_path_kl_weight_follows_kl_path_anneal_and_kl_path_early(mode: str) -> None:
     torch.manual_seed(0)
     run = TaskRun(optim=OPTIM, total_steps=10)
     model = build_model("sde_video_tiny")
-    task = LatentSdeTask(model, run, num_context=2, kl_anneal_steps=10, kl_max=3.0, kl_path_anneal=anneal)
+    kwargs, paths = PATH_KL_MODES[mode]
+    task = LatentSdeTask(model, run, num_context=2, kl_anneal_steps=10, kl_max=3.0, **kwargs)
     seen, elbo = [], model.elbo
     model.elbo = lambda *a, **kw: seen.append((kw["kl_weight"], kw["kl_path_weight"])) or elbo(*a, **kw)
-    logged = _fit(task, steps=2).callback_metrics
-    betas = [pytest.approx(0.3), pytest.approx(0.6)]  # 3 * (step + 1) / 10
-    assert seen == [(b, None if anneal else 3.0) for b in betas]  # None: the path KL shares beta
-    assert float(logged["train/kl_path_weight"]) == pytest.approx(0.6 if anneal else 3.0)
+    logged = _fit(task, steps=3).callback_metrics
+    betas = [pytest.approx(0.3), pytest.approx(0.6), pytest.approx(0.9)]  # 3 * (step + 1) / 10
+    assert seen == list(zip(betas, paths, strict=True))
+    assert float(logged["train/kl_path_weight"]) == pytest.approx(paths[-1] or 0.9)
+
+
+def test_kl_path_early_holds_then_releases_linearly_and_rejects_bad_arguments() -> None:
+    weights = [kl_path_weight_at(s, early=10.0, kl_max=3.0, hold=2, release=4) for s in range(8)]
+    assert weights == pytest.approx([10.0, 10.0, 8.25, 6.5, 4.75, 3.0, 3.0, 3.0])
+    assert kl_path_weight_at(5, early=10.0, kl_max=3.0, hold=5, release=0) == 3.0
+    run, model = TaskRun(optim=OPTIM, total_steps=10), build_model("sde_video_tiny")
+    for bad in ({"kl_path_early": -1.0}, {"kl_path_early": 10.0, "kl_path_early_steps": [400]}):
+        with pytest.raises(VidynError, match="kl_path_early_steps"):
+            LatentSdeTask(model, run, **bad)
 
 
 def test_class_consistency_teaches_the_classifier_on_real_clips_and_charges_only_the_generator() -> None:

@@ -44,7 +44,8 @@ frame-and-class-conditional generation. Per clip, summed over frames (mean over 
     kl_z0   = KL(q(z0 | x) || p(z0 | c)), analytic;  kl_path = KL of the posterior path to the prior
               path (Girsanov; `sdeint(..., logqp=True)`), >= 0 in expectation;
     loss    = nll + kl_weight * (kl_z0 + kl_path) + consistency_weight * consistency
-              (the path KL may carry its own weight, `kl_path_weight`: see the task's `kl_path_anneal`).
+              (the path KL may carry its own weight, `kl_path_weight`: see the task's `kl_path_anneal`
+              and `kl_path_early`).
 `kl_weight` is the annealed beta of the reference (the task schedules it). `diffusion` = mean g along
 the posterior path (detached), logged to catch the collapse g -> 0.
 

@@ -45,6 +45,16 @@ def kl_weight_at(step: int, *, anneal_steps: int, kl_max: float = 1.0) -> float:
     return kl_max * min(1.0, (step + 1) / anneal_steps)
 
 
+def kl_path_weight_at(step: int, *, early: float, kl_max: float, hold: int, release: int) -> float:
+    """The path KL's weight at optimiser step `step` (0-based) under `kl_path_early`: `early` for the
+    first `hold` steps, then linear to `kl_max` over `release` steps, `kl_max` after."""
+    if step < hold:
+        return early
+    if step >= hold + release:
+        return kl_max
+    return early + (kl_max - early) * (step - hold + 1) / release
+
+
 def _check_args(
     model: nn.Module, num_context: int, num_frames: int | None, kl_anneal_steps: int, kl_max: float,
     drop_condition: float,
@@ -58,6 +68,15 @@ def _check_args(
         raise VidynError(f"task.args: need num_context >= 0 and num_frames > num_context; got {num_context}")
     if kl_anneal_steps < 0 or kl_max < 0 or not 0 <= drop_condition <= 1:
         raise VidynError("task.args: need kl_anneal_steps >= 0, kl_max >= 0 and drop_condition in [0, 1]")
+
+
+def _check_path_early(early: float | None, steps: Any) -> None:
+    ok = isinstance(steps, list | tuple) and len(steps) == 2 and all(isinstance(n, int) for n in steps)
+    if early is not None and (not early >= 0 or not ok or min(steps) < 0):
+        raise VidynError(
+            "task.args: need kl_path_early >= 0 (or null) and kl_path_early_steps [hold, release], two "
+            f"integers >= 0; got {early!r} and {steps!r}"
+        )
 
 
 def _check_class_args(model: nn.Module, class_weight: float, class_start_step: int, class_fake: bool) -> None:
@@ -85,7 +104,12 @@ class LatentSdeTask(VidynTask):
     so the generator cannot pass it with cues it has only seen on real clips; kl_path_anneal: False
     weights the path KL by kl_max from the first step (only KL(z0) is warmed up), so the posterior's drift
     correction is never cheap (whether the prior drift then carries the dynamics: docs/generation.md,
-    session 14); refit_steps: after training, on the weights to be exported, refit the model's ex-post
+    session 14); kl_path_early: with it, the path KL is weighted by this from the first step, held for
+    `kl_path_early_steps[0]` steps and then brought linearly to kl_max over `kl_path_early_steps[1]`
+    steps (`kl_path_weight_at`; overrides kl_path_anneal): which drift carries the motion is decided in
+    the first few hundred steps (docs/generation.md, sessions 14 and 28), and a weight that is high then
+    keeps it in the prior drift, while the lower weight after lets the posterior's correction refine the
+    frames; refit_steps: after training, on the weights to be exported, refit the model's ex-post
     fits (z0 sampler, law reader) for this many Adam steps of `refit_batch_size` on `refit_clips`
     training clips encoded once, learning rate `refit_lr` on a cosine to 0, stopped after
     `refit_max_time` seconds if given (`vidyn.tasks.z0_refit`; 0 = off).
@@ -107,6 +131,8 @@ class LatentSdeTask(VidynTask):
         class_start_step: int = 0,
         class_fake: bool = False,
         kl_path_anneal: bool = True,
+        kl_path_early: float | None = None,
+        kl_path_early_steps: tuple[int, int] = (400, 300),
         refit_steps: int = 0,
         refit_clips: int = 4096,
         refit_batch_size: int = 64,
@@ -116,6 +142,7 @@ class LatentSdeTask(VidynTask):
         super().__init__()
         _check_args(model, num_context, num_frames, kl_anneal_steps, kl_max, drop_condition)
         _check_class_args(model, class_weight, class_start_step, class_fake)
+        _check_path_early(kl_path_early, kl_path_early_steps)
         check_refit(model, refit_steps, refit_clips, refit_batch_size, refit_lr, refit_max_time)
         self.model = model
         self.refit = dict(steps=refit_steps, clips=refit_clips, batch_size=refit_batch_size, lr=refit_lr,
@@ -138,6 +165,8 @@ class LatentSdeTask(VidynTask):
         self.num_context, self.num_frames = num_context, num_frames
         self.kl_anneal_steps, self.kl_max = kl_anneal_steps, float(kl_max)
         self.drop_condition, self.kl_path_anneal = drop_condition, bool(kl_path_anneal)
+        self.kl_path_early = None if kl_path_early is None else float(kl_path_early)
+        self.kl_path_early_steps = (int(kl_path_early_steps[0]), int(kl_path_early_steps[1]))
         self.optim_cfg, self.total_steps, self.warmup_steps = run.optim, run.total_steps, run.warmup_steps
 
     @property
@@ -150,6 +179,15 @@ class LatentSdeTask(VidynTask):
 
     def kl_weight(self) -> float:
         return kl_weight_at(self.global_step, anneal_steps=self.kl_anneal_steps, kl_max=self.kl_max)
+
+    def kl_path_weight(self) -> float | None:
+        """The path KL's own weight at this step; None when it shares the KL weight (`kl_path_anneal`)."""
+        if self.kl_path_early is not None:
+            hold, release = self.kl_path_early_steps
+            return kl_path_weight_at(
+                self.global_step, early=self.kl_path_early, kl_max=self.kl_max, hold=hold, release=release
+            )
+        return None if self.kl_path_anneal else self.kl_max
 
     def _clips(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         frames, times = batch["frames"], batch["times"]
@@ -186,7 +224,7 @@ class LatentSdeTask(VidynTask):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         beta = self.kl_weight()
-        path = None if self.kl_path_anneal else self.kl_max  # None: the path KL shares beta
+        path = self.kl_path_weight()  # None: the path KL shares beta
         out = self._elbo(batch, kl_weight=beta, drop=self.drop_condition, path=path)
         bs = batch["frames"].shape[0]
         self.log_dict({f"train/{k}": out[k].detach() for k in TERMS}, batch_size=bs)
