@@ -387,7 +387,8 @@ def test_kl_path_early_holds_then_releases_linearly_and_rejects_bad_arguments() 
     assert weights == pytest.approx([10.0, 10.0, 8.25, 6.5, 4.75, 3.0, 3.0, 3.0])
     assert kl_path_weight_at(5, early=10.0, kl_max=3.0, hold=5, release=0) == 3.0
     run, model = TaskRun(optim=OPTIM, total_steps=10), build_model("sde_video_tiny")
-    for bad in ({"kl_path_early": -1.0}, {"kl_path_early": 10.0, "kl_path_early_steps": [400]}):
+    bad_args = [{"kl_path_early": -1.0}, {"kl_path_early_steps": [400]}, {"kl_path_early_steps": [400, -1]}]
+    for bad in bad_args:
         with pytest.raises(VidynError, match="kl_path_early_steps"):
             LatentSdeTask(model, run, **bad)
 

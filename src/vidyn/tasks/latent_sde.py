@@ -72,7 +72,7 @@ def _check_args(
 
 def _check_path_early(early: float | None, steps: Any) -> None:
     ok = isinstance(steps, list | tuple) and len(steps) == 2 and all(isinstance(n, int) for n in steps)
-    if early is not None and (not early >= 0 or not ok or min(steps) < 0):
+    if not ok or min(steps) < 0 or (early is not None and not early >= 0):
         raise VidynError(
             "task.args: need kl_path_early >= 0 (or null) and kl_path_early_steps [hold, release], two "
             f"integers >= 0; got {early!r} and {steps!r}"
