@@ -111,10 +111,12 @@ class BudgetClock(Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: object, **kwargs: object) -> None:
         configs = trainer.lr_scheduler_configs
-        scheds = [c.scheduler for c in configs if isinstance(c.scheduler, WarmupCosineLR)]
+        scheds = [s for c in configs if isinstance(s := c.scheduler, WarmupCosineLR) and s.follow_budget]
+        if not scheds:  # the shipped configs: nothing to do on this per-batch path
+            return
         timers = [cb for cb in trainer.callbacks if isinstance(cb, Timer)]  # type: ignore[attr-defined]
         remaining = timers[0].time_remaining() if timers else None  # None: no trainer.max_time
-        if remaining is None or not any(s.follow_budget for s in scheds):
+        if remaining is None:
             return
         elapsed = timers[0].time_elapsed()
         used = min(1.0, elapsed / max(elapsed + remaining, 1e-9))  # elapsed + remaining: the budget
