@@ -47,7 +47,11 @@ def point(where: str, step: int) -> None:
         return
     marker = os.environ.get(MARKER_ENV)
     if marker:
-        Path(marker).write_text(f"{where}@{step} pid {os.getpid()}\n")  # the pid: a test may kill it
+        # Written beside it and renamed: a test polling for the file never reads it empty (the pid: a test
+        # may kill it).
+        part = Path(f"{marker}.part")
+        part.write_text(f"{where}@{step} pid {os.getpid()}\n")
+        os.replace(part, marker)
     while not _stop_requested():
         time.sleep(0.01)
 
