@@ -64,8 +64,9 @@ DECODINGS = [
     {"warp_frames": True},
     {"warp_frames": True, "motion_regions": 2},
     {"warp_frames": True, "motion_regions": 1, "region_transform": "similarity"},
+    {"warp_frames": True, "motion_regions": 1, "relative_flow": True},
 ]
-DECODING_IDS = ["pixels", "warp", "regions", "similar"]
+DECODING_IDS = ["pixels", "warp", "regions", "similar", "relative"]
 
 
 @pytest.mark.parametrize("decoding", DECODINGS, ids=DECODING_IDS)
@@ -186,12 +187,18 @@ def _set_head(model: torch.nn.Module, flow: tuple[float, float], mask_bias: floa
         conv.bias[c + 2] = mask_bias
 
 
+def _warp_and_plain(**kw) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """A warping generator and the plain one with the same weights (its head: the image channels only)."""
+    model, plain = _model(warp_frames=True, **kw), _model()
+    plain.load_state_dict({k: v[: plain.in_channels] if k.startswith("head.2") else v
+                           for k, v in model.state_dict().items()})  # fmt: skip
+    return model, plain
+
+
 def test_warp_frames_blend_the_warped_first_image_with_each_frame() -> None:
     """frame = m * warp(first image, flow) + (1 - m) * own image: m = 1 with a zero flow holds the first
     image; m = 1 with a 1-pixel flow samples it one pixel over; m = 0 gives the plain decoder's frames."""
-    model, plain = _model(warp_frames=True), _model()
-    plain.load_state_dict({k: v[: plain.in_channels] if k.startswith("head.2") else v
-                           for k, v in model.state_dict().items()})  # fmt: skip
+    model, plain = _warp_and_plain()
     z, times = model.noise(2, _seeded(11)), torch.tensor([0.3, 0.0, 0.5, 0.1])  # unsorted: start is 0.0
     with torch.no_grad():
         _set_head(model, (0.0, 0.0), 30.0)
@@ -207,6 +214,24 @@ def test_warp_frames_blend_the_warped_first_image_with_each_frame() -> None:
     torch.testing.assert_close(own, plain(z, times), atol=1e-5, rtol=0)
 
 
+def test_relative_flow_starts_at_the_reference_and_moves_it_by_flow_changes() -> None:
+    """relative_flow: a frame's flow minus the start's. The first frame is the start's own image whatever
+    the decoded flow; a constant decoded flow moves nothing (every frame is that image, fully warped);
+    a flow that changes over the clip moves the later frames."""
+    model, plain = _warp_and_plain(relative_flow=True)
+    z, times = model.noise(2, _seeded(12)), torch.tensor([0.3, 0.0, 0.5, 0.1])  # unsorted: start is 0.0
+    with torch.no_grad():
+        _set_head(model, (1.0, 0.0), 30.0)
+        constant = model(z, times)
+        conv = model.head[-1]
+        conv.weight[model.in_channels : model.in_channels + 2].normal_(0.0, 0.5)  # a flow that varies
+        moving = model(z, times)
+        reference = plain(z, times)[:, 1]  # the plain frame at the start time
+    torch.testing.assert_close(constant, reference[:, None].expand_as(constant), atol=1e-5, rtol=0)
+    torch.testing.assert_close(moving[:, 1], reference, atol=1e-5, rtol=0)
+    assert (moving[:, [0, 2, 3]] - reference[:, None]).abs().mean() > 1e-3
+
+
 def test_bad_arguments_are_clear_errors() -> None:
     with pytest.raises(VidynError, match="image_size"):
         vidyn.build_model("ode_gan_tiny", image_size=24)
@@ -216,6 +241,8 @@ def test_bad_arguments_are_clear_errors() -> None:
         vidyn.build_model("ode_gan_tiny", method="leapfrog")
     with pytest.raises(VidynError, match="motion_regions"):
         vidyn.build_model("ode_gan_tiny", motion_regions=2)  # regions move the warp: warp_frames needed
+    with pytest.raises(VidynError, match="relative_flow"):
+        vidyn.build_model("ode_gan_tiny", relative_flow=True)  # a flow to be relative: warp_frames needed
     with pytest.raises(VidynError, match="region_transform"):
         vidyn.build_model("ode_gan_tiny", warp_frames=True, motion_regions=1, region_transform="shear")
     with pytest.raises(VidynError, match="num_samples"):

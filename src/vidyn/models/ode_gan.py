@@ -55,6 +55,12 @@ affine motion, Siarohin et al. 2019/2021, driven by the ODE path instead of a dr
 flow lets an object's pixels drift apart (a square becomes a crescent); a region's map moves them
 together, and a similarity keeps the object's shape.
 
+Relative flow (`relative_flow`, with `warp_frames`): each frame's decoded flow minus the flow decoded at
+the clip's start, so the first frame is exactly R and every later frame transports R's pixels by how far
+the motion has come since the start (the flow-based generators' convention, and Vid-ODE's, whose first
+frame is the observed one). Without it the start's own flow is free, and trained generators used it as a
+~30x zoom of a bright field that makes objects swell and shrink within the clip (docs/generation.md).
+
 Deviations: Gordon & Parde's ODE function is one Linear+Tanh on a latent vector over `linspace(0, 1,
 16)`; here a conv net of `ode_layers` tanh layers over a latent map plus a constant conditioning vector,
 with time in seconds (a first version's vector latent and MLP: docs/generation.md).
@@ -114,6 +120,7 @@ class OdeGAN(nn.Module):
         warp_frames: bool = False,
         motion_regions: int = 0,
         region_transform: str = "affine",
+        relative_flow: bool = False,
     ) -> None:
         super().__init__()
         check_sizes(
@@ -144,6 +151,9 @@ class OdeGAN(nn.Module):
             UpBlock2d(widths[i], widths[i + 1]) for i in range(temporal_blocks, num_up)
         )
         self.warp_frames, self.motion_regions = bool(warp_frames), int(motion_regions)
+        if relative_flow and not warp_frames:
+            raise VidynError("relative_flow needs warp_frames: true (it is the warp flow from the start)")
+        self.relative_flow = bool(relative_flow)
         self.flow_roughness: Tensor | None = None
         self._build_head(widths, temporal_blocks, region_transform)
 
@@ -243,6 +253,8 @@ class OdeGAN(nn.Module):
             flow = self.regions(x, mid, motion)
         else:
             flow = motion * (self.image_size / 16)  # pixels
+        if self.relative_flow:  # the start's own flow is zero: its frame is the reference itself
+            flow = flow - flow[ref_of_clip[clips]]
         self.flow_roughness = flow.diff(dim=-1).abs().mean() + flow.diff(dim=-2).abs().mean()
         return mask * warp(reference, flow) + (1 - mask) * image
 
@@ -344,6 +356,7 @@ def ode_gan(
     warp_frames: bool = False,
     motion_regions: int = 0,
     region_transform: str = "affine",
+    relative_flow: bool = False,
 ) -> OdeGAN:
     """Neural-ODE video GAN generator (seed 000; Gordon & Parde 2021): tanh ODE + (2+1)D ResNet decoder.
 
@@ -357,7 +370,8 @@ def ode_gan(
     up-blocks are (2+1)D over latent taps `tap_interval` seconds apart. `warp_frames`: each frame blends
     its own image with the clip's first image warped by a decoded flow (motion as transport);
     `motion_regions` K > 0 makes that flow K regions over a still background, each moved by one
-    `region_transform` ("affine" or "similarity": rotation and uniform scale).
+    `region_transform` ("affine" or "similarity": rotation and uniform scale); `relative_flow` takes each
+    frame's flow relative to the start's, so the clip's first frame is its reference image exactly.
     """
     return OdeGAN(**locals())  # the builder's arguments are the constructor's, by name
 
