@@ -1,5 +1,5 @@
 """Against look-alike samples: MSGAN's mode-seeking term (`mode_seeking_loss`, the gan task's `mode_seeking`)
-and the discriminators' per-class minibatch std (`class_std`, `d_minibatch_std: class`)."""
+and the discriminators' per-class and spatial batch std (`class_std`, `spatial_std`: `d_minibatch_std`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ from test_generation import _fit, _gan
 
 from vidyn.errors import VidynError
 from vidyn.export import build_model
-from vidyn.models.video_discriminators import class_std, minibatch_std, mode_seeking_loss
+from vidyn.models.video_discriminators import (
+    FrameDiscriminator,
+    class_std,
+    minibatch_std,
+    mode_seeking_loss,
+    spatial_std,
+)
 
 
 def test_mode_seeking_loss_pairs_only_clips_asked_for_the_same_class() -> None:
@@ -73,5 +79,38 @@ def test_d_minibatch_std_picks_the_discriminators_batch_statistics() -> None:
     with torch.no_grad():  # the per-class column depends on which clips share a label
         a, b = (per_class(clips, times, torch.tensor(y)) for y in ([0, 0, 1, 1], [0, 1, 2, 3]))
     assert not torch.allclose(a, b)
-    with pytest.raises(VidynError, match="d_minibatch_std must be false, true, batch, class or both"):
+    spatial = _gan(d_minibatch_std="spatial")
+    for d in (spatial.video_discriminator, spatial.frame_discriminator):
+        assert d.minibatch_std and d.spatial_std and not d.class_std
+    assert spatial.video_discriminator.head.linear.in_features == 16 + 1
+    with pytest.raises(VidynError, match="must be false, true, batch, class, both or spatial"):
         _gan(d_minibatch_std="per-class")
+
+
+def test_spatial_std_sees_objects_at_one_place_where_the_pooled_std_cannot() -> None:
+    """One bright cell per map: at the same place in every row (look-alike), or at a different place in
+    each row (varied). Pooled over positions the two batches are identical, so the pooled std reads 0 for
+    both; per position the varied batch has a spread and the look-alike one has none."""
+    same, varied = torch.zeros(4, 2, 4, 4), torch.zeros(4, 2, 4, 4)
+    same[:, :, 1, 1] = 1.0
+    for i in range(4):
+        varied[i, :, i, 3 - i] = 1.0
+    for maps in (same, varied):
+        assert float(minibatch_std(maps.mean(dim=(2, 3)))[0, -1]) < 1e-3
+    assert float(spatial_std(same).max()) < 1e-3
+    # each cell that holds the object in one row of 4 has std sqrt(1/4 * 3/4); 4 such cells of 16
+    assert float(spatial_std(varied)[0, 0]) == pytest.approx((0.25 * 0.75) ** 0.5 * 4 / 16, rel=1e-3)
+    assert spatial_std(varied).shape == (4, 1)
+    frames = torch.zeros(4, 1, 16, 16)
+    frames[:, :, 2:6, 2:6] = 1.0  # one square, at the same place in each frame
+    moved = torch.stack([torch.roll(f, (3 * i, 2 * i), dims=(1, 2)) for i, f in enumerate(frames)])
+    torch.manual_seed(0)
+    d = FrameDiscriminator(in_channels=1, image_size=16, base_channels=8, minibatch_std=True,
+                           spatial_std=True)  # fmt: skip
+    with torch.no_grad():  # a head that reads the statistic only
+        d.head.linear.weight.zero_()
+        d.head.linear.weight[0, -1] = 1.0
+        d.head.linear.bias.zero_()
+        assert float(d(frames).abs().max()) < 1e-3 < float(d(moved).min())
+    with pytest.raises(VidynError, match="spatial_std"):
+        FrameDiscriminator(in_channels=1, image_size=16, spatial_std=True)

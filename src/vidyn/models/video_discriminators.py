@@ -17,7 +17,10 @@
   the same statistic over the batch's clips of the row's own class (a clip alone in its class reads 0;
   real and generated batches carry the same labels, so the feature is fair to both): a batch that mixes
   classes has a large spread even when each class is one look-alike clip, which the batch-wide
-  statistic cannot see (vidyn's per-class variant).
+  statistic cannot see (vidyn's per-class variant). `spatial_std` (with `minibatch_std`): the batch
+  statistic is taken, as ProGAN takes it, on the last feature map before pooling, per feature, frame and
+  position, then averaged: the pooled features are nearly translation-invariant, so a batch whose objects
+  all sit at the same place reads as varied on them but not on the map.
 - Losses: BCE with one-sided label smoothing (real target 0.9, the seed; Salimans et al. 2016), the
   non-saturating generator loss, the R1 penalty on real inputs (Mescheder et al., ICML 2018), instance
   noise with a linearly annealed std (Sønderby et al. 2017), dropping labels to the null label, and an
@@ -122,6 +125,13 @@ def minibatch_std(phi: Tensor) -> Tensor:
     return torch.cat([phi, std.expand(phi.shape[0], 1)], dim=1)
 
 
+def spatial_std(maps: Tensor) -> Tensor:
+    """Feature maps `(N, F, *positions)` -> `(N, 1)`: the standard deviation over the N rows at each
+    feature and position, averaged (ProGAN's minibatch standard deviation; the same for every row)."""
+    std = maps.float().var(0, correction=0).add(1e-8).sqrt().mean().to(maps.dtype)
+    return std.expand(maps.shape[0], 1)
+
+
 def class_std(phi: Tensor, labels: Tensor | None) -> Tensor:
     """Features `(N, F)` -> `(N, F + 1)`: the last column is, for each row, the standard deviation of each
     feature over the rows of its label (itself included; 0 for a row alone in its class), averaged over
@@ -141,13 +151,24 @@ def _class_std_column(phi: Tensor, labels: Tensor) -> Tensor:
     return std.to(phi.dtype)
 
 
-def _batch_features(phi: Tensor, labels: Tensor | None, *, batch: bool, per_class: bool) -> Tensor:
-    """`phi` with the minibatch-std column and/or the per-class one appended (in that order)."""
-    out = minibatch_std(phi) if batch else phi
+def _batch_features(
+    phi: Tensor, labels: Tensor | None, *, batch: bool, per_class: bool, maps: Tensor | None = None
+) -> Tensor:
+    """`phi` with the minibatch-std column (from the unpooled `maps` when given) and/or the per-class one
+    appended (in that order)."""
+    out = phi
+    if batch:
+        out = minibatch_std(phi) if maps is None else torch.cat([phi, spatial_std(maps)], dim=1)
     if not per_class:
         return out
     column = minibatch_std(phi)[:, -1:] if labels is None else _class_std_column(phi, labels)
     return torch.cat([out, column], dim=1)
+
+
+def _check_spatial(minibatch_std: bool, spatial_std: bool) -> bool:
+    if spatial_std and not minibatch_std:
+        raise VidynError("spatial_std is where the minibatch std is taken: set minibatch_std=True")
+    return bool(spatial_std)
 
 
 def _conv_stack(cin: int, widths: list[int]) -> nn.Sequential:
@@ -186,6 +207,7 @@ class VideoDiscriminator(nn.Module):
         aux_classifier: bool = False,
         minibatch_std: bool = False,
         class_std: bool = False,
+        spatial_std: bool = False,
     ) -> None:
         super().__init__()
         if not time_unit > 0:
@@ -197,6 +219,7 @@ class VideoDiscriminator(nn.Module):
         # frames (+ their differences) + the gap to the previous and to the next frame
         self.net = _conv_stack(in_channels * (2 if frame_differences else 1) + 2, widths)
         cin, self.minibatch_std, self.class_std = widths[-1], bool(minibatch_std), bool(class_std)
+        self.spatial_std = _check_spatial(minibatch_std, spatial_std)
         self.head = _Projection(cin + self.minibatch_std + self.class_std, num_classes)
         if aux_classifier and num_classes < 2:
             raise VidynError(
@@ -212,8 +235,10 @@ class VideoDiscriminator(nn.Module):
         if clips.dim() != 5 or clips.shape[2] != self.in_channels:
             raise VidynError(f"clips must be (B, T, {self.in_channels}, H, W); got {tuple(clips.shape)}")
         x = clip_input(clips, times, self.time_unit, frame_differences=self.frame_differences)
-        phi = self.net(stack_layout(x)).mean(dim=(2, 3, 4))  # (B, C', T, H, W) -> (B, F, T, 4, 4) -> (B, F)
-        features = _batch_features(phi, labels, batch=self.minibatch_std, per_class=self.class_std)
+        maps = self.net(stack_layout(x))  # (B, C', T, H, W) -> (B, F, T, 4, 4)
+        phi = maps.mean(dim=(2, 3, 4))  # (B, F)
+        features = _batch_features(phi, labels, batch=self.minibatch_std, per_class=self.class_std,
+                                   maps=maps if self.spatial_std else None)  # fmt: skip
         logits = self.head(features, labels)
         if not with_classes:
             return logits
@@ -237,10 +262,12 @@ class FrameDiscriminator(nn.Module):
         spectral_norm: bool = False,
         minibatch_std: bool = False,
         class_std: bool = False,
+        spatial_std: bool = False,
     ) -> None:
         super().__init__()
         self.in_channels, self.image_size, self.num_classes = in_channels, image_size, num_classes
         self.minibatch_std, self.class_std = bool(minibatch_std), bool(class_std)
+        self.spatial_std = _check_spatial(minibatch_std, spatial_std)
         layers: list[nn.Module] = []
         cin = in_channels
         for cout in _widths(image_size, base_channels, max_channels):
@@ -254,8 +281,10 @@ class FrameDiscriminator(nn.Module):
     def forward(self, frames: Tensor, labels: Tensor | None = None) -> Tensor:
         if frames.dim() != 4 or frames.shape[1] != self.in_channels:
             raise VidynError(f"frames must be (N, {self.in_channels}, H, W); got {tuple(frames.shape)}")
-        phi = self.net(frames).mean(dim=(2, 3))  # (N, F, 4, 4) -> (N, F)
-        features = _batch_features(phi, labels, batch=self.minibatch_std, per_class=self.class_std)
+        maps = self.net(frames)  # (N, F, 4, 4)
+        phi = maps.mean(dim=(2, 3))  # (N, F)
+        features = _batch_features(phi, labels, batch=self.minibatch_std, per_class=self.class_std,
+                                   maps=maps if self.spatial_std else None)  # fmt: skip
         return self.head(features, labels)  # (N,)
 
 

@@ -27,16 +27,18 @@ def class_names_for(model: nn.Module, run: TaskRun) -> list[str]:
 
 
 def batch_statistics(d_minibatch_std: bool | str) -> dict[str, bool]:
-    """The discriminators' `minibatch_std` / `class_std` flags for `task.args.d_minibatch_std` (false, true
-    or "batch", "class", "both"), or a one-line VidynError."""
-    choices = {False: (False, False), True: (True, False), "batch": (True, False), "class": (False, True),
-               "both": (True, True)}  # fmt: skip
+    """The discriminators' `minibatch_std` / `class_std` / `spatial_std` flags for
+    `task.args.d_minibatch_std` (false, true or "batch", "class", "both", "spatial"), or a one-line
+    VidynError."""
+    choices = {False: (False, False, False), True: (True, False, False), "batch": (True, False, False),
+               "class": (False, True, False), "both": (True, True, False),
+               "spatial": (True, False, True)}  # fmt: skip
     if not isinstance(d_minibatch_std, (bool, str)) or d_minibatch_std not in choices:
         raise VidynError(
-            f"d_minibatch_std must be false, true, batch, class or both; got {d_minibatch_std!r}"
+            f"d_minibatch_std must be false, true, batch, class, both or spatial; got {d_minibatch_std!r}"
         )
-    batch, per_class = choices[d_minibatch_std]
-    return {"minibatch_std": batch, "class_std": per_class}
+    batch, per_class, spatial = choices[d_minibatch_std]
+    return {"minibatch_std": batch, "class_std": per_class, "spatial_std": spatial}
 
 
 def check_gan_args(

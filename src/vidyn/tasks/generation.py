@@ -82,7 +82,8 @@ class GanTask(VidynTask):
     (a motion stream); d_minibatch_std: both discriminators also read the spread of their features over
     the batch (ProGAN's minibatch standard deviation, against collapse onto one appearance; true or
     "batch"), over the batch's clips of the same class ("class": against one look-alike clip per class),
-    or both ("both");
+    or both ("both"), or over the batch at each feature and position of the last map before pooling
+    ("spatial", ProGAN's form: it also sees objects that always sit at the same place);
     mode_seeking: weight of MSGAN's mode-seeking term on the generator (pairs of the batch asked for the
     same class; `mode_seeking_loss`; 0 = off; its size depends on the data's pixel distances, so its weight
     does too);
