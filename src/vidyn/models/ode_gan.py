@@ -58,8 +58,8 @@ together, and a similarity keeps the object's shape.
 Relative flow (`relative_flow`, with `warp_frames`): each frame's decoded flow minus the flow decoded at
 the clip's start, so the first frame is exactly R and every later frame transports R's pixels by how far
 the motion has come since the start (the flow-based generators' convention, and Vid-ODE's, whose first
-frame is the observed one). Without it the start's own flow is free, and trained generators used it as a
-~30x zoom of a bright field that makes objects swell and shrink within the clip (docs/generation.md).
+frame is the observed one). Without it the start's own flow is free: trained generators warp a zoomed
+piece of a bright first image even at the start (docs/generation.md, sessions 13 and 29).
 
 Deviations: Gordon & Parde's ODE function is one Linear+Tanh on a latent vector over `linspace(0, 1,
 16)`; here a conv net of `ode_layers` tanh layers over a latent map plus a constant conditioning vector,
