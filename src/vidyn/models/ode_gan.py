@@ -247,14 +247,15 @@ class OdeGAN(nn.Module):
         is_ref = frame_points[:, 1] == start  # exactly one point per clip
         ref_of_clip = torch.zeros(int(clips.max()) + 1, dtype=torch.long, device=out.device)
         ref_of_clip[clips[is_ref]] = torch.nonzero(is_ref).squeeze(1)
-        reference = image[ref_of_clip[clips]]  # (P, C, H, W)
+        ref_index = ref_of_clip[clips]  # (P,): each point's clip's start point
+        reference = image[ref_index]  # (P, C, H, W)
         motion, mask = out[:, c:-1], torch.sigmoid(out[:, -1:])  # flow or region logits; blend mask
         if self.motion_regions:
             flow = self.regions(x, mid, motion)
         else:
             flow = motion * (self.image_size / 16)  # pixels
         if self.relative_flow:  # the start's own flow is zero: its frame is the reference itself
-            flow = flow - flow[ref_of_clip[clips]]
+            flow = flow - flow[ref_index]
         self.flow_roughness = flow.diff(dim=-1).abs().mean() + flow.diff(dim=-2).abs().mean()
         return mask * warp(reference, flow) + (1 - mask) * image
 

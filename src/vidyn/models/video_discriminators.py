@@ -19,8 +19,9 @@
   classes has a large spread even when each class is one look-alike clip, which the batch-wide
   statistic cannot see (vidyn's per-class variant). `spatial_std` (with `minibatch_std`): the batch
   statistic is taken, as ProGAN takes it, on the last feature map before pooling, per feature, frame and
-  position, then averaged: the pooled features are nearly translation-invariant, so a batch whose objects
-  all sit at the same place reads as varied on them but not on the map.
+  position, then averaged: the pooled features are nearly translation-invariant, so on them a batch whose
+  objects all sit at one place reads like one whose objects are spread over the frame; on the map it
+  does not.
 - Losses: BCE with one-sided label smoothing (real target 0.9, the seed; Salimans et al. 2016), the
   non-saturating generator loss, the R1 penalty on real inputs (Mescheder et al., ICML 2018), instance
   noise with a linearly annealed std (Sønderby et al. 2017), dropping labels to the null label, and an
@@ -121,13 +122,13 @@ def stack_layout(x: Tensor, *, normalised: bool = False) -> Tensor:
 def minibatch_std(phi: Tensor) -> Tensor:
     """Features `(N, F)` -> `(N, F + 1)`: the last column is the standard deviation of each feature over
     the N rows, averaged over the features (the same for every row)."""
-    std = phi.float().var(0, correction=0).add(1e-8).sqrt().mean().to(phi.dtype)
-    return torch.cat([phi, std.expand(phi.shape[0], 1)], dim=1)
+    return torch.cat([phi, spatial_std(phi)], dim=1)
 
 
 def spatial_std(maps: Tensor) -> Tensor:
-    """Feature maps `(N, F, *positions)` -> `(N, 1)`: the standard deviation over the N rows at each
-    feature and position, averaged (ProGAN's minibatch standard deviation; the same for every row)."""
+    """Features `(N, F, *positions)` (none for pooled features) -> `(N, 1)`: the standard deviation over
+    the N rows at each feature and position, averaged (ProGAN's minibatch standard deviation; the same for
+    every row)."""
     std = maps.float().var(0, correction=0).add(1e-8).sqrt().mean().to(maps.dtype)
     return std.expand(maps.shape[0], 1)
 
@@ -156,12 +157,10 @@ def _batch_features(
 ) -> Tensor:
     """`phi` with the minibatch-std column (from the unpooled `maps` when given) and/or the per-class one
     appended (in that order)."""
-    out = phi
-    if batch:
-        out = minibatch_std(phi) if maps is None else torch.cat([phi, spatial_std(maps)], dim=1)
+    out = torch.cat([phi, spatial_std(phi if maps is None else maps)], dim=1) if batch else phi
     if not per_class:
         return out
-    column = minibatch_std(phi)[:, -1:] if labels is None else _class_std_column(phi, labels)
+    column = spatial_std(phi) if labels is None else _class_std_column(phi, labels)
     return torch.cat([out, column], dim=1)
 
 
